@@ -1,0 +1,430 @@
+"""MM-CSE: the multimodal class-aware semantic enhancement parser (AAAI 2025).
+
+The modules follow Fig. 2 of the paper: feature projection, class-aware feature
+decoupling (CAFD), and a stack of fine-grained semantic enhancement (FGSE) layers, each
+with an intra-modal and a cross-modal path made of semantic co-occurrence modelling
+(SECM) and local-global semantic fusion (LGSF); then the attentive MMIL head. Where the
+paper and the official code differ, this computes what the official code computes (see
+AVVP.md), since that produced the published numbers and the released checkpoints.
+
+Per-class layers (the 26 CAFD branches, the 3 x 25 head Linears) are stacked parameters
+evaluated in one batched op, and both modalities go through each FGSE layer as one
+batch, so a training step has no Python loop over classes, heads or modalities.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avvp.model.config import MMCSEOptions, ModelConfig
+from avvp.model.inputs import FeatureProjection
+from avvp.model.outputs import ParserOutput
+
+
+def _init_like_linear(weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """The default nn.Linear initialisation, for stacks of Linears (last dim = fan-in)."""
+    bound = 1.0 / math.sqrt(weight.shape[-1])
+    nn.init.uniform_(weight, -bound, bound)
+    nn.init.uniform_(bias, -bound, bound)
+
+
+class ClassBranches(nn.Module):
+    """n independent branch MLPs on one segment feature, evaluated as one batched op.
+
+    Each branch is ReLU, Linear(in -> out), ReLU and, with two_layers, Dropout,
+    Linear(out -> out), ReLU. Input (..., in) -> output (..., n, out).
+    """
+
+    def __init__(
+        self, num_branches: int, in_dim: int, out_dim: int, two_layers: bool, dropout: float
+    ) -> None:
+        super().__init__()
+        self.in_weight = nn.Parameter(torch.empty(num_branches, out_dim, in_dim))
+        self.in_bias = nn.Parameter(torch.empty(num_branches, out_dim))
+        _init_like_linear(self.in_weight, self.in_bias)
+        self.out_weight: nn.Parameter | None = None
+        self.out_bias: nn.Parameter | None = None
+        if two_layers:
+            self.out_weight = nn.Parameter(torch.empty(num_branches, out_dim, out_dim))
+            self.out_bias = nn.Parameter(torch.empty(num_branches, out_dim))
+            _init_like_linear(self.out_weight, self.out_bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches, out_dim, in_dim = self.in_weight.shape
+        # All first Linears share their input: one GEMM with the stacked weights.
+        hidden = F.linear(
+            F.relu(x), self.in_weight.reshape(branches * out_dim, in_dim), self.in_bias.flatten()
+        )
+        hidden = F.relu(hidden.unflatten(-1, (branches, out_dim)))
+        if self.out_weight is None:
+            return hidden
+        hidden = torch.einsum("...nc,noc->...no", self.dropout(hidden), self.out_weight)
+        return F.relu(hidden + self.out_bias)
+
+
+class ClassFeatures(NamedTuple):
+    """tokens: (B, T, K, C) class features for FGSE; branches: (B, T, n, C) every branch
+    output (the K event features, then the background one when it exists)."""
+
+    tokens: torch.Tensor
+    branches: torch.Tensor
+
+
+class CAFD(nn.Module):
+    """Class-aware feature decoupling of one modality.
+
+    K event branches plus a background branch; a gate alpha from the segment feature
+    mixes each event feature with the background, and a shared Linear + ReLU of
+    [alpha * event_k ; (1 - alpha) * background] gives the class feature. Without
+    background the event features are the class features.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        class_dim: int,
+        num_classes: int,
+        two_layers: bool,
+        background: bool,
+        mean_event_orthogonality: bool,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.mean_event_orthogonality = mean_event_orthogonality
+        self.branches = ClassBranches(
+            num_classes + int(background), in_dim, class_dim, two_layers, dropout
+        )
+        self.gate: nn.Sequential | None = None
+        self.fuse: nn.Linear | None = None
+        if background:
+            self.gate = nn.Sequential(
+                nn.ReLU(),
+                nn.Linear(in_dim, in_dim // 2),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(in_dim // 2, 1),
+            )
+            self.fuse = nn.Linear(2 * class_dim, class_dim)
+
+    def forward(self, x: torch.Tensor) -> ClassFeatures:
+        branches = self.branches(x)
+        if self.gate is None or self.fuse is None:
+            return ClassFeatures(branches, branches)
+        events, background = branches[..., : self.num_classes, :], branches[..., -1:, :]
+        alpha = torch.sigmoid(self.gate(x)).unsqueeze(-1)  # (B, T, 1, 1)
+        # fuse([a*e ; (1-a)*b]) split by input halves: the background half is computed once
+        # per segment rather than for each of the K repeated copies.
+        event_weight, background_weight = self.fuse.weight.chunk(2, dim=1)
+        fused = (
+            alpha * F.linear(events, event_weight)
+            + (1 - alpha) * F.linear(background, background_weight)
+            + self.fuse.bias
+        )
+        return ClassFeatures(F.relu(fused), branches)
+
+    def orthogonality_loss(self, branches: torch.Tensor) -> torch.Tensor:
+        """Mean cosine between event and background features (the official code compares
+        the mean event feature for the visual modality and each event for the audio)."""
+        events, background = branches[..., : self.num_classes, :], branches[..., -1, :]
+        if self.mean_event_orthogonality:
+            return F.cosine_similarity(events.mean(dim=-2), background, dim=-1).mean()
+        return F.cosine_similarity(events, background.unsqueeze(-2), dim=-1).mean()
+
+
+class SharedClassProjection(nn.Module):
+    """The no-decoupling ablation: one branch shared by all K classes."""
+
+    def __init__(
+        self, in_dim: int, class_dim: int, num_classes: int, two_layers: bool, dropout: float
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.branches = ClassBranches(1, in_dim, class_dim, two_layers, dropout)
+
+    def forward(self, x: torch.Tensor) -> ClassFeatures:
+        shared = self.branches(x)
+        return ClassFeatures(shared.expand(*shared.shape[:-2], self.num_classes, -1), shared)
+
+
+class SECM(nn.Module):
+    """Semantic co-occurrence modelling: attention across the K class features of each
+    segment; Z = X + attention output. The head-averaged weights are the co-occurrence map."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+
+    def forward(
+        self, x: torch.Tensor, source: torch.Tensor | None, need_map: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x, source: (N, T, K, C); source None attends within x. Map: (N, T, K, K)."""
+        n, t, k, c = x.shape
+        query = x.reshape(n * t, k, c)
+        key = query if source is None else source.reshape(n * t, k, c)
+        attended, weights = self.attn(query, key, key, need_weights=need_map)
+        co_occurrence = weights.view(n, t, k, k) if weights is not None else None
+        return x + attended.view(n, t, k, c), co_occurrence
+
+
+class LGSF(nn.Module):
+    """Local-global semantic fusion: sigmoid(cosine(local, global)) x global, per segment
+    and class, where global is the temporal mean. Intra: two Linears on Z; cross: one
+    Linear shared by the local side (Z) and the global side (the other modality)."""
+
+    def __init__(self, dim: int, cross: bool) -> None:
+        super().__init__()
+        self.local_proj = nn.Linear(dim, dim)
+        self.global_proj = None if cross else nn.Linear(dim, dim)
+
+    def forward(self, z: torch.Tensor, other: torch.Tensor | None) -> torch.Tensor:
+        """z: (N, T, K, C); other: the other modality's layer input for the cross path."""
+        if self.global_proj is None:
+            global_side = F.relu(self.local_proj(other if other is not None else z))
+        else:
+            global_side = F.relu(self.global_proj(z))
+        global_feature = global_side.mean(dim=1, keepdim=True)
+        local = F.relu(self.local_proj(z))
+        relevance = torch.sigmoid(F.cosine_similarity(local, global_feature, dim=-1))
+        return relevance.unsqueeze(-1) * global_feature
+
+
+class FGSEPath(nn.Module):
+    """One path of an FGSE layer: SECM, then LGSF with the layer input as residual, then a
+    Linear. The intra path attends within the modality, the cross path to the other one."""
+
+    def __init__(
+        self, dim: int, num_heads: int, dropout: float, cross: bool, options: MMCSEOptions
+    ) -> None:
+        super().__init__()
+        self.cross = cross
+        self.secm = SECM(dim, num_heads, dropout) if options.secm else None
+        self.lgsf = LGSF(dim, cross) if options.lgsf else None
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, other: torch.Tensor, need_map: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        source = other if self.cross else None
+        z, co_occurrence = (x, None) if self.secm is None else self.secm(x, source, need_map)
+        if self.lgsf is not None:
+            z = x + self.lgsf(z, source)
+        return self.out_proj(z), co_occurrence
+
+
+class FGSELayer(nn.Module):
+    """Sum of the intra and cross paths, LayerNorm, feed-forward (no residual)."""
+
+    def __init__(
+        self, dim: int, num_heads: int, ffn_dim: int, dropout: float, options: MMCSEOptions
+    ) -> None:
+        super().__init__()
+        paths = {"intra": options.intra_path, "cross": options.cross_path}
+        self.paths = nn.ModuleDict(
+            {
+                name: FGSEPath(dim, num_heads, dropout, name == "cross", options)
+                for name, enabled in paths.items()
+                if enabled
+            }
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+        )
+
+    def forward(
+        self, x: torch.Tensor, other: torch.Tensor, need_maps: bool
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """x, other: (N, T, K, C). Returns the update and the co-occurrence maps by path."""
+        total: torch.Tensor | None = None
+        maps: dict[str, torch.Tensor] = {}
+        for name, path in self.paths.items():
+            out, co_occurrence = path(x, other, need_maps)
+            total = out if total is None else total + out
+            if co_occurrence is not None:
+                maps[name] = co_occurrence
+        assert total is not None  # MMCSEOptions keeps at least one path
+        return self.ffn(self.norm(total)), maps
+
+
+class FGSEEncoder(nn.Module):
+    """FGSE layers; each updates audio from (audio, visual) and visual from (visual,
+    audio) with the same weights, both from the previous layer's outputs."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            FGSELayer(
+                config.class_dim, config.num_heads, config.ffn_dim, config.dropout, config.mmcse
+            )
+            for _ in range(config.num_layers)
+        )
+
+    def forward(
+        self, audio: torch.Tensor, visual: torch.Tensor, return_maps: bool
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """audio, visual: (B, T, K, C) -> (2, B, T, K, C) and the last layer's maps."""
+        batch = audio.shape[0]
+        # Both modalities run as one batch of 2B; rolling by B pairs each sample with its
+        # other modality.
+        streams = torch.cat([audio, visual])
+        maps: dict[str, torch.Tensor] = {}
+        for index, layer in enumerate(self.layers):
+            need_maps = return_maps and index == len(self.layers) - 1
+            streams, maps = layer(streams, streams.roll(batch, dims=0), need_maps)
+        named_maps: dict[str, torch.Tensor] = {}
+        if "intra" in maps:
+            named_maps["map_aa"], named_maps["map_vv"] = maps["intra"].chunk(2)
+        if "cross" in maps:
+            named_maps["map_av"], named_maps["map_va"] = maps["cross"].chunk(2)
+        return streams.unflatten(0, (2, batch)), named_maps
+
+
+class MMILHead(nn.Module):
+    """Attentive MMIL pooling with per-class heads: three banks of K Linear(C -> 1)
+    (segment logit, temporal attention, modality attention) as one (3, K, C) weight."""
+
+    def __init__(self, class_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(3, num_classes, class_dim))
+        self.bias = nn.Parameter(torch.empty(3, num_classes))
+        _init_like_linear(self.weight, self.bias)
+
+    def forward(self, streams: torch.Tensor) -> ParserOutput:
+        """streams: (2, B, T, K, C), modality order [audio, visual]."""
+        scores = torch.einsum("mbtkc,hkc->hbtmk", streams, self.weight)
+        scores = scores + self.bias[:, None, None, None, :]
+        frame_logits, temporal_scores, modality_scores = scores.unbind(0)  # (B, T, 2, K)
+        frame_prob = torch.sigmoid(frame_logits)
+        temporal_prob = torch.softmax(temporal_scores, dim=1) * frame_prob
+        return ParserOutput(
+            global_prob=(temporal_prob * torch.softmax(modality_scores, dim=2)).sum(dim=(1, 2)),
+            a_prob=temporal_prob[:, :, 0].sum(dim=1),
+            v_prob=temporal_prob[:, :, 1].sum(dim=1),
+            frame_prob=frame_prob,
+            frame_logits=frame_logits,
+        )
+
+
+class ReconstructionDecoders(nn.Module):
+    """Training-only decoders: all branch features of a segment back to the projected
+    segment feature, Linear, ReLU, Linear, ReLU per modality; MSE losses.
+
+    The official visual decoder starts with a ReLU; its input is a ReLU output, so that
+    ReLU is the identity and both decoders have one shape.
+    """
+
+    def __init__(self, branch_features: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.audio = self._decoder(branch_features, hidden_dim)
+        self.visual = self._decoder(branch_features, hidden_dim)
+
+    @staticmethod
+    def _decoder(in_dim: int, hidden_dim: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU()
+        )
+
+    def forward(
+        self,
+        audio_branches: torch.Tensor,
+        visual_branches: torch.Tensor,
+        audio_feature: torch.Tensor,
+        visual_feature: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        return {
+            "loss_a_rec": F.mse_loss(audio_feature, self.audio(audio_branches.flatten(-2))),
+            "loss_v_rec": F.mse_loss(visual_feature, self.visual(visual_branches.flatten(-2))),
+        }
+
+
+class MMCSE(nn.Module):
+    """The MM-CSE parser. forward(audio, visual, visual_st, with_aux) -> ParserOutput.
+
+    with_aux=True adds the training-only auxiliaries to `aux`: loss_a_rec, loss_v_rec,
+    loss_a_ort, loss_v_ort and the last layer's head-averaged co-occurrence maps map_aa,
+    map_av, map_vv, map_va (B, T, K, K), as far as the ablation options keep them.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.kind != "mmcse":
+            raise ValueError(f"MMCSE needs a config of kind 'mmcse', got {config.kind!r}")
+        self.config = config
+        options, hidden = config.mmcse, config.hidden_dim
+        classes, class_dim = config.inputs.num_classes, config.class_dim
+        self.features = FeatureProjection(config.inputs, hidden)
+        self.audio_classes: CAFD | SharedClassProjection
+        self.visual_classes: CAFD | SharedClassProjection
+        self.decoders: ReconstructionDecoders | None = None
+        if options.decoupling:
+            # The official branches differ per modality: the visual ones have a second
+            # Linear, and the orthogonality loss compares the mean visual event feature.
+            self.audio_classes = CAFD(
+                hidden,
+                class_dim,
+                classes,
+                two_layers=False,
+                background=options.background,
+                mean_event_orthogonality=False,
+                dropout=config.dropout,
+            )
+            self.visual_classes = CAFD(
+                hidden,
+                class_dim,
+                classes,
+                two_layers=True,
+                background=options.background,
+                mean_event_orthogonality=True,
+                dropout=config.dropout,
+            )
+            branches = classes + int(options.background)
+            self.decoders = ReconstructionDecoders(branches * class_dim, hidden)
+        else:
+            self.audio_classes = SharedClassProjection(
+                hidden, class_dim, classes, two_layers=False, dropout=config.dropout
+            )
+            self.visual_classes = SharedClassProjection(
+                hidden, class_dim, classes, two_layers=True, dropout=config.dropout
+            )
+        self.encoder = FGSEEncoder(config)
+        self.head = MMILHead(class_dim, classes)
+
+    def forward(
+        self,
+        audio: torch.Tensor,
+        visual: torch.Tensor,
+        visual_st: torch.Tensor,
+        with_aux: bool = False,
+    ) -> ParserOutput:
+        """Parse a batch of windows; input shapes as described by `InputSpec`."""
+        audio_feature, visual_feature = self.features(audio, visual, visual_st)
+        audio_classes = self.audio_classes(audio_feature)
+        visual_classes = self.visual_classes(visual_feature)
+        streams, maps = self.encoder(audio_classes.tokens, visual_classes.tokens, with_aux)
+        output = self.head(streams)
+        if not with_aux:
+            return output
+        aux: dict[str, torch.Tensor] = {}
+        if self.decoders is not None:
+            aux.update(
+                self.decoders(
+                    audio_classes.branches, visual_classes.branches, audio_feature, visual_feature
+                )
+            )
+        if self.config.mmcse.decoupling and self.config.mmcse.background:
+            aux["loss_a_ort"] = self.audio_classes.orthogonality_loss(audio_classes.branches)
+            aux["loss_v_ort"] = self.visual_classes.orthogonality_loss(visual_classes.branches)
+        aux.update(maps)
+        output.aux = aux
+        return output
+
+
+def build_mmcse(config: ModelConfig) -> MMCSE:
+    return MMCSE(config)

@@ -1,0 +1,1 @@
+"""The stages as plain functions, their configs and the `avvp` command line."""

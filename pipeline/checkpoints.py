@@ -1,0 +1,119 @@
+"""avvp checkpoints: a parser's config and weights in one file that loads with
+`torch.load(..., weights_only=True)` (tensors and plain data only: checkpoints are
+untrusted input)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avvp import __version__
+from avvp.model.config import ModelConfig
+from avvp.model.factory import create_model, from_official_state_dict
+
+CHECKPOINT_FORMAT = "avvp-checkpoint/1"
+
+
+def checkpoint_bytes(
+    model: torch.nn.Module, model_config: ModelConfig, extra: dict[str, Any]
+) -> bytes:
+    """A checkpoint loadable with torch.load(..., weights_only=True): tensors and plain data."""
+    buffer = io.BytesIO()
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "avvp_version": __version__,
+        "model_config": model_config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def load_checkpoint(
+    data: bytes, map_location: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a parser from checkpoint bytes written by `checkpoint_bytes`."""
+    state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            "not an avvp checkpoint; import official weights with `avvp import-checkpoint`"
+        )
+    config = ModelConfig.from_dict(state["model_config"])
+    model = create_model(config)
+    model.load_state_dict(state["state_dict"])
+    return model, state
+
+
+def read_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load an avvp checkpoint file (`checkpoint.pt` of a run, or an imported one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        return load_checkpoint(path.read_bytes(), map_location)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def import_checkpoint(source: str | Path, kind: str, out: str | Path) -> ModelConfig:
+    """Convert an official MM-CSE or VALOR checkpoint into an avvp checkpoint at `out`.
+
+    The file may hold a raw state dict or one under `state_dict` / `model`; input kinds
+    are inferred from the weight shapes. Only tensors and plain data are unpickled.
+    """
+    source = Path(source)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such checkpoint file")
+    try:
+        official = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for foreign or unsafe files
+        raise ValueError(
+            f"{source}: not a PyTorch checkpoint loadable with weights_only=True ({error})"
+        ) from None
+    if not isinstance(official, dict):
+        raise ValueError(f"{source}: expected a state dict, found {type(official).__name__}")
+    try:
+        config, state_dict = from_official_state_dict(official, kind)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+    model = create_model(config)
+    model.load_state_dict(state_dict)
+    extra = {"imported_from": source.name, "imported_kind": kind}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_bytes(checkpoint_bytes(model, config, extra))
+    return config
+
+
+FEATURE_KEYS = ("audio", "visual", "visual_st")
+
+
+def read_feature_file(path: str | Path, config: ModelConfig) -> dict[str, np.ndarray]:
+    """audio, visual, visual_st arrays of a FEATURES.npz, checked against the model inputs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such feature file")
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [key for key in FEATURE_KEYS if key not in npz.files]
+        if missing:
+            raise ValueError(
+                f"{path} lacks {', '.join(missing)} (has {', '.join(npz.files)}); a FEATURES.npz "
+                "holds audio, visual and visual_st arrays"
+            )
+        arrays = {key: np.asarray(npz[key], dtype=np.float32) for key in FEATURE_KEYS}
+    n = len(arrays["audio"])
+    for key, shape in config.inputs.feature_shapes().items():
+        if arrays[key].shape != (n, *shape):
+            raise ValueError(
+                f"{path}: `{key}` has shape {arrays[key].shape}, the checkpoint expects "
+                f"({n}, {shape[0]}, {shape[1]})"
+            )
+        if not np.isfinite(arrays[key]).all():
+            raise ValueError(f"{path}: `{key}` holds NaN or infinite values")
+    return arrays

@@ -1,0 +1,1 @@
+"""The LLP annotation files, vendored unchanged from the dataset release."""

@@ -1,0 +1,264 @@
+"""Scoring of prediction files (PRED.npz) with the official AVVP metrics.
+
+PRED.npz holds `video_ids` (N,) str (LLP filenames `<id>_<start>_<end>` or bare YouTube
+ids) and either `pred` (N, 2, T, 25) binary, scored as given, or the model outputs
+`frame_prob` (N, T, 2, 25), `global_prob` and `v_prob` (N, 25), thresholded and
+filtered by the evaluation protocol first (`a_prob` may be present; no rule uses it).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avvp.model.classes import NUM_CLASSES
+from avvp.model.metrics import (
+    FILTER_RULES,
+    METRIC_KEYS,
+    FilterRule,
+    binarize_predictions,
+    segment_and_event_f1,
+)
+from avvp.pipeline.checkpoints import load_checkpoint, read_checkpoint, read_feature_file
+from avvp.pipeline.dataset import SplitTensors, autocast, load_split, resolve_device
+from avvp.pipeline.llp import AnnotationError, AudioAnnotations, LLPAnnotations
+from avvp.pipeline.train_config import TrainConfig
+from avvp.storage import open_run
+
+__all__ = [
+    "METRIC_KEYS",
+    "PredictionFileError",
+    "evaluate_prediction_file",
+    "evaluate_run",
+    "format_metrics_table",
+    "predict",
+    "read_prediction_file",
+    "score_split",
+]
+
+PROB_KEYS: tuple[str, ...] = ("frame_prob", "global_prob", "v_prob")
+_TABLE_ROWS = (("Segment", "Seg"), ("Event", "Event"))
+_TABLE_COLUMNS = (("A", "a"), ("V", "v"), ("AV", "av"), ("Type", "type"), ("Event", "event"))
+
+
+class PredictionFileError(ValueError):
+    """A prediction file is unreadable, incomplete or inconsistent."""
+
+
+def evaluate_prediction_file(
+    path: str | Path,
+    annotations: AudioAnnotations = "corrected",
+    filter_rule: FilterRule = "mmcse",
+    labels_dir: str | Path | None = None,
+) -> dict[str, float]:
+    """The eleven AVVP metrics (percent, ordered as METRIC_KEYS) of a PRED.npz.
+
+    annotations: the audio annotation file, "corrected" or "published" (the one behind
+    the published numbers). filter_rule: "mmcse" or "valor", used only for the model
+    output form. labels_dir: a folder of LLP-format files instead of the vendored ones.
+    """
+    video_ids, pred = read_prediction_file(path, filter_rule)
+    llp = LLPAnnotations.load(labels_dir, audio=annotations)
+    try:
+        truth = llp.dense(llp.to_filenames(video_ids), num_segments=pred.shape[2])
+    except AnnotationError as error:
+        raise PredictionFileError(f"{path}: {error}") from None
+    return segment_and_event_f1(pred, truth)
+
+
+def read_prediction_file(
+    path: str | Path, filter_rule: FilterRule = "mmcse"
+) -> tuple[list[str], np.ndarray]:
+    """video ids and binary predictions (N, 2, T, 25) uint8 of a PRED.npz, validated."""
+    if filter_rule not in FILTER_RULES:
+        raise PredictionFileError(
+            f"unknown filter rule {filter_rule!r}: use one of {', '.join(FILTER_RULES)}"
+        )
+    arrays = _load_arrays(Path(path))
+    video_ids = _video_ids(path, arrays)
+    num_videos = len(video_ids)
+    if "pred" in arrays:
+        if present := [key for key in PROB_KEYS if key in arrays]:
+            raise PredictionFileError(
+                f"{path} holds both `pred` and {', '.join(present)}: keep one form, the binary "
+                "`pred` or the model outputs"
+            )
+        pred = arrays["pred"]
+        _check_shape(path, "pred", pred, (num_videos, 2, None, NUM_CLASSES))
+        if not np.isin(pred, (0, 1)).all():
+            raise PredictionFileError(f"{path}: `pred` must hold only 0 and 1")
+        return video_ids, pred.astype(np.uint8)
+    if missing := [key for key in PROB_KEYS if key not in arrays]:
+        raise PredictionFileError(
+            f"{path} lacks {', '.join(missing)} (it has {', '.join(arrays)}): give either "
+            f"`pred` (N, 2, T, 25) or the model outputs {', '.join(PROB_KEYS)}"
+        )
+    frame_prob = arrays["frame_prob"]
+    _check_shape(path, "frame_prob", frame_prob, (num_videos, None, 2, NUM_CLASSES))
+    for key in ("global_prob", "v_prob"):
+        _check_shape(path, key, arrays[key], (num_videos, NUM_CLASSES))
+    for key in PROB_KEYS:
+        if not np.issubdtype(arrays[key].dtype, np.floating):
+            raise PredictionFileError(
+                f"{path}: `{key}` must hold probabilities (float), not {arrays[key].dtype}"
+            )
+        if num_nan := int(np.isnan(arrays[key]).sum()):
+            raise PredictionFileError(f"{path}: `{key}` holds {num_nan} NaN values")
+    pred = binarize_predictions(frame_prob, arrays["global_prob"], arrays["v_prob"], filter_rule)
+    return video_ids, pred
+
+
+def format_metrics_table(metrics: Mapping[str, float]) -> str:
+    """A readable table: segment and event level x A, V, AV, Type, Event, then Avg."""
+    if missing := [key for key in METRIC_KEYS if key not in metrics]:
+        raise ValueError(f"metrics lack {', '.join(missing)}")
+    lines = ["".ljust(9) + "".join(f"{name:>8}" for name, _ in _TABLE_COLUMNS)]
+    for label, prefix in _TABLE_ROWS:
+        cells = "".join(f"{metrics[f'{prefix}-{suffix}']:>8.2f}" for _, suffix in _TABLE_COLUMNS)
+        lines.append(label.ljust(9) + cells)
+    lines.append("Avg".ljust(9) + f"{metrics['Avg']:>8.2f}")
+    return "\n".join(lines)
+
+
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise PredictionFileError(f"{path} does not exist")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array")
+        with archive:
+            return {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise PredictionFileError(
+            f"{path} is not a readable .npz of plain arrays ({error}); write it with "
+            "numpy.savez and str (not object) video ids"
+        ) from None
+
+
+def _video_ids(path: str | Path, arrays: dict[str, np.ndarray]) -> list[str]:
+    if "video_ids" not in arrays:
+        raise PredictionFileError(f"{path} lacks `video_ids` (N,) str (it has {', '.join(arrays)})")
+    video_ids = arrays["video_ids"]
+    if video_ids.ndim != 1 or video_ids.dtype.kind != "U" or video_ids.size == 0:
+        raise PredictionFileError(
+            f"{path}: `video_ids` must be a non-empty (N,) str array, got {video_ids.dtype} "
+            f"of shape {video_ids.shape}"
+        )
+    names, counts = np.unique(video_ids, return_counts=True)
+    if (counts > 1).any():
+        repeated = ", ".join(repr(str(name)) for name in names[counts > 1][:5])
+        raise PredictionFileError(f"{path}: `video_ids` repeats {repeated}")
+    return video_ids.tolist()
+
+
+def _check_shape(
+    path: str | Path, key: str, array: np.ndarray, expected: tuple[int | None, ...]
+) -> None:
+    """None in `expected` stands for the number of segments T (any, at least 1)."""
+    fits = array.ndim == len(expected) and all(
+        size == want if want is not None else size >= 1
+        for size, want in zip(array.shape, expected, strict=True)
+    )
+    if not fits:
+        wanted = ", ".join("T" if want is None else str(want) for want in expected)
+        raise PredictionFileError(f"{path}: `{key}` must have shape ({wanted}), got {array.shape}")
+
+
+OUTPUT_KEYS: tuple[str, ...] = ("global_prob", "a_prob", "v_prob", "frame_prob", "frame_logits")
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    audio: torch.Tensor,
+    visual: torch.Tensor,
+    visual_st: torch.Tensor,
+    batch_size: int = 256,
+    amp: bool = True,
+) -> dict[str, np.ndarray]:
+    """Model outputs for stacked windows as float32 NumPy arrays (the OUT.npz layout)."""
+    model.eval()
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in OUTPUT_KEYS}
+    for start in range(0, len(audio), batch_size):
+        rows = slice(start, start + batch_size)
+        with autocast(audio.device, amp):
+            out = model(audio[rows], visual[rows], visual_st[rows])
+        for name in OUTPUT_KEYS:
+            outputs[name].append(getattr(out, name).float().cpu())
+    return {name: torch.cat(parts).numpy() for name, parts in outputs.items()}
+
+
+def score_split(
+    outputs: Mapping[str, np.ndarray], split: SplitTensors, rule: FilterRule
+) -> dict[str, float]:
+    """The eleven AVVP metrics of model outputs against a split's dense annotations."""
+    if split.dense is None:
+        raise ValueError("score_split needs a split loaded with with_dense=True")
+    pred = binarize_predictions(
+        outputs["frame_prob"], outputs["global_prob"], outputs["v_prob"], rule
+    )
+    return segment_and_event_f1(pred, split.dense, split.valid_segments.cpu().numpy())
+
+
+@dataclass
+class RunEvaluation:
+    run_url: str
+    split: str
+    annotations: str
+    filter_rule: str
+    metrics: dict[str, float]
+
+
+def evaluate_run(
+    run_url: str,
+    split: str = "test",
+    annotations: str | None = None,
+    filter_rule: FilterRule | None = None,
+    device: str = "auto",
+) -> RunEvaluation:
+    """Score a trained run on a split; writes `eval-<split>-<annotations>-<rule>.json`.
+
+    annotations: the dense table to score against (`corrected`, `published`,
+    `synthetic`, ...; default: the one the run validated on). filter_rule: default the
+    run's model's own protocol.
+    """
+    root, run = open_run(run_url)
+    if not run.exists("checkpoint.pt"):
+        raise FileNotFoundError(f"{run.url} holds no checkpoint.pt: is it a finished run?")
+    config = TrainConfig.model_validate(run.read_json("config.json")["train"])
+    data = config.data.model_copy(update={"annotations": annotations or config.data.annotations})
+    rule = filter_rule or config.filter_resolved()
+    target = resolve_device(device)
+    model, _ = load_checkpoint(run.read_bytes("checkpoint.pt"), target)
+    model.to(target)
+    tensors = load_split(root, data, split, target, with_dense=True)
+    outputs = predict(model, tensors.audio, tensors.visual, tensors.visual_st, amp=config.amp)
+    metrics = score_split(outputs, tensors, rule)
+    name = f"eval-{split}-{data.annotations}-{rule}"
+    run.write_json(f"{name}.json", metrics)
+    run.write_text(f"{name}.txt", format_metrics_table(metrics) + "\n")
+    return RunEvaluation(run.url, split, data.annotations, rule, metrics)
+
+
+def infer_features(
+    checkpoint: str | Path,
+    features: str | Path,
+    out: str | Path,
+    batch_size: int = 256,
+    device: str = "auto",
+) -> int:
+    """Run a checkpoint on a FEATURES.npz and write OUT.npz (float32); returns N."""
+    target = resolve_device(device)
+    model, _ = read_checkpoint(checkpoint, target)
+    arrays = read_feature_file(features, model.config)
+    tensors = {key: torch.from_numpy(value).to(target) for key, value in arrays.items()}
+    outputs = predict(model.to(target), **tensors, batch_size=batch_size)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **{key: value.astype(np.float32) for key, value in outputs.items()})
+    return len(arrays["audio"])

@@ -1,0 +1,191 @@
+"""The train stage: stored features and labels in, a run folder with a checkpoint out.
+
+A split's features are read from the store once and kept on the device; batches are
+formed by indexing those tensors, so an epoch has no per-sample file reads and no
+Python loops building targets. Model selection is on validation segment-level
+Type@AV, as in the official code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from avvp import __version__
+from avvp.model.factory import create_model, needs_aux, training_loss
+from avvp.pipeline.checkpoints import checkpoint_bytes
+from avvp.pipeline.dataset import DataConfig, autocast, load_split, resolve_device
+from avvp.pipeline.evaluate import predict, score_split
+from avvp.pipeline.train_config import OptimConfig, TrainConfig
+from avvp.storage import FeatureStore, RunStore
+
+SELECTION_METRIC = "Seg-type"
+
+
+def learning_rate_factor(optim: OptimConfig, epochs: int) -> Callable[[int], float]:
+    """Per-epoch multiplier of the base learning rate (LambdaLR)."""
+    if optim.schedule == "step":
+        return lambda epoch: optim.gamma ** (epoch // optim.step_size)
+    floor = optim.min_lr / optim.lr
+
+    def warmup_cosine(epoch: int) -> float:
+        if epoch < optim.warmup_epochs:
+            return (epoch + 1) / (optim.warmup_epochs + 1)
+        span = max(1, epochs - optim.warmup_epochs)
+        progress = (epoch - optim.warmup_epochs) / span
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return warmup_cosine
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    loss: float
+    lr: float
+    val: dict[str, float]
+
+
+@dataclass
+class TrainResult:
+    run_url: str
+    run_id: str
+    best_epoch: int
+    best_val: dict[str, float]
+    history: list[EpochReport]
+    reused: bool = False
+
+
+def run_id_for(config: TrainConfig, feature_identity: dict[str, Any]) -> str:
+    """Same config and same feature tables -> same run id, so a rerun does no work twice."""
+    digest = hashlib.sha256(
+        (config.model_dump_json() + json.dumps(feature_identity, sort_keys=True)).encode()
+    ).hexdigest()
+    return f"{config.model}-{digest[:12]}"
+
+
+def feature_identity(root: str, data: DataConfig) -> dict[str, Any]:
+    features = FeatureStore(root)
+    identity: dict[str, Any] = {}
+    for name in (data.audio_table, data.visual_table, data.visual_st_table):
+        provenance = features.table(name).provenance
+        identity[name] = provenance.to_dict() if provenance else None
+    return identity
+
+
+ProgressHook = Callable[[EpochReport], None]
+
+
+def train(
+    root: str,
+    config: TrainConfig | None = None,
+    *,
+    on_epoch: ProgressHook | None = None,
+    force: bool = False,
+) -> TrainResult:
+    """Train a parser on the stores under `root`; writes `<root>/runs/<run-id>/`."""
+    config = config or TrainConfig()
+    model_config = config.model_config_resolved()
+    identity = feature_identity(root, config.data)
+    run_id = run_id_for(config, identity)
+    run = RunStore(root).run(run_id)
+    if run.exists("metrics.json") and not force:
+        summary = run.read_json("metrics.json")
+        return TrainResult(run.url, run_id, summary["best_epoch"], summary["val"], [], True)
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    train_split = load_split(root, config.data, config.data.train_split, device, with_pseudo=True)
+    val_split = load_split(root, config.data, config.data.val_split, device, with_dense=True)
+    assert train_split.pseudo is not None
+
+    model = create_model(model_config).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.optim.lr,
+        betas=config.optim.betas,
+        weight_decay=config.optim.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, learning_rate_factor(config.optim, config.epochs)
+    )
+    loss_config = config.loss.to_loss_config()
+    with_aux = needs_aux(model_config, loss_config)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    rule = config.filter_resolved()
+
+    history: list[EpochReport] = []
+    best: tuple[float, int, dict[str, float], bytes] | None = None
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(train_split), generator=generator).to(device)
+        total, batches = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            rows = order[start : start + config.batch_size]
+            with autocast(device, config.amp):
+                output = model(
+                    train_split.audio[rows],
+                    train_split.visual[rows],
+                    train_split.visual_st[rows],
+                    with_aux=with_aux,
+                )
+            pseudo = train_split.pseudo[rows]
+            loss = training_loss(
+                model_config,
+                output,
+                train_split.weak[rows],
+                pseudo[:, 0],
+                pseudo[:, 1],
+                loss_config,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            optimizer.step()
+            total += float(loss.total.detach())
+            batches += 1
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        outputs = predict(
+            model, val_split.audio, val_split.visual, val_split.visual_st, amp=config.amp
+        )
+        val = score_split(outputs, val_split, rule)
+        report = EpochReport(epoch, total / max(batches, 1), lr, val)
+        history.append(report)
+        if on_epoch is not None:
+            on_epoch(report)
+        if best is None or val[SELECTION_METRIC] > best[0]:
+            extra = {"epoch": epoch, "val": val, "train_config": config.model_dump_json()}
+            best = (val[SELECTION_METRIC], epoch, val, checkpoint_bytes(model, model_config, extra))
+
+    assert best is not None
+    _, best_epoch, best_val, checkpoint = best
+    run.write_json(
+        "config.json",
+        {
+            "train": json.loads(config.model_dump_json()),
+            "model": model_config.to_dict(),
+            "device": str(device),
+            "avvp_version": __version__,
+        },
+    )
+    run.write_json("features.json", identity)
+    run.write_bytes("checkpoint.pt", checkpoint)
+    run.write_json("history.json", [report.__dict__ for report in history])
+    # Written last: its presence marks a finished run.
+    run.write_json(
+        "metrics.json",
+        {
+            "best_epoch": best_epoch,
+            "selection_metric": SELECTION_METRIC,
+            "filter_rule": rule,
+            "val": best_val,
+        },
+    )
+    return TrainResult(run.url, run_id, best_epoch, best_val, history)

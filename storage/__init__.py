@@ -1,0 +1,37 @@
+"""Parquet/Arrow feature store, label store and run artifacts.
+
+Knows arrays, ids and files (local paths or fsspec URLs); imports nothing else of avvp.
+
+- `table`: the tensor-table engine (on-disk layout, crash safety, keyed reads) and `Keys`.
+- `provenance`: `Provenance`, the producer and settings a table's rows come from.
+- `features`: `FeatureStore` / `FeatureTable`, one table per extractor.
+- `labels`: `LabelStore` with weak video labels and segment labels per source.
+- `info`: `store_info`, a cheap summary of every table under a root.
+- `runs`: `RunStore` / `RunDir`, run folders written file by file, atomically.
+"""
+
+from .features import FeatureBatch, FeatureStore, FeatureTable
+from .info import store_info
+from .labels import LabelStore, SegmentLabels, WeakLabels
+from .provenance import Provenance
+from .runs import RunDir, RunStore, open_run
+from .table import Keys, MissingKeysError, ProvenanceMismatchError, StoreError, WriteResult
+
+__all__ = [
+    "FeatureBatch",
+    "FeatureStore",
+    "FeatureTable",
+    "Keys",
+    "LabelStore",
+    "MissingKeysError",
+    "Provenance",
+    "ProvenanceMismatchError",
+    "RunDir",
+    "RunStore",
+    "SegmentLabels",
+    "StoreError",
+    "WeakLabels",
+    "WriteResult",
+    "open_run",
+    "store_info",
+]

@@ -1,0 +1,140 @@
+"""Label store: label tables under `<root>/labels/<name>/`.
+
+- `weak`: one row per video (`window` 0): `labels` (fixed-shape tensor, (25,) uint8,
+  class order of the caller) and `split` (string: train, val, test, ...).
+- segment labels per source, e.g. `segment-valor`, `segment-generated-<model>`,
+  `dense-corrected`, `dense-published`: one row per (video, window) with `audio` and
+  `visual` fixed-shape tensors, (10, 25) uint8 (segment x class).
+
+Label tables keep a provenance like feature tables (source name, version, ...); its
+dtype and shape describe every tensor column of the table. Layout and crash safety are
+those of `avvp.storage.table`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from os import PathLike
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import ArrayLike
+
+from .provenance import Provenance
+from .table import Keys, TensorTable, WriteResult, as_keys, check_table_name, list_tables, open_root
+
+KIND = "labels"
+WEAK_TABLE = "weak"
+
+
+class WeakLabels(NamedTuple):
+    video_ids: np.ndarray  # (N,) str objects
+    labels: np.ndarray  # (N, classes) uint8
+    splits: np.ndarray  # (N,) str objects
+
+
+class SegmentLabels(NamedTuple):
+    keys: Keys
+    audio: np.ndarray  # (N, segments, classes) uint8
+    visual: np.ndarray  # (N, segments, classes) uint8
+
+
+class WeakLabelTable:
+    def __init__(self, table: TensorTable) -> None:
+        self.table = table
+
+    @property
+    def provenance(self) -> Provenance | None:
+        return self.table.provenance
+
+    def write(
+        self,
+        video_ids: Iterable[str],
+        labels: ArrayLike,
+        splits: Iterable[str],
+        provenance: Provenance,
+    ) -> WriteResult:
+        keys = Keys.of(video_ids)
+        return self.table.write(
+            keys,
+            tensors={"labels": labels},
+            scalars={"split": pa.array(list(splits), pa.string())},
+            provenance=replace_dtype(provenance, "uint8"),
+        )
+
+    def read(self, video_ids: Iterable[str] | None = None) -> WeakLabels:
+        """Weak labels of the given videos in request order, or of all stored videos."""
+        keys = self.table.keys() if video_ids is None else Keys.of(video_ids)
+        columns = self.table.read(keys, ["labels", "split"])
+        return WeakLabels(keys.video_ids, columns["labels"], columns["split"])
+
+
+class SegmentLabelTable:
+    def __init__(self, table: TensorTable) -> None:
+        self.table = table
+
+    @property
+    def provenance(self) -> Provenance | None:
+        return self.table.provenance
+
+    def write(
+        self,
+        video_ids: Iterable[str],
+        windows: ArrayLike,
+        audio: ArrayLike,
+        visual: ArrayLike,
+        provenance: Provenance,
+    ) -> WriteResult:
+        return self.table.write(
+            Keys.of(video_ids, windows),
+            tensors={"audio": audio, "visual": visual},
+            scalars={},
+            provenance=replace_dtype(provenance, "uint8"),
+        )
+
+    def keys(self) -> Keys:
+        return self.table.keys()
+
+    def video_ids(self) -> list[str]:
+        return self.table.video_ids()
+
+    def read(self, keys: Keys | Iterable[tuple[str, int]]) -> SegmentLabels:
+        keys = as_keys(keys)
+        columns = self.table.read(keys, ["audio", "visual"])
+        return SegmentLabels(keys, columns["audio"], columns["visual"])
+
+    def read_videos(self, video_ids: Iterable[str]) -> SegmentLabels:
+        return self.read(self.table.keys_of_videos(video_ids))
+
+
+def replace_dtype(provenance: Provenance, dtype: str) -> Provenance:
+    """Labels default to uint8 when the caller's provenance leaves the dtype unset."""
+    return provenance if provenance.dtype else replace(provenance, dtype=dtype)
+
+
+class LabelStore:
+    """Label tables under one root (a local path or an fsspec URL)."""
+
+    def __init__(self, root: str | PathLike[str]) -> None:
+        self.root = str(root)
+        self._tables: dict[str, TensorTable] = {}
+
+    def _table(self, name: str) -> TensorTable:
+        if name not in self._tables:
+            self._tables[name] = TensorTable.open(self.root, KIND, name)
+        return self._tables[name]
+
+    def weak(self) -> WeakLabelTable:
+        return WeakLabelTable(self._table(WEAK_TABLE))
+
+    def segments(self, name: str) -> SegmentLabelTable:
+        """Segment labels of one source, e.g. 'segment-valor' or 'dense-corrected'."""
+        if check_table_name(name) == WEAK_TABLE:
+            raise ValueError(f"'{WEAK_TABLE}' holds weak video labels; use LabelStore.weak()")
+        return SegmentLabelTable(self._table(name))
+
+    def table_names(self) -> list[str]:
+        fs, path = open_root(self.root)
+        return list_tables(fs, f"{path}/{KIND}")

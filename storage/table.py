@@ -1,0 +1,595 @@
+"""The tensor-table engine under the feature and label stores.
+
+On-disk layout (the root is a local path or any fsspec URL)::
+
+    <root>/features/<name>/part-<time_ns>-<uuid>.parquet   one file per write
+    <root>/labels/<name>/part-<time_ns>-<uuid>.parquet
+    <root>/<kind>/<name>/.tmp-<uuid>.parquet               a write in flight or a crashed one
+
+Every part is a plain Parquet file whose rows are keyed by `video_id` (string) and
+`window` (int32). Tensor columns are Arrow `fixed_shape_tensor` extension columns:
+Parquet readers that do not know the extension (pandas, polars, DuckDB) see a
+fixed-size list of the flattened tensor. Other columns are plain scalars.
+
+Provenance: the one source of truth is the `avvp.provenance` JSON entry of each part's
+Parquet schema metadata; the table's provenance is that of its first part, and a part
+that disagrees makes the table refuse to open. There is no side file to drift out of
+step with the parts.
+
+Crash safety: a part is written under a `.tmp-` name in its table folder and renamed
+to `part-...` once complete; readers list only `part-*.parquet`, so they never see a
+half part. Temporary leftovers are removed by `cleanup` (and by `compact`).
+
+Duplicates: a write skips keys already stored and refuses a call that repeats a key.
+Should a key still appear in two parts (a compaction interrupted after writing the
+merged part but before deleting its inputs, or two writers racing), readers keep the
+row of the first part in name order, so no key is ever seen twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from os import PathLike
+from typing import NamedTuple
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from numpy.typing import ArrayLike
+
+from .provenance import Provenance
+
+PROVENANCE_KEY = b"avvp.provenance"
+KEY_COLUMNS = ("video_id", "window")
+PART_PREFIX, TEMP_PREFIX, PART_SUFFIX = "part-", ".tmp-", ".parquet"
+# Row groups are the unit a keyed read decodes. Bulk reads measured as fast with 1 MiB
+# groups as with 32 MiB ones, while a small random batch decodes far less.
+ROW_GROUP_BYTES = 2**20
+# Joins request keys with stored keys as one string; the window is last and has no
+# separator, so the joined key is unambiguous whatever the video id contains.
+_KEY_SEPARATOR = "\x1f"
+_TABLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+class StoreError(Exception):
+    """A stored table cannot be read or written as asked."""
+
+
+class ProvenanceMismatchError(StoreError, ValueError):
+    """A write's provenance differs from the table's."""
+
+
+class MissingKeysError(StoreError, KeyError):
+    """Requested keys are not stored."""
+
+    def __str__(self) -> str:
+        # KeyError would print the message with quotes around it.
+        return str(self.args[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Keys:
+    """Row keys: parallel arrays of video ids (object array of str) and windows (int32)."""
+
+    video_ids: np.ndarray
+    windows: np.ndarray
+
+    @classmethod
+    def of(cls, video_ids: Iterable[str], windows: ArrayLike | None = None) -> Keys:
+        """Keys from parallel sequences; windows default to 0 (one window per video)."""
+        if isinstance(video_ids, str):
+            raise TypeError(
+                f"video_ids must be a sequence of strings, not the string {video_ids!r}"
+            )
+        listed = video_ids if isinstance(video_ids, np.ndarray) else list(video_ids)
+        ids = np.asarray(listed, dtype=object).reshape(-1)
+        wins = np.zeros(len(ids), np.int32) if windows is None else np.asarray(windows)
+        if wins.shape != ids.shape:
+            raise ValueError(f"{len(ids)} video ids but windows of shape {wins.shape}")
+        if wins.size and (wins.dtype.kind not in "iu" or wins.min() < 0 or wins.max() >= 2**31):
+            raise ValueError(f"windows must be non-negative int32 values, got {wins.dtype}")
+        return cls(ids, wins.astype(np.int32))
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[str, int]]) -> Keys:
+        pairs = list(pairs)
+        ids, windows = zip(*pairs, strict=True) if pairs else ((), ())
+        return cls.of(ids, np.asarray(windows, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def __getitem__(self, index: ArrayLike | slice) -> Keys:
+        return Keys(self.video_ids[index], self.windows[index])
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return zip(self.video_ids.tolist(), self.windows.tolist(), strict=True)
+
+    def joined(self) -> pa.Array:
+        """Each key as one string, for Arrow hash joins."""
+        try:
+            ids = pa.array(self.video_ids, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            raise ValueError(f"video ids must be strings: {error}") from None
+        return _joined(ids, self.windows)
+
+    def describe(self, limit: int = 5) -> str:
+        shown = ", ".join(f"({vid!r}, {win})" for vid, win in list(self[:limit]))
+        return shown + (", ..." if len(self) > limit else "")
+
+
+def as_keys(keys: Keys | Iterable[tuple[str, int]]) -> Keys:
+    return keys if isinstance(keys, Keys) else Keys.from_pairs(keys)
+
+
+def _joined(video_ids: pa.Array, windows: np.ndarray) -> pa.Array:
+    return pc.binary_join_element_wise(
+        video_ids, pc.cast(pa.array(windows, pa.int32()), pa.string()), _KEY_SEPARATOR
+    )
+
+
+def _positions_in(values: pa.Array, value_set: pa.Array) -> np.ndarray:
+    """Index of each value's first occurrence in value_set, -1 where absent."""
+    return pc.index_in(values, value_set=value_set).fill_null(-1).to_numpy().astype(np.int64)
+
+
+def check_table_name(name: str) -> str:
+    if not _TABLE_NAME.fullmatch(name):
+        raise ValueError(
+            f"table name {name!r} is not a plain folder name: use letters, digits and . _ + -"
+        )
+    return name
+
+
+def open_root(root: str | PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and path of a store root (a local path or an fsspec URL)."""
+    fs, path = fsspec.core.url_to_fs(str(root))
+    return fs, path.rstrip("/")
+
+
+def list_tables(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
+    """Names of the table folders directly under `folder` (empty if it does not exist)."""
+    try:
+        entries = fs.ls(folder, detail=True)
+    except FileNotFoundError:
+        return []
+    return sorted(
+        entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        for entry in entries
+        if entry["type"] == "directory"
+    )
+
+
+class WriteResult(NamedTuple):
+    written: int
+    skipped: int
+    part: str | None  # the new part's file name, None when every row was already stored
+
+
+@dataclass(frozen=True, eq=False)
+class _Part:
+    name: str
+    metadata: pq.FileMetaData
+    schema: pa.Schema
+    provenance: Provenance
+    row_group_starts: np.ndarray  # first row of each group, then the row count
+    video_ids: pa.Array
+    windows: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _Index:
+    """All parts' keys and row groups, concatenated in part-name order."""
+
+    parts: tuple[_Part, ...]
+    part_starts: np.ndarray  # first row of each part, then the row count
+    group_starts: np.ndarray  # first row of each row group, then the row count
+    group_part: np.ndarray  # part number of each row group
+    group_in_part: np.ndarray  # row group number within its part
+    video_ids: pa.Array
+    windows: np.ndarray
+    joined: pa.Array
+    visible: np.ndarray  # True on the first occurrence of each key
+
+    @classmethod
+    def build(cls, parts: Sequence[_Part]) -> _Index:
+        part_starts = np.cumsum([0] + [part.metadata.num_rows for part in parts])
+        group_counts = [len(part.row_group_starts) - 1 for part in parts]
+        group_starts = np.concatenate(
+            [p.row_group_starts[:-1] + start for p, start in zip(parts, part_starts, strict=False)]
+            + [part_starts[-1:]]
+        )
+        video_ids = pa.concat_arrays([part.video_ids for part in parts] or [pa.array([], "str")])
+        windows = np.concatenate([part.windows for part in parts] + [np.zeros(0, np.int32)])
+        joined = _joined(video_ids, windows)
+        return cls(
+            parts=tuple(parts),
+            part_starts=part_starts,
+            group_starts=group_starts,
+            group_part=np.repeat(np.arange(len(parts)), group_counts),
+            group_in_part=np.concatenate([np.arange(n) for n in group_counts] + [np.zeros(0, int)]),
+            video_ids=video_ids,
+            windows=windows,
+            joined=joined,
+            visible=_positions_in(joined, joined) == np.arange(len(joined)),
+        )
+
+    def rows_of(self, keys: Keys) -> np.ndarray:
+        return _positions_in(keys.joined(), self.joined)
+
+    def visible_keys(self) -> Keys:
+        ids = self.video_ids.filter(pa.array(self.visible))
+        return Keys(ids.to_numpy(zero_copy_only=False), self.windows[self.visible])
+
+
+class TensorTable:
+    """One table folder of Parquet parts; see the module docstring for the layout."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, url: str) -> None:
+        self.fs, self.path, self.url = fs, path, url
+        self._parts: dict[str, _Part] = {}
+        self._index_cache: _Index | None = None
+
+    @classmethod
+    def open(cls, root: str | PathLike[str], kind: str, name: str) -> TensorTable:
+        fs, root_path = open_root(root)
+        relative = f"{kind}/{check_table_name(name)}"
+        return cls(fs, f"{root_path}/{relative}", f"{str(root).rstrip('/')}/{relative}")
+
+    # ---- reading -------------------------------------------------------------------
+
+    @property
+    def provenance(self) -> Provenance | None:
+        parts = self._index().parts
+        return parts[0].provenance if parts else None
+
+    def part_names(self) -> list[str]:
+        return self._list(PART_PREFIX)
+
+    def keys(self) -> Keys:
+        """Every stored key once, in storage order (reads only the key columns)."""
+        return self._index().visible_keys()
+
+    def video_ids(self) -> list[str]:
+        """Distinct stored video ids in storage order."""
+        return pc.unique(self._index().video_ids).to_pylist()
+
+    def keys_of_videos(self, video_ids: Iterable[str]) -> Keys:
+        """Keys of all windows of the given videos: videos in request order, windows ascending."""
+        wanted = pa.array(list(video_ids), pa.string())
+        index = self._index()
+        stored = index.visible_keys()
+        request_rank = _positions_in(index.video_ids.filter(pa.array(index.visible)), wanted)
+        missing = np.ones(len(wanted), bool)
+        missing[request_rank[request_rank >= 0]] = False
+        if missing.any():
+            examples = wanted.filter(pa.array(missing))[:5].to_pylist()
+            raise MissingKeysError(
+                f"{self.url}: {int(missing.sum())} of {len(wanted)} requested videos are not "
+                f"stored, e.g. {examples}; write them first or check the ids"
+            )
+        found = np.flatnonzero(request_rank >= 0)
+        order = np.lexsort((stored.windows[found], request_rank[found]))
+        return stored[found[order]]
+
+    def read(self, keys: Keys | Iterable[tuple[str, int]], columns: Sequence[str]) -> dict:
+        """The given columns of the given rows, in request order, as NumPy arrays.
+
+        Tensor columns come back as one contiguous (N, *shape) array each.
+        """
+        keys = as_keys(keys)
+        index = self._index()
+        if not index.parts:
+            raise MissingKeysError(f"{self.url} holds no rows yet; write to it first")
+        rows = index.rows_of(keys)
+        if (rows < 0).any():
+            missing = keys[rows < 0]
+            raise MissingKeysError(
+                f"{self.url}: {len(missing)} of {len(keys)} requested keys are not stored, "
+                f"e.g. {missing.describe()}; write them first or check the ids and windows"
+            )
+        return self._read_rows(index, rows, columns)
+
+    def _read_rows(self, index: _Index, rows: np.ndarray, columns: Sequence[str]) -> dict:
+        schema = index.parts[0].schema
+        unknown = [name for name in columns if schema.get_field_index(name) < 0]
+        if unknown:
+            raise StoreError(f"{self.url} has no column(s) {unknown}; it has {schema.names}")
+        out = {name: _empty_column(schema.field(name).type, len(rows)) for name in columns}
+        group_of_row = np.searchsorted(index.group_starts, rows, side="right") - 1
+        by_group = np.argsort(group_of_row, kind="stable")
+        groups, firsts = np.unique(group_of_row[by_group], return_index=True)
+
+        def read_group(group: int, request_positions: np.ndarray) -> None:
+            part = index.parts[index.group_part[group]]
+            read = self._parquet(part).read_row_group(
+                int(index.group_in_part[group]), columns=list(columns)
+            )
+            offsets = rows[request_positions] - index.group_starts[group]
+            for name in columns:
+                out[name][request_positions] = _column_to_numpy(read[name])[offsets]
+
+        # Arrow decodes without the GIL, so row groups decode in parallel; each job
+        # fills only its own rows of the output.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(groups), os.cpu_count() or 1))) as pool:
+            list(pool.map(read_group, groups, np.split(by_group, firsts[1:])))
+        return out
+
+    # ---- writing -------------------------------------------------------------------
+
+    def write(
+        self,
+        keys: Keys,
+        tensors: Mapping[str, ArrayLike],
+        scalars: Mapping[str, pa.Array],
+        provenance: Provenance,
+    ) -> WriteResult:
+        """Append the rows whose keys are not stored yet as one new part.
+
+        Tensor arrays are (N, *shape); `provenance.dtype`/`shape` fill in from the first
+        tensor when None. Arrays are cast to that dtype: floats may narrow, integer values
+        must fit.
+        """
+        count = len(keys)
+        provenance = self._complete(provenance, tensors)
+        arrays = {
+            name: self._tensor_array(name, data, provenance, count)
+            for name, data in tensors.items()
+        }
+        for name, column in scalars.items():
+            if len(column) != count:
+                raise ValueError(f"{self.url}: column {name!r} has {len(column)} rows, not {count}")
+
+        joined = keys.joined()
+        repeated = _positions_in(joined, joined) != np.arange(count)
+        if repeated.any():
+            raise ValueError(
+                f"{self.url}: a write repeats keys {keys[repeated].describe()}; "
+                "pass each (video_id, window) once"
+            )
+        index = self._index()
+        if index.parts:
+            self._check_provenance(index.parts[0].provenance, provenance)
+        new = _positions_in(joined, index.joined) < 0
+        written = int(new.sum())
+        if not written:
+            return WriteResult(0, count, None)
+
+        everything = written == count
+        table = pa.table(
+            {
+                "video_id": pa.array(keys.video_ids[new], pa.string()),
+                "window": pa.array(keys.windows[new], pa.int32()),
+                **{
+                    name: pa.FixedShapeTensorArray.from_numpy_ndarray(
+                        array if everything else array[new]
+                    )
+                    for name, array in arrays.items()
+                },
+                **{
+                    name: column if everything else column.filter(pa.array(new))
+                    for name, column in scalars.items()
+                },
+            }
+        ).replace_schema_metadata({PROVENANCE_KEY: provenance.to_json()})
+        if index.parts and not table.schema.equals(index.parts[0].schema):
+            raise StoreError(
+                f"{self.url}: new rows have columns {table.schema} but the table holds "
+                f"{index.parts[0].schema}; write to another table name or delete the table"
+            )
+        part = self._write_part(
+            lambda temporary: pq.write_table(
+                table,
+                temporary,
+                filesystem=self.fs,
+                row_group_size=_rows_per_group(table.schema),
+                **_write_options(table.schema),
+            )
+        )
+        return WriteResult(written, count - written, part)
+
+    def _complete(self, provenance: Provenance, tensors: Mapping[str, ArrayLike]) -> Provenance:
+        first = np.asarray(next(iter(tensors.values())))
+        return replace(
+            provenance,
+            dtype=provenance.dtype or first.dtype.name,
+            shape=provenance.shape if provenance.shape is not None else first.shape[1:],
+        )
+
+    def _tensor_array(
+        self, name: str, data: ArrayLike, provenance: Provenance, count: int
+    ) -> np.ndarray:
+        array = np.asarray(data)
+        expected = (count, *provenance.shape)
+        if array.shape != expected:
+            raise ValueError(
+                f"{self.url}: column {name!r} has shape {array.shape}, expected {expected} "
+                f"({count} rows of the provenance shape {provenance.shape})"
+            )
+        dtype = np.dtype(provenance.dtype)
+        # Floats narrow freely (the provenance chose the precision); integers must fit.
+        if dtype.kind in "iu" and (
+            array.dtype.kind not in "iub"
+            or array.size
+            and (array.min() < np.iinfo(dtype).min or array.max() > np.iinfo(dtype).max)
+        ):
+            raise ValueError(
+                f"{self.url}: column {name!r} ({array.dtype}) does not fit the provenance "
+                f"dtype {dtype}; pass integer values in its range"
+            )
+        return np.ascontiguousarray(array, dtype=dtype)
+
+    def _check_provenance(self, stored: Provenance, given: Provenance) -> None:
+        differences = stored.differences(given)
+        if differences:
+            raise ProvenanceMismatchError(
+                f"{self.url} holds rows of another provenance (stored != given): "
+                f"{'; '.join(differences)}. Write to another table name, or delete "
+                f"{self.url} to rebuild it with the new settings."
+            )
+
+    def _write_part(self, write_to: Callable[[str], None]) -> str:
+        """Run `write_to(temporary path)`, then publish the file as a new part."""
+        token = uuid.uuid4().hex
+        temporary = f"{self.path}/{TEMP_PREFIX}{token}{PART_SUFFIX}"
+        name = f"{PART_PREFIX}{time.time_ns():020d}-{token[:12]}{PART_SUFFIX}"
+        self.fs.makedirs(self.path, exist_ok=True)
+        try:
+            write_to(temporary)
+            self.fs.mv(temporary, f"{self.path}/{name}")
+        except BaseException:
+            if self.fs.exists(temporary):
+                self.fs.rm(temporary)
+            raise
+        return name
+
+    # ---- maintenance ---------------------------------------------------------------
+
+    def compact(self) -> int:
+        """Merge all parts into one; returns how many parts were merged (0: nothing to do).
+
+        The merged part is published before its inputs are deleted; if deleting stops
+        half-way, readers keep seeing each key once (see the module docstring).
+        """
+        self.cleanup()
+        index = self._index()
+        if len(index.parts) < 2:
+            return 0
+        schema = index.parts[0].schema
+
+        def merge(temporary: str) -> None:
+            with pq.ParquetWriter(
+                temporary, schema, filesystem=self.fs, **_write_options(schema)
+            ) as writer:
+                for number, part in enumerate(index.parts):
+                    keep = index.visible[index.part_starts[number] : index.part_starts[number + 1]]
+                    if keep.any():
+                        writer.write_table(
+                            self._parquet(part).read().filter(pa.array(keep)),
+                            row_group_size=_rows_per_group(schema),
+                        )
+
+        self._write_part(merge)
+        for part in index.parts:
+            self.fs.rm(f"{self.path}/{part.name}")
+        return len(index.parts)
+
+    def cleanup(self, min_age_s: float = 3600.0) -> int:
+        """Delete temporary files older than `min_age_s` (younger ones may be live writes)."""
+        removed = 0
+        for name in self._list(TEMP_PREFIX):
+            path = f"{self.path}/{name}"
+            if time.time() - self.fs.modified(path).timestamp() >= min_age_s:
+                self.fs.rm(path)
+                removed += 1
+        return removed
+
+    # ---- parts and the key index ---------------------------------------------------
+
+    def _list(self, prefix: str) -> list[str]:
+        self.fs.invalidate_cache(self.path)
+        try:
+            paths = self.fs.ls(self.path, detail=False)
+        except FileNotFoundError:
+            return []
+        names = (path.rstrip("/").rsplit("/", 1)[-1] for path in paths)
+        return sorted(n for n in names if n.startswith(prefix) and n.endswith(PART_SUFFIX))
+
+    def _index(self) -> _Index:
+        """The key index, rebuilt only when the set of parts changed since last time."""
+        names = self.part_names()
+        if self._index_cache is not None and [p.name for p in self._index_cache.parts] == names:
+            return self._index_cache
+        self._parts = {name: self._parts.get(name) or self._load_part(name) for name in names}
+        parts = [self._parts[name] for name in names]
+        for part in parts[1:]:
+            differences = parts[0].provenance.differences(part.provenance)
+            if differences:
+                raise ProvenanceMismatchError(
+                    f"{self.url}/{part.name} was written with another provenance than "
+                    f"{parts[0].name} ({'; '.join(differences)}); delete the part that "
+                    "does not belong"
+                )
+        self._index_cache = _Index.build(parts)
+        return self._index_cache
+
+    def _parquet(self, part: _Part) -> pq.ParquetFile:
+        return pq.ParquetFile(
+            f"{self.path}/{part.name}", metadata=part.metadata, filesystem=self.fs
+        )
+
+    def _load_part(self, name: str) -> _Part:
+        path = f"{self.path}/{name}"
+        try:
+            parquet = pq.ParquetFile(path, filesystem=self.fs)
+            schema = parquet.schema_arrow
+            keys = parquet.read(columns=list(KEY_COLUMNS))
+            provenance = Provenance.from_json((schema.metadata or {})[PROVENANCE_KEY])
+        except (pa.ArrowException, OSError, KeyError, ValueError, TypeError) as error:
+            raise StoreError(
+                f"{self.url}/{name} is not a readable avvp part ({type(error).__name__}: "
+                f"{error}); delete or move that file"
+            ) from None
+        metadata = parquet.metadata
+        group_sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+        return _Part(
+            name=name,
+            metadata=metadata,
+            schema=schema,
+            provenance=provenance,
+            row_group_starts=np.cumsum([0, *group_sizes]),
+            video_ids=keys["video_id"].combine_chunks(),
+            windows=keys["window"].to_numpy(),
+        )
+
+
+def _empty_column(arrow_type: pa.DataType, count: int) -> np.ndarray:
+    if isinstance(arrow_type, pa.FixedShapeTensorType):
+        return np.empty((count, *arrow_type.shape), arrow_type.value_type.to_pandas_dtype())
+    return np.empty(count, arrow_type.to_pandas_dtype())
+
+
+def _column_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    if isinstance(column.type, pa.FixedShapeTensorType):
+        return column.combine_chunks().to_numpy_ndarray()
+    return column.to_numpy()
+
+
+def _row_bytes(schema: pa.Schema) -> int:
+    return sum(
+        int(np.prod(f.type.shape)) * f.type.value_type.bit_width // 8
+        for f in schema
+        if isinstance(f.type, pa.FixedShapeTensorType)
+    )
+
+
+def _rows_per_group(schema: pa.Schema) -> int:
+    return max(1, ROW_GROUP_BYTES // max(1, _row_bytes(schema)))
+
+
+def _write_options(schema: pa.Schema) -> dict:
+    """Parquet writer options; per-column settings are keyed by leaf path."""
+
+    def leaf(field: pa.Field) -> str:
+        tensor = isinstance(field.type, pa.FixedShapeTensorType)
+        return f"{field.name}.list.element" if tensor else field.name
+
+    def is_float_tensor(field: pa.Field) -> bool:
+        tensor = isinstance(field.type, pa.FixedShapeTensorType)
+        return tensor and pa.types.is_floating(field.type.value_type)
+
+    # Embeddings barely compress and would pay the codec on every read; keys and
+    # 0/1 labels compress well. Statistics only help on the key columns.
+    return {
+        "compression": {leaf(f): "none" if is_float_tensor(f) else "zstd" for f in schema},
+        "use_dictionary": [leaf(f) for f in schema if not is_float_tensor(f)],
+        "write_statistics": list(KEY_COLUMNS),
+    }

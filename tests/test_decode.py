@@ -1,0 +1,333 @@
+"""Decoding a video once into 8-FPS frames and mono audio, and cutting it into windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import SAMPLES
+
+from avvp.pipeline import decode
+from avvp.pipeline.decode import (
+    DecodedVideo,
+    DecodeError,
+    decode_video,
+    split_windows,
+    upright,
+    video_id_for,
+)
+from avvp.pipeline.synth_clips import PlantedEvent, encode_clip, render_audio, render_frames
+
+SAMPLE_ID = "BjCEufrlXm4"
+CLAP_RATE = 48_000
+WINDOW_SAMPLES = 480_000
+
+
+@pytest.fixture(scope="module")
+def sample_clip() -> Path:
+    path = SAMPLES / f"{SAMPLE_ID}.mp4"
+    if not path.is_file():
+        pytest.fail(f"expected the LLP sample clip at {path} (shared/ beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Synthetic clips: 10 s, 10.03 s, 35 s (with a tone in its last 5 s), and no audio."""
+    folder = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(0)
+    events = [PlantedEvent(0, "audio", 1, 4), PlantedEvent(7, "visual", 2, 6)]
+    paths = {}
+    for name, seconds in (("ten", 10.0), ("ten_and_a_bit", 10.03), ("long", 35.0)):
+        paths[name] = encode_clip(
+            folder / f"{name}.mp4",
+            render_frames(events, seconds),
+            audio=render_audio(events, seconds, rng),
+        )
+    paths["silent"] = encode_clip(folder / "silent.mp4", render_frames(events, 10.0))
+    return paths
+
+
+def numbered_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """Flat grey frames whose level encodes their index (robust to lossy coding)."""
+    levels = 16 + 6 * np.arange(count, dtype=np.uint8)
+    return np.broadcast_to(levels[:, None, None, None], (count, height, width, 3)).copy()
+
+
+def frame_numbers(frames: np.ndarray) -> np.ndarray:
+    return np.round((frames.mean(axis=(1, 2, 3)) - 16) / 6).astype(int)
+
+
+def marked_frames(count: int, height: int = 64, width: int = 96) -> np.ndarray:
+    """Landscape frames with a red block in the top-left corner, to see orientation."""
+    frames = np.full((count, height, width, 3), 60, dtype=np.uint8)
+    frames[:, :16, :16] = (255, 0, 0)
+    return frames
+
+
+@pytest.fixture(params=["decord", "pyav"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with decord, then with decord failing so that PyAV decodes."""
+    if request.param == "pyav":
+        monkeypatch.setattr(decode.decord, "VideoReader", _failing_reader)
+    return request.param
+
+
+def _failing_reader(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("forced failure for the test")
+
+
+def test_ten_second_clip_gives_80_frames_at_eighth_second_timestamps(
+    clips: dict[str, Path], backend: str
+) -> None:
+    decoded = decode_video(clips["ten"])
+
+    assert decoded.backend == backend
+    assert decoded.frames.shape == (80, 64, 64, 3)
+    assert decoded.frames.dtype == np.uint8
+    np.testing.assert_array_equal(decoded.frame_times, np.arange(80) * 0.125)
+    assert decoded.duration == pytest.approx(10.0, abs=1e-3)
+
+
+def test_frames_are_the_source_frames_shown_at_each_output_time_with_a_variable_rate(
+    tmp_path: Path, backend: str
+) -> None:
+    # Intervals of 40, 130 and 70 ms: output times fall on source frames, nearer the
+    # next frame than the one shown, and twice on one frame; the median interval (the
+    # last frame's duration) is 70 ms.
+    source_times = np.cumsum([0.0] + [0.04, 0.13, 0.07] * 5)
+    path = encode_clip(
+        tmp_path / "vfr.mp4", numbered_frames(len(source_times)), frame_times=source_times
+    )
+
+    decoded = decode_video(path)
+
+    expected = [
+        max(k for k, start in enumerate(source_times) if start <= t + 1e-9)
+        for t in decoded.frame_times
+    ]
+    assert decoded.duration == pytest.approx(source_times[-1] + 0.07, abs=1e-3)
+    assert len(decoded.frames) == np.ceil(decoded.duration * 8 - 1e-6)
+    np.testing.assert_array_equal(frame_numbers(decoded.frames), expected)
+
+
+def test_pyav_fallback_gives_the_same_frames_and_audio_as_decord(
+    sample_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_decord = decode_video(sample_clip)
+    monkeypatch.setattr(decode.decord, "VideoReader", _failing_reader)
+    with_pyav = decode_video(sample_clip)
+
+    assert (with_decord.backend, with_pyav.backend) == ("decord", "pyav")
+    np.testing.assert_array_equal(with_pyav.frame_times, with_decord.frame_times)
+    np.testing.assert_allclose(with_pyav.frames, with_decord.frames, atol=2)
+    np.testing.assert_array_equal(with_pyav.audio[CLAP_RATE], with_decord.audio[CLAP_RATE])
+
+
+def test_pyav_decodes_when_decord_is_not_installed(
+    clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decode, "decord", None)
+
+    decoded = decode_video(clips["ten"])
+
+    assert decoded.backend == "pyav"
+    assert decoded.frames.shape == (80, 64, 64, 3)
+
+
+def test_llp_sample_is_one_window_of_80_frames_and_480000_samples_at_48_khz(
+    sample_clip: Path,
+) -> None:
+    decoded = decode_video(sample_clip)
+    windows = split_windows(decoded)
+
+    assert decoded.video_id == SAMPLE_ID
+    assert decoded.duration == pytest.approx(10.028, abs=1e-3)
+    assert decoded.has_audio
+    assert decoded.audio[CLAP_RATE].dtype == np.float32
+    assert len(decoded.audio[CLAP_RATE]) == round(decoded.duration * CLAP_RATE)
+    assert len(windows) == 1
+    window = windows[0]
+    assert (window.video_id, window.index, window.valid_segments) == (SAMPLE_ID, 0, 10)
+    assert window.frames.shape == (80, 240, 320, 3)
+    assert window.audio[CLAP_RATE].shape == (WINDOW_SAMPLES,)
+    assert np.abs(window.audio[CLAP_RATE]).max() > 0.1
+
+
+def test_clip_slightly_over_ten_seconds_is_one_full_window(clips: dict[str, Path]) -> None:
+    decoded = decode_video(clips["ten_and_a_bit"])
+
+    windows = split_windows(decoded)
+
+    assert 10.0 < decoded.duration < 10.1
+    assert [w.valid_segments for w in windows] == [10]
+    np.testing.assert_array_equal(windows[0].frames, decoded.frames[:80])
+    np.testing.assert_array_equal(windows[0].audio[CLAP_RATE], decoded.audio[CLAP_RATE][:480_000])
+
+
+def test_35_second_clip_gives_three_full_windows_and_a_padded_one_with_5_valid_segments(
+    clips: dict[str, Path],
+) -> None:
+    decoded = decode_video(clips["long"])
+
+    windows = split_windows(decoded)
+
+    assert [(w.index, w.valid_segments) for w in windows] == [(0, 10), (1, 10), (2, 10), (3, 5)]
+    assert all(w.frames.shape == (80, 64, 64, 3) for w in windows)
+    assert all(w.audio[CLAP_RATE].shape == (WINDOW_SAMPLES,) for w in windows)
+    np.testing.assert_array_equal(windows[2].frames, decoded.frames[160:240])
+    np.testing.assert_array_equal(
+        windows[2].audio[CLAP_RATE], decoded.audio[CLAP_RATE][960_000:1_440_000]
+    )
+    last = windows[3]
+    np.testing.assert_array_equal(last.frames[:40], decoded.frames[240:])
+    assert (last.frames[40:] == decoded.frames[-1]).all()  # padding repeats the last frame
+    half = WINDOW_SAMPLES // 2
+    np.testing.assert_array_equal(last.audio[CLAP_RATE][:half], decoded.audio[CLAP_RATE][-half:])
+    assert not last.audio[CLAP_RATE][half:].any()  # padding is silence
+
+
+def test_audio_is_resampled_to_every_requested_rate_keeping_its_pitch(
+    clips: dict[str, Path],
+) -> None:
+    # The clip's 16-kHz track holds a 220-Hz tone (class 0) from 1 s to 4 s.
+    decoded = decode_video(clips["ten"], sample_rates=(16_000, CLAP_RATE, 32_000))
+
+    assert sorted(decoded.audio) == [16_000, 32_000, CLAP_RATE]
+    for rate, samples in decoded.audio.items():
+        assert samples.dtype == np.float32
+        assert samples.shape == (round(decoded.duration * rate),)
+        tone = samples[int(1.5 * rate) : int(3.5 * rate)]
+        peak_hz = np.argmax(np.abs(np.fft.rfft(tone))) * rate / len(tone)
+        assert peak_hz == pytest.approx(220, abs=1)
+        quiet = samples[int(5 * rate) : int(9 * rate)]
+        assert np.sqrt(np.mean(tone**2)) > 10 * np.sqrt(np.mean(quiet**2))
+
+
+def test_clip_without_audio_has_zero_audio_of_full_length_and_no_audio_flag(
+    clips: dict[str, Path],
+) -> None:
+    decoded = decode_video(clips["silent"])
+    windows = split_windows(decoded)
+
+    assert not decoded.has_audio
+    assert decoded.audio[CLAP_RATE].shape == (round(decoded.duration * CLAP_RATE),)
+    assert not decoded.audio[CLAP_RATE].any()
+    assert [(w.has_audio, w.audio[CLAP_RATE].shape) for w in windows] == [
+        (False, (WINDOW_SAMPLES,))
+    ]
+
+
+@pytest.mark.parametrize("rotation", [-90, 90, 180])
+def test_rotation_metadata_is_applied_so_frames_are_upright(
+    tmp_path: Path, backend: str, rotation: int
+) -> None:
+    frames = marked_frames(8)
+    plain = decode_video(encode_clip(tmp_path / "plain.mp4", frames)).frames
+    rotated = decode_video(encode_clip(tmp_path / "rotated.mp4", frames, rotation=rotation))
+
+    assert rotated.backend == backend
+    np.testing.assert_allclose(
+        rotated.frames, np.rot90(plain, k=rotation // 90, axes=(1, 2)), atol=2
+    )
+
+
+def test_frames_decord_cannot_rotate_are_decoded_upright_by_pyav(tmp_path: Path) -> None:
+    # decord 0.6 fails an array-size check when it rotates some frame sizes (80 x 48 here).
+    frames = marked_frames(8, height=48, width=80)
+    plain = decode_video(encode_clip(tmp_path / "plain.mp4", frames)).frames
+
+    rotated = decode_video(encode_clip(tmp_path / "rotated.mp4", frames, rotation=-90))
+
+    assert rotated.backend == "pyav"
+    np.testing.assert_allclose(rotated.frames, np.rot90(plain, k=-1, axes=(1, 2)), atol=2)
+
+
+def test_upright_turns_a_portrait_phone_video_clockwise() -> None:
+    frame = np.zeros((2, 3), dtype=np.uint8)
+    frame[0, 0] = 1  # top-left of the stored picture
+
+    turned = upright(frame, -90)
+
+    assert turned.shape == (3, 2)
+    assert turned[0, 1] == 1  # top-left goes to the top-right corner
+
+
+def test_random_bytes_raise_decode_error_naming_the_file_and_both_decoders(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "junk.mp4"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+
+    with pytest.raises(DecodeError) as caught:
+        decode_video(path)
+
+    message = str(caught.value)
+    assert str(path) in message
+    assert "decord:" in message
+    assert "pyav:" in message
+    assert caught.value.path == str(path)
+
+
+def test_missing_file_raises_decode_error(tmp_path: Path) -> None:
+    with pytest.raises(DecodeError, match="no such file"):
+        decode_video(tmp_path / "absent.mp4")
+
+
+def synthetic_decoded(duration: float) -> DecodedVideo:
+    """A decoded video built in memory, with as many frames and samples as decoding gives."""
+    count = int(np.ceil(duration * 8 - 1e-6))
+    return DecodedVideo(
+        video_id="memory",
+        path=Path("memory.mp4"),
+        fps=8.0,
+        frames=np.zeros((count, 2, 2, 3), dtype=np.uint8),
+        frame_times=np.arange(count) / 8,
+        audio={100: np.ones(round(duration * 100), dtype=np.float32)},
+        duration=duration,
+        has_audio=True,
+        backend="memory",
+    )
+
+
+@pytest.mark.parametrize(
+    ("duration", "valid_segments"),
+    [
+        (10.0, [10]),
+        (10.99, [10]),
+        (9.5, [10]),  # a slightly short clip is one padded window
+        (11.0, [10, 1]),
+        (20.0, [10, 10]),
+        (25.2, [10, 10, 6]),  # a partial segment counts
+        (35.0, [10, 10, 10, 5]),
+    ],
+)
+def test_windows_drop_a_remainder_under_one_second_and_count_valid_segments(
+    duration: float, valid_segments: list[int]
+) -> None:
+    windows = split_windows(synthetic_decoded(duration))
+
+    assert [w.valid_segments for w in windows] == valid_segments
+    assert [w.index for w in windows] == list(range(len(valid_segments)))
+    assert all(w.frames.shape == (80, 2, 2, 3) and w.audio[100].shape == (1000,) for w in windows)
+
+
+def test_video_shorter_than_one_second_raises_decode_error() -> None:
+    with pytest.raises(DecodeError, match=r"memory\.mp4.*under the 1 s"):
+        split_windows(synthetic_decoded(0.9))
+
+
+@pytest.mark.parametrize(
+    ("name", "video_id"),
+    [
+        ("BjCEufrlXm4_20_30.mp4", "BjCEufrlXm4"),
+        ("GN3k_CvthEg_80_90.mkv", "GN3k_CvthEg"),
+        ("/data/BjCEufrlXm4.mp4", "BjCEufrlXm4"),
+        ("synclip0001.mp4", "synclip0001"),
+        ("my_clip_1_2.mp4", "my_clip_1_2"),
+        ("holiday.final.mov", "holiday.final"),
+    ],
+)
+def test_video_id_is_the_stem_or_the_youtube_id_of_an_llp_name(name: str, video_id: str) -> None:
+    assert video_id_for(name) == video_id

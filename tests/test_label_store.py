@@ -1,0 +1,126 @@
+"""Label store semantics: weak labels with splits, segment labels per source, store info."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avvp.storage.features import FeatureStore
+from avvp.storage.info import store_info
+from avvp.storage.labels import LabelStore
+from avvp.storage.provenance import Provenance
+from avvp.storage.table import Keys, ProvenanceMismatchError
+
+CLASSES = 25
+
+
+def weak_rows(count: int, seed: int = 0) -> tuple[list[str], np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    video_ids = [f"weak{seed}_{i}" for i in range(count)]
+    labels = rng.integers(0, 2, (count, CLASSES))
+    splits = [("train", "val", "test")[i % 3] for i in range(count)]
+    return video_ids, labels, splits
+
+
+def segment_rows(count: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "video_ids": [f"seg{seed}_{i}" for i in range(count)],
+        "windows": np.zeros(count, np.int64),
+        "audio": rng.integers(0, 2, (count, 10, CLASSES), dtype=np.uint8),
+        "visual": rng.integers(0, 2, (count, 10, CLASSES), dtype=np.uint8),
+    }
+
+
+def test_weak_labels_read_back_with_splits_in_request_order(tmp_path):
+    weak = LabelStore(tmp_path).weak()
+    video_ids, labels, splits = weak_rows(9)
+    weak.write(video_ids, labels, splits, Provenance("llp", "1"))
+    order = [7, 0, 4]
+
+    got_ids, got_labels, got_splits = weak.read([video_ids[i] for i in order])
+
+    assert got_ids.tolist() == [video_ids[i] for i in order]
+    assert got_labels.dtype == np.uint8 and got_labels.shape == (3, CLASSES)
+    np.testing.assert_array_equal(got_labels, labels[order])
+    assert got_splits.tolist() == [splits[i] for i in order]
+
+
+def test_weak_labels_read_without_ids_returns_every_stored_video(tmp_path):
+    weak = LabelStore(tmp_path).weak()
+    for seed in range(2):
+        weak.write(*weak_rows(5, seed), Provenance("llp", "1"))
+
+    got = weak.read()
+
+    assert sorted(got.video_ids) == sorted(weak_rows(5, 0)[0] + weak_rows(5, 1)[0])
+    assert got.labels.shape == (10, CLASSES)
+
+
+def test_weak_label_values_outside_uint8_are_refused(tmp_path):
+    video_ids, labels, splits = weak_rows(3)
+    labels[1, 2] = 300
+
+    with pytest.raises(ValueError, match="labels/weak.*does not fit.*uint8"):
+        LabelStore(tmp_path).weak().write(video_ids, labels, splits, Provenance("llp", "1"))
+
+
+def test_segment_labels_of_each_source_read_back_in_request_order(tmp_path):
+    store = LabelStore(tmp_path)
+    valor, generated = segment_rows(6, seed=0), segment_rows(6, seed=1)
+    store.segments("segment-valor").write(**valor, provenance=Provenance("valor", "1"))
+    store.segments("segment-generated-tiny").write(**generated, provenance=Provenance("gen", "1"))
+    order = np.array([5, 2, 3])
+
+    got = store.segments("segment-valor").read(Keys.of(np.array(valor["video_ids"])[order]))
+
+    assert store.table_names() == ["segment-generated-tiny", "segment-valor"]
+    np.testing.assert_array_equal(got.audio, valor["audio"][order])
+    np.testing.assert_array_equal(got.visual, valor["visual"][order])
+    assert got.audio.shape == (3, 10, CLASSES) and got.visual.dtype == np.uint8
+
+
+def test_label_table_keeps_its_provenance_and_refuses_another(tmp_path):
+    table = LabelStore(tmp_path).segments("dense-corrected")
+    table.write(**segment_rows(2), provenance=Provenance("llp-dense", "corrected"))
+
+    with pytest.raises(ProvenanceMismatchError, match="dense-corrected.*version"):
+        table.write(**segment_rows(2, seed=1), provenance=Provenance("llp-dense", "published"))
+    assert table.provenance.source == "llp-dense"
+    assert table.provenance.shape == (10, CLASSES) and table.provenance.dtype == "uint8"
+
+
+def test_weak_is_not_accepted_as_a_segment_label_table(tmp_path):
+    with pytest.raises(ValueError, match="weak"):
+        LabelStore(tmp_path).segments("weak")
+
+
+def test_store_info_lists_feature_and_label_tables_with_counts(tmp_path):
+    root = str(tmp_path)
+    FeatureStore(root).table("clip").write(
+        ["a", "a", "b"],
+        [0, 1, 0],
+        np.zeros((3, 10, 8), np.float16),
+        [10, 4, 10],
+        [True, True, False],
+        Provenance("clip", "1", weights="openai"),
+    )
+    labels = LabelStore(root)
+    labels.weak().write(*weak_rows(4), Provenance("llp", "1"))
+    labels.segments("segment-valor").write(**segment_rows(3), provenance=Provenance("valor", "1"))
+    labels.segments("clip").write(**segment_rows(2), provenance=Provenance("clip-zero-shot", "1"))
+
+    tables = store_info(root)["tables"]
+
+    assert sorted(tables) == ["clip", "labels/clip", "segment-valor", "weak"]
+    summary = {
+        name: (t["kind"], t["rows"], t["videos"], t["shape"], t["dtype"])
+        for name, t in tables.items()
+    }
+    assert summary == {
+        "clip": ("features", 3, 2, [10, 8], "float16"),
+        "labels/clip": ("labels", 2, 2, [10, CLASSES], "uint8"),
+        "segment-valor": ("labels", 3, 3, [10, CLASSES], "uint8"),
+        "weak": ("labels", 4, 4, [CLASSES], "uint8"),
+    }
+    assert tables["clip"]["provenance"]["weights"] == "openai"

@@ -1,0 +1,288 @@
+"""MM-CSE: equality with the official network and training step, import, ablations, shapes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from avvp.model.config import MMCSEOptions, ModelConfig, get_model_config
+from avvp.model.losses import MMCSELossConfig, co_occurrence_targets, mmcse_loss
+from avvp.model.mmcse import MMCSE, build_mmcse
+from avvp.model.mmcse_import import mmcse_from_official_state_dict
+
+ATOL = 1e-5
+PREDICTIONS = ("global_prob", "a_prob", "v_prob", "frame_prob", "frame_logits")
+TINY = {"hidden_dim": 32, "class_dim": 16, "num_layers": 2, "num_heads": 2, "ffn_dim": 24}
+
+
+@pytest.fixture(scope="module")
+def reference(fixtures_dir: Path) -> dict:
+    return torch.load(fixtures_dir / "mmcse_official_clapclip.pt", weights_only=True)
+
+
+def operating_point(reference: dict, name: str) -> tuple[dict, dict, dict, dict]:
+    """(official state dict, train outputs, test outputs, loss terms) of a fixture point."""
+    if name == "default":
+        return (
+            reference["state_dict"],
+            reference["train"],
+            reference["test"],
+            reference["loss"]["terms"],
+        )
+    sharp = reference["sharp_x2"]
+    # The fixture's rule: tensors with dim >= 2 times the scale, 1-D tensors unchanged.
+    state = {
+        key: tensor * sharp["scale"] if tensor.dim() >= 2 else tensor
+        for key, tensor in reference["state_dict"].items()
+    }
+    return state, sharp["train"], sharp["test"], sharp["loss_terms"]
+
+
+def imported_model(state: dict) -> MMCSE:
+    config, ours = mmcse_from_official_state_dict(state)
+    model = build_mmcse(config)
+    model.load_state_dict(ours, strict=True)
+    return model.eval()
+
+
+def run(model: MMCSE, reference: dict, with_aux: bool):
+    inputs = reference["inputs"]
+    return model(inputs["audio"], inputs["visual"], inputs["visual_st"], with_aux=with_aux)
+
+
+def official_loss(output, reference: dict, config: MMCSELossConfig | None = None):
+    labels = reference["loss"]
+    return mmcse_loss(
+        output,
+        labels["labels"],
+        labels["audio_pseudo_labels"],
+        labels["visual_pseudo_labels"],
+        config,
+    )
+
+
+def assert_close(ours: torch.Tensor, official: torch.Tensor, name: str) -> None:
+    assert ours.shape == official.shape, name
+    torch.testing.assert_close(ours, official, atol=ATOL, rtol=0, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("point", ["default", "sharp_x2"])
+def test_training_forward_equals_official_outputs_maps_and_aux_losses(
+    reference: dict, point: str
+) -> None:
+    state, train, _, _ = operating_point(reference, point)
+    with torch.no_grad():
+        output = run(imported_model(state), reference, with_aux=True)
+    assert set(output.aux) == set(train) - set(PREDICTIONS)
+    for name, official in train.items():
+        ours = getattr(output, name) if name in PREDICTIONS else output.aux[name]
+        assert_close(ours, official, f"{point} train {name}")
+
+
+@pytest.mark.parametrize("point", ["default", "sharp_x2"])
+def test_inference_forward_equals_official_and_has_no_aux(reference: dict, point: str) -> None:
+    state, _, test, _ = operating_point(reference, point)
+    with torch.no_grad():
+        output = run(imported_model(state), reference, with_aux=False)
+    assert output.aux == {}
+    for name, official in test.items():
+        assert_close(getattr(output, name), official, f"{point} test {name}")
+
+
+@pytest.mark.parametrize("point", ["default", "sharp_x2"])
+def test_every_loss_term_equals_the_official_training_step(reference: dict, point: str) -> None:
+    state, _, _, official_terms = operating_point(reference, point)
+    with torch.no_grad():
+        loss = official_loss(run(imported_model(state), reference, with_aux=True), reference)
+    ours = {**loss.terms, "loss_total": loss.total}
+    assert set(ours) == set(official_terms)
+    for name, official in official_terms.items():
+        assert_close(ours[name], official, f"{point} {name}")
+
+
+def test_co_occurrence_targets_equal_the_official_maps(reference: dict) -> None:
+    labels = reference["loss"]
+    targets = co_occurrence_targets(labels["audio_pseudo_labels"], labels["visual_pseudo_labels"])
+    for name, target in targets.items():
+        torch.testing.assert_close(target, labels[name.removeprefix("map_") + "_map"])
+
+
+def test_parameters_equal_official_counts_of_train_graph_and_inference_forward(
+    reference: dict,
+) -> None:
+    counts = reference["num_params"]
+    model = imported_model(reference["state_dict"])
+    total = sum(p.numel() for p in model.parameters())
+    inference = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("decoders."))
+    assert total == counts["used_in_train_loss_graph"]
+    assert inference == counts["used_in_test_forward"]
+
+    official_loss(run(model, reference, with_aux=True), reference).total.backward()
+    assert sum(p.numel() for p in model.parameters() if p.grad is not None) == total
+    model.zero_grad(set_to_none=True)
+    output = run(model, reference, with_aux=False)
+    sum(getattr(output, name).sum() for name in PREDICTIONS).backward()
+    assert sum(p.numel() for p in model.parameters() if p.grad is not None) == inference
+
+
+def test_import_unwraps_checkpoint_and_strips_dataparallel_prefix(reference: dict) -> None:
+    state = reference["state_dict"]
+    _, plain = mmcse_from_official_state_dict(state)
+    wrapped = {"epoch": 3, "model": {f"module.{key}": value for key, value in state.items()}}
+    config, ours = mmcse_from_official_state_dict(wrapped)
+    assert config == get_model_config("mmcse-clapclip")
+    assert ours.keys() == plain.keys()
+    assert all(torch.equal(ours[key], plain[key]) for key in plain)
+
+
+def test_import_rejects_corrupted_state_dict_listing_missing_and_unexpected_keys(
+    reference: dict,
+) -> None:
+    state = dict(reference["state_dict"])
+    del state["a_unmix.7.1.weight"]
+    state["av_enhance.layers.0.SECM_3.attn.in_proj_weight"] = torch.zeros(3)
+    with pytest.raises(ValueError, match="checkpoint_best.pth") as error:
+        mmcse_from_official_state_dict(state, source="broken.pth")
+    message = str(error.value)
+    assert "broken.pth" in message
+    assert "missing keys: a_unmix.7.1.weight;" in message
+    assert "unexpected keys: av_enhance.layers.0.SECM_3.attn.in_proj_weight" in message
+
+
+def test_import_rejects_a_tensor_of_the_wrong_shape_naming_it(reference: dict) -> None:
+    state = dict(reference["state_dict"])
+    state["v_unmix.3.4.weight"] = state["v_unmix.3.4.weight"][:, :64]
+    with pytest.raises(ValueError, match=r"v_unmix\.3\.4\.weight has shape \(128, 64\)"):
+        mmcse_from_official_state_dict(state)
+
+
+def test_import_infers_vggish_and_resnet_inputs_from_weight_shapes(reference: dict) -> None:
+    state = dict(reference["state_dict"])
+    state["fc_a.weight"] = torch.randn(256, 128)
+    state["fc_v.weight"] = torch.randn(256, 2048)
+    config, ours = mmcse_from_official_state_dict(state)
+    assert config == get_model_config("mmcse-vggish-resnet")
+    build_mmcse(config).load_state_dict(ours, strict=True)
+
+
+def test_vggish_and_resnet_frame_inputs_give_the_output_shapes() -> None:
+    model = build_mmcse(get_model_config("mmcse-vggish-resnet"))
+    audio, visual, visual_st = (
+        torch.randn(2, 10, 128),
+        torch.randn(2, 80, 2048),
+        torch.randn(2, 10, 512),
+    )
+    output = model(audio, visual, visual_st, with_aux=True)
+    for name in ("global_prob", "a_prob", "v_prob"):
+        assert getattr(output, name).shape == (2, 25)
+    assert output.frame_prob.shape == output.frame_logits.shape == (2, 10, 2, 25)
+    assert {output.aux[f"map_{pair}"].shape for pair in ("aa", "av", "vv", "va")} == {
+        (2, 10, 25, 25)
+    }
+
+
+def test_frame_inputs_are_averaged_per_segment_after_projection() -> None:
+    model = build_mmcse(replace(get_model_config("mmcse-vggish-resnet"), **TINY)).eval()
+    visual = torch.randn(2, 80, 2048)
+    repeated = visual.unflatten(1, (10, 8)).mean(dim=2).repeat_interleave(8, dim=1)
+    audio, visual_st = torch.randn(2, 10, 128), torch.randn(2, 10, 512)
+    with torch.no_grad():
+        a = model(audio, visual, visual_st).frame_logits
+        b = model(audio, repeated, visual_st).frame_logits
+    torch.testing.assert_close(a, b)
+
+
+def test_wrong_input_shape_is_refused_with_a_readable_error() -> None:
+    model = build_mmcse(replace(get_model_config("mmcse-clapclip"), **TINY))
+    with pytest.raises(ValueError, match=r"audio features must be \(2, 64, 768\)"):
+        model(torch.randn(2, 10, 768), torch.randn(2, 10, 768), torch.randn(2, 10, 512))
+
+
+ABLATIONS = {
+    "no_decoupling": MMCSEOptions(decoupling=False),
+    "no_background": MMCSEOptions(background=False),
+    "no_secm": MMCSEOptions(secm=False),
+    "no_lgsf": MMCSEOptions(lgsf=False),
+    "no_intra_path": MMCSEOptions(intra_path=False),
+    "no_cross_path": MMCSEOptions(cross_path=False),
+}
+
+
+def tiny_training_step(options: MMCSEOptions) -> tuple[set[str], set[str], set[str]]:
+    """(parameters built, parameters given a gradient, loss terms) of one tiny step."""
+    torch.manual_seed(0)
+    config = replace(get_model_config("mmcse-clapclip"), mmcse=options, **TINY)
+    model = build_mmcse(config)
+    output = model(
+        torch.randn(2, 64, 768), torch.randn(2, 10, 768), torch.randn(2, 10, 512), with_aux=True
+    )
+    pseudo = (torch.rand(2, 2, 10, 25) > 0.7).float()
+    loss = mmcse_loss(output, pseudo.amax(dim=(0, 2)), pseudo[0], pseudo[1])
+    loss.total.backward()
+    built = {name for name, _ in model.named_parameters()}
+    with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
+    return built, with_grad, set(loss.terms)
+
+
+@pytest.mark.parametrize("ablation", list(ABLATIONS))
+def test_each_ablation_changes_the_loss_graph_and_leaves_no_parameter_unused(
+    ablation: str,
+) -> None:
+    _, full_graph, full_terms = tiny_training_step(MMCSEOptions())
+    built, graph, terms = tiny_training_step(ABLATIONS[ablation])
+    assert graph == built
+    assert graph != full_graph
+    rec, ort = {"loss_a_rec", "loss_v_rec", "loss_rec"}, {"loss_a_ort", "loss_v_ort", "loss_ort"}
+    dropped_terms = {
+        "no_decoupling": rec | ort,
+        "no_background": ort,
+        "no_secm": {"loss_aa", "loss_av", "loss_vv", "loss_va", "loss_ec"},
+        "no_lgsf": set(),
+        "no_intra_path": {"loss_aa", "loss_vv"},
+        "no_cross_path": {"loss_av", "loss_va"},
+    }
+    assert full_terms - terms == dropped_terms[ablation]
+
+
+def test_loss_switches_drop_their_terms_from_the_total(reference: dict) -> None:
+    with torch.no_grad():
+        output = run(imported_model(reference["state_dict"]), reference, with_aux=True)
+    full = official_loss(output, reference)
+    off = MMCSELossConfig(reconstruction=False, orthogonality=False, co_occurrence=False)
+    base = official_loss(output, reference, off)
+    assert set(base.terms) == {"loss_video", "loss_valor_a", "loss_valor_v"}
+    torch.testing.assert_close(base.total, sum(base.terms.values()))
+    doubled = official_loss(output, reference, MMCSELossConfig(lambda1=0.2, lambda2=0.2))
+    expected = full.total + 0.1 * (full.terms["loss_ort"] + full.terms["loss_ec"])
+    torch.testing.assert_close(doubled.total, expected)
+
+
+def test_loss_asks_for_with_aux_when_auxiliaries_are_missing(reference: dict) -> None:
+    with torch.no_grad():
+        output = run(imported_model(reference["state_dict"]), reference, with_aux=False)
+    with pytest.raises(ValueError, match="with_aux=True"):
+        official_loss(output, reference)
+
+
+def test_training_step_runs_under_bfloat16_autocast() -> None:
+    torch.manual_seed(0)
+    model = build_mmcse(replace(get_model_config("mmcse-clapclip"), **TINY))
+    pseudo = (torch.rand(2, 2, 10, 25) > 0.7).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(
+            torch.randn(2, 64, 768), torch.randn(2, 10, 768), torch.randn(2, 10, 512), True
+        )
+        loss = mmcse_loss(output, pseudo.amax(dim=(0, 2)), pseudo[0], pseudo[1])
+    loss.total.backward()
+    assert torch.isfinite(loss.total)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_ablation_options_round_trip_through_the_config_dict() -> None:
+    config = replace(get_model_config("mmcse-clapclip"), mmcse=MMCSEOptions(secm=False))
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="cannot both be off"):
+        MMCSEOptions(intra_path=False, cross_path=False)
