@@ -37,8 +37,9 @@ def learning_rate_factor(optim: OptimConfig, epochs: int) -> Callable[[int], flo
     def warmup_cosine(epoch: int) -> float:
         if epoch < optim.warmup_epochs:
             return (epoch + 1) / (optim.warmup_epochs + 1)
-        span = max(1, epochs - optim.warmup_epochs)
-        progress = (epoch - optim.warmup_epochs) / span
+        # The last epoch trains at exactly min_lr.
+        span = max(1, epochs - optim.warmup_epochs - 1)
+        progress = min(1.0, (epoch - optim.warmup_epochs) / span)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return warmup_cosine

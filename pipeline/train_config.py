@@ -16,6 +16,8 @@ from avvp.model.config import MMCSEOptions, ModelConfig, get_model_config
 from avvp.model.losses import MMCSELossConfig
 from avvp.pipeline.dataset import DataConfig
 
+ARCHITECTURE_FIELDS = ("hidden_dim", "class_dim", "num_layers", "num_heads", "ffn_dim", "dropout")
+
 
 class OptimConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -58,6 +60,10 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("mmcse-clapclip", description="model preset (avvp.model.config)")
+    architecture: dict[str, float] = Field(
+        default_factory=dict,
+        description="overrides of the preset's sizes: hidden_dim, class_dim, num_layers, ...",
+    )
     mmcse: dict[str, bool] = Field(default_factory=dict, description="MM-CSE ablation switches")
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -73,6 +79,12 @@ class TrainConfig(BaseModel):
 
     def model_config_resolved(self) -> ModelConfig:
         config = get_model_config(self.model)
+        if self.architecture:
+            sizes = {
+                name: value if name == "dropout" else int(value)
+                for name, value in self.architecture.items()
+            }
+            config = replace(config, **sizes)
         if self.mmcse:
             config = replace(config, mmcse=replace(config.mmcse, **self.mmcse))
         return config
@@ -85,6 +97,13 @@ class TrainConfig(BaseModel):
     def _known_model(cls, name: str) -> str:
         get_model_config(name)
         return name
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_sizes(cls, sizes: dict[str, float]) -> dict[str, float]:
+        if unknown := sorted(set(sizes) - set(ARCHITECTURE_FIELDS)):
+            raise ValueError(f"unknown architecture sizes {unknown}; known: {ARCHITECTURE_FIELDS}")
+        return sizes
 
     @field_validator("mmcse")
     @classmethod

@@ -1,0 +1,128 @@
+"""R(2+1)D-18 (torchvision, Kinetics-400): 10 x 512 clip embeddings per window.
+
+Recipe (AVVP.md): 80 frames at ``round(linspace(0, N - 1, 80))`` (NumPy's half-to-even
+rounding), each resized to 112 x 112 without crop (bilinear, antialias off), Kinetics
+mean/std, cut into 10 clips of 8 consecutive frames; the feature of a clip is the
+network's global average pool (its final fc removed).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
+from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
+
+from avvp.extractors.base import (
+    FRAMES_FPS,
+    FeatureExtractor,
+    Preset,
+    RandomInit,
+    WeightsArg,
+    WeightsSource,
+    WindowInput,
+    default_device,
+    load_state_dict_file,
+    resolve_weights,
+    seeded,
+)
+from avvp.extractors.frames import FrameSampler
+
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+CLIPS_PER_WINDOW = 10
+FRAMES_PER_CLIP = 8
+EMBED_DIM = 512
+# torchvision fixes the stage widths of VideoResNet, so the tiny preset saves its time
+# with one block per stage and small frames (the global pool makes any size work).
+FRAME_SIZE: dict[Preset, int] = {"paper": 112, "tiny": 32}
+
+_KINETICS_URL: str = R2Plus1D_18_Weights.KINETICS400_V1.url
+_KINETICS_FILE = _KINETICS_URL.rsplit("/", 1)[-1]
+
+
+def _torch_hub_cached_paths() -> list[Path]:
+    # Where torchvision's own download (load_state_dict_from_url) keeps the file.
+    return [Path(torch.hub.get_dir()) / "checkpoints" / _KINETICS_FILE]
+
+
+class R2Plus1DWeights(enum.Enum):
+    KINETICS400_V1 = WeightsSource(
+        title="R(2+1)D-18 (torchvision, Kinetics-400)",
+        file_name=_KINETICS_FILE,
+        download=_KINETICS_URL,
+        cached_paths=_torch_hub_cached_paths,
+    )
+
+
+@dataclass(frozen=True)
+class ClipStackTransform:
+    """Window frames (N, H, W, 3) uint8 -> (10, 3, 8, size, size) network input."""
+
+    frames: FrameSampler
+
+    def __call__(self, window: Any) -> torch.Tensor:
+        images = self.frames(window)
+        clips = images.view(CLIPS_PER_WINDOW, FRAMES_PER_CLIP, *images.shape[1:])
+        return clips.transpose(1, 2).contiguous()
+
+
+def _build_network(preset: Preset, weights: Path | RandomInit) -> torch.nn.Module:
+    seed = weights.seed if isinstance(weights, RandomInit) else 0
+    with seeded(seed):
+        if preset == "tiny":
+            network = VideoResNet(BasicBlock, [Conv2Plus1D] * 4, [1, 1, 1, 1], R2Plus1dStem)
+        else:
+            network = r2plus1d_18()
+    if isinstance(weights, Path):
+        try:
+            network.load_state_dict(load_state_dict_file(weights))
+        except RuntimeError as error:
+            raise ValueError(
+                f"{weights} does not hold R(2+1)D-18 weights ({error}); use {_KINETICS_FILE} "
+                f"from {_KINETICS_URL}"
+            ) from None
+    network.fc = torch.nn.Identity()
+    return network
+
+
+class R2Plus1DExtractor(FeatureExtractor):
+    """R(2+1)D-18 pooled features of 10 clips of 8 frames per window."""
+
+    name = "r2plus1d"
+    version = "1"
+    input = WindowInput("frames", fps=FRAMES_FPS)
+    output_shape = (CLIPS_PER_WINDOW, EMBED_DIM)
+
+    def __init__(
+        self,
+        preset: Preset = "paper",
+        weights: WeightsArg = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        resolved = resolve_weights(weights, R2Plus1DWeights.KINETICS400_V1, preset)
+        self.frame_size = FRAME_SIZE[preset]
+        super().__init__(
+            preset=preset,
+            weights=resolved,
+            network=_build_network(preset, resolved),
+            device=torch.device(device) if device is not None else default_device(),
+        )
+
+    @classmethod
+    def make_transform(cls, preset: Preset) -> ClipStackTransform:
+        sampler = FrameSampler(
+            CLIPS_PER_WINDOW * FRAMES_PER_CLIP, FRAME_SIZE[preset], KINETICS_MEAN, KINETICS_STD
+        )
+        return ClipStackTransform(sampler)
+
+    def _batch_item_shape(self) -> tuple[int, ...]:
+        return (CLIPS_PER_WINDOW, 3, FRAMES_PER_CLIP, self.frame_size, self.frame_size)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        features = self.network(batch.flatten(0, 1))
+        return features.view(batch.shape[0], *self.output_shape)

@@ -1,0 +1,141 @@
+"""Training and evaluation on stored features: learning, repeatability, run folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avvp.pipeline.checkpoints import load_checkpoint
+from avvp.pipeline.dataset import DataConfig
+from avvp.pipeline.evaluate import evaluate_run
+from avvp.pipeline.synthetic import SyntheticLLPConfig, write_synthetic_llp
+from avvp.pipeline.train import learning_rate_factor, train
+from avvp.pipeline.train_config import OptimConfig, TrainConfig, load_train_config
+from avvp.storage import RunStore
+
+SMALL = SyntheticLLPConfig(n_train=96, n_val=32, n_test=32, seed=3)
+TINY_SIZES = {"hidden_dim": 32, "class_dim": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32}
+DATA = DataConfig(pseudo_labels="synthetic", annotations="synthetic")
+
+
+def tiny_config(model: str, epochs: int = 2, **changes: object) -> TrainConfig:
+    settings = {
+        "model": model,
+        "architecture": TINY_SIZES,
+        "data": DATA,
+        "epochs": epochs,
+        "batch_size": 16,
+        "device": "cpu",
+        "optim": {"warmup_epochs": 1},
+        **changes,
+    }
+    return TrainConfig.model_validate(settings)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = str(tmp_path_factory.mktemp("store"))
+    write_synthetic_llp(root, SMALL)
+    return root
+
+
+def test_a_run_folder_holds_config_checkpoint_metrics_and_feature_ids(store: str) -> None:
+    result = train(store, tiny_config("mmcse-clapclip"))
+    run = RunStore(store).run(result.run_id)
+    assert {"config.json", "checkpoint.pt", "metrics.json", "features.json", "history.json"} <= set(
+        run.names()
+    )
+    config = run.read_json("config.json")
+    assert config["train"]["model"] == "mmcse-clapclip"
+    assert config["model"]["hidden_dim"] == TINY_SIZES["hidden_dim"]
+    assert set(run.read_json("features.json")) == {
+        DATA.audio_table,
+        DATA.visual_table,
+        DATA.visual_st_table,
+    }
+    metrics = run.read_json("metrics.json")
+    assert metrics["selection_metric"] == "Seg-type"
+    assert len(metrics["val"]) == 11
+    model, state = load_checkpoint(run.read_bytes("checkpoint.pt"))
+    assert state["epoch"] == metrics["best_epoch"]
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_training_twice_with_one_config_reuses_the_finished_run(store: str) -> None:
+    config = tiny_config("valor-clapclip", epochs=1)
+    first = train(store, config)
+    second = train(store, config)
+    assert second.reused and second.run_id == first.run_id
+    assert second.best_val == first.best_val
+
+
+def test_the_same_seed_on_cpu_gives_the_same_checkpoint(store: str) -> None:
+    config = tiny_config("mmcse-clapclip", epochs=1, seed=11)
+    first = train(store, config, force=True)
+    checkpoint = RunStore(store).run(first.run_id).read_bytes("checkpoint.pt")
+    weights_first = load_checkpoint(checkpoint)[0].state_dict()
+    train(store, config, force=True)
+    weights_second = load_checkpoint(RunStore(store).run(first.run_id).read_bytes("checkpoint.pt"))[
+        0
+    ].state_dict()
+    for name, tensor in weights_first.items():
+        assert torch.equal(tensor, weights_second[name]), name
+
+
+def test_evaluate_run_scores_the_test_split_and_writes_its_report(store: str) -> None:
+    result = train(store, tiny_config("valor-clapclip", epochs=1))
+    evaluation = evaluate_run(result.run_url, "test", device="cpu")
+    assert evaluation.annotations == "synthetic" and evaluation.filter_rule == "valor"
+    run = RunStore(store).run(result.run_id)
+    assert run.read_json("eval-test-synthetic-valor.json") == evaluation.metrics
+    assert "Segment" in run.read_text("eval-test-synthetic-valor.txt")
+
+
+def test_evaluate_run_refuses_a_folder_that_is_not_a_run(store: str) -> None:
+    with pytest.raises(ValueError, match="not a run folder"):
+        evaluate_run(f"{store}/features", "test")
+
+
+def test_missing_pseudo_labels_give_an_error_naming_the_table(store: str) -> None:
+    config = tiny_config("mmcse-clapclip", data={**DATA.model_dump(), "pseudo_labels": "valor"})
+    with pytest.raises(Exception, match="segment-valor"):
+        train(store, config)
+
+
+def test_warmup_then_cosine_schedule_rises_then_decays_to_the_floor() -> None:
+    optim = OptimConfig(lr=3e-4, warmup_epochs=10, min_lr=3e-6)
+    factor = learning_rate_factor(optim, epochs=60)
+    values = np.array([factor(epoch) for epoch in range(60)])
+    assert np.all(np.diff(values[:10]) > 0)
+    assert values[10] == pytest.approx(1.0)
+    assert np.all(np.diff(values[10:]) < 0)
+    assert values[-1] * optim.lr == pytest.approx(3e-6)
+
+
+def test_official_preset_uses_step_decay_and_the_official_betas() -> None:
+    config = load_train_config("official")
+    assert config.optim.schedule == "step" and config.optim.lr == 1e-4
+    factor = learning_rate_factor(config.optim, config.epochs)
+    assert [factor(e) for e in (0, 9, 10, 20)] == pytest.approx([1, 1, 0.1, 0.01])
+    assert config.optim.betas == (0.5, 0.999)
+
+
+def test_config_file_and_overrides_are_applied_over_the_preset(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('model = "valor-clapclip"\nepochs = 5\n[optim]\nlr = 0.001\n')
+    config = load_train_config("paper", path, {"epochs": 7})
+    assert (config.model, config.epochs, config.optim.lr) == ("valor-clapclip", 7, 0.001)
+    assert config.optim.weight_decay == 1e-3
+
+
+def test_unknown_settings_are_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"mmcse": {"no_such_switch": False}}))
+    with pytest.raises(ValueError, match="no_such_switch"):
+        load_train_config("paper", path)
+    with pytest.raises(ValueError, match="unknown model config"):
+        load_train_config("paper", None, {"model": "mmcse-nonexistent"})
