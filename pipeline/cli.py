@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -81,15 +82,16 @@ def main(
 
 
 def metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
-    """One row per predictor, the eleven AVVP metrics as columns."""
+    """The eleven AVVP metrics as rows, one column per predictor (fits 80 columns)."""
     from avvp.pipeline.evaluate import METRIC_KEYS
 
     table = Table(title=title, title_justify="left")
-    table.add_column("predictor")
+    table.add_column("metric")
+    for name in metrics:
+        table.add_column(name, justify="right")
     for key in METRIC_KEYS:
-        table.add_column(key, justify="right")
-    for name, values in metrics.items():
-        table.add_row(name, *(f"{values[key]:.1f}" for key in METRIC_KEYS))
+        style = "bold" if key == "Avg" else None
+        table.add_row(key, *(f"{values[key]:.1f}" for values in metrics.values()), style=style)
     return table
 
 
@@ -99,8 +101,11 @@ def demo(
     root: Annotated[str, typer.Option(help="Store root (local path or fsspec URL).")] = (
         DEFAULT_ROOT
     ),
-    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 12,
+    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 10,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    size: Annotated[
+        str, typer.Option(help="Network sizes: auto (tiny on CPU, paper on GPU), tiny, paper.")
+    ] = "auto",
 ) -> None:
     """Synthetic mini-LLP, whole chain, offline: train MM-CSE and VALOR, score both."""
     from rich.progress import Progress
@@ -118,7 +123,9 @@ def demo(
                 tasks[model] = progress.add_task(f"training {model}", total=epochs)
             progress.update(tasks[model], advance=1)
 
-        result = run_demo(root, epochs=epochs, device=device, on_step=on_step, on_epoch=on_epoch)
+        result = run_demo(
+            root, epochs=epochs, device=device, size=size, on_step=on_step, on_epoch=on_epoch
+        )
     sizes = ", ".join(f"{n} {split}" for split, n in result.num_videos.items())
     console.print(f"store: [bold]{result.root}[/]  videos: {sizes}")
     for model, run in result.runs.items():
@@ -331,3 +338,103 @@ def profile(
     table.add_row(f"forward, batch {report.batch_size}", f"{report.forward_ms:.1f} ms")
     table.add_row(f"forward+backward, batch {report.batch_size}", f"{report.train_step_ms:.1f} ms")
     console.print(table)
+
+
+synth_app = typer.Typer(help="Make synthetic test data.", no_args_is_help=True)
+app.add_typer(synth_app, name="synth")
+
+
+@synth_app.command("clips")
+@user_errors
+def synth_clips(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for videos/ and the LLP label files.")],
+    n: Annotated[int, typer.Option("--n", help="Number of clips.")] = 8,
+    seconds: Annotated[float, typer.Option(help="Length of each clip.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Tiny real video files with planted audio and visual events, plus LLP label files."""
+    from avvp.pipeline.synth_clips import write_synthetic_clips
+
+    with console.status(f"writing {n} clips..."):
+        paths = write_synthetic_clips(out_dir, n=n, seconds=seconds, seed=seed)
+    console.print(f"wrote {len(paths)} clips to [bold]{out_dir / 'videos'}[/] and label files")
+
+
+@app.command("import-labels")
+@user_errors
+def import_labels(
+    store: Annotated[str, typer.Option(help="Store root.")] = DEFAULT_ROOT,
+    labels: Annotated[
+        Path | None, typer.Option(help="Folder of LLP-format files (default: vendored LLP).")
+    ] = None,
+) -> None:
+    """Write LLP weak labels (with splits) and dense annotations into the label store."""
+    from avvp.pipeline.llp_labels import import_llp_labels
+
+    written = import_llp_labels(store, labels)
+    for table, rows in written.items():
+        console.print(f"{table}: {rows} rows written")
+
+
+@app.command()
+@user_errors
+def extract(
+    paths: Annotated[list[Path], typer.Argument(help="Video files and/or folders.")],
+    store: Annotated[str, typer.Option(help="Store root.")] = DEFAULT_ROOT,
+    extractors: Annotated[
+        str, typer.Option(help="Comma-separated: clip, r2plus1d, clap, clap-segments.")
+    ] = "clip,r2plus1d,clap",
+    preset: Annotated[str, typer.Option(help="paper (real weights) or tiny (random, tests).")] = (
+        "paper"
+    ),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 16,
+    workers: Annotated[
+        int | None, typer.Option(help="Decoding processes (default: up to 8).")
+    ] = None,
+) -> None:
+    """Decode videos at 8 FPS and store CLIP, R(2+1)D and CLAP features of missing windows."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from avvp.pipeline.extract import extract_videos
+
+    columns = (
+        TextColumn("extracting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("extract", total=None, rate="")
+        started = time.perf_counter()
+
+        def on_progress(update: Any) -> None:
+            rate = update.done / max(time.perf_counter() - started, 1e-9)
+            progress.update(
+                task, completed=update.done, total=update.total, rate=f"{rate:.2f} videos/s"
+            )
+            if update.status == "failed":
+                progress.console.print(f"[red]failed[/] {update.path}: {update.reason}")
+
+        summary = extract_videos(
+            paths,
+            store,
+            extractors=[name.strip() for name in extractors.split(",") if name.strip()],
+            preset=preset,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            on_progress=on_progress,
+        )
+    console.print(
+        f"{summary.videos_found} videos: {summary.videos_extracted} extracted, "
+        f"{summary.videos_skipped} already stored, {len(summary.failures)} failed "
+        f"({summary.seconds:.1f} s, {summary.videos_per_second:.2f} videos/s)"
+    )
+    for table, rows in summary.windows_written.items():
+        console.print(f"  {table}: {rows} windows written")
+    for failure in summary.failures:
+        console.print(f"  [red]failed[/] {failure.path}: {failure.reason}")
+    if summary.failures:
+        console.print(f"failures are recorded in {store}/failures/extract/")
+        raise typer.Exit(EXIT_SOME_FAILED)

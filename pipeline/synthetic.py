@@ -34,14 +34,17 @@ CLAP_TIME_STEPS = 32
 class SyntheticLLPConfig(BaseModel):
     """How many videos and how hard the task is."""
 
-    n_train: int = Field(400, ge=1)
-    n_val: int = Field(80, ge=1)
-    n_test: int = Field(120, ge=1)
+    n_train: int = Field(256, ge=1)
+    n_val: int = Field(64, ge=1)
+    n_test: int = Field(96, ge=1)
     num_segments: int = Field(10, ge=2)
+    active_classes: int = Field(
+        10, ge=1, le=NUM_CLASSES, description="classes that occur at all (a random subset)"
+    )
     max_classes_per_video: int = Field(3, ge=1, le=NUM_CLASSES)
     modality_presence: float = Field(0.8, gt=0, le=1, description="P(event in a modality)")
-    noise: float = Field(0.03, ge=0, description="per-dimension feature noise std")
-    pseudo_label_flip: float = Field(0.1, ge=0, le=1, description="flip rate within weak classes")
+    noise: float = Field(0.06, ge=0, description="per-dimension feature noise std")
+    pseudo_label_flip: float = Field(0.15, ge=0, le=1, description="flip rate within weak classes")
     seed: int = 0
 
 
@@ -71,9 +74,13 @@ def generate_synthetic_llp(config: SyntheticLLPConfig | None = None) -> Syntheti
     counts = (cfg.n_train, cfg.n_val, cfg.n_test)
     n, t, k = sum(counts), cfg.num_segments, NUM_CLASSES
 
-    # Classes per video: a random subset of 1..max classes.
-    num_classes = rng.integers(1, cfg.max_classes_per_video + 1, n)
-    rank = rng.random((n, k)).argsort(axis=1).argsort(axis=1)
+    # Classes per video: 1..max classes drawn from the active subset.
+    active = np.zeros(k, dtype=bool)
+    active[rng.choice(k, cfg.active_classes, replace=False)] = True
+    per_video = min(cfg.max_classes_per_video, cfg.active_classes)
+    num_classes = rng.integers(1, per_video + 1, n)
+    draws = np.where(active, rng.random((n, k)), np.inf)
+    rank = draws.argsort(axis=1).argsort(axis=1)
     present = rank < num_classes[:, None]
 
     # Per (video, class, modality): is there an event, and where. A class present in the

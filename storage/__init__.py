@@ -35,3 +35,7 @@ __all__ = [
     "open_run",
     "store_info",
 ]
+
+from .failures import Failure, FailureLog  # noqa: E402
+
+__all__ += ["Failure", "FailureLog"]

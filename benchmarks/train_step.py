@@ -1,0 +1,264 @@
+"""Training and inference speed of our MM-CSE against the official-layout reference.
+
+Both networks get the same weights (the reference's random initialisation, imported into
+ours with the official-state-dict importer); before timing, their outputs, auxiliaries
+and loss terms on the benchmark batch must agree to --atol, or nothing is timed. A
+training step is forward with auxiliaries + mmcse_loss + backward + AdamW step; an
+inference step is the forward without auxiliaries under inference_mode. Repeats of the
+two networks alternate (A B, B A, ...) so they share the machine's noise; the median
+and the best repeat are reported as steps/s with the ratio ours / reference.
+
+    python benchmarks/train_step.py [--device cpu|cuda|all] [--batch 64] [--steps 3]
+                                    [--repeats 5] [--threads N] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import nn
+
+from avvp.model.config import ModelConfig, get_model_config
+from avvp.model.losses import MMCSELoss, mmcse_loss
+from avvp.model.mmcse import MMCSE, build_mmcse
+from avvp.model.mmcse_import import mmcse_from_official_state_dict
+from avvp.model.outputs import ParserOutput
+
+PRESET = "mmcse-clapclip"
+PREDICTIONS = ("global_prob", "a_prob", "v_prob", "frame_prob", "frame_logits")
+# Official code defaults (AVVP.md): lr 1e-4, betas (0.5, 0.999); paper weight decay.
+ADAMW = {"lr": 1e-4, "betas": (0.5, 0.999), "weight_decay": 1e-3}
+
+
+def load_reference_module() -> ModuleType:
+    """benchmarks/mmcse_reference.py, loaded by path (benchmarks/ is not a package)."""
+    path = Path(__file__).with_name("mmcse_reference.py")
+    spec = importlib.util.spec_from_file_location("mmcse_reference", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Batch:
+    """Random CLAP + CLIP + R(2+1)D inputs with weak labels and pseudo-labels."""
+
+    audio: torch.Tensor
+    visual: torch.Tensor
+    visual_st: torch.Tensor
+    labels: torch.Tensor
+    audio_pseudo: torch.Tensor
+    visual_pseudo: torch.Tensor
+
+    @classmethod
+    def random(cls, batch_size: int, device: torch.device, seed: int = 0) -> Batch:
+        spec = get_model_config(PRESET).inputs
+        generator = torch.Generator().manual_seed(seed)
+        segments, classes = spec.num_segments, spec.num_classes
+        labels = (torch.rand(batch_size, classes, generator=generator) < 0.15).float()
+        # Pseudo-labels only ever mark classes of the weak label.
+        pseudo = torch.rand(2, batch_size, segments, classes, generator=generator) < 0.6
+        pseudo = pseudo.float() * labels[:, None, :]
+        tensors = cls(
+            audio=torch.randn(batch_size, 64, spec.audio_dim, generator=generator),
+            visual=torch.randn(batch_size, segments, spec.visual_dim, generator=generator),
+            visual_st=torch.randn(batch_size, segments, spec.st_dim, generator=generator),
+            labels=labels,
+            audio_pseudo=pseudo[0],
+            visual_pseudo=pseudo[1],
+        )
+        return cls(**{name: t.to(device) for name, t in vars(tensors).items()})
+
+
+def build_pair(seed: int = 0, config: ModelConfig | None = None) -> tuple[MMCSE, nn.Module]:
+    """(ours, reference) with equal weights: the reference's random initialisation, taken
+    to ours through the official-state-dict importer. Default config: the CLAP+CLIP preset."""
+    reference_module = load_reference_module()
+    config = config or get_model_config(PRESET)
+    torch.manual_seed(seed)
+    reference = reference_module.ReferenceMMCSE(config)
+    config, state = mmcse_from_official_state_dict(
+        reference.state_dict(), num_heads=config.num_heads, source="the reference network"
+    )
+    ours = build_mmcse(config)
+    ours.load_state_dict(state, strict=True)
+    return ours, reference
+
+
+def forward_with_loss(model: nn.Module, batch: Batch) -> tuple[ParserOutput, MMCSELoss]:
+    output = model(batch.audio, batch.visual, batch.visual_st, with_aux=True)
+    loss = mmcse_loss(output, batch.labels, batch.audio_pseudo, batch.visual_pseudo)
+    return output, loss
+
+
+def output_differences(
+    ours: tuple[ParserOutput, MMCSELoss], reference: tuple[ParserOutput, MMCSELoss]
+) -> dict[str, float]:
+    """Max absolute difference of every prediction, auxiliary and loss term, by name."""
+
+    def named(result: tuple[ParserOutput, MMCSELoss]) -> dict[str, torch.Tensor]:
+        output, loss = result
+        return {
+            **{name: getattr(output, name) for name in PREDICTIONS},
+            **output.aux,
+            **loss.terms,
+            "loss_total": loss.total,
+        }
+
+    ours_named, reference_named = named(ours), named(reference)
+    if ours_named.keys() != reference_named.keys():
+        raise ValueError(
+            f"the two networks return different outputs: ours only "
+            f"{sorted(ours_named.keys() - reference_named.keys())}, reference only "
+            f"{sorted(reference_named.keys() - ours_named.keys())}"
+        )
+    return {
+        name: (ours_named[name].float() - reference_named[name].float()).abs().max().item()
+        for name in ours_named
+    }
+
+
+def check_same_function(ours: nn.Module, reference: nn.Module, batch: Batch, atol: float) -> float:
+    """Largest difference of the two networks (eval mode, so no dropout) on `batch`;
+    raises ValueError naming the outputs that differ by more than atol."""
+    ours.eval()
+    reference.eval()
+    with torch.no_grad():
+        differences = output_differences(
+            forward_with_loss(ours, batch), forward_with_loss(reference, batch)
+        )
+    ours.train()
+    reference.train()
+    over = {name: diff for name, diff in differences.items() if not diff <= atol}
+    if over:
+        listed = ", ".join(f"{name} {diff:.2e}" for name, diff in over.items())
+        raise ValueError(f"ours and the reference differ by more than {atol:g}: {listed}")
+    return max(differences.values())
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    _, loss = forward_with_loss(model, batch)
+    loss.total.backward()
+    optimizer.step()
+
+
+def inference_step(model: nn.Module, batch: Batch) -> None:
+    with torch.inference_mode():
+        model(batch.audio, batch.visual, batch.visual_st)
+
+
+def time_alternating(
+    steps: dict[str, Callable[[], None]], n_steps: int, repeats: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per step of each callable, one value per repeat; the order of the callables
+    flips every repeat so slow phases of a shared machine hit both alike."""
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            synchronize()
+            start = time.perf_counter()
+            for _ in range(n_steps):
+                steps[name]()
+            synchronize()
+            seconds[name].append((time.perf_counter() - start) / n_steps)
+    return seconds
+
+
+def report(kind: str, seconds: dict[str, list[float]]) -> None:
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    best = {name: min(values) for name, values in seconds.items()}
+    print(
+        f"  {kind:<9} ours {1 / median['ours']:8.3g} steps/s   reference "
+        f"{1 / median['reference']:8.3g} steps/s   ratio ours/reference "
+        f"{median['reference'] / median['ours']:5.2f} (median), "
+        f"{best['reference'] / best['ours']:5.2f} (best)"
+    )
+
+
+def profile_training_step(
+    models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], batch: Batch
+) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if batch.audio.is_cuda:
+        activities.append(ProfilerActivity.CUDA)
+    sort_by = "self_cuda_time_total" if batch.audio.is_cuda else "self_cpu_time_total"
+    for name, model in models.items():
+        with profile(activities=activities) as profiler:
+            training_step(model, optimizers[name], batch)
+        print(f"  profile of one {name} training step, top ops by self time:")
+        print(profiler.key_averages().table(sort_by=sort_by, row_limit=15))
+
+
+def run_on(device: torch.device, args: argparse.Namespace) -> None:
+    ours, reference = build_pair()
+    models = {"ours": ours.to(device).train(), "reference": reference.to(device).train()}
+    batch = Batch.random(args.batch, device)
+    largest = check_same_function(models["ours"], models["reference"], batch, args.atol)
+    print(
+        f"{device.type}, {torch.get_num_threads()} thread(s), batch {args.batch}: same weights "
+        f"give the same outputs, aux and losses (max abs diff {largest:.1e} <= {args.atol:g})"
+    )
+    optimizers = {
+        name: torch.optim.AdamW(model.parameters(), **ADAMW) for name, model in models.items()
+    }
+    train = {
+        name: (lambda m=model, o=optimizers[name]: training_step(m, o, batch))
+        for name, model in models.items()
+    }
+    infer = {name: (lambda m=model: inference_step(m, batch)) for name, model in models.items()}
+    time_alternating(train, 1, 1, device)  # warm-up: allocator, kernels, optimizer state
+    print(f"  median / best of {args.repeats} alternating repeats of {args.steps} steps")
+    report("training", time_alternating(train, args.steps, args.repeats, device))
+    for model in models.values():
+        model.eval()
+    time_alternating(infer, 1, 1, device)
+    report("inference", time_alternating(infer, args.steps, args.repeats, device))
+    if args.profile:
+        for model in models.values():
+            model.train()
+        profile_training_step(models, optimizers, batch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="equality check tolerance")
+    parser.add_argument("--profile", action="store_true", help="profile one training step")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no CUDA device here; use --device cpu")
+    every_device = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    for device in every_device if args.device == "all" else [args.device]:
+        try:
+            run_on(torch.device(device), args)
+        except ValueError as error:
+            sys.exit(f"not timed: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""Batched extraction into the feature store: shapes, windows, skips, failures, workers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from support import SAMPLES
+
+from avvp.extractors import FeatureExtractor, RandomInit, create_extractor, extractor_class
+from avvp.pipeline import tables
+from avvp.pipeline.decode import decode_video, split_windows
+from avvp.pipeline.extract import (
+    STAGE,
+    ExtractProgress,
+    ExtractSummary,
+    extract_videos,
+    find_videos,
+)
+from avvp.pipeline.synth_clips import write_synthetic_clips
+from avvp.storage import FailureLog, FeatureStore, ProvenanceMismatchError
+
+SAMPLE = SAMPLES / "BjCEufrlXm4.mp4"
+SAMPLE_ID = "BjCEufrlXm4"
+SHAPES = {  # the tables of the default extractors
+    tables.VISUAL_TABLE: (10, 768),
+    tables.VISUAL_ST_TABLE: (10, 512),
+    tables.AUDIO_MAP_TABLE: (64, 768),
+}
+SEGMENT_SHAPE = (10, 512)  # clap-segments, extracted in the second store only
+SYNTH_IDS = ["synclip0001", "synclip0002", "synclip0003"]  # the third has no audio track
+LONG_ID = "long35s"
+CORRUPT_ID = "corrupt"
+WINDOWS = {**dict.fromkeys(SYNTH_IDS, 1), LONG_ID: 4, SAMPLE_ID: 1}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> dict[str, FeatureExtractor]:
+    """The four tiny extractors, built once for the module."""
+    return {
+        name: create_extractor(name, preset="tiny", device="cpu")
+        for name in ("clip", "r2plus1d", "clap", "clap-segments")
+    }
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A folder of three 10-s clips (one silent) and a corrupt .mp4; a 35-s clip apart."""
+    folder = tmp_path_factory.mktemp("inputs")
+    write_synthetic_clips(folder / "short", n=3, seconds=10, no_audio=(2,))
+    videos = folder / "short" / "videos"
+    (videos / f"{CORRUPT_ID}.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    (long_clip,) = write_synthetic_clips(folder / "long", n=1, seconds=35)
+    return {"folder": videos, "long": long_clip.rename(long_clip.with_name(f"{LONG_ID}.mp4"))}
+
+
+@pytest.fixture(scope="module")
+def extracted(
+    tiny: dict[str, FeatureExtractor], inputs: dict[str, Path], tmp_path_factory
+) -> tuple[str, ExtractSummary, list[ExtractProgress]]:
+    """Everything into a fresh store with two workers; the sample clip is named twice.
+
+    Batches of 3 and flushes every 4 rows cut batches across videos and give several parts.
+    """
+    root = str(tmp_path_factory.mktemp("store"))
+    progress: list[ExtractProgress] = []
+    summary = extract_videos(
+        [inputs["folder"], inputs["long"], SAMPLE, SAMPLE],
+        root,
+        extractors=[tiny["clip"], tiny["r2plus1d"], tiny["clap"]],
+        workers=2,
+        batch_size=3,
+        flush_windows=4,
+        on_progress=progress.append,
+    )
+    return root, summary, progress
+
+
+def test_every_window_gets_one_row_of_its_extractor_shape_in_each_table(extracted) -> None:
+    root, summary, _ = extracted
+    store = FeatureStore(root)
+    assert sorted(store.table_names()) == sorted(SHAPES)
+    for name, shape in SHAPES.items():
+        batch = store.table(name).read_videos(list(WINDOWS))
+        assert batch.features.shape == (sum(WINDOWS.values()), *shape)
+        assert np.isfinite(batch.features).all()
+        assert sorted(batch.keys) == sorted(
+            (video_id, window) for video_id, count in WINDOWS.items() for window in range(count)
+        )
+        assert summary.windows_written[name] == sum(WINDOWS.values())
+    assert len(store.table(tables.VISUAL_TABLE).table.part_names()) > 1
+
+
+def test_35_second_clip_gives_four_windows_with_valid_segments_10_10_10_5(extracted) -> None:
+    root, _, _ = extracted
+    for name in SHAPES:
+        batch = FeatureStore(root).table(name).read_videos([LONG_ID])
+        assert batch.keys.windows.tolist() == [0, 1, 2, 3]
+        assert batch.valid_segments.tolist() == [10, 10, 10, 5]
+
+
+def test_clip_without_audio_is_stored_with_has_audio_false_in_every_table(extracted) -> None:
+    root, _, _ = extracted
+    for name in SHAPES:
+        batch = FeatureStore(root).table(name).read_videos(SYNTH_IDS)
+        assert batch.has_audio.tolist() == [True, True, False]
+
+
+def test_corrupt_file_is_a_failure_with_a_readable_reason_while_the_others_are_extracted(
+    extracted,
+) -> None:
+    root, summary, _ = extracted
+    assert summary.videos_extracted == len(WINDOWS)
+    assert [failure.video_id for failure in summary.failures] == [CORRUPT_ID]
+    rows = FailureLog(root).read(STAGE).to_pylist()  # the rerun test may add one
+    assert {row["video_id"] for row in rows} == {CORRUPT_ID}
+    row = rows[0]
+    assert row["path"].endswith(f"{CORRUPT_ID}.mp4")
+    assert "Check that it is a complete video file" in row["reason"]
+
+
+def test_a_file_named_twice_is_extracted_once(extracted) -> None:
+    root, summary, _ = extracted
+    assert summary.videos_found == len(WINDOWS) + 1  # the corrupt file counts as found
+    keys = FeatureStore(root).table(tables.VISUAL_TABLE).keys()
+    assert keys.video_ids.tolist().count(SAMPLE_ID) == 1
+
+
+def test_progress_reports_each_input_video_once_counting_up_to_the_total(extracted) -> None:
+    _, _, progress = extracted
+    assert sorted(update.video_id for update in progress) == sorted([*WINDOWS, CORRUPT_ID])
+    assert [update.done for update in progress] == list(range(1, len(progress) + 1))
+    assert {update.total for update in progress} == {len(progress)}
+    windows = {update.video_id: update.windows for update in progress}
+    assert windows == {**WINDOWS, CORRUPT_ID: 0}
+
+
+def test_rerun_decodes_only_the_failed_file_and_writes_nothing(
+    extracted, tiny: dict[str, FeatureExtractor], inputs: dict[str, Path]
+) -> None:
+    root, _, _ = extracted
+    rows_before = {name: len(FeatureStore(root).table(name).keys()) for name in SHAPES}
+    failures_before = FailureLog(root).read(STAGE)["video_id"].to_pylist()
+    progress: list[ExtractProgress] = []
+    rerun = extract_videos(
+        [inputs["folder"], inputs["long"], SAMPLE],
+        root,
+        extractors=[tiny["clip"], tiny["r2plus1d"], tiny["clap"]],
+        workers=0,
+        on_progress=progress.append,
+    )
+    assert (rerun.videos_skipped, rerun.videos_decoded, rerun.videos_extracted) == (5, 1, 0)
+    assert set(rerun.windows_written.values()) == {0}
+    assert {name: len(FeatureStore(root).table(name).keys()) for name in SHAPES} == rows_before
+    assert {update.status for update in progress} == {"skipped", "failed"}
+    failures = FailureLog(root).read(STAGE)["video_id"].to_pylist()
+    assert failures == [*failures_before, CORRUPT_ID]
+
+
+@pytest.fixture(scope="module")
+def second_store(
+    tiny: dict[str, FeatureExtractor], inputs: dict[str, Path], tmp_path_factory
+) -> tuple[str, ExtractSummary]:
+    """No workers, batches of 1: CLIP and CLAP maps first, then CLAP segments as well."""
+    root = str(tmp_path_factory.mktemp("second"))
+    paths = [inputs["folder"] / "synclip0001.mp4", SAMPLE]
+    first = [tiny["clip"], tiny["clap"]]
+    extract_videos(paths, root, extractors=first, workers=0, batch_size=1)
+    summary = extract_videos(
+        paths, root, extractors=[*first, tiny["clap-segments"]], workers=0, batch_size=1
+    )
+    return root, summary
+
+
+def test_videos_missing_from_one_table_are_decoded_and_written_only_there(second_store) -> None:
+    root, summary = second_store
+    assert (summary.videos_skipped, summary.videos_decoded) == (0, 2)
+    assert summary.windows_written == {
+        tables.VISUAL_TABLE: 0,
+        tables.AUDIO_MAP_TABLE: 0,
+        tables.AUDIO_SEGMENT_TABLE: 2,
+    }
+    segments = FeatureStore(root).table(tables.AUDIO_SEGMENT_TABLE).read_videos(["synclip0001"])
+    assert segments.features.shape == (1, *SEGMENT_SHAPE)
+
+
+def test_features_do_not_depend_on_worker_count_or_batch_size(extracted, second_store) -> None:
+    first, second = FeatureStore(extracted[0]), FeatureStore(second_store[0])
+    for name in (tables.VISUAL_TABLE, tables.AUDIO_MAP_TABLE):
+        batched = first.table(name).read_videos(["synclip0001", SAMPLE_ID])
+        one_by_one = second.table(name).read_videos(["synclip0001", SAMPLE_ID])
+        assert list(batched.keys) == list(one_by_one.keys)
+        np.testing.assert_allclose(
+            batched.features.astype(np.float32), one_by_one.features.astype(np.float32), atol=2e-3
+        )
+
+
+def test_two_files_with_one_video_id_are_both_failures_and_neither_is_decoded(
+    tiny: dict[str, FeatureExtractor], inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    for folder, suffix in (("a", ".mp4"), ("b", ".mkv")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(inputs["folder"] / "synclip0001.mp4", tmp_path / folder / f"same{suffix}")
+    summary = extract_videos(
+        [tmp_path / "a", tmp_path / "b"], tmp_path / "store", extractors=[tiny["clip"]], workers=0
+    )
+    assert summary.videos_decoded == 0
+    assert [failure.video_id for failure in summary.failures] == ["same", "same"]
+    assert "rename or leave out all but one" in summary.failures[0].reason
+    assert FeatureStore(tmp_path / "store").table_names() == []
+
+
+def test_a_table_made_with_other_weights_is_refused_before_any_work(
+    extracted, inputs: dict[str, Path]
+) -> None:
+    root, _, _ = extracted
+    other = create_extractor("clip", preset="tiny", weights=RandomInit(seed=1), device="cpu")
+    with pytest.raises(ProvenanceMismatchError, match="random-init-seed-0"):
+        extract_videos([inputs["long"]], root, [other])
+
+
+def test_a_missing_input_path_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="nothere.mp4: no such file or folder"):
+        extract_videos([tmp_path / "nothere.mp4"], tmp_path / "store", preset="tiny")
+
+
+def test_folders_are_scanned_for_video_extensions_skipping_hidden_files(tmp_path: Path) -> None:
+    for name in ("a.MP4", "sub/b.webm", "notes.txt", ".cache/c.mp4", "._d.mov", "e.mkv"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "folder.mp4").mkdir()
+    found = find_videos([tmp_path, tmp_path / "notes.txt", tmp_path / "e.mkv"])
+    assert [path.relative_to(tmp_path).as_posix() for path in found] == [
+        "a.MP4",
+        "e.mkv",
+        "sub/b.webm",
+        "notes.txt",
+    ]
+
+
+def test_failure_log_appends_one_part_per_record_and_reads_rows_in_order(tmp_path: Path) -> None:
+    log = FailureLog(tmp_path)
+    assert log.read("extract").num_rows == 0
+    assert log.record("extract", []) is None
+    log.record("extract", [("a", "/v/a.mp4", "broken"), ("b", "/v/b.mp4", "too short")])
+    log.record("extract", [("a", "/v/a.mp4", "still broken")])
+    read = log.read("extract")
+    assert read["reason"].to_pylist() == ["broken", "too short", "still broken"]
+    assert read.column_names == ["video_id", "path", "reason", "recorded_at"]
+    assert log.stages() == ["extract"]
+    assert len(list((tmp_path / "failures" / "extract").glob("part-*.parquet"))) == 2
+
+
+# The paper recipe of AVVP.md, rendered step by step, against our transforms.
+
+
+def _recipe_frames(frames: np.ndarray, count: int, size: int, mean, std) -> torch.Tensor:
+    indices = np.round(np.linspace(0, len(frames) - 1, count)).astype(int)
+    images = torch.from_numpy(frames[indices]).permute(0, 3, 1, 2).float() / 255.0
+    images = F.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=False
+    )
+    return (images - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+def test_clip_and_r2plus1d_inputs_of_the_sample_clip_follow_the_avvp_recipe() -> None:
+    (window,) = split_windows(decode_video(SAMPLE))
+    clip_input = extractor_class("clip").make_transform("paper")(window.frames)
+    clip_expected = _recipe_frames(
+        window.frames,
+        10,
+        224,
+        (0.48145466, 0.4578275, 0.40821073),
+        (0.26862954, 0.26130258, 0.27577711),
+    )
+    torch.testing.assert_close(clip_input, clip_expected, atol=1e-6, rtol=0)
+
+    r2plus1d_input = extractor_class("r2plus1d").make_transform("paper")(window.frames)
+    frames = _recipe_frames(
+        window.frames, 80, 112, (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
+    )
+    clips = frames.reshape(10, 8, 3, 112, 112).permute(0, 2, 1, 3, 4)
+    assert r2plus1d_input.shape == (10, 3, 8, 112, 112)
+    torch.testing.assert_close(r2plus1d_input, clips, atol=1e-6, rtol=0)
