@@ -101,13 +101,17 @@ def demo(
     root: Annotated[str, typer.Option(help="Store root (local path or fsspec URL).")] = (
         DEFAULT_ROOT
     ),
-    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 10,
+    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 40,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
     size: Annotated[
         str, typer.Option(help="Network sizes: auto (tiny on CPU, paper on GPU), tiny, paper.")
     ] = "auto",
+    source: Annotated[
+        str, typer.Option(help="clips (decode + extract, default) or features (skip both).")
+    ] = "clips",
+    clips: Annotated[int, typer.Option(help="Number of synthetic clips.")] = 200,
 ) -> None:
-    """Synthetic mini-LLP, whole chain, offline: train MM-CSE and VALOR, score both."""
+    """Synthetic clips -> features -> MM-CSE and VALOR trained and scored, offline."""
     from rich.progress import Progress
 
     from avvp.pipeline.demo import run_demo
@@ -124,13 +128,20 @@ def demo(
             progress.update(tasks[model], advance=1)
 
         result = run_demo(
-            root, epochs=epochs, device=device, size=size, on_step=on_step, on_epoch=on_epoch
+            root,
+            epochs=epochs,
+            device=device,
+            size=size,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            source=source,
+            n_clips=clips,
         )
     sizes = ", ".join(f"{n} {split}" for split, n in result.num_videos.items())
     console.print(f"store: [bold]{result.root}[/]  videos: {sizes}")
     for model, run in result.runs.items():
         console.print(f"{model} run: {run}")
-    console.print(metrics_table("test split of the synthetic mini-LLP", result.metrics))
+    console.print(metrics_table(f"test split of the synthetic {source}", result.metrics))
 
 
 @app.command("evaluate-predictions")

@@ -1,18 +1,27 @@
-"""`avvp demo`: the whole chain on a synthetic mini-LLP, offline, on a CPU in minutes.
+"""`avvp demo`: the whole chain on synthetic data, offline, on a CPU in a few minutes.
 
-Generate the mini-LLP into a local store, train MM-CSE and the VALOR baseline for a few
-epochs on its noisy pseudo-labels, and score on the test split: "weak labels" (the
-trivial predictor that broadcasts each video's weak labels to every segment), each
-network at initialisation ("<name> init") and each network trained ("<name>"). The
-init columns show what training added.
+From clips (the default): write small synthetic video files with planted audio and
+visual events (`avvp synth clips`), extract CLIP, R(2+1)D and CLAP features with the
+tiny presets into a local store, import the clips' LLP-format labels, derive noisy
+segment pseudo-labels from the planted events (standing in for VALOR's), then train
+MM-CSE and the VALOR baseline for a few epochs and score the test split. From features
+(`source="features"`): the same chain on the feature-level synthetic mini-LLP, which
+skips decoding and extraction.
+
+The scores shown: "weak labels" (the trivial predictor that broadcasts each video's weak
+labels to every segment), each network at initialisation ("<name> init") and trained
+("<name>"); the init columns show what training added.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+import fsspec
 import numpy as np
 import torch
 
@@ -21,13 +30,21 @@ from avvp.model.metrics import segment_and_event_f1
 from avvp.pipeline import tables
 from avvp.pipeline.dataset import DataConfig, load_split, resolve_device
 from avvp.pipeline.evaluate import evaluate_run, predict, score_split
-from avvp.pipeline.synthetic import SyntheticLLPConfig, write_synthetic_llp
+from avvp.pipeline.extract import extract_videos
+from avvp.pipeline.llp import LLPAnnotations, youtube_id
+from avvp.pipeline.llp_labels import import_llp_labels
+from avvp.pipeline.synth_clips import planted_dense_labels, write_synthetic_clips
+from avvp.pipeline.synthetic import SyntheticLLPConfig, noisy_pseudo_labels, write_synthetic_llp
 from avvp.pipeline.train import EpochReport, train
 from avvp.pipeline.train_config import TrainConfig
-from avvp.storage import LabelStore
+from avvp.storage import LabelStore, Provenance
 
 DEMO_MODELS = {"MM-CSE": "mmcse-clapclip", "VALOR": "valor-clapclip"}
 SYNTHETIC_DATA = DataConfig(pseudo_labels="synthetic", annotations="synthetic")
+CLIP_DATA = DataConfig(pseudo_labels="synthetic", annotations="corrected")
+DEMO_CLIPS = 200
+DEMO_ACTIVE_CLASSES = 10  # fewer classes, more examples of each, in a small demo
+DemoSource = Literal["clips", "features"]
 # On a CPU the demo trains narrower networks of the same architecture, so the whole chain
 # takes a minute or two; on a GPU it trains the paper's sizes.
 TINY_ARCHITECTURE = {
@@ -55,7 +72,11 @@ def weak_label_broadcast(weak: np.ndarray, num_segments: int) -> np.ndarray:
 
 
 def demo_train_config(
-    model: str, epochs: int, device: str, size: ModelSize = "auto"
+    model: str,
+    epochs: int,
+    device: str,
+    size: ModelSize = "auto",
+    data: DataConfig = SYNTHETIC_DATA,
 ) -> TrainConfig:
     """The paper's recipe shortened to a few epochs: one warm-up epoch, a higher peak
     learning rate, batch 16 (more steps), and the tiny sizes on a CPU unless asked otherwise."""
@@ -64,7 +85,7 @@ def demo_train_config(
     return TrainConfig(
         model=model,
         architecture=TINY_ARCHITECTURE if size == "tiny" else {},
-        data=SYNTHETIC_DATA,
+        data=data,
         epochs=epochs,
         batch_size=16,
         device=device,
@@ -72,34 +93,75 @@ def demo_train_config(
     )
 
 
+def clips_folder(root: str) -> Path:
+    """Where the demo writes its clips: beside the store when it is local."""
+    fs, path = fsspec.core.url_to_fs(root)
+    if "file" in fs.protocol:
+        return Path(path) / "clips"
+    return Path(tempfile.mkdtemp(prefix="avvp-demo-clips-"))
+
+
+def prepare_clip_store(
+    root: str, n_clips: int, seed: int, device: str, say: Callable[[str], None]
+) -> DataConfig:
+    """Synthetic clips -> tiny-preset features, LLP labels and pseudo-labels in `root`."""
+    folder = clips_folder(root)
+    say(f"writing {n_clips} synthetic clips to {folder}")
+    write_synthetic_clips(folder, n=n_clips, seed=seed, active_classes=DEMO_ACTIVE_CLASSES)
+    say("extracting CLIP, R(2+1)D and CLAP features (tiny presets)")
+    summary = extract_videos(folder / "videos", root, preset="tiny", device=device)
+    if summary.failures:
+        raise ValueError(f"extraction failed for {len(summary.failures)} demo clips")
+    import_llp_labels(root, folder)
+
+    filenames = LLPAnnotations.load(folder).split("full")
+    dense = planted_dense_labels(folder, filenames)
+    weak = dense.max(axis=(1, 2))
+    pseudo = noisy_pseudo_labels(dense, weak, 0.15, np.random.default_rng(seed))
+    ids = [youtube_id(name) for name in filenames]
+    LabelStore(root).segments(tables.pseudo_label_table("synthetic")).write(
+        ids,
+        np.zeros(len(ids), dtype=np.int32),
+        pseudo[:, 0],
+        pseudo[:, 1],
+        Provenance(source="synthetic-clips-planted-events", version="1", extras={"flip": 0.15}),
+    )
+    return CLIP_DATA
+
+
 def run_demo(
     root: str,
     config: SyntheticLLPConfig | None = None,
-    epochs: int = 10,
+    epochs: int = 40,
     device: str = "auto",
     size: ModelSize = "auto",
     on_step: Callable[[str], None] | None = None,
     on_epoch: Callable[[str, EpochReport], None] | None = None,
+    source: DemoSource = "clips",
+    n_clips: int = DEMO_CLIPS,
 ) -> DemoResult:
     cfg = config or SyntheticLLPConfig()
     say = on_step or (lambda _: None)
-    say("generating the synthetic mini-LLP")
-    data = write_synthetic_llp(root, cfg)
+    if source == "clips":
+        data = prepare_clip_store(root, n_clips, cfg.seed, device, say)
+    else:
+        say("generating the feature-level synthetic mini-LLP")
+        write_synthetic_llp(root, cfg)
+        data = SYNTHETIC_DATA
 
     weak = LabelStore(root).weak().read()
     test = weak.splits == "test"
-    dense = (
-        LabelStore(root).segments(tables.dense_table("synthetic")).read_videos(weak.video_ids[test])
-    )
+    dense_table = LabelStore(root).segments(tables.dense_table(data.annotations))
+    dense = dense_table.read_videos(weak.video_ids[test])
     truth = np.stack([dense.audio, dense.visual], axis=1)
-    pred = weak_label_broadcast(weak.labels[test], cfg.num_segments)
+    pred = weak_label_broadcast(weak.labels[test], truth.shape[2])
     metrics = {"weak labels": segment_and_event_f1(pred, truth)}
 
     target = resolve_device(device)
-    test_split = load_split(root, SYNTHETIC_DATA, "test", target, with_dense=True)
+    test_split = load_split(root, data, "test", target, with_dense=True)
     runs: dict[str, str] = {}
     for name, preset in DEMO_MODELS.items():
-        train_config = demo_train_config(preset, epochs, device, size)
+        train_config = demo_train_config(preset, epochs, device, size, data)
         torch.manual_seed(train_config.seed)
         untrained = create_model(train_config.model_config_resolved()).to(target)
         outputs = predict(untrained, test_split.audio, test_split.visual, test_split.visual_st)
@@ -114,5 +176,5 @@ def run_demo(
         runs[name] = result.run_url
         metrics[name] = evaluate_run(result.run_url, "test", device=device).metrics
 
-    counts = {split: int((data.splits == split).sum()) for split in ("train", "val", "test")}
+    counts = {split: int((weak.splits == split).sum()) for split in ("train", "val", "test")}
     return DemoResult(root=root, num_videos=counts, metrics=metrics, runs=runs)

@@ -15,6 +15,7 @@ import numpy as np
 
 from avvp.pipeline import tables
 from avvp.pipeline.llp import (
+    AUDIO_FILES,
     DENSELY_ANNOTATED_SPLITS,
     AudioAnnotations,
     LLPAnnotations,
@@ -46,6 +47,8 @@ def import_llp_labels(root: str, source: str | Path | None = None) -> dict[str, 
     written[tables.WEAK_LABELS_TABLE] = result.written
 
     for audio in get_args(AudioAnnotations):
+        if source is not None and not (Path(source) / AUDIO_FILES[audio]).is_file():
+            continue  # a folder of LLP-format files may carry only the corrected audio file
         annotations = LLPAnnotations.load(source, audio=audio)
         provenance = Provenance(source=origin, version=LABELS_VERSION, extras={"audio": audio})
         evaluated = [

@@ -61,22 +61,31 @@ def write_synthetic_clips(
     seconds: float = 10.0,
     seed: int = 0,
     no_audio: Collection[int] = (),
+    active_classes: int | None = None,
 ) -> list[Path]:
     """Write `n` clips of `seconds` and the six LLP label files; return the clip paths.
 
     no_audio: indices (0-based) of clips written without an audio stream; their events
-    are all visual.
+    are all visual. active_classes: draw events from a random subset of this many
+    classes only (more examples per class for small demos); default all 25. Every
+    clip's events, train clips included, also go to `planted_events.csv` (the answer
+    key, not an LLP file).
     """
     if n < 1 or n > 9999 or seconds < 1:
         raise ValueError(f"need 1 <= n <= 9999 and seconds >= 1, got n={n}, seconds={seconds}")
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    classes = (
+        np.arange(NUM_CLASSES)
+        if active_classes is None
+        else np.sort(rng.choice(NUM_CLASSES, size=active_classes, replace=False))
+    )
     paths, labelled = [], []
     for index in range(n):
         clip_id = f"{CLIP_ID_PREFIX}{index + 1:04d}"
         with_audio = index not in no_audio
-        events = plant_events(rng, seconds, with_audio=with_audio)
+        events = plant_events(rng, seconds, with_audio=with_audio, classes=classes)
         paths.append(
             encode_clip(
                 out_dir / "videos" / f"{clip_id}.mp4",
@@ -87,17 +96,60 @@ def write_synthetic_clips(
         filename = f"{clip_id}_0_{round(seconds)}"
         labelled.append((filename, SPLIT_CYCLE[index % len(SPLIT_CYCLE)], events))
     _write_label_files(out_dir, labelled)
+    _write_planted_events(out_dir, labelled)
     return paths
 
 
+PLANTED_EVENTS_FILE = "planted_events.csv"
+_PLANTED_HEADER = ("filename", "modality", "onset", "offset", "event_labels")
+
+
+def _write_planted_events(
+    out_dir: Path, labelled: Sequence[tuple[str, str, Sequence[PlantedEvent]]]
+) -> None:
+    rows = [
+        (filename, e.modality, e.onset, e.offset, LLP_CLASSES[e.class_index])
+        for filename, _, events in labelled
+        for e in events
+    ]
+    with (out_dir / PLANTED_EVENTS_FILE).open("w", encoding="utf-8", newline="") as stream:
+        csv.writer(stream, delimiter="\t", lineterminator="\n").writerows([_PLANTED_HEADER, *rows])
+
+
+def planted_dense_labels(
+    out_dir: str | Path, filenames: Sequence[str], num_segments: int = 10
+) -> np.ndarray:
+    """Segment truth (N, 2, T, 25) uint8 of clips from `planted_events.csv`, any split."""
+    path = Path(out_dir) / PLANTED_EVENTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no answer key; write the clips with write_synthetic_clips"
+        )
+    row_of = {name: i for i, name in enumerate(filenames)}
+    dense = np.zeros((len(filenames), 2, num_segments, NUM_CLASSES), dtype=np.uint8)
+    with path.open(encoding="utf-8", newline="") as stream:
+        reader = csv.reader(stream, delimiter="\t")
+        next(reader)
+        for filename, modality, onset, offset, label in reader:
+            if filename in row_of:
+                track = 0 if modality == "audio" else 1
+                k = LLP_CLASSES.index(label)
+                dense[row_of[filename], track, int(onset) : int(offset), k] = 1
+    return dense
+
+
 def plant_events(
-    rng: np.random.Generator, seconds: float, with_audio: bool = True
+    rng: np.random.Generator,
+    seconds: float,
+    with_audio: bool = True,
+    classes: np.ndarray | None = None,
 ) -> list[PlantedEvent]:
-    """One to three classes, each audible, visible or both, in whole seconds."""
+    """One to three of `classes` (default all), each audible, visible or both, in whole
+    seconds."""
     whole_seconds = int(seconds)
-    classes = rng.choice(
-        NUM_CLASSES, size=rng.integers(1, _MAX_CLASSES_PER_CLIP + 1), replace=False
-    )
+    pool = np.arange(NUM_CLASSES) if classes is None else classes
+    count = min(int(rng.integers(1, _MAX_CLASSES_PER_CLIP + 1)), len(pool))
+    classes = rng.choice(pool, size=count, replace=False)
     events = []
     for class_index in classes.tolist():
         kind = (

@@ -67,6 +67,16 @@ def _unit_rows(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def noisy_pseudo_labels(
+    dense: np.ndarray, weak: np.ndarray, flip_rate: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Segment pseudo-labels (N, 2, T, K) as zero-shot labelling gives them: the truth
+    restricted to the weak classes, each segment of a weak class flipped at `flip_rate`."""
+    in_weak = weak[:, None, None, :].astype(bool)
+    flips = (rng.random(dense.shape) < flip_rate) & in_weak
+    return ((dense ^ flips) & in_weak).astype(np.uint8)
+
+
 def generate_synthetic_llp(config: SyntheticLLPConfig | None = None) -> SyntheticLLP:
     """Draw a synthetic mini-LLP; the same config always gives the same arrays."""
     cfg = config or SyntheticLLPConfig()
@@ -116,8 +126,7 @@ def generate_synthetic_llp(config: SyntheticLLPConfig | None = None) -> Syntheti
     visual_st = np.einsum("ntk,kd->ntd", dense[:, 1] * strength, motion_sig)
     visual_st += 0.3 * background[2, 1536:] + cfg.noise * rng.standard_normal(visual_st.shape)
 
-    flips = (rng.random(dense.shape) < cfg.pseudo_label_flip) & weak[:, None, None, :].astype(bool)
-    pseudo = (dense ^ flips).astype(np.uint8) * weak[:, None, None, :]
+    pseudo = noisy_pseudo_labels(dense, weak, cfg.pseudo_label_flip, rng)
 
     video_ids = np.array([f"syn{i:08d}" for i in range(n)])
     splits = np.repeat(np.array(SPLITS), counts)

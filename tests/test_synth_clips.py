@@ -12,8 +12,10 @@ from avvp.model.classes import LLP_CLASSES, NUM_CLASSES
 from avvp.pipeline.decode import decode_video, split_windows, video_id_for
 from avvp.pipeline.llp import LLPAnnotations
 from avvp.pipeline.synth_clips import (
+    PLANTED_EVENTS_FILE,
     PlantedEvent,
     encode_clip,
+    planted_dense_labels,
     render_audio,
     render_frames,
     write_synthetic_clips,
@@ -45,7 +47,28 @@ def test_clips_go_to_videos_folder_with_ids_that_video_id_for_maps_to_llp_filena
     ids = [video_id_for(path) for path in paths]
     assert ids == [f"synclip{i:04d}" for i in range(1, 9)]
     assert annotations.to_filenames(ids) == [f"{video_id}_0_10" for video_id in ids]
-    assert sorted(path.name for path in synthetic_dir.glob("*.csv")) == sorted(LABEL_FILES)
+    written = sorted(path.name for path in synthetic_dir.glob("*.csv"))
+    assert written == sorted([*LABEL_FILES, PLANTED_EVENTS_FILE])
+
+
+def test_planted_events_give_the_dense_truth_of_every_split_matching_the_llp_files(
+    synthetic_dir: Path,
+) -> None:
+    annotations = LLPAnnotations.load(synthetic_dir)
+    evaluated = annotations.split("val") + annotations.split("test")
+    np.testing.assert_array_equal(
+        planted_dense_labels(synthetic_dir, evaluated), annotations.dense(evaluated)
+    )
+    train = annotations.split("train")
+    truth = planted_dense_labels(synthetic_dir, train)
+    np.testing.assert_array_equal(truth.max(axis=(1, 2)), annotations.weak_labels(train))
+
+
+def test_active_classes_limit_the_classes_that_occur(tmp_path: Path) -> None:
+    write_synthetic_clips(tmp_path, n=12, seed=4, active_classes=3)
+    annotations = LLPAnnotations.load(tmp_path)
+    weak = annotations.weak_labels(annotations.split("full"))
+    assert 1 <= int((weak.sum(axis=0) > 0).sum()) <= 3
 
 
 def test_label_files_parse_with_the_llp_reader_into_train_val_and_test(
