@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import warnings
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -163,10 +164,22 @@ def evaluate_predictions(
 ) -> None:
     """Score a prediction file with the official AVVP metrics."""
     from avvp.pipeline.evaluate import evaluate_prediction_file, format_metrics_table
+    from avvp.pipeline.llp import IgnoredAnnotationWarning
 
-    metrics = evaluate_prediction_file(
-        pred, annotations=annotations.value, filter_rule=filter_rule.value, labels_dir=labels_dir
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IgnoredAnnotationWarning)
+        metrics = evaluate_prediction_file(
+            pred,
+            annotations=annotations.value,
+            filter_rule=filter_rule.value,
+            labels_dir=labels_dir,
+        )
+    if any(issubclass(w.category, IgnoredAnnotationWarning) for w in caught):
+        # The official evaluation skips these rows too; one line instead of a long list.
+        err_console.print(
+            "note: annotation rows that match no val/test video or cover no segment are "
+            "ignored, as the official evaluation ignores them (LLPAnnotations.ignored_rows)"
+        )
     if as_json:
         typer.echo(json.dumps(metrics))
     else:

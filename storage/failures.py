@@ -59,7 +59,7 @@ class FailureLog:
         )
         folder = self._folder(stage)
         # The part files share the feature tables' crash-safe publishing.
-        return folder._write_part(
+        return folder.write_part(
             lambda temporary: pq.write_table(table, temporary, filesystem=folder.fs)
         )
 

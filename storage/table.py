@@ -385,7 +385,7 @@ class TensorTable:
                 f"{self.url}: new rows have columns {table.schema} but the table holds "
                 f"{index.parts[0].schema}; write to another table name or delete the table"
             )
-        part = self._write_part(
+        part = self.write_part(
             lambda temporary: pq.write_table(
                 table,
                 temporary,
@@ -436,7 +436,7 @@ class TensorTable:
                 f"{self.url} to rebuild it with the new settings."
             )
 
-    def _write_part(self, write_to: Callable[[str], None]) -> str:
+    def write_part(self, write_to: Callable[[str], None]) -> str:
         """Run `write_to(temporary path)`, then publish the file as a new part."""
         token = uuid.uuid4().hex
         temporary = f"{self.path}/{TEMP_PREFIX}{token}{PART_SUFFIX}"
@@ -477,7 +477,7 @@ class TensorTable:
                             row_group_size=_rows_per_group(schema),
                         )
 
-        self._write_part(merge)
+        self.write_part(merge)
         for part in index.parts:
             self.fs.rm(f"{self.path}/{part.name}")
         return len(index.parts)
