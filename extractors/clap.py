@@ -384,10 +384,10 @@ class _ClapExtractor(FeatureExtractor):
 
     def __init__(
         self,
-        preset: Preset,
-        weights: WeightsArg,
-        device: str | torch.device | None,
-        roberta: str | Path | None,
+        preset: Preset = "paper",
+        weights: WeightsArg = None,
+        device: str | torch.device | None = None,
+        roberta: str | Path | None = None,
     ) -> None:
         resolved = resolve_weights(weights, ClapWeights.LAION_630K_FUSION, preset)
         super().__init__(
@@ -479,15 +479,6 @@ class ClapMapExtractor(_ClapExtractor):
     name = "clap"
     output_shape = (64, 768)
 
-    def __init__(
-        self,
-        preset: Preset = "paper",
-        weights: WeightsArg = None,
-        device: str | torch.device | None = None,
-        roberta: str | Path | None = None,
-    ) -> None:
-        super().__init__(preset, weights, device, roberta)
-
     @classmethod
     def make_transform(cls, preset: Preset) -> ClapMapTransform:
         return ClapMapTransform()
@@ -504,15 +495,6 @@ class ClapSegmentExtractor(_ClapExtractor):
 
     name = "clap-segments"
     output_shape = (SEGMENTS, JOINT_DIM)
-
-    def __init__(
-        self,
-        preset: Preset = "paper",
-        weights: WeightsArg = None,
-        device: str | torch.device | None = None,
-        roberta: str | Path | None = None,
-    ) -> None:
-        super().__init__(preset, weights, device, roberta)
 
     @classmethod
     def make_transform(cls, preset: Preset) -> ClapSegmentTransform:

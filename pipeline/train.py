@@ -64,9 +64,11 @@ class TrainResult:
 
 
 def run_id_for(config: TrainConfig, feature_identity: dict[str, Any]) -> str:
-    """Same config and same feature tables -> same run id, so a rerun does no work twice."""
+    """Same config and same feature tables -> same run id, so a rerun does no work twice.
+    The device is left out: where a run trains does not change what it is."""
+    settings = config.model_dump_json(exclude={"device"})
     digest = hashlib.sha256(
-        (config.model_dump_json() + json.dumps(feature_identity, sort_keys=True)).encode()
+        (settings + json.dumps(feature_identity, sort_keys=True)).encode()
     ).hexdigest()
     return f"{config.model}-{digest[:12]}"
 
@@ -126,7 +128,8 @@ def train(
     for epoch in range(config.epochs):
         model.train()
         order = torch.randperm(len(train_split), generator=generator).to(device)
-        total, batches = 0.0, 0
+        # Summed on the device: a .item() per step would stall the GPU every step.
+        total, batches = torch.zeros((), device=device), 0
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]
             with autocast(device, config.amp):
@@ -149,7 +152,7 @@ def train(
             loss.total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
             optimizer.step()
-            total += float(loss.total.detach())
+            total += loss.total.detach()
             batches += 1
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
@@ -157,7 +160,7 @@ def train(
             model, val_split.audio, val_split.visual, val_split.visual_st, amp=config.amp
         )
         val = score_split(outputs, val_split, rule)
-        report = EpochReport(epoch, total / max(batches, 1), lr, val)
+        report = EpochReport(epoch, float(total) / max(batches, 1), lr, val)
         history.append(report)
         if on_epoch is not None:
             on_epoch(report)
