@@ -22,8 +22,16 @@ METRIC_KEYS = [
 
 
 def invoke(*args: str) -> tuple[int, str]:
+    """Exit code and everything printed (stdout and stderr, as a terminal shows them)."""
     result = runner.invoke(app, [str(arg) for arg in args])
     return result.exit_code, result.output
+
+
+def invoke_json(*args: str) -> dict:
+    """The JSON object a --json command prints on stdout (notes go to stderr)."""
+    result = runner.invoke(app, [str(arg) for arg in args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +58,7 @@ def test_help_lists_every_stage_command() -> None:
 
 
 def test_store_info_json_describes_feature_and_label_tables(store: str) -> None:
-    code, output = invoke("store", "info", store, "--json")
-    assert code == 0
-    info = json.loads(output)
+    info = invoke_json("store", "info", store, "--json")
     assert info["root"] == store
     clip = info["tables"]["clip-vit-l-14"]
     assert clip["kind"] == "features" and clip["rows"] == 80 and clip["videos"] == 80
@@ -75,9 +81,7 @@ def test_evaluate_predictions_json_matches_the_official_numbers(
     expected = json.loads((fixtures_dir / "metrics_public.json").read_text())
     pred = tmp_path / "pred.npz"
     np.savez(pred, video_ids=arrays["video_ids"], pred=arrays["pred_shift1"])
-    code, output = invoke("evaluate-predictions", pred, "--annotations", "published", "--json")
-    assert code == 0
-    metrics = json.loads(output)
+    metrics = invoke_json("evaluate-predictions", pred, "--annotations", "published", "--json")
     assert list(metrics) == METRIC_KEYS
     for key in METRIC_KEYS:
         assert metrics[key] == pytest.approx(expected["published"]["shift1"][key], abs=1e-9)
