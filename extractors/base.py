@@ -268,13 +268,13 @@ class FeatureExtractor(ABC):
         preset: Preset,
         weights: Path | RandomInit,
         network: torch.nn.Module,
-        device: torch.device,
+        device: str | torch.device | None,
     ) -> None:
         self.preset = preset
         self.weights = weights
         self.transform = self.make_transform(preset)
-        self.device = device
-        self.network = network.eval().requires_grad_(False).to(device)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.network = network.eval().requires_grad_(False).to(self.device)
 
     @property
     def weights_identity(self) -> str:

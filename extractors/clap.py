@@ -54,7 +54,6 @@ from avvp.extractors.base import (
     WeightsNotFoundError,
     WeightsSource,
     WindowInput,
-    default_device,
     hf_cached_file,
     load_tensor_checkpoint,
     resolve_weights,
@@ -394,7 +393,7 @@ class _ClapExtractor(FeatureExtractor):
             preset=preset,
             weights=resolved,
             network=_build_audio_tower(preset, resolved),
-            device=torch.device(device) if device is not None else default_device(),
+            device=device,
         )
         self.roberta = roberta
         self._text: tuple[ClapTextTower, Any] | None = None

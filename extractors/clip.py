@@ -25,7 +25,6 @@ from avvp.extractors.base import (
     WeightsArg,
     WeightsSource,
     WindowInput,
-    default_device,
     hf_cached_file,
     resolve_weights,
     seeded,
@@ -126,7 +125,7 @@ class ClipExtractor(FeatureExtractor):
             preset=preset,
             weights=resolved,
             network=_build_network(preset, resolved),
-            device=torch.device(device) if device is not None else default_device(),
+            device=device,
         )
         import open_clip
 

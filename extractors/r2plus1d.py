@@ -25,7 +25,6 @@ from avvp.extractors.base import (
     WeightsArg,
     WeightsSource,
     WindowInput,
-    default_device,
     load_state_dict_file,
     resolve_weights,
     seeded,
@@ -110,7 +109,7 @@ class R2Plus1DExtractor(FeatureExtractor):
             preset=preset,
             weights=resolved,
             network=_build_network(preset, resolved),
-            device=torch.device(device) if device is not None else default_device(),
+            device=device,
         )
 
     @classmethod
