@@ -3,13 +3,15 @@
 Both networks get the same weights (the reference's random initialisation, imported into
 ours with the official-state-dict importer); before timing, their outputs, auxiliaries
 and loss terms on the benchmark batch must agree to --atol, or nothing is timed. A
-training step is forward with auxiliaries + mmcse_loss + backward + AdamW step; an
-inference step is the forward without auxiliaries under inference_mode. Repeats of the
-two networks alternate (A B, B A, ...) so they share the machine's noise; the median
-and the best repeat are reported as steps/s with the ratio ours / reference.
+training step is the trainer's (forward with auxiliaries, mmcse_loss, backward, gradient
+clipping, its fused AdamW step) for both networks; an inference step is the forward
+without auxiliaries under inference_mode. Repeats of the two networks alternate (A B,
+B A, ...) so they share the machine's noise; the median and the best repeat are
+reported as steps/s with the ratio ours / reference. --profile adds the top ops of one
+training step and the ratio bound that ours' matrix products alone set.
 
     python benchmarks/train_step.py [--device cpu|cuda|all] [--batch 64] [--steps 3]
-                                    [--repeats 5] [--threads N] [--profile]
+                                    [--repeats 5] [--threads N] [--profile] [--amp]
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from avvp.model.losses import MMCSELoss, mmcse_loss
 from avvp.model.mmcse import MMCSE, build_mmcse
 from avvp.model.mmcse_import import mmcse_from_official_state_dict
 from avvp.model.outputs import ParserOutput
+from avvp.pipeline.dataset import autocast
+from avvp.pipeline.train import create_optimizer
+from avvp.pipeline.train_config import OptimConfig
 
 PRESET = "mmcse-clapclip"
 PREDICTIONS = ("global_prob", "a_prob", "v_prob", "frame_prob", "frame_logits")
-# Official code defaults (AVVP.md): lr 1e-4, betas (0.5, 0.999); paper weight decay.
-ADAMW = {"lr": 1e-4, "betas": (0.5, 0.999), "weight_decay": 1e-3}
 
 
 def load_reference_module() -> ModuleType:
@@ -147,9 +150,11 @@ def check_same_function(ours: nn.Module, reference: nn.Module, batch: Batch, ato
 
 
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch) -> None:
+    """The trainer's step: forward with auxiliaries, loss, backward, clip, AdamW."""
     optimizer.zero_grad(set_to_none=True)
     _, loss = forward_with_loss(model, batch)
     loss.total.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), OptimConfig().grad_clip)
     optimizer.step()
 
 
@@ -192,20 +197,41 @@ def report(kind: str, seconds: dict[str, list[float]]) -> None:
     )
 
 
+MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
 def profile_training_step(
     models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], batch: Batch
 ) -> None:
+    """Top ops of one training step of each network, then the bound that ours' matrix
+    products alone put on the ratio: what the ratio would be if every other op were free."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
     if batch.audio.is_cuda:
         activities.append(ProfilerActivity.CUDA)
-    sort_by = "self_cuda_time_total" if batch.audio.is_cuda else "self_cpu_time_total"
+    on_cuda = batch.audio.is_cuda
+    sort_by = "self_cuda_time_total" if on_cuda else "self_cpu_time_total"
+    seconds: dict[str, tuple[float, float]] = {}
     for name, model in models.items():
         with profile(activities=activities) as profiler:
             training_step(model, optimizers[name], batch)
+        events = profiler.key_averages()
         print(f"  profile of one {name} training step, top ops by self time:")
-        print(profiler.key_averages().table(sort_by=sort_by, row_limit=15))
+        print(events.table(sort_by=sort_by, row_limit=15))
+        self_us = [
+            (event.key, event.self_device_time_total if on_cuda else event.self_cpu_time_total)
+            for event in events
+        ]
+        total = sum(us for _, us in self_us) / 1e6
+        products = sum(us for key, us in self_us if key in MATRIX_PRODUCTS) / 1e6
+        seconds[name] = (total, products)
+    (ours_total, ours_products), (reference_total, _) = seconds["ours"], seconds["reference"]
+    print(
+        f"  ours: matrix products {ours_products:.2f} s of {ours_total:.2f} s profiled; "
+        f"reference {reference_total:.2f} s. With every other op of ours free, the ratio "
+        f"would be at most {reference_total / ours_products:.2f}"
+    )
 
 
 def run_on(device: torch.device, args: argparse.Namespace) -> None:
@@ -218,13 +244,25 @@ def run_on(device: torch.device, args: argparse.Namespace) -> None:
         f"give the same outputs, aux and losses (max abs diff {largest:.1e} <= {args.atol:g})"
     )
     optimizers = {
-        name: torch.optim.AdamW(model.parameters(), **ADAMW) for name, model in models.items()
+        name: create_optimizer(model.parameters(), OptimConfig()) for name, model in models.items()
     }
+    amp = args.amp and device.type == "cuda"
+    print(f"  precision: {'bfloat16 autocast (the trainer on GPU)' if amp else 'float32'}")
+
+    def timed(step: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            with autocast(device, amp):
+                step()
+
+        return run
+
     train = {
-        name: (lambda m=model, o=optimizers[name]: training_step(m, o, batch))
+        name: timed(lambda m=model, o=optimizers[name]: training_step(m, o, batch))
         for name, model in models.items()
     }
-    infer = {name: (lambda m=model: inference_step(m, batch)) for name, model in models.items()}
+    infer = {
+        name: timed(lambda m=model: inference_step(m, batch)) for name, model in models.items()
+    }
     time_alternating(train, 1, 1, device)  # warm-up: allocator, kernels, optimizer state
     print(f"  median / best of {args.repeats} alternating repeats of {args.steps} steps")
     report("training", time_alternating(train, args.steps, args.repeats, device))
@@ -247,6 +285,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--atol", type=float, default=1e-4, help="equality check tolerance")
     parser.add_argument("--profile", action="store_true", help="profile one training step")
+    parser.add_argument(
+        "--amp", action="store_true", help="time both under bfloat16 autocast (CUDA only)"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -33,6 +33,14 @@ def _init_like_linear(weight: torch.Tensor, bias: torch.Tensor) -> None:
     nn.init.uniform_(bias, -bound, bound)
 
 
+COSINE_EPS = 1e-8  # F.cosine_similarity's default
+
+
+def _clamped_norm(x: torch.Tensor) -> torch.Tensor:
+    """L2 norm over the last dim, at least COSINE_EPS, as F.cosine_similarity clamps it."""
+    return torch.linalg.vector_norm(x, dim=-1).clamp_min(COSINE_EPS)
+
+
 class ClassBranches(nn.Module):
     """n independent branch MLPs on one segment feature, evaluated as one batched op.
 
@@ -153,24 +161,78 @@ class SharedClassProjection(nn.Module):
         return ClassFeatures(shared.expand(*shared.shape[:-2], self.num_classes, -1), shared)
 
 
+class ClassTokenAttention(nn.Module):
+    """Multi-head attention among the K class tokens of each segment.
+
+    The parameters and their names are nn.MultiheadAttention's (in_proj_weight,
+    in_proj_bias, out_proj), so official weights load unchanged. It is written out
+    because nn.MultiheadAttention works sequence-first and transposes every input and
+    output, about a fifth of an attention step on CPU at these shapes; here tokens stay
+    in their (N, T, K, C) layout, heads are a view of it, and attention without its map
+    goes through scaled_dot_product_attention (fused kernels on GPU).
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"class_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        # nn.MultiheadAttention's initialisation.
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, K, C) -> (N*T, heads, K, C/heads), a view."""
+        n, t, k, c = x.shape
+        return x.view(n * t, k, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def forward(
+        self, x: torch.Tensor, source: torch.Tensor | None, need_map: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Queries from x, keys and values from source (x when None), both (N, T, K, C).
+        Returns the attention output (N, T, K, C) and, when asked, the head-averaged
+        weights (N, T, K, K), taken after dropout as nn.MultiheadAttention returns them."""
+        n, t, k, c = x.shape
+        if source is None:
+            query, key, value = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, -1)
+        else:
+            query = F.linear(x, self.in_proj_weight[:c], self.in_proj_bias[:c])
+            key, value = F.linear(source, self.in_proj_weight[c:], self.in_proj_bias[c:]).chunk(
+                2, -1
+            )
+        query, key, value = self._heads(query), self._heads(key), self._heads(value)
+        dropout = self.dropout if self.training else 0.0
+        weights_map: torch.Tensor | None = None
+        if need_map:
+            scale = (c // self.num_heads) ** -0.5
+            weights = torch.softmax((query * scale) @ key.transpose(-2, -1), dim=-1)
+            weights = F.dropout(weights, dropout, training=self.training)
+            attended = weights @ value
+            weights_map = weights.mean(dim=1).view(n, t, k, k)
+        else:
+            attended = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
+        attended = attended.transpose(1, 2).reshape(n, t, k, c)
+        return self.out_proj(attended), weights_map
+
+
 class SECM(nn.Module):
     """Semantic co-occurrence modelling: attention across the K class features of each
     segment; Z = X + attention output. The head-averaged weights are the co-occurrence map."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
         super().__init__()
-        self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.attn = ClassTokenAttention(dim, num_heads, dropout)
 
     def forward(
         self, x: torch.Tensor, source: torch.Tensor | None, need_map: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x, source: (N, T, K, C); source None attends within x. Map: (N, T, K, K)."""
-        n, t, k, c = x.shape
-        query = x.reshape(n * t, k, c)
-        key = query if source is None else source.reshape(n * t, k, c)
-        attended, weights = self.attn(query, key, key, need_weights=need_map)
-        co_occurrence = weights.view(n, t, k, k) if weights is not None else None
-        return x + attended.view(n, t, k, c), co_occurrence
+        attended, co_occurrence = self.attn(x, source, need_map)
+        return x + attended, co_occurrence
 
 
 class LGSF(nn.Module):
@@ -191,7 +253,12 @@ class LGSF(nn.Module):
             global_side = F.relu(self.global_proj(z))
         global_feature = global_side.mean(dim=1, keepdim=True)
         local = F.relu(self.local_proj(z))
-        relevance = torch.sigmoid(F.cosine_similarity(local, global_feature, dim=-1))
+        # F.cosine_similarity would broadcast the global feature over T before taking its
+        # norm; its norm is taken once per class here. Same formula, including the eps.
+        cosine = (local * global_feature).sum(dim=-1) / (
+            _clamped_norm(local) * _clamped_norm(global_feature)
+        )
+        relevance = torch.sigmoid(cosine)
         return relevance.unsqueeze(-1) * global_feature
 
 

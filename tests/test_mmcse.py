@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from avvp.model.config import MMCSEOptions, ModelConfig, get_model_config
 from avvp.model.losses import MMCSELossConfig, co_occurrence_targets, mmcse_loss
-from avvp.model.mmcse import MMCSE, build_mmcse
+from avvp.model.mmcse import LGSF, MMCSE, ClassTokenAttention, build_mmcse
 from avvp.model.mmcse_import import mmcse_from_official_state_dict
 
 ATOL = 1e-5
@@ -286,3 +287,59 @@ def test_ablation_options_round_trip_through_the_config_dict() -> None:
     assert ModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="cannot both be off"):
         MMCSEOptions(intra_path=False, cross_path=False)
+
+
+@pytest.mark.parametrize("cross", [False, True], ids=["self", "cross"])
+@pytest.mark.parametrize("need_map", [False, True], ids=["no-map", "map"])
+def test_class_token_attention_equals_torch_multihead_attention_values_and_gradients(
+    cross: bool, need_map: bool
+) -> None:
+    torch.manual_seed(0)
+    ours = ClassTokenAttention(16, 4, dropout=0.0)
+    theirs = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 3, 5, 16, requires_grad=True)
+    source = torch.randn(2, 3, 5, 16) if cross else None
+    attended, weights = ours(x, source, need_map)
+    query = x.reshape(6, 5, 16)
+    key = query if source is None else source.reshape(6, 5, 16)
+    expected, expected_weights = theirs(query, key, key, need_weights=need_map)
+    torch.testing.assert_close(attended, expected.view(2, 3, 5, 16), atol=1e-6, rtol=1e-5)
+    if need_map:
+        torch.testing.assert_close(weights, expected_weights.view(2, 3, 5, 5))
+    else:
+        assert weights is None
+    (ours_grad,) = torch.autograd.grad(attended.square().sum(), x)
+    (theirs_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    torch.testing.assert_close(ours_grad, theirs_grad, atol=1e-5, rtol=1e-4)
+
+
+def test_class_token_attention_drops_weights_only_in_training() -> None:
+    torch.manual_seed(0)
+    attention = ClassTokenAttention(16, 4, dropout=0.5)
+    x = torch.randn(2, 3, 5, 16)
+    _, training_map = attention(x, None, need_map=True)
+    assert training_map is not None
+    # The returned map is taken after dropout, as nn.MultiheadAttention returns it.
+    assert not torch.allclose(training_map.sum(-1), torch.ones(2, 3, 5))
+    attention.eval()
+    _, eval_map = attention(x, None, need_map=True)
+    assert eval_map is not None
+    torch.testing.assert_close(eval_map.sum(-1), torch.ones(2, 3, 5))
+
+
+def test_lgsf_relevance_equals_torch_cosine_similarity_also_for_zero_features() -> None:
+    torch.manual_seed(0)
+    lgsf = LGSF(8, cross=False)
+    z = torch.randn(2, 4, 3, 8)
+    # Only the first channel can be non-zero, so about half the local features are all
+    # zero after the ReLU and the eps clamp decides their cosine.
+    with torch.no_grad():
+        lgsf.local_proj.bias[:] = -100.0
+        lgsf.local_proj.bias[0] = 0.0
+    global_side = F.relu(lgsf.global_proj(z)).mean(dim=1, keepdim=True)
+    local = F.relu(lgsf.local_proj(z))
+    assert (local.norm(dim=-1) == 0).any() and (local.norm(dim=-1) > 0).any()
+    relevance = torch.sigmoid(F.cosine_similarity(local, global_side, dim=-1))
+    expected = relevance.unsqueeze(-1) * global_side
+    torch.testing.assert_close(lgsf(z, None), expected)
