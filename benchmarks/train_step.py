@@ -207,10 +207,8 @@ def profile_training_step(
     products alone put on the ratio: what the ratio would be if every other op were free."""
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU]
-    if batch.audio.is_cuda:
-        activities.append(ProfilerActivity.CUDA)
     on_cuda = batch.audio.is_cuda
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_cuda else [])]
     sort_by = "self_cuda_time_total" if on_cuda else "self_cpu_time_total"
     seconds: dict[str, tuple[float, float]] = {}
     for name, model in models.items():
