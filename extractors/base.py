@@ -72,13 +72,17 @@ class WeightsSource:
     download: str
     cached_paths: Callable[[], Sequence[Path]]
 
-    def resolve(self, explicit: Path | None = None) -> Path:
-        """The weight file to load: ``explicit`` if given, else the first cached copy."""
+    def resolve(self, explicit: Path | None = None, extractor: str = "NAME") -> Path:
+        """The weight file to load: ``explicit`` if given, else the first cached copy.
+
+        ``extractor`` names the extractor in the message that says how to pass a file.
+        """
         if explicit is not None:
             if explicit.is_file():
                 return explicit
             raise WeightsNotFoundError(
-                f"{self.title}: weight file {explicit} does not exist. {self._how_to_get()}"
+                f"{self.title}: weight file {explicit} does not exist. "
+                f"{self._how_to_get(extractor)}"
             )
         searched = list(self.cached_paths())
         for candidate in searched:
@@ -87,26 +91,29 @@ class WeightsSource:
         looked = ", ".join(str(path) for path in searched) or "nowhere"
         raise WeightsNotFoundError(
             f"{self.title}: no weight file given and none cached (looked in: {looked}). "
-            f"{self._how_to_get()}"
+            f"{self._how_to_get(extractor)}"
         )
 
-    def _how_to_get(self) -> str:
+    def _how_to_get(self, extractor: str) -> str:
         return (
-            f"Download {self.download} (file {self.file_name}) and pass its path as the "
-            "extractor weights (--weights), or put it in one of the cache locations above; "
-            "nothing is downloaded automatically."
+            f"Download {self.download} (file {self.file_name}) and pass its path "
+            f"(`avvp extract --weights {extractor}=PATH`, or weights=PATH in Python), or "
+            "put it in one of the cache locations above; nothing is downloaded automatically."
         )
 
 
 WeightsArg = str | Path | enum.Enum | RandomInit | None
 
 
-def resolve_weights(weights: WeightsArg, default: enum.Enum, preset: Preset) -> Path | RandomInit:
+def resolve_weights(
+    weights: WeightsArg, default: enum.Enum, preset: Preset, extractor: str = "NAME"
+) -> Path | RandomInit:
     """Turn the ``weights`` argument of a builder into a file to load or a seed.
 
     ``None`` means the preset's default: the released weights (``default``, a member
     of the extractor's weights enum whose value is a ``WeightsSource``) for ``paper``,
-    ``RandomInit()`` for ``tiny``.
+    ``RandomInit()`` for ``tiny``. ``extractor`` (its name) appears in the message of a
+    missing file.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
@@ -125,8 +132,8 @@ def resolve_weights(weights: WeightsArg, default: enum.Enum, preset: Preset) -> 
         member = default if weights is None else weights
         if not isinstance(member.value, WeightsSource):
             raise TypeError(f"{member!r} is not a weights source")
-        return member.value.resolve()
-    return default.value.resolve(Path(weights).expanduser())
+        return member.value.resolve(extractor=extractor)
+    return default.value.resolve(Path(weights).expanduser(), extractor)
 
 
 def hf_cached_file(repo_id: str, filename: str) -> Path:

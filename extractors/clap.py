@@ -388,7 +388,7 @@ class _ClapExtractor(FeatureExtractor):
         device: str | torch.device | None = None,
         roberta: str | Path | None = None,
     ) -> None:
-        resolved = resolve_weights(weights, ClapWeights.LAION_630K_FUSION, preset)
+        resolved = resolve_weights(weights, ClapWeights.LAION_630K_FUSION, preset, self.name)
         super().__init__(
             preset=preset,
             weights=resolved,

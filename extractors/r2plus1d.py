@@ -103,7 +103,7 @@ class R2Plus1DExtractor(FeatureExtractor):
         weights: WeightsArg = None,
         device: str | torch.device | None = None,
     ) -> None:
-        resolved = resolve_weights(weights, R2Plus1DWeights.KINETICS400_V1, preset)
+        resolved = resolve_weights(weights, R2Plus1DWeights.KINETICS400_V1, preset, self.name)
         self.frame_size = FRAME_SIZE[preset]
         super().__init__(
             preset=preset,

@@ -94,8 +94,11 @@ def import_checkpoint(source: str | Path, kind: str, out: str | Path) -> ModelCo
 FEATURE_KEYS = ("audio", "visual", "visual_st")
 
 
-def read_feature_file(path: str | Path, config: ModelConfig) -> dict[str, np.ndarray]:
-    """audio, visual, visual_st arrays of a FEATURES.npz, checked against the model inputs."""
+def read_feature_file(
+    path: str | Path, config: ModelConfig
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """audio, visual, visual_st arrays of a FEATURES.npz, checked against the model
+    inputs, and its `video_ids` (N,) str when it has them."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such feature file")
@@ -104,10 +107,19 @@ def read_feature_file(path: str | Path, config: ModelConfig) -> dict[str, np.nda
         if missing:
             raise ValueError(
                 f"{path} lacks {', '.join(missing)} (has {', '.join(npz.files)}); a FEATURES.npz "
-                "holds audio, visual and visual_st arrays"
+                "holds audio, visual and visual_st arrays (and video_ids)"
             )
         arrays = {key: np.asarray(npz[key], dtype=np.float32) for key in FEATURE_KEYS}
+        try:
+            video_ids = npz["video_ids"] if "video_ids" in npz.files else None
+        except ValueError:  # an object array, which allow_pickle=False refuses
+            video_ids = np.zeros(0, dtype=object)
     n = len(arrays["audio"])
+    if video_ids is not None and (video_ids.dtype.kind != "U" or video_ids.shape != (n,)):
+        raise ValueError(
+            f"{path}: `video_ids` must be a ({n},) str array, got {video_ids.dtype} of shape "
+            f"{video_ids.shape}; write it with numpy.savez(..., video_ids=np.array(ids, str))"
+        )
     for key, shape in config.inputs.feature_shapes().items():
         if arrays[key].shape != (n, *shape):
             raise ValueError(
@@ -116,4 +128,4 @@ def read_feature_file(path: str | Path, config: ModelConfig) -> dict[str, np.nda
             )
         if not np.isfinite(arrays[key]).all():
             raise ValueError(f"{path}: `{key}` holds NaN or infinite values")
-    return arrays
+    return arrays, video_ids

@@ -2,6 +2,11 @@
 
 Exit codes (DESIGN.md): 0 all good, 1 some inputs failed (the rest was done),
 2 usage or configuration error.
+
+Results go to standard output (a table, or one JSON object with --json); progress,
+notes and warnings go to standard error, so `--json` output can be piped as it is.
+Long work shows a progress bar on a terminal and one line per step otherwise (a log
+file gets no bar redrawn a thousand times).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -34,27 +40,54 @@ err_console = Console(stderr=True)
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_ROOT = "./avvp-data"
+# The official evaluation skips these rows too; the warning's long list of rows belongs
+# in LLPAnnotations.ignored_rows, not on a user's console.
+IGNORED_ANNOTATIONS_NOTE = (
+    "note: some rows of the LLP annotation files match no val/test video or cover no "
+    "segment; they are ignored, as the official evaluation ignores them"
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(func: F) -> F:
-    """Turn the errors our stages raise for bad input into one readable line and exit 2.
+    """Turn the errors our stages raise for bad input into one readable line and exit 2,
+    and every warning raised meanwhile into one plain line on standard error.
 
     Stages raise ValueError / FileNotFoundError / KeyError subclasses with messages that
-    name the file and the fix; a traceback would only hide that message.
+    name the file and the fix; a traceback would only hide that message, and a raw
+    Python warning shows module paths and source lines a user has no use for.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError, KeyError) as exc:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            err_console.print(f"[bold red]error:[/] {message}")
-            raise typer.Exit(EXIT_USAGE) from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return func(*args, **kwargs)
+            except (ValueError, FileNotFoundError, KeyError) as exc:
+                message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+                err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+                raise typer.Exit(EXIT_USAGE) from None
+            finally:
+                print_warnings(caught)
 
     return wrapper  # type: ignore[return-value]
+
+
+def print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Each distinct warning once, as one line in plain words."""
+    from avvp.pipeline.llp import IgnoredAnnotationWarning
+
+    lines = []
+    for warning in caught:
+        if issubclass(warning.category, IgnoredAnnotationWarning):
+            lines.append(IGNORED_ANNOTATIONS_NOTE)
+        elif not issubclass(warning.category, DeprecationWarning | PendingDeprecationWarning):
+            first = str(warning.message).strip().splitlines()
+            lines.append(f"warning: {first[0] if first else warning.category.__name__}")
+    for line in dict.fromkeys(lines):
+        err_console.print(line, style="yellow", highlight=False, soft_wrap=True)
 
 
 class Annotations(StrEnum):
@@ -65,6 +98,17 @@ class Annotations(StrEnum):
 class FilterRule(StrEnum):
     mmcse = "mmcse"
     valor = "valor"
+
+
+class Size(StrEnum):
+    auto = "auto"
+    tiny = "tiny"
+    paper = "paper"
+
+
+class DemoSource(StrEnum):
+    clips = "clips"
+    features = "features"
 
 
 def _version(value: bool) -> None:
@@ -96,59 +140,75 @@ def metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+def duration_text(seconds: float) -> str:
+    """45 s, 12 min, 1 h 05 min."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 @app.command()
 @user_errors
 def demo(
-    root: Annotated[str, typer.Option(help="Store root (local path or fsspec URL).")] = (
-        DEFAULT_ROOT
-    ),
-    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 40,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    root: Annotated[
+        str, typer.Option(metavar="ROOT", help="Store root (local path or fsspec URL).")
+    ] = DEFAULT_ROOT,
+    epochs: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Epochs per model [default: 60 from clips, 15 features]."),
+    ] = None,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
     size: Annotated[
-        str, typer.Option(help="Network sizes: auto (tiny on CPU, paper on GPU), tiny, paper.")
-    ] = "auto",
+        Size, typer.Option(help="Network sizes: auto (tiny on CPU, paper on GPU), tiny, paper.")
+    ] = Size.auto,
     source: Annotated[
-        str, typer.Option(help="clips (decode + extract, default) or features (skip both).")
-    ] = "clips",
-    clips: Annotated[int, typer.Option(help="Number of synthetic clips.")] = 200,
+        DemoSource,
+        typer.Option(help="clips: decode and extract synthetic clips; features: skip both."),
+    ] = DemoSource.clips,
+    clips: Annotated[int, typer.Option(metavar="N", help="Number of synthetic clips.")] = 200,
 ) -> None:
     """Synthetic clips -> features -> MM-CSE and VALOR trained and scored, offline."""
     from rich.progress import Progress
 
-    from avvp.pipeline.demo import run_demo
+    from avvp.pipeline.demo import DEMO_EPOCHS, run_demo
 
-    with Progress(console=console) as progress:
+    total_epochs = DEMO_EPOCHS[source.value] if epochs is None else epochs
+    # Off a terminal a bar would only be drawn once, finished, at the end.
+    with Progress(console=err_console, disable=not err_console.is_terminal) as progress:
         tasks: dict[str, Any] = {}
 
         def on_step(message: str) -> None:
-            console.log(message)
+            progress.console.log(message)
 
         def on_epoch(model: str, report: Any) -> None:
             if model not in tasks:
-                tasks[model] = progress.add_task(f"training {model}", total=epochs)
+                tasks[model] = progress.add_task(f"training {model}", total=total_epochs)
             progress.update(tasks[model], advance=1)
 
         result = run_demo(
             root,
-            epochs=epochs,
+            epochs=total_epochs,
             device=device,
-            size=size,
+            size=size.value,
             on_step=on_step,
             on_epoch=on_epoch,
-            source=source,
+            source=source.value,
             n_clips=clips,
         )
     sizes = ", ".join(f"{n} {split}" for split, n in result.num_videos.items())
     console.print(f"store: [bold]{result.root}[/]  videos: {sizes}")
     for model, run in result.runs.items():
         console.print(f"{model} run: {run}")
-    console.print(metrics_table(f"test split of the synthetic {source}", result.metrics))
+    console.print(metrics_table(f"test split of the synthetic {source.value}", result.metrics))
 
 
 @app.command("evaluate-predictions")
 @user_errors
 def evaluate_predictions(
-    pred: Annotated[Path, typer.Argument(help="PRED.npz (DESIGN.md exchange format).")],
+    pred: Annotated[
+        Path, typer.Argument(metavar="PRED.npz", help="Predictions (README: exchange formats).")
+    ],
     annotations: Annotated[
         Annotations, typer.Option(help="LLP audio annotation file to score against.")
     ] = Annotations.corrected,
@@ -158,28 +218,21 @@ def evaluate_predictions(
     ] = FilterRule.mmcse,
     labels_dir: Annotated[
         Path | None,
-        typer.Option(help="Folder with LLP-format label files (default: the vendored LLP)."),
+        typer.Option(
+            metavar="DIR", help="Folder with LLP-format label files (default: the vendored LLP)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a prediction file with the official AVVP metrics."""
     from avvp.pipeline.evaluate import evaluate_prediction_file, format_metrics_table
-    from avvp.pipeline.llp import IgnoredAnnotationWarning
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", IgnoredAnnotationWarning)
-        metrics = evaluate_prediction_file(
-            pred,
-            annotations=annotations.value,
-            filter_rule=filter_rule.value,
-            labels_dir=labels_dir,
-        )
-    if any(issubclass(w.category, IgnoredAnnotationWarning) for w in caught):
-        # The official evaluation skips these rows too; one line instead of a long list.
-        err_console.print(
-            "note: annotation rows that match no val/test video or cover no segment are "
-            "ignored, as the official evaluation ignores them (LLPAnnotations.ignored_rows)"
-        )
+    metrics = evaluate_prediction_file(
+        pred,
+        annotations=annotations.value,
+        filter_rule=filter_rule.value,
+        labels_dir=labels_dir,
+    )
     if as_json:
         typer.echo(json.dumps(metrics))
     else:
@@ -189,32 +242,60 @@ def evaluate_predictions(
 @store_app.command("info")
 @user_errors
 def store_info(
-    root: Annotated[str, typer.Argument(help="Store root (local path or fsspec URL).")],
+    root: Annotated[
+        str, typer.Argument(metavar="ROOT", help="Store root (local path or fsspec URL).")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """List the tables of a store: kind, rows, videos, shape, dtype, provenance."""
+    """List the tables of a store (kind, rows, videos, shape, dtype, provenance) and its
+    failures."""
     from avvp.storage import store_info as read_store_info
 
     info = read_store_info(root)
     if as_json:
         typer.echo(json.dumps(info))
         return
-    table = Table(title=f"store {info['root']}", title_justify="left")
-    for column in ("table", "kind", "rows", "videos", "shape", "dtype", "made by"):
-        table.add_column(column)
-    for name, entry in sorted(info["tables"].items()):
-        provenance = entry.get("provenance", {})
-        made_by = " ".join(str(provenance.get(k, "")) for k in ("source", "version")).strip()
-        table.add_row(
+    rows = [
+        [
             name,
             entry["kind"],
             str(entry["rows"]),
             str(entry["videos"]),
             "x".join(map(str, entry["shape"])),
             entry["dtype"],
-            made_by,
-        )
-    console.print(table)
+            " ".join(str(entry["provenance"].get(k, "")) for k in ("source", "version")).strip(),
+        ]
+        for name, entry in sorted(info["tables"].items())
+    ]
+    rows += [
+        [f"failures/{stage}", "failures", str(count), str(count), "", "", ""]
+        for stage, count in sorted(info["failures"].items())
+    ]
+    # Names are what a user types next: never cut. The provenance column gives way when
+    # the table is wider than the console (--json has all of it); the short columns fold
+    # before a name would.
+    widths = [
+        max(len(header), *(len(row[i]) for row in rows)) for i, header in enumerate(STORE_COLUMNS)
+    ]
+    with_made_by = sum(widths) + 2 * len(widths) <= console.width
+    console.print(store_table(info["root"], rows, with_made_by))
+
+
+STORE_COLUMNS = ("table", "kind", "rows", "videos", "shape", "dtype", "made by")
+
+
+def store_table(root: str, rows: list[list[str]], with_made_by: bool) -> Table:
+    # No vertical rules: two spaces between columns leave the names room in 80 columns.
+    table = Table(title=f"store {root}", title_justify="left", box=box.SIMPLE_HEAD)
+    name, *short, made_by = STORE_COLUMNS
+    table.add_column(name, no_wrap=True, min_width=max((len(row[0]) for row in rows), default=5))
+    for column in short:
+        table.add_column(column, no_wrap=True)
+    if with_made_by:
+        table.add_column(made_by, overflow="fold")
+    for row in rows:
+        table.add_row(*(row if with_made_by else row[:-1]))
+    return table
 
 
 MODEL_ALIASES = {"mmcse": "mmcse-clapclip", "valor": "valor-clapclip"}
@@ -223,82 +304,205 @@ MODEL_ALIASES = {"mmcse": "mmcse-clapclip", "valor": "valor-clapclip"}
 @app.command()
 @user_errors
 def train(
-    store: Annotated[str, typer.Option(help="Store root with features and labels.")] = (
-        DEFAULT_ROOT
-    ),
+    store: Annotated[
+        str, typer.Option(metavar="ROOT", help="Store root with features and labels.")
+    ] = DEFAULT_ROOT,
     model: Annotated[
-        str, typer.Option(help="mmcse, valor, or a preset name such as mmcse-vggish-resnet.")
+        str,
+        typer.Option(
+            metavar="MODEL", help="mmcse, valor, or a preset name such as mmcse-vggish-resnet."
+        ),
     ] = "mmcse",
     config: Annotated[
-        Path | None, typer.Option(help="TOML/YAML/JSON file of TrainConfig settings.")
+        Path | None,
+        typer.Option(metavar="FILE", help="TOML/YAML/JSON file of TrainConfig settings."),
     ] = None,
-    preset: Annotated[str, typer.Option(help="paper (default) or official recipe.")] = "paper",
-    epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Override the batch size.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (CPU runs repeat exactly).")] = None,
+    preset: Annotated[
+        str, typer.Option(metavar="RECIPE", help="paper (default) or official recipe.")
+    ] = "paper",
+    size: Annotated[
+        Size | None,
+        typer.Option(
+            help="Network sizes: paper (the default), tiny (same architecture, narrower: "
+            "seconds per epoch on a CPU), auto (tiny on a CPU, paper on a GPU)."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(metavar="N", help="Override the number of epochs.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(metavar="N", help="Override the batch size.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(metavar="N", help="Random seed (CPU runs repeat exactly).")
+    ] = None,
     pseudo_labels: Annotated[
-        str | None, typer.Option(help="Pseudo-label source (valor, synthetic, generated-...).")
+        str | None,
+        typer.Option(
+            metavar="SOURCE",
+            help="Pseudo-label source (valor, synthetic, ...) [default: valor, or the "
+            "store's only source].",
+        ),
     ] = None,
     annotations: Annotated[
-        str | None, typer.Option(help="Dense annotations for validation (corrected, ...).")
+        str | None,
+        typer.Option(
+            metavar="SET",
+            help="Dense annotations for validation [default: corrected, or the store's only set].",
+        ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    device: Annotated[
+        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1, ...")
+    ] = "auto",
     force: Annotated[bool, typer.Option(help="Train again even if this run exists.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (run id, metrics) at the end.")
+    ] = False,
 ) -> None:
     """Train a parser on stored features and labels -> runs/<id>/."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from avvp.pipeline.train import train as run_training
-    from avvp.pipeline.train_config import load_train_config
+    from avvp.pipeline.train_config import SIZE_ARCHITECTURES, load_train_config, resolve_size
 
     overrides: dict[str, Any] = {"model": MODEL_ALIASES.get(model, model), "device": device}
     scalars = {"epochs": epochs, "batch_size": batch_size, "seed": seed}
     overrides.update({k: v for k, v in scalars.items() if v is not None})
+    if size is not None:
+        overrides["architecture"] = SIZE_ARCHITECTURES[resolve_size(size.value, device)]
     data = {"pseudo_labels": pseudo_labels, "annotations": annotations}
     if data := {k: v for k, v in data.items() if v is not None}:
         overrides["data"] = data
     train_config = load_train_config(preset, config, overrides)
 
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(
-            f"training {train_config.model}", total=train_config.epochs, status=""
+    with TrainingProgress(train_config.model, train_config.epochs) as progress:
+        result = run_training(
+            store,
+            train_config,
+            on_epoch=progress.epoch,
+            on_estimate=progress.estimate,
+            on_note=progress.note,
+            force=force,
         )
-
-        def on_epoch(report: Any) -> None:
-            status = f"loss {report.loss:.4f}  val Seg-type {report.val['Seg-type']:.1f}"
-            progress.update(task, advance=1, status=status)
-
-        result = run_training(store, train_config, on_epoch=on_epoch, force=force)
     state = "reused the finished run" if result.reused else f"best epoch {result.best_epoch}"
+    if as_json:
+        summary = {
+            "run_id": result.run_id,
+            "run": result.run_url,
+            "reused": result.reused,
+            "best_epoch": result.best_epoch,
+            "split": "val",
+            "metrics": result.best_val,
+            "notes": result.notes,
+        }
+        typer.echo(json.dumps(summary))
+        return
     console.print(f"run: [bold]{result.run_url}[/] ({state})")
     console.print(metrics_table("validation (best epoch)", {train_config.model: result.best_val}))
+
+
+class TrainingProgress:
+    """What `avvp train` shows while it trains, on standard error: the estimate of the
+    run's length, then a progress bar on a terminal, or one line per epoch otherwise."""
+
+    def __init__(self, model: str, epochs: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.model, self.epochs = model, epochs
+        self.started = time.perf_counter()
+        self.bar = (
+            Progress(
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=err_console,
+            )
+            if err_console.is_terminal
+            else None
+        )
+        self.task = None
+
+    def __enter__(self) -> TrainingProgress:
+        if self.bar is not None:
+            self.bar.start()
+            self.task = self.bar.add_task(f"training {self.model}", total=self.epochs, status="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def say(self, line: str) -> None:
+        console = self.bar.console if self.bar is not None else err_console
+        console.print(line, highlight=False, soft_wrap=True)
+
+    def note(self, message: str) -> None:
+        self.say(f"note: {message}")
+
+    def estimate(self, estimate: Any) -> None:
+        line = (
+            f"training {self.model} for {estimate.epochs} epochs on {estimate.device}: about "
+            f"{duration_text(estimate.seconds)} ({duration_text(estimate.epoch_seconds)} per "
+            f"epoch, timed on the first {estimate.timed_batches} batches)"
+        )
+        if estimate.device == "cpu" and estimate.seconds > 600:
+            line += "; on a CPU, --size tiny trains a narrower network of the same design"
+        self.say(line)
+
+    def epoch(self, report: Any) -> None:
+        done = report.epoch + 1
+        status = f"loss {report.loss:.4f}  val Seg-type {report.val['Seg-type']:.1f}"
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, status=status)
+            return
+        left = (time.perf_counter() - self.started) / done * (self.epochs - done)
+        remaining = f"about {duration_text(left)} left" if done < self.epochs else "done"
+        self.say(
+            f"epoch {done}/{self.epochs}  loss {report.loss:.4f}  val Avg "
+            f"{report.val['Avg']:.1f}  Seg-type {report.val['Seg-type']:.1f}  "
+            f"{report.seconds:.1f} s  {remaining}"
+        )
 
 
 @app.command()
 @user_errors
 def evaluate(
-    run: Annotated[str, typer.Argument(help="Run folder, <store>/runs/<id>.")],
-    split: Annotated[str, typer.Option(help="val or test.")] = "test",
+    run: Annotated[str, typer.Argument(metavar="RUN", help="Run folder, <store>/runs/<id>.")],
+    split: Annotated[str, typer.Option(metavar="SPLIT", help="val or test.")] = "test",
     annotations: Annotated[
         str | None,
-        typer.Option(help="corrected, published or synthetic (default: the run's own)."),
+        typer.Option(
+            metavar="SET", help="corrected, published or synthetic (default: the run's own)."
+        ),
     ] = None,
     filter_rule: Annotated[
         FilterRule | None, typer.Option("--filter", help="Default: the model's own protocol.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a trained run on a split with the official AVVP metrics."""
     from avvp.pipeline.evaluate import evaluate_run
 
     rule = filter_rule.value if filter_rule else None
     result = evaluate_run(run, split, annotations, rule, device)
+    if as_json:
+        summary = {
+            "run_id": Path(result.run_url).name,
+            "run": result.run_url,
+            "split": result.split,
+            "annotations": result.annotations,
+            "filter": result.filter_rule,
+            "metrics": result.metrics,
+        }
+        typer.echo(json.dumps(summary))
+        return
     title = f"{result.split} split, {result.annotations} annotations, {result.filter_rule} filter"
     console.print(metrics_table(title, {Path(result.run_url).name: result.metrics}))
 
@@ -311,9 +515,9 @@ class ModelKind(StrEnum):
 @app.command("import-checkpoint")
 @user_errors
 def import_checkpoint(
-    file: Annotated[Path, typer.Argument(help="Official state dict (.pth/.pt).")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Official state dict (.pth/.pt).")],
     kind: Annotated[ModelKind, typer.Option(help="Which network the weights belong to.")],
-    out: Annotated[Path, typer.Option(help="Where to write the avvp checkpoint.")],
+    out: Annotated[Path, typer.Option(metavar="CKPT", help="Where to write the avvp checkpoint.")],
 ) -> None:
     """Convert an official MM-CSE or VALOR checkpoint into an avvp checkpoint."""
     from avvp.pipeline.checkpoints import import_checkpoint as convert
@@ -329,12 +533,19 @@ def import_checkpoint(
 @app.command("infer-features")
 @user_errors
 def infer_features(
-    checkpoint: Annotated[Path, typer.Argument(help="avvp checkpoint.")],
-    features: Annotated[Path, typer.Argument(help="FEATURES.npz: audio, visual, visual_st.")],
-    out: Annotated[Path, typer.Option(help="OUT.npz to write.")],
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    checkpoint: Annotated[Path, typer.Argument(metavar="CKPT", help="avvp checkpoint.")],
+    features: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FEATURES.npz",
+            help="audio, visual, visual_st, video_ids (README: exchange formats).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option(metavar="OUT.npz", help="Where to write the outputs.")],
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
 ) -> None:
-    """Run a checkpoint on feature arrays and write its outputs."""
+    """Run a checkpoint on feature arrays and write its outputs (scored by
+    `avvp evaluate-predictions OUT.npz` when FEATURES.npz has video_ids)."""
     from avvp.pipeline.evaluate import infer_features as run_inference
 
     count = run_inference(checkpoint, features, out, device=device)
@@ -344,14 +555,16 @@ def infer_features(
 @app.command()
 @user_errors
 def profile(
-    model: Annotated[str, typer.Option(help="mmcse, valor, or a preset name.")] = "mmcse",
-    batch_size: Annotated[int, typer.Option(help="Batch for the timings.")] = 64,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    model: Annotated[
+        str, typer.Option(metavar="MODEL", help="mmcse, valor, or a preset name.")
+    ] = "mmcse",
+    batch_size: Annotated[int, typer.Option(metavar="N", help="Batch for the timings.")] = 64,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
 ) -> None:
     """Parameters, FLOPs per 10-s video, forward and training-step time."""
     from avvp.pipeline.profile import profile_model
 
-    with console.status("profiling..."):
+    with err_console.status("profiling..."):
         report = profile_model(MODEL_ALIASES.get(model, model), batch_size, device)
     table = Table(title=f"{report.model} on {report.device}", title_justify="left")
     table.add_column("measure")
@@ -371,15 +584,17 @@ app.add_typer(synth_app, name="synth")
 @synth_app.command("clips")
 @user_errors
 def synth_clips(
-    out_dir: Annotated[Path, typer.Argument(help="Folder for videos/ and the LLP label files.")],
-    n: Annotated[int, typer.Option("--n", help="Number of clips.")] = 8,
-    seconds: Annotated[float, typer.Option(help="Length of each clip.")] = 10.0,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out_dir: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Folder for videos/ and the LLP label files.")
+    ],
+    n: Annotated[int, typer.Option("--n", metavar="N", help="Number of clips.")] = 8,
+    seconds: Annotated[float, typer.Option(metavar="S", help="Length of each clip.")] = 10.0,
+    seed: Annotated[int, typer.Option(metavar="N", help="Random seed.")] = 0,
 ) -> None:
     """Tiny real video files with planted audio and visual events, plus LLP label files."""
     from avvp.pipeline.synth_clips import write_synthetic_clips
 
-    with console.status(f"writing {n} clips..."):
+    with err_console.status(f"writing {n} clips..."):
         paths = write_synthetic_clips(out_dir, n=n, seconds=seconds, seed=seed)
     console.print(f"wrote {len(paths)} clips to [bold]{out_dir / 'videos'}[/] and label files")
 
@@ -387,9 +602,10 @@ def synth_clips(
 @app.command("import-labels")
 @user_errors
 def import_labels(
-    store: Annotated[str, typer.Option(help="Store root.")] = DEFAULT_ROOT,
+    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
     labels: Annotated[
-        Path | None, typer.Option(help="Folder of LLP-format files (default: vendored LLP).")
+        Path | None,
+        typer.Option(metavar="DIR", help="Folder of LLP-format files (default: vendored LLP)."),
     ] = None,
 ) -> None:
     """Write LLP weak labels (with splits) and dense annotations into the label store."""
@@ -400,21 +616,50 @@ def import_labels(
         console.print(f"{table}: {rows} rows written")
 
 
+def parse_weights(values: list[str]) -> dict[str, str]:
+    """`--weights NAME=PATH` options as {extractor name: path}."""
+    from avvp.pipeline.extract import TABLE_FOR_EXTRACTOR
+
+    weights: dict[str, str] = {}
+    for value in values:
+        name, equals, path = value.partition("=")
+        if not equals or not name or not path or name not in TABLE_FOR_EXTRACTOR:
+            raise ValueError(
+                f"--weights {value!r}: give NAME=PATH with NAME one of "
+                f"{', '.join(TABLE_FOR_EXTRACTOR)}, e.g. --weights clip=~/weights/ViT-L-14.pt"
+            )
+        if name in weights:
+            raise ValueError(f"--weights names {name!r} twice")
+        weights[name] = path
+    return weights
+
+
 @app.command()
 @user_errors
 def extract(
-    paths: Annotated[list[Path], typer.Argument(help="Video files and/or folders.")],
-    store: Annotated[str, typer.Option(help="Store root.")] = DEFAULT_ROOT,
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH...", help="Video files and/or folders.")
+    ],
+    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
     extractors: Annotated[
-        str, typer.Option(help="Comma-separated: clip, r2plus1d, clap, clap-segments.")
+        str,
+        typer.Option(metavar="NAMES", help="Comma-separated: clip, r2plus1d, clap, clap-segments."),
     ] = "clip,r2plus1d,clap",
-    preset: Annotated[str, typer.Option(help="paper (real weights) or tiny (random, tests).")] = (
-        "paper"
-    ),
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 16,
+    preset: Annotated[
+        str, typer.Option(metavar="PRESET", help="paper (real weights) or tiny (random, tests).")
+    ] = "paper",
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=PATH",
+            help="A weight file for one extractor, e.g. clip=ViT-L-14.pt (repeat per "
+            "extractor; default: the library's cache).",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
+    batch_size: Annotated[int, typer.Option(metavar="N", help="Windows per forward pass.")] = 16,
     workers: Annotated[
-        int | None, typer.Option(help="Decoding processes (default: up to 8).")
+        int | None, typer.Option(metavar="N", help="Decoding processes (default: up to 8).")
     ] = None,
 ) -> None:
     """Decode videos at 8 FPS and store CLIP, R(2+1)D and CLAP features of missing windows."""
@@ -422,13 +667,20 @@ def extract(
 
     from avvp.pipeline.extract import extract_videos
 
+    names = [name.strip() for name in extractors.split(",") if name.strip()]
+    weight_files = parse_weights(weights or [])
+    if unused := sorted(set(weight_files) - set(names)):
+        raise ValueError(
+            f"--weights names {', '.join(unused)}, which --extractors does not run "
+            f"({', '.join(names)})"
+        )
     columns = (
         TextColumn("extracting"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
     )
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=err_console, disable=not err_console.is_terminal) as progress:
         task = progress.add_task("extract", total=None, rate="")
         started = time.perf_counter()
 
@@ -437,28 +689,43 @@ def extract(
             progress.update(
                 task, completed=update.done, total=update.total, rate=f"{rate:.2f} videos/s"
             )
+            # Each file's problem is printed once, here, as it happens.
             if update.status == "failed":
-                progress.console.print(f"[red]failed[/] {update.path}: {update.reason}")
+                progress.console.print(
+                    f"[red]failed[/] {update.path}: {update.reason}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            elif update.warning:
+                progress.console.print(
+                    f"[yellow]warning[/] {update.path}: {update.warning}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
 
         summary = extract_videos(
             paths,
             store,
-            extractors=[name.strip() for name in extractors.split(",") if name.strip()],
+            extractors=names,
             preset=preset,
             device=device,
             batch_size=batch_size,
             workers=workers,
             on_progress=on_progress,
+            weights=weight_files,
         )
+    warned = f", {len(summary.warnings)} with warnings" if summary.warnings else ""
     console.print(
-        f"{summary.videos_found} videos: {summary.videos_extracted} extracted, "
+        f"{summary.videos_found} videos: {summary.videos_extracted} extracted{warned}, "
         f"{summary.videos_skipped} already stored, {len(summary.failures)} failed "
         f"({summary.seconds:.1f} s, {summary.videos_per_second:.2f} videos/s)"
     )
     for table, rows in summary.windows_written.items():
         console.print(f"  {table}: {rows} windows written")
-    for failure in summary.failures:
-        console.print(f"  [red]failed[/] {failure.path}: {failure.reason}")
     if summary.failures:
-        console.print(f"failures are recorded in {store}/failures/extract/")
+        console.print(
+            f"the failed files are listed above and in {store}/failures/extract/ (its "
+            "`detail` column has the decoders' own words); re-encode or replace them, e.g. "
+            "`ffmpeg -i FILE -c:v libx264 -c:a aac FILE.mp4`, and run this again"
+        )
         raise typer.Exit(EXIT_SOME_FAILED)

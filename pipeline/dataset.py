@@ -16,19 +16,117 @@ from pydantic import BaseModel, ConfigDict, Field
 from avvp.pipeline import tables
 from avvp.storage import FeatureStore, Keys, LabelStore
 
+DEFAULT_PSEUDO_LABELS = "valor"
+DEFAULT_ANNOTATIONS = "corrected"
+
 
 class DataConfig(BaseModel):
-    """Which tables a run reads."""
+    """Which tables a run reads. Label sources left as None are chosen by
+    `resolve_label_sources` from what the store holds."""
 
     model_config = ConfigDict(extra="forbid")
 
     audio_table: str = tables.AUDIO_MAP_TABLE
     visual_table: str = tables.VISUAL_TABLE
     visual_st_table: str = tables.VISUAL_ST_TABLE
-    pseudo_labels: str = Field("valor", description="segment pseudo-label source")
-    annotations: str = Field("corrected", description="dense annotations for validation")
+    pseudo_labels: str | None = Field(
+        None,
+        description="segment pseudo-label source; None: valor, or the store's only source",
+    )
+    annotations: str | None = Field(
+        None,
+        description="dense annotations for validation; None: corrected, or the store's only set",
+    )
     train_split: str = "train"
     val_split: str = "val"
+
+
+@dataclass(frozen=True)
+class LabelKind:
+    """One kind of segment label table: its name prefix, default, option and wording."""
+
+    prefix: str
+    default: str
+    option: str  # the command-line option and the config field that choose a source
+    field: str
+    noun: str
+
+
+PSEUDO_LABELS = LabelKind(
+    tables.PSEUDO_LABEL_PREFIX,
+    DEFAULT_PSEUDO_LABELS,
+    "--pseudo-labels",
+    "pseudo_labels",
+    "pseudo-label source",
+)
+ANNOTATIONS = LabelKind(
+    tables.DENSE_PREFIX,
+    DEFAULT_ANNOTATIONS,
+    "--annotations",
+    "annotations",
+    "dense annotation set",
+)
+
+
+def stored_label_sources(root: str, kind: LabelKind) -> list[str]:
+    """Names of the label sources of one kind that hold rows in the store at `root`."""
+    labels = LabelStore(root)
+    return [
+        name.removeprefix(kind.prefix)
+        for name in labels.table_names()
+        if name.startswith(kind.prefix) and labels.segments(name).provenance is not None
+    ]
+
+
+def check_label_source(root: str, kind: LabelKind, name: str) -> None:
+    """Raise a ValueError naming the sources the store holds when `name` is not one."""
+    stored = stored_label_sources(root, kind)
+    if name not in stored:
+        raise _missing_source(root, kind, name, stored)
+
+
+def resolve_label_source(root: str, kind: LabelKind, name: str | None) -> tuple[str, str | None]:
+    """The source to read, and a note when it was chosen for the user.
+
+    An explicit name must be stored. None means the default when it is stored, else the
+    store's only source of that kind (with a note saying so).
+    """
+    stored = stored_label_sources(root, kind)
+    if name is not None or kind.default in stored:
+        chosen = name if name is not None else kind.default
+        if chosen not in stored:
+            raise _missing_source(root, kind, chosen, stored)
+        return chosen, None
+    if len(stored) != 1:
+        raise _missing_source(root, kind, kind.default, stored)
+    note = (
+        f"using the {kind.noun} {stored[0]!r}, the only one in {root} "
+        f"({kind.option} chooses another)"
+    )
+    return stored[0], note
+
+
+def _missing_source(root: str, kind: LabelKind, name: str, stored: list[str]) -> ValueError:
+    if stored:
+        held = (
+            f"it holds {', '.join(repr(source) for source in stored)}; choose one with "
+            f"{kind.option} NAME ({kind.field} in a config file)"
+        )
+    elif kind is ANNOTATIONS:
+        held = "it holds none yet (`avvp import-labels` writes LLP's dense annotations)"
+    else:
+        held = "it holds none yet (`avvp demo` writes synthetic ones)"
+    return ValueError(
+        f"{root} has no {kind.noun} {name!r} (table labels/{kind.prefix}{name}); {held}"
+    )
+
+
+def resolve_label_sources(root: str, data: DataConfig) -> tuple[DataConfig, list[str]]:
+    """`data` with both label sources chosen (see `resolve_label_source`), and notes."""
+    pseudo, pseudo_note = resolve_label_source(root, PSEUDO_LABELS, data.pseudo_labels)
+    dense, dense_note = resolve_label_source(root, ANNOTATIONS, data.annotations)
+    resolved = data.model_copy(update={"pseudo_labels": pseudo, "annotations": dense})
+    return resolved, [note for note in (pseudo_note, dense_note) if note]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -70,7 +168,7 @@ def split_keys(root: str, data: DataConfig, split: str) -> Keys:
         raise ValueError(
             f"{root}: no window of split {split!r} has features in all of "
             f"{data.audio_table}, {data.visual_table}, {data.visual_st_table}; run "
-            "`avvp extract` or `avvp import-features` first"
+            "`avvp extract` on its videos first"
         )
     return stored[keep]
 
@@ -102,6 +200,8 @@ def load_split(
             raise ValueError(f"{root}: NaN or infinite values in the {name} features of {split}")
 
     pseudo = dense = None
+    if data.pseudo_labels is None or data.annotations is None:
+        raise ValueError("resolve the label sources first (resolve_label_sources)")
     if with_pseudo:
         segments = labels.segments(tables.pseudo_label_table(data.pseudo_labels)).read(keys)
         pseudo = on_device(np.stack([segments.audio, segments.visual], axis=1))

@@ -27,6 +27,14 @@ Rules (the feature extractors and the feature store rely on them):
   and audio of zeros of the same length: every window keeps one shape, and the
   `has_audio` flag travels with each window into the feature table so that later
   stages can tell digital silence from a missing track.
+- Failures carry one short reason in plain words (`DecodeError.reason`: "not a media
+  file", "no video stream (audio only)", "too short: 0.40 s", "corrupt data at 3.2 s")
+  and the decoders' own messages apart (`DecodeError.detail`). PyAV's probe runs first,
+  so decord only sees files that have a video stream; libav's console logging is off
+  in both (it would print one line per bad packet).
+- A file that decodes only in part (a cut download: its header declares 10 s, its
+  packets end at 4 s) is decoded as far as it goes; `DecodedVideo.cut_short` says where
+  it ends, and the stages record it as a warning, not a failure.
 - Windows: a video of D seconds gives floor(D / 10) full windows plus one padded window
   when the remainder is at least 1 s (so LLP clips of 10.0-10.1 s are one window, and a
   35-s video gives four). A padded window repeats the last frame and pads audio with
@@ -53,25 +61,42 @@ try:
 except ImportError:  # no wheel for some platforms (e.g. macOS arm64): PyAV does the work
     decord = None
 
+# libav prints its own warnings to the console, once per bad packet, from PyAV's copy and
+# from the one bundled in decord; the reasons given per file replace them.
+av.logging.set_level(None)
+if decord is not None:
+    decord.logging.set_level(decord.logging.QUIET)
+
 FPS = 8.0
 CLAP_SAMPLE_RATE = 48_000
 WINDOW_SECONDS = 10
 SEGMENT_SECONDS = 1
 YOUTUBE_ID_LENGTH = 11
 TIME_TOLERANCE_S = 1e-3
+# A video stream this much shorter than its header declares was cut (mp4 audio and video
+# tracks differ by tens of milliseconds, never by this much).
+CUT_SHORT_TOLERANCE_S = 0.5
 
 
 class DecodeError(RuntimeError):
-    """A video file cannot be decoded (or is too short to give a window)."""
+    """A video file cannot be decoded (or is too short to give a window).
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    `reason` is one short sentence in plain words; `detail` keeps what the decoders said.
+    """
+
+    def __init__(self, path: str | Path, reason: str, detail: str = "") -> None:
         super().__init__(f"cannot decode {path}: {reason}")
         self.path = str(path)
         self.reason = reason
+        self.detail = detail
 
 
 class _BackendError(Exception):
-    """One decoder could not read the file; the message says why."""
+    """One decoder could not read the file; the message says why, `at` since when (s)."""
+
+    def __init__(self, message: str, at: float | None = None) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +112,18 @@ class DecodedVideo:
     duration: float
     has_audio: bool
     backend: str  # "decord" or "pyav", whichever decoded the frames
+    declared_duration: float | None = None  # what the file's header says, when it says
+
+    @property
+    def cut_short(self) -> str | None:
+        """Where a file that decodes only in part ends, in words; None when it is whole."""
+        declared = self.declared_duration
+        if declared is None or self.duration >= declared - CUT_SHORT_TOLERANCE_S:
+            return None
+        return (
+            f"cut at {self.duration:.1f} s of the {declared:.1f} s its header declares "
+            f"(an incomplete file); only the first {self.duration:.1f} s are used"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,21 +164,23 @@ def decode_video(
     rates = sorted({int(rate) for rate in sample_rates})
     if fps <= 0 or any(rate <= 0 for rate in rates):
         raise ValueError(f"fps ({fps}) and sample rates ({rates}) must be positive")
-    if not path.is_file():
-        raise DecodeError(path, "no such file")
-    reasons = []
+    declared_duration = _probe(path)
+    reasons, corrupt_at = [], []
     for backend, read_frames in _FRAME_READERS.items():
         try:
             frames, frame_times, duration = read_frames(path, fps)
             break
         except _BackendError as error:
             reasons.append(f"{backend}: {error}")
+            corrupt_at += [error.at] if error.at is not None else []
     else:
-        raise DecodeError(path, "; ".join(reasons) + f". {_remedy(path)}")
+        where = f" at {min(corrupt_at):.1f} s" if corrupt_at else ""
+        raise DecodeError(path, f"corrupt video data{where}", "; ".join(reasons))
     try:
         mono, source_rate = _read_mono_audio(path)
     except _BackendError as error:
-        raise DecodeError(path, f"PyAV cannot read the audio: {error}. {_remedy(path)}") from None
+        where = f" at {error.at:.1f} s" if error.at is not None else ""
+        raise DecodeError(path, f"corrupt audio data{where}", f"pyav: {error}") from None
     has_audio = mono.size > 0
     audio = {
         rate: _fit_length(
@@ -161,7 +200,30 @@ def decode_video(
         duration=duration,
         has_audio=has_audio,
         backend=backend,
+        declared_duration=declared_duration,
     )
+
+
+def _probe(path: Path) -> float | None:
+    """Check with PyAV that `path` is a media file with a video stream; return the
+    duration its header declares (the video stream's, else the container's), if any."""
+    if not path.is_file():
+        raise DecodeError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise DecodeError(path, "empty file (0 bytes)")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                other = "audio only" if container.streams.audio else "no audio stream either"
+                raise DecodeError(path, f"no video stream ({other})")
+            stream = container.streams.video[0]
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            return container.duration / av.time_base if container.duration else None
+    except av.FFmpegError as error:
+        raise DecodeError(
+            path, "not a media file (or one cut before its index)", f"pyav: {error}"
+        ) from None
 
 
 def split_windows(decoded: DecodedVideo, window_seconds: int = WINDOW_SECONDS) -> list[Window]:
@@ -178,7 +240,7 @@ def split_windows(decoded: DecodedVideo, window_seconds: int = WINDOW_SECONDS) -
     if full_windows == 0 and not padded_window:
         raise DecodeError(
             decoded.path,
-            f"it lasts {decoded.duration:.3f} s, under the {SEGMENT_SECONDS} s a window needs",
+            f"too short: {decoded.duration:.2f} s (a segment needs {SEGMENT_SECONDS} s)",
         )
     segments_per_window = window_seconds // SEGMENT_SECONDS
     last_valid = min(
@@ -279,11 +341,16 @@ def _frames_with_pyav(path: Path, fps: float) -> tuple[np.ndarray, np.ndarray, f
             needed = set(pts[shown].tolist())
             container.seek(0)
             stream.thread_type = "AUTO"
-            converted = {
-                frame.pts: upright(frame.to_ndarray(format="rgb24"), frame.rotation)
-                for frame in container.decode(stream)
-                if frame.pts in needed
-            }
+            converted: dict[int, np.ndarray] = {}
+            try:
+                for frame in container.decode(stream):
+                    if frame.pts in needed:
+                        converted[frame.pts] = upright(
+                            frame.to_ndarray(format="rgb24"), frame.rotation
+                        )
+            except av.FFmpegError as error:
+                last = max(converted, default=int(pts[0])) - int(pts[0])
+                raise _BackendError(_first_line(error), at=last * time_base) from None
     except av.FFmpegError as error:
         raise _BackendError(_first_line(error)) from None
     missing = needed - converted.keys()
@@ -304,9 +371,13 @@ def _read_mono_audio(path: Path) -> tuple[np.ndarray, int]:
             stream = container.streams.audio[0]
             to_planar_float = av.AudioResampler(format="fltp")
             chunks, rate = [], stream.rate
-            for frame in container.decode(stream):
-                rate = frame.sample_rate
-                chunks.extend(chunk.to_ndarray() for chunk in to_planar_float.resample(frame))
+            try:
+                for frame in container.decode(stream):
+                    rate = frame.sample_rate
+                    chunks.extend(chunk.to_ndarray() for chunk in to_planar_float.resample(frame))
+            except av.FFmpegError as error:
+                decoded = sum(chunk.shape[-1] for chunk in chunks) / max(rate, 1)
+                raise _BackendError(_first_line(error), at=decoded) from None
             chunks.extend(chunk.to_ndarray() for chunk in to_planar_float.resample(None))
     except av.FFmpegError as error:
         raise _BackendError(_first_line(error)) from None
@@ -332,10 +403,3 @@ def _fit_length(array: np.ndarray, length: int, mode: str) -> np.ndarray:
 def _first_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
-
-
-def _remedy(path: Path) -> str:
-    return (
-        f"Check that it is a complete video file (`ffprobe {path}`) or re-encode it "
-        f"(`ffmpeg -i {path} -c:v libx264 -c:a aac OUT.mp4`)"
-    )

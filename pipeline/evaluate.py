@@ -25,7 +25,14 @@ from avvp.model.metrics import (
     segment_and_event_f1,
 )
 from avvp.pipeline.checkpoints import load_checkpoint, read_checkpoint, read_feature_file
-from avvp.pipeline.dataset import SplitTensors, autocast, load_split, resolve_device
+from avvp.pipeline.dataset import (
+    ANNOTATIONS,
+    SplitTensors,
+    autocast,
+    check_label_source,
+    load_split,
+    resolve_device,
+)
 from avvp.pipeline.llp import AnnotationError, AudioAnnotations, LLPAnnotations
 from avvp.pipeline.train_config import TrainConfig
 from avvp.storage import open_run
@@ -143,7 +150,10 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
 
 def _video_ids(path: str | Path, arrays: dict[str, np.ndarray]) -> list[str]:
     if "video_ids" not in arrays:
-        raise PredictionFileError(f"{path} lacks `video_ids` (N,) str (it has {', '.join(arrays)})")
+        raise PredictionFileError(
+            f"{path} lacks `video_ids` (N,) str (it has {', '.join(arrays)}); for the output "
+            "of `avvp infer-features`, put `video_ids` into its FEATURES.npz and run it again"
+        )
     video_ids = arrays["video_ids"]
     if video_ids.ndim != 1 or video_ids.dtype.kind != "U" or video_ids.size == 0:
         raise PredictionFileError(
@@ -233,6 +243,7 @@ def evaluate_run(
         raise FileNotFoundError(f"{run.url} holds no checkpoint.pt: is it a finished run?")
     config = TrainConfig.model_validate(run.read_json("config.json")["train"])
     data = config.data.model_copy(update={"annotations": annotations or config.data.annotations})
+    check_label_source(root, ANNOTATIONS, data.annotations)
     rule = filter_rule or config.filter_resolved()
     target = resolve_device(device)
     model, _ = load_checkpoint(run.read_bytes("checkpoint.pt"), target)
@@ -253,12 +264,17 @@ def infer_features(
     batch_size: int = 256,
     device: str = "auto",
 ) -> int:
-    """Run a checkpoint on a FEATURES.npz and write OUT.npz (float32); returns N."""
+    """Run a checkpoint on a FEATURES.npz and write OUT.npz (float32); returns N.
+
+    The `video_ids` of FEATURES.npz, when it has them, are copied into OUT.npz, which
+    `evaluate_prediction_file` (`avvp evaluate-predictions`) then scores as it is.
+    """
     target = resolve_device(device)
     model, _ = read_checkpoint(checkpoint, target)
-    arrays = read_feature_file(features, model.config)
+    arrays, video_ids = read_feature_file(features, model.config)
     tensors = {key: torch.from_numpy(value).to(target) for key, value in arrays.items()}
     outputs = predict(model.to(target), **tensors, batch_size=batch_size)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **{key: value.astype(np.float32) for key, value in outputs.items()})
+    ids = {} if video_ids is None else {"video_ids": video_ids}
+    np.savez(out, **ids, **{key: value.astype(np.float32) for key, value in outputs.items()})
     return len(arrays["audio"])

@@ -5,7 +5,9 @@ How the work is split:
 - DataLoader worker processes each take one video: decode it (`decode_video`), cut it
   into windows (`split_windows`) and run every extractor's `transform` on the windows
   its table still lacks. A video that fails there (a `DecodeError`, or any error while
-  preprocessing) comes back as a failure record; the loader and the other videos go on.
+  preprocessing) comes back as a failure record (a plain reason, the raw detail apart);
+  the loader and the other videos go on. A file that decodes only in part (cut short)
+  is extracted as far as it decodes and reported as a warning.
 - The main process only batches and embeds: it queues each video's preprocessed
   windows per extractor, embeds full batches of `batch_size` windows on the device,
   and writes a table's rows as one new part once `flush_windows` rows have gathered
@@ -89,7 +91,8 @@ class ExtractProgress(NamedTuple):
     """One video is done: `done` of `total` input videos have been handled so far.
 
     `windows` is the video's window count (0 when skipped or failed); an extracted
-    video's rows reach the store at the next flush.
+    video's rows reach the store at the next flush. `reason` says why a video failed,
+    `warning` what was wrong with one that was extracted anyway.
     """
 
     video_id: str
@@ -99,6 +102,15 @@ class ExtractProgress(NamedTuple):
     total: int
     windows: int
     reason: str = ""
+    warning: str = ""
+
+
+class ExtractWarning(NamedTuple):
+    """A video that was extracted, but not all of it (e.g. a file cut short)."""
+
+    video_id: str
+    path: str
+    message: str
 
 
 @dataclass
@@ -111,6 +123,7 @@ class ExtractSummary:
     videos_extracted: int = 0  # decoded, embedded and written
     windows_written: dict[str, int] = field(default_factory=dict)  # table -> new rows
     failures: list[Failure] = field(default_factory=list)
+    warnings: list[ExtractWarning] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -229,11 +242,12 @@ def extract_videos(
         summary.failures.append(failure)
         report(failure.video_id, failure.path, "failed", windows=0, reason=failure.reason)
     stored = {writer.name: writer.stored_windows(unique) for writer in writers}
-    jobs = []
+    jobs, succeeded = [], []
     for video_id, path in unique.items():
         known = {name: windows.get(video_id, frozenset()) for name, windows in stored.items()}
         if all(_complete(windows) for windows in known.values()):
             summary.videos_skipped += 1
+            succeeded.append(str(path))
             report(video_id, path, "skipped", windows=0)
         else:
             jobs.append(_VideoJob(path, video_id, known))
@@ -247,21 +261,37 @@ def extract_videos(
     )
     for prepared in loader:
         if prepared.failure is not None:
-            summary.failures.append(
-                Failure(prepared.video_id, str(prepared.path), prepared.failure)
+            summary.failures.append(prepared.failure)
+            report(
+                prepared.video_id,
+                prepared.path,
+                "failed",
+                windows=0,
+                reason=prepared.failure.reason,
             )
-            report(prepared.video_id, prepared.path, "failed", windows=0, reason=prepared.failure)
             continue
         for writer in writers:
             if writer.name in prepared.inputs:
                 writer.add(prepared, *prepared.inputs[writer.name], batch_size)
                 writer.flush_if(flush_windows, batch_size)
         summary.videos_extracted += 1
-        report(prepared.video_id, prepared.path, "extracted", windows=len(prepared.valid_segments))
+        succeeded.append(str(prepared.path))
+        if prepared.warning:
+            summary.warnings.append(
+                ExtractWarning(prepared.video_id, str(prepared.path), prepared.warning)
+            )
+        report(
+            prepared.video_id,
+            prepared.path,
+            "extracted",
+            windows=len(prepared.valid_segments),
+            warning=prepared.warning,
+        )
     for writer in writers:
         writer.flush_if(1, batch_size)
         summary.windows_written[writer.table_name] = writer.written
-    FailureLog(root).record(STAGE, summary.failures)
+    # Written after the features: a file counts as resolved only once its rows are stored.
+    FailureLog(root).record(STAGE, summary.failures, resolved=succeeded)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -338,7 +368,8 @@ class _PreparedVideo:
     valid_segments: np.ndarray  # (windows,) per window index
     has_audio: bool
     inputs: dict[str, tuple[np.ndarray, torch.Tensor]]  # name -> (window indices, inputs)
-    failure: str | None = None
+    failure: Failure | None = None
+    warning: str = ""
 
 
 class _PrepareVideos(Dataset):
@@ -373,20 +404,26 @@ class _PrepareVideos(Dataset):
                         torch.stack([transform(window_input(window, spec)) for window in missing]),
                     )
         except DecodeError as error:
-            return _failed(job, error.reason)
+            return _failed(job, error.reason, error.detail)
         except Exception as error:  # any preprocessing error fails this video only
-            return _failed(job, f"preprocessing failed ({type(error).__name__}: {error})")
+            return _failed(
+                job,
+                "its frames or audio could not be prepared for the extractors",
+                f"{type(error).__name__}: {error}",
+            )
         return _PreparedVideo(
             job.video_id,
             job.path,
             np.array([window.valid_segments for window in windows]),
             decoded.has_audio,
             inputs,
+            warning=decoded.cut_short or "",
         )
 
 
-def _failed(job: _VideoJob, reason: str) -> _PreparedVideo:
-    return _PreparedVideo(job.video_id, job.path, np.zeros(0, np.int64), False, {}, reason)
+def _failed(job: _VideoJob, reason: str, detail: str) -> _PreparedVideo:
+    failure = Failure(job.video_id, str(job.path), reason, detail)
+    return _PreparedVideo(job.video_id, job.path, np.zeros(0, np.int64), False, {}, failure)
 
 
 def _as_is(item: _PreparedVideo) -> _PreparedVideo:
@@ -435,7 +472,7 @@ class _TableWriter:
 
     def add(
         self, video: _PreparedVideo, indices: np.ndarray, inputs: torch.Tensor, batch_size: int
-    ) -> int:
+    ) -> None:
         """Queue one video's windows; embed every full batch."""
         self._rows.append((video.video_id, indices, video.valid_segments[indices], video.has_audio))
         self._pending.append(inputs)

@@ -15,11 +15,15 @@ VISUAL_ST_TABLE = "r2plus1d-18"  # (10, 512) R(2+1)D clip embedding per segment
 WEAK_LABELS_TABLE = "weak"
 
 
+PSEUDO_LABEL_PREFIX = "segment-"
+DENSE_PREFIX = "dense-"
+
+
 def pseudo_label_table(source: str) -> str:
     """Segment pseudo-labels of one source: `valor`, `generated-<model>`, `synthetic`."""
-    return f"segment-{source}"
+    return f"{PSEUDO_LABEL_PREFIX}{source}"
 
 
 def dense_table(annotations: str) -> str:
     """Dense evaluation annotations: `corrected`, `published` (LLP) or `synthetic`."""
-    return f"dense-{annotations}"
+    return f"{DENSE_PREFIX}{annotations}"

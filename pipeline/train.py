@@ -4,6 +4,11 @@ A split's features are read from the store once and kept on the device; batches 
 formed by indexing those tensors, so an epoch has no per-sample file reads and no
 Python loops building targets. Model selection is on validation segment-level
 Type@AV, as in the official code.
+
+Progress: `on_estimate` gets, during the first epoch, the run's expected length timed
+on its first batches; `on_epoch` gets each epoch's loss, validation metrics and time;
+`on_note` gets choices made for the caller (a label source picked because the store
+holds only that one).
 """
 
 from __future__ import annotations
@@ -11,21 +16,32 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 
 from avvp import __version__
 from avvp.model.factory import create_model, needs_aux, training_loss
 from avvp.pipeline.checkpoints import checkpoint_bytes
-from avvp.pipeline.dataset import DataConfig, autocast, load_split, resolve_device
+from avvp.pipeline.dataset import (
+    DataConfig,
+    autocast,
+    load_split,
+    resolve_device,
+    resolve_label_sources,
+)
 from avvp.pipeline.evaluate import predict, score_split
 from avvp.pipeline.train_config import OptimConfig, TrainConfig
 from avvp.storage import FeatureStore, RunStore
 
 SELECTION_METRIC = "Seg-type"
+# Batches of the first epoch timed for the run's estimate (after one warm-up batch).
+ESTIMATE_BATCHES = 3
+# A validation pass is forward only: about a third of a training step per window.
+_FORWARD_SHARE = 1 / 3
 
 
 def create_optimizer(
@@ -61,6 +77,17 @@ class EpochReport:
     loss: float
     lr: float
     val: dict[str, float]
+    seconds: float = 0.0  # wall time of the epoch, validation included
+
+
+class TrainEstimate(NamedTuple):
+    """How long a run will take, timed on its first batches."""
+
+    seconds: float  # the whole run
+    epoch_seconds: float
+    timed_batches: int
+    epochs: int
+    device: str
 
 
 @dataclass
@@ -71,6 +98,8 @@ class TrainResult:
     best_val: dict[str, float]
     history: list[EpochReport]
     reused: bool = False
+    config: TrainConfig | None = None  # as resolved against the store
+    notes: list[str] = field(default_factory=list)
 
 
 def run_id_for(config: TrainConfig, feature_identity: dict[str, Any]) -> str:
@@ -95,22 +124,36 @@ def feature_identity(root: str, data: DataConfig) -> dict[str, Any]:
 ProgressHook = Callable[[EpochReport], None]
 
 
+def resolve_train_config(root: str, config: TrainConfig) -> tuple[TrainConfig, list[str]]:
+    """`config` with its label sources chosen against the store (see
+    `dataset.resolve_label_sources`), and notes on what was chosen for the caller."""
+    data, notes = resolve_label_sources(root, config.data)
+    return config.model_copy(update={"data": data}), notes
+
+
 def train(
     root: str,
     config: TrainConfig | None = None,
     *,
     on_epoch: ProgressHook | None = None,
+    on_estimate: Callable[[TrainEstimate], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
     force: bool = False,
 ) -> TrainResult:
     """Train a parser on the stores under `root`; writes `<root>/runs/<run-id>/`."""
-    config = config or TrainConfig()
+    config, notes = resolve_train_config(root, config or TrainConfig())
+    for note in notes:
+        if on_note is not None:
+            on_note(note)
     model_config = config.model_config_resolved()
     identity = feature_identity(root, config.data)
     run_id = run_id_for(config, identity)
     run = RunStore(root).run(run_id)
     if run.exists("metrics.json") and not force:
         summary = run.read_json("metrics.json")
-        return TrainResult(run.url, run_id, summary["best_epoch"], summary["val"], [], True)
+        return TrainResult(
+            run.url, run_id, summary["best_epoch"], summary["val"], [], True, config, notes
+        )
 
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -130,12 +173,20 @@ def train(
 
     history: list[EpochReport] = []
     best: tuple[float, int, dict[str, float], bytes] | None = None
+    timer = _FirstBatchesTimer(
+        device, math.ceil(len(train_split) / config.batch_size), config.epochs
+    )
+    # Validation windows in training-batch equivalents, for the estimate.
+    validation_batches = _FORWARD_SHARE * len(val_split) / config.batch_size
     for epoch in range(config.epochs):
+        epoch_started = time.perf_counter()
         model.train()
         order = torch.randperm(len(train_split), generator=generator).to(device)
         # Summed on the device: a .item() per step would stall the GPU every step.
         total, batches = torch.zeros((), device=device), 0
         for start in range(0, len(order), config.batch_size):
+            if epoch == 0:
+                timer.before_batch(batches)
             rows = order[start : start + config.batch_size]
             with autocast(device, config.amp):
                 output = model(
@@ -159,13 +210,18 @@ def train(
             optimizer.step()
             total += loss.total.detach()
             batches += 1
+            estimate = timer.after_batch(batches, validation_batches) if epoch == 0 else None
+            if estimate is not None and on_estimate is not None:
+                on_estimate(estimate)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         outputs = predict(
             model, val_split.audio, val_split.visual, val_split.visual_st, amp=config.amp
         )
         val = score_split(outputs, val_split, rule)
-        report = EpochReport(epoch, float(total) / max(batches, 1), lr, val)
+        report = EpochReport(
+            epoch, float(total) / max(batches, 1), lr, val, time.perf_counter() - epoch_started
+        )
         history.append(report)
         if on_epoch is not None:
             on_epoch(report)
@@ -197,4 +253,40 @@ def train(
             "val": best_val,
         },
     )
-    return TrainResult(run.url, run_id, best_epoch, best_val, history)
+    return TrainResult(run.url, run_id, best_epoch, best_val, history, False, config, notes)
+
+
+class _FirstBatchesTimer:
+    """Times ESTIMATE_BATCHES training batches of the first epoch, after a warm-up batch
+    (allocations, kernel selection) when the epoch has enough of them."""
+
+    def __init__(self, device: torch.device, batches_per_epoch: int, epochs: int) -> None:
+        self.device, self.batches_per_epoch, self.epochs = device, batches_per_epoch, epochs
+        self.first = 1 if batches_per_epoch > ESTIMATE_BATCHES else 0
+        self.last = min(batches_per_epoch, self.first + ESTIMATE_BATCHES)
+        self.started = 0.0
+
+    def before_batch(self, index: int) -> None:
+        if index == self.first:
+            self._synchronize()
+            self.started = time.perf_counter()
+
+    def after_batch(self, done: int, validation_batches: float) -> TrainEstimate | None:
+        """The estimate once the timed batches are done, else None."""
+        if done != self.last:
+            return None
+        self._synchronize()
+        per_batch = (time.perf_counter() - self.started) / (self.last - self.first)
+        epoch_seconds = per_batch * (self.batches_per_epoch + validation_batches)
+        return TrainEstimate(
+            epoch_seconds * self.epochs,
+            epoch_seconds,
+            self.last - self.first,
+            self.epochs,
+            str(self.device),
+        )
+
+    def _synchronize(self) -> None:
+        # Kernels run asynchronously on CUDA: time what they did, not what was queued.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

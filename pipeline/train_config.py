@@ -14,9 +14,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from avvp.model.config import MMCSEOptions, ModelConfig, get_model_config
 from avvp.model.losses import MMCSELossConfig
-from avvp.pipeline.dataset import DataConfig
+from avvp.pipeline.dataset import DataConfig, resolve_device
 
 ARCHITECTURE_FIELDS = ("hidden_dim", "class_dim", "num_layers", "num_heads", "ffn_dim", "dropout")
+
+ModelSize = Literal["auto", "paper", "tiny"]
+# Network sizes by name. `tiny` is the same architecture, narrower and shallower: on a
+# CPU an epoch of it takes seconds where the paper's sizes take most of a minute.
+SIZE_ARCHITECTURES: dict[str, dict[str, float]] = {
+    "paper": {},
+    "tiny": {"hidden_dim": 64, "class_dim": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 128},
+}
+
+
+def resolve_size(size: ModelSize, device: str) -> Literal["paper", "tiny"]:
+    """`auto` is the paper's sizes on a GPU and tiny ones on a CPU."""
+    if size == "auto":
+        return "paper" if resolve_device(device).type == "cuda" else "tiny"
+    if size not in SIZE_ARCHITECTURES:
+        raise ValueError(f"unknown size {size!r}: use auto, paper or tiny")
+    return size
 
 
 class OptimConfig(BaseModel):

@@ -1,11 +1,17 @@
-"""Failures table: the inputs a stage could not process, one row per input and attempt.
+"""Failures table: per stage, the input files that failed on their latest attempt.
 
-Layout: `<root>/failures/<stage>/part-<time_ns>-<uuid>.parquet`, one part per `record`
-call, written under a temporary name and renamed like the feature parts (see
-`avvp.storage.table`), so a crash never leaves a half part. Columns: `video_id`,
-`path`, `reason` (strings) and `recorded_at` (UTC timestamp). Rows are only ever
-added: a video that fails on two runs has two rows, and one that later succeeds keeps
-its old rows (the feature tables say what is stored).
+Layout: `<root>/failures/<stage>/part-<time_ns>-<uuid>.parquet`, written under a
+temporary name and renamed like the feature parts (see `avvp.storage.table`), so a crash
+never leaves a half part. Columns: `video_id`, `path`, `reason` (one short sentence a
+person can act on), `detail` (the decoder's or library's own words, for debugging),
+`recorded_at` (UTC, when this reason was first seen) and `resolved` (the file has since
+been processed).
+
+A part holds only changes: a file that fails again for the same reason adds nothing,
+one that fails for another reason adds a row, and one that later succeeds adds a
+`resolved` row. Reading keeps the newest row of each path and drops resolved ones, so
+`read` shows each failing file once however often a stage ran on it. Because parts are
+only ever added, writers on several machines never lose each other's rows.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from datetime import UTC, datetime
 from os import PathLike
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .table import TensorTable, list_tables, open_root
@@ -26,17 +34,23 @@ SCHEMA = pa.schema(
         ("video_id", pa.string()),
         ("path", pa.string()),
         ("reason", pa.string()),
+        ("detail", pa.string()),
         ("recorded_at", pa.timestamp("us", tz="UTC")),
+        ("resolved", pa.bool_()),
     ]
 )
+COLUMNS = ("video_id", "path", "reason", "detail", "recorded_at")
+# Parts written before `detail` and `resolved` existed read with these values.
+_DEFAULTS = {"detail": "", "resolved": False}
 
 
 class Failure(NamedTuple):
-    """One input a stage gave up on, and why (a sentence a user can act on)."""
+    """One input a stage gave up on: a short reason in plain words, and the raw detail."""
 
     video_id: str
     path: str
     reason: str
+    detail: str = ""
 
 
 class FailureLog:
@@ -45,18 +59,38 @@ class FailureLog:
     def __init__(self, root: str | PathLike[str]) -> None:
         self.root = str(root)
 
-    def record(self, stage: str, rows: Iterable[tuple[str, str, str]]) -> str | None:
-        """Append (video_id, path, reason) rows as one new part; returns its file name.
+    def record(
+        self,
+        stage: str,
+        failures: Iterable[Failure | tuple[str, ...]],
+        resolved: Iterable[str] = (),
+    ) -> str | None:
+        """Note this attempt's failures, and the paths that now succeeded.
 
-        Nothing is written (and None returned) when `rows` is empty.
+        Writes one part holding only what changed (returns its file name), or nothing
+        (returns None) when every failure is already recorded with the same reason and
+        no resolved path was failing.
         """
-        failures = [Failure(*map(str, row)) for row in rows]
-        if not failures:
+        failed = {failure.path: failure for failure in map(_as_failure, failures)}
+        current = {row["path"]: row for row in self.read(stage).to_pylist()}
+        changed = [
+            failure
+            for path, failure in failed.items()
+            if path not in current
+            or (current[path]["video_id"], current[path]["reason"], current[path]["detail"])
+            != (failure.video_id, failure.reason, failure.detail)
+        ]
+        cleared = [
+            current[path]
+            for path in dict.fromkeys(map(str, resolved))
+            if path in current and path not in failed
+        ]
+        if not changed and not cleared:
             return None
         now = datetime.now(UTC)
-        table = pa.Table.from_pylist(
-            [{**failure._asdict(), "recorded_at": now} for failure in failures], schema=SCHEMA
-        )
+        rows = [{**failure._asdict(), "recorded_at": now, "resolved": False} for failure in changed]
+        rows += [{**row, "recorded_at": now, "resolved": True} for row in cleared]
+        table = pa.Table.from_pylist(rows, schema=SCHEMA)
         folder = self._folder(stage)
         # The part files share the feature tables' crash-safe publishing.
         return folder.write_part(
@@ -64,13 +98,23 @@ class FailureLog:
         )
 
     def read(self, stage: str) -> pa.Table:
-        """Every row recorded for `stage`, oldest part first; empty when none."""
+        """The files failing now: one row per path, its newest reason; empty when none."""
         folder = self._folder(stage)
         parts = [
-            pq.read_table(f"{folder.path}/{name}", filesystem=folder.fs, schema=SCHEMA)
+            _with_defaults(pq.read_table(f"{folder.path}/{name}", filesystem=folder.fs))
             for name in folder.part_names()
         ]
-        return pa.concat_tables(parts) if parts else SCHEMA.empty_table()
+        if not parts:
+            return SCHEMA.empty_table().select(COLUMNS)
+        rows = pa.concat_tables(parts)
+        order = pa.array(np.arange(rows.num_rows))
+        newest = (
+            rows.append_column("_order", order)
+            .group_by("path", use_threads=False)
+            .aggregate([("_order", "max")])["_order_max"]
+        )
+        latest = rows.take(np.sort(newest.to_numpy()))  # in the order they were recorded
+        return latest.filter(pc.invert(latest["resolved"])).select(COLUMNS)
 
     def stages(self) -> list[str]:
         """Stages that have a failures folder."""
@@ -79,3 +123,16 @@ class FailureLog:
 
     def _folder(self, stage: str) -> TensorTable:
         return TensorTable.open(self.root, KIND, stage)
+
+
+def _as_failure(row: Failure | tuple[str, ...]) -> Failure:
+    return row if isinstance(row, Failure) else Failure(*map(str, row))
+
+
+def _with_defaults(part: pa.Table) -> pa.Table:
+    for name, value in _DEFAULTS.items():
+        if name not in part.column_names:
+            part = part.append_column(
+                SCHEMA.field(name), pa.array([value] * part.num_rows, SCHEMA.field(name).type)
+            )
+    return part.select(SCHEMA.names).cast(SCHEMA)

@@ -6,6 +6,7 @@ from os import PathLike
 from typing import Any
 
 from . import features, labels
+from .failures import FailureLog
 from .table import TensorTable, list_tables, open_root
 
 
@@ -13,12 +14,18 @@ def store_info(root: str | PathLike[str]) -> dict[str, Any]:
     """Rows, videos, shape, dtype and provenance of each table, reading only key columns.
 
     Returns `{"root": root, "tables": {name: {"kind", "rows", "videos", "shape",
-    "dtype", "provenance"}}}`. Tables are named by their folder name; a label table
-    whose name is also a feature table's is listed as `labels/<name>`. `shape` and
-    `dtype` describe one row of each tensor column (label tables with `audio` and
-    `visual` columns share them). Tables without any part are left out.
+    "dtype", "provenance"}}, "failures": {stage: count of files failing now}}`.
+    Tables are named by their folder name; a label table whose name is also a feature
+    table's is listed as `labels/<name>`. `shape` and `dtype` describe one row of each
+    tensor column (label tables with `audio` and `visual` columns share them). Tables
+    without any part are left out. Raises FileNotFoundError when the root does not exist.
     """
     fs, path = open_root(root)
+    if not fs.isdir(path):
+        raise FileNotFoundError(
+            f"{root}: no such store (the folder does not exist); check the path, or create "
+            "a store with `avvp extract`, `avvp import-labels` or `avvp demo`"
+        )
     feature_names = list_tables(fs, f"{path}/{features.KIND}")
     tables: dict[str, dict[str, Any]] = {}
     for kind in (features.KIND, labels.KIND):
@@ -37,4 +44,6 @@ def store_info(root: str | PathLike[str]) -> dict[str, Any]:
                 "dtype": provenance.dtype,
                 "provenance": provenance.to_dict(),
             }
-    return {"root": str(root), "tables": tables}
+    log = FailureLog(root)
+    failures = {stage: log.read(stage).num_rows for stage in log.stages()}
+    return {"root": str(root), "tables": tables, "failures": failures}

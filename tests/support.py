@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
-SAMPLES = SHARED / "samples"
+# Everything a test reads lives in the repository: outputs of the official code
+# (`metrics_public.*`, `mmcse_official_clapclip.pt`) and the LLP sample clip.
+DATA = REPO / "tests" / "data"
+FIXTURES = DATA
+SAMPLES = DATA

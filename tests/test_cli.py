@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from avvp.pipeline.cli import app
+from avvp.pipeline.cli import IGNORED_ANNOTATIONS_NOTE, app
+from avvp.pipeline.synth_clips import write_synthetic_clips
 from avvp.pipeline.synthetic import SyntheticLLPConfig, write_synthetic_llp
+from avvp.storage import FailureLog, LabelStore, Provenance
 
 runner = CliRunner()
 METRIC_KEYS = [
@@ -140,14 +144,21 @@ def test_import_checkpoint_lists_missing_and_unexpected_keys(tmp_path: Path) -> 
     assert "bogus.pth" in output and "missing" in output.lower()
 
 
-def test_infer_features_refuses_arrays_of_the_wrong_shape(
-    fixtures_dir: Path, tmp_path: Path
-) -> None:
+@pytest.fixture()
+def official_mmcse(fixtures_dir: Path, tmp_path: Path) -> tuple[dict, Path]:
+    """The official-output fixture and its weights imported as an avvp checkpoint."""
     reference = torch.load(fixtures_dir / "mmcse_official_clapclip.pt", weights_only=True)
     official = tmp_path / "official.pth"
     torch.save(reference["state_dict"], official)
     ours = tmp_path / "mmcse.pt"
     assert invoke("import-checkpoint", official, "--kind", "mmcse", "--out", ours)[0] == 0
+    return reference, ours
+
+
+def test_infer_features_refuses_arrays_of_the_wrong_shape(
+    official_mmcse: tuple[dict, Path], tmp_path: Path
+) -> None:
+    _, ours = official_mmcse
     features = tmp_path / "features.npz"
     np.savez(
         features,
@@ -199,3 +210,240 @@ def test_profile_reports_parameters_flops_and_times() -> None:
     code, output = invoke("profile", "--model", "valor", "--batch-size", "2", "--device", "cpu")
     assert code == 0, output
     assert "parameters" in output and "GFLOPs" in output and "ms" in output
+
+
+# ---- a newcomer's path: every message names a fix that exists -------------------------
+
+SOURCE_ROOMS = ("pipeline", "storage", "extractors", "model", "flows")
+
+
+def registered_commands() -> set[str]:
+    """Every command line the CLI accepts: `train`, `store info`, `synth clips`, ..."""
+    import typer.main
+
+    def walk(command: Any, prefix: str) -> set[str]:
+        names = {prefix} if prefix else set()
+        for name, sub in getattr(command, "commands", {}).items():
+            names |= walk(sub, f"{prefix} {name}".strip())
+        return names
+
+    return walk(typer.main.get_command(app), "")
+
+
+def test_every_avvp_command_a_message_names_exists() -> None:
+    from support import REPO
+
+    commands = registered_commands()
+    named: dict[str, str] = {}
+    for room in SOURCE_ROOMS:
+        for path in (REPO / room).rglob("*.py"):
+            for match in re.finditer(r"`avvp ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", path.read_text()):
+                group, sub = match.groups()
+                line = f"{group} {sub}" if sub and f"{group} {sub}" in commands else group
+                named[line] = str(path.relative_to(REPO))
+    assert "extract" in named and "import-labels" in named  # the scan finds the messages
+    missing = {line: where for line, where in named.items() if line not in commands}
+    assert not missing, f"messages name commands that do not exist: {missing}"
+
+
+def test_help_pages_show_readable_metavariables() -> None:
+    for line in sorted(registered_commands()):
+        code, output = invoke(*line.split(), "--help")
+        assert code == 0, (line, output)
+        assert not re.search(r"<(str|int|bool|float|path|list\[[^\]]*\])>", output), (line, output)
+        usage = next(text for text in output.splitlines() if "Usage:" in text)
+        assert "{" not in usage, usage
+
+
+def test_extract_takes_a_weight_file_per_extractor_and_names_a_missing_one(
+    tmp_path: Path,
+) -> None:
+    write_synthetic_clips(tmp_path / "clips", n=1)
+    code, output = invoke(
+        "extract",
+        tmp_path / "clips" / "videos",
+        "--store",
+        tmp_path / "store",
+        "--extractors",
+        "clip",
+        "--weights",
+        f"clip={tmp_path / 'ViT-L-14.pt'}",
+    )
+    assert code == 2
+    assert "ViT-L-14.pt does not exist" in output
+    assert "avvp extract --weights clip=PATH" in output
+
+
+def test_extract_refuses_weights_for_an_extractor_it_does_not_run(tmp_path: Path) -> None:
+    code, output = invoke("extract", tmp_path, "--extractors", "clip", "--weights", "clap=x.pt")
+    assert code == 2 and "--weights names clap" in output
+    code, output = invoke("extract", tmp_path, "--weights", "vit=x.pt")
+    assert code == 2 and "NAME=PATH" in output
+
+
+@pytest.fixture(scope="module")
+def clips_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four tiny clips (train, train, val, test) and one file that is not a video."""
+    folder = tmp_path_factory.mktemp("clips")
+    write_synthetic_clips(folder, n=4)
+    (folder / "videos" / "broken.mp4").write_text("not a video\n")
+    return folder
+
+
+def test_a_failing_file_is_printed_once_and_stays_one_row_after_two_runs(
+    clips_folder: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    args = ("extract", clips_folder / "videos", "--store", store, "--preset", "tiny")
+    for _ in range(2):
+        code, output = invoke(*args, "--workers", "0", "--device", "cpu")
+        assert code == 1, output
+        assert output.count("broken.mp4") == 1, output
+        assert "not a media file" in output
+        assert "Errno" not in output and "video_reader.cc" not in output
+    rows = FailureLog(store).read("extract").to_pylist()
+    assert [(row["video_id"], row["reason"]) for row in rows] == [
+        ("broken", "not a media file (or one cut before its index)")
+    ]
+    info = invoke_json("store", "info", store, "--json")
+    assert info["failures"] == {"extract": 1}
+
+
+def test_store_info_never_cuts_table_names_and_lists_failures(store: str) -> None:
+    long_name = "segment-generated-clip-vit-l-14"
+    write_segment_labels(store, long_name, "aaaaaaaaaaa")
+    FailureLog(store).record("extract", [("x", "/videos/x.mp4", "empty file (0 bytes)")])
+    code, output = invoke("store", "info", store)  # 80 columns: pytest's stdout is no terminal
+    assert code == 0
+    for name in ("clap-htsat-map", "segment-synthetic", "dense-synthetic", long_name):
+        assert name in output, output
+    assert re.search(r"failures/extract\s.*failures\s.*\b1\b", output), output
+
+
+def test_store_info_on_a_missing_root_exits_2(tmp_path: Path) -> None:
+    code, output = invoke("store", "info", tmp_path / "nowhere")
+    assert code == 2 and "no such store" in output
+
+
+@pytest.fixture()
+def single_source_store(tmp_path: Path) -> str:
+    """Like the demo's store: pseudo-labels and dense annotations of one source each."""
+    root = str(tmp_path / "store")
+    write_synthetic_llp(root, SyntheticLLPConfig(n_train=24, n_val=8, n_test=8, seed=3))
+    return root
+
+
+def write_segment_labels(root: str | Path, table: str, video_id: str) -> None:
+    """One window of all-zero segment labels in `labels/<table>`."""
+    zeros = np.zeros((1, 10, 25), np.uint8)
+    LabelStore(root).segments(table).write(
+        [video_id], [0], zeros, zeros, Provenance(source="test", version="1")
+    )
+
+
+TINY_TRAINING = ("--size", "tiny", "--batch-size", "8", "--device", "cpu")
+
+
+def test_train_uses_the_only_stored_label_sources_and_says_so(single_source_store: str) -> None:
+    result = runner.invoke(
+        app, ["train", "--store", single_source_store, "--epochs", "1", *TINY_TRAINING, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "using the pseudo-label source 'synthetic', the only one" in result.stderr
+    assert "using the dense annotation set 'synthetic', the only one" in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["reused"] is False and summary["run_id"].startswith("mmcse-clapclip-")
+    assert list(summary["metrics"]) == METRIC_KEYS
+    config = json.loads(Path(summary["run"], "config.json").read_text())["train"]
+    assert config["data"]["pseudo_labels"] == "synthetic"
+    assert config["architecture"]["hidden_dim"] == 64  # --size tiny
+
+    again = json.loads(
+        runner.invoke(
+            app,
+            ["train", "--store", single_source_store, "--epochs", "1", *TINY_TRAINING, "--json"],
+        ).stdout
+    )
+    assert again["reused"] is True and again["run_id"] == summary["run_id"]
+
+
+def test_train_with_several_or_absent_sources_lists_what_the_store_holds(
+    single_source_store: str,
+) -> None:
+    code, output = invoke("train", "--store", single_source_store, "--pseudo-labels", "valor")
+    assert code == 2
+    assert "no pseudo-label source 'valor'" in output and "it holds 'synthetic'" in output
+    assert "--pseudo-labels" in output
+    write_segment_labels(single_source_store, "segment-other", "aaaaaaaaaaa")
+    code, output = invoke("train", "--store", single_source_store)
+    assert code == 2 and "'other', 'synthetic'" in " ".join(output.split())
+
+
+def test_train_on_a_store_without_features_names_the_command_that_makes_them(
+    clips_folder: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "labels-only"
+    assert invoke("import-labels", "--store", store, "--labels", clips_folder)[0] == 0
+    write_segment_labels(store, "segment-valor", "synclip0001")
+    code, output = invoke("train", "--store", store, *TINY_TRAINING)
+    assert code == 2 and "`avvp extract`" in " ".join(output.split()), output
+
+
+def test_training_off_a_terminal_prints_its_estimate_and_one_line_per_epoch(
+    single_source_store: str,
+) -> None:
+    result = runner.invoke(
+        app, ["train", "--store", single_source_store, "--epochs", "3", *TINY_TRAINING]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    estimate = [line for line in lines if line.startswith("training mmcse-clapclip for 3 epochs")]
+    assert len(estimate) == 1 and "on cpu: about" in estimate[0], result.stderr
+    assert "timed on the first" in estimate[0]
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"], result.stderr
+    for line in epochs[:-1]:
+        assert re.search(r"loss \d+\.\d{4}\s+val Avg \d+\.\d .* about \d+ s left", line), line
+    assert epochs[-1].endswith("done")
+    assert lines.index(estimate[0]) < lines.index(epochs[0])
+
+
+def test_evaluate_with_annotations_the_store_lacks_lists_the_ones_it_holds(
+    single_source_store: str,
+) -> None:
+    summary = json.loads(
+        runner.invoke(
+            app,
+            ["train", "--store", single_source_store, "--epochs", "1", *TINY_TRAINING, "--json"],
+        ).stdout
+    )
+    code, output = invoke("evaluate", summary["run"], "--annotations", "published")
+    assert code == 2
+    assert "no dense annotation set 'published'" in output and "it holds 'synthetic'" in output
+    scored = invoke_json("evaluate", summary["run"], "--device", "cpu", "--json")
+    assert scored["run_id"] == summary["run_id"] and list(scored["metrics"]) == METRIC_KEYS
+
+
+def test_infer_features_output_is_scored_by_evaluate_predictions(
+    official_mmcse: tuple[dict, Path], fixtures_dir: Path, tmp_path: Path
+) -> None:
+    reference, ours = official_mmcse
+    test_ids = np.load(fixtures_dir / "metrics_public.npz")["video_ids"][:3]
+    features = tmp_path / "features.npz"
+    np.savez(features, video_ids=test_ids, **{k: v.numpy() for k, v in reference["inputs"].items()})
+    out = tmp_path / "out.npz"
+    code, output = invoke("infer-features", ours, features, "--out", out, "--device", "cpu")
+    assert code == 0, output
+    with np.load(out) as result:
+        assert result["video_ids"].tolist() == test_ids.tolist()
+    metrics = invoke_json("evaluate-predictions", out, "--json")
+    assert list(metrics) == METRIC_KEYS
+
+
+def test_import_labels_turns_the_ignored_rows_warning_into_one_plain_sentence(
+    tmp_path: Path,
+) -> None:
+    result = runner.invoke(app, ["import-labels", "--store", str(tmp_path / "llp")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count(IGNORED_ANNOTATIONS_NOTE) == 1
+    assert "IgnoredAnnotationWarning" not in result.output and ".py:" not in result.output

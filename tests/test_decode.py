@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from support import SAMPLES
@@ -28,7 +30,7 @@ WINDOW_SAMPLES = 480_000
 def sample_clip() -> Path:
     path = SAMPLES / f"{SAMPLE_ID}.mp4"
     if not path.is_file():
-        pytest.fail(f"expected the LLP sample clip at {path} (shared/ beside the checkout)")
+        pytest.fail(f"expected the LLP sample clip at {path} (tests/data/)")
     return path
 
 
@@ -254,20 +256,91 @@ def test_upright_turns_a_portrait_phone_video_clockwise() -> None:
     assert turned[0, 1] == 1  # top-left goes to the top-right corner
 
 
-def test_random_bytes_raise_decode_error_naming_the_file_and_both_decoders(
-    tmp_path: Path,
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Files users hand over by mistake, and an mkv download cut at half its bytes."""
+    folder = tmp_path_factory.mktemp("bad")
+    rng = np.random.default_rng(0)
+    events = [PlantedEvent(3, "visual", 0, 10)]
+    files = {
+        "empty": folder / "empty.mp4",
+        "text": folder / "notes.mp4",
+        "random": folder / "junk.mp4",
+        "audio_only": folder / "voice.m4a",
+        "short": folder / "blink.mp4",
+    }
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("these are my notes, not a video\n" * 50)
+    files["random"].write_bytes(rng.bytes(4096))
+    _encode_audio_only(files["audio_only"], render_audio([], 3.0, rng))
+    encode_clip(files["short"], render_frames(events, 0.4))
+    whole = encode_clip(folder / "whole.mkv", render_frames(events, 10.0))
+    files["cut"] = folder / "cut.mkv"
+    files["cut"].write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return files
+
+
+def _encode_audio_only(path: Path, audio: np.ndarray, rate: int = 16_000) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=rate, layout="mono")
+        for start in range(0, len(audio), 1024):
+            frame = av.AudioFrame.from_ndarray(
+                audio[None, start : start + 1024], format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = rate, start
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("empty", "empty file (0 bytes)"),
+        ("text", "not a media file (or one cut before its index)"),
+        ("random", "not a media file (or one cut before its index)"),
+        ("audio_only", "no video stream (audio only)"),
+        ("short", "too short: 0.42 s (a segment needs 1 s)"),
+    ],
+)
+def test_a_file_that_cannot_be_decoded_gets_one_plain_reason_and_nothing_on_the_console(
+    bad_files: dict[str, Path], kind: str, reason: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "junk.mp4"
-    path.write_bytes(np.random.default_rng(0).bytes(4096))
-
+    path = bad_files[kind]
     with pytest.raises(DecodeError) as caught:
-        decode_video(path)
+        split_windows(decode_video(path))
 
-    message = str(caught.value)
-    assert str(path) in message
-    assert "decord:" in message
-    assert "pyav:" in message
-    assert caught.value.path == str(path)
+    assert caught.value.reason == reason
+    assert caught.value.path == str(path) and str(path) in str(caught.value)
+    # libav's own lines (from PyAV's copy or decord's) never reach the console.
+    assert capfd.readouterr() == ("", "")
+
+
+def test_the_decoders_own_words_are_kept_apart_as_the_detail(bad_files: dict[str, Path]) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode_video(bad_files["random"])
+    assert caught.value.detail.startswith("pyav: ")
+    assert "Invalid data" in caught.value.detail
+    assert "pyav" not in caught.value.reason
+
+
+def test_a_file_cut_short_decodes_as_far_as_it_goes_and_says_where_it_ends(
+    bad_files: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    decoded = decode_video(bad_files["cut"])
+    (window,) = split_windows(decoded)
+
+    assert decoded.declared_duration == pytest.approx(10.0, abs=0.1)
+    assert 1 <= decoded.duration < 9
+    assert window.valid_segments == math.ceil(decoded.duration - 1e-3)
+    assert decoded.cut_short is not None
+    assert f"cut at {decoded.duration:.1f} s of the 10.0 s" in decoded.cut_short
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_whole_file_is_not_cut_short(clips: dict[str, Path]) -> None:
+    decoded = decode_video(clips["ten"])
+    assert decoded.declared_duration == pytest.approx(10.0, abs=0.1)
+    assert decoded.cut_short is None
 
 
 def test_missing_file_raises_decode_error(tmp_path: Path) -> None:
@@ -314,7 +387,7 @@ def test_windows_drop_a_remainder_under_one_second_and_count_valid_segments(
 
 
 def test_video_shorter_than_one_second_raises_decode_error() -> None:
-    with pytest.raises(DecodeError, match=r"memory\.mp4.*under the 1 s"):
+    with pytest.raises(DecodeError, match=r"memory\.mp4: too short: 0\.90 s"):
         split_windows(synthetic_decoded(0.9))
 
 

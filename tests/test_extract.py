@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,7 +23,12 @@ from avvp.pipeline.extract import (
     extract_videos,
     find_videos,
 )
-from avvp.pipeline.synth_clips import write_synthetic_clips
+from avvp.pipeline.synth_clips import (
+    PlantedEvent,
+    encode_clip,
+    render_frames,
+    write_synthetic_clips,
+)
 from avvp.storage import FailureLog, FeatureStore, ProvenanceMismatchError
 
 SAMPLE = SAMPLES / "BjCEufrlXm4.mp4"
@@ -116,11 +123,12 @@ def test_corrupt_file_is_a_failure_with_a_readable_reason_while_the_others_are_e
     root, summary, _ = extracted
     assert summary.videos_extracted == len(WINDOWS)
     assert [failure.video_id for failure in summary.failures] == [CORRUPT_ID]
-    rows = FailureLog(root).read(STAGE).to_pylist()  # the rerun test may add one
-    assert {row["video_id"] for row in rows} == {CORRUPT_ID}
-    row = rows[0]
+    rows = FailureLog(root).read(STAGE).to_pylist()
+    assert [row["video_id"] for row in rows] == [CORRUPT_ID]
+    (row,) = rows
     assert row["path"].endswith(f"{CORRUPT_ID}.mp4")
-    assert "Check that it is a complete video file" in row["reason"]
+    assert row["reason"] == "not a media file (or one cut before its index)"
+    assert row["detail"].startswith("pyav: ")
 
 
 def test_a_file_named_twice_is_extracted_once(extracted) -> None:
@@ -158,7 +166,8 @@ def test_rerun_decodes_only_the_failed_file_and_writes_nothing(
     assert {name: len(FeatureStore(root).table(name).keys()) for name in SHAPES} == rows_before
     assert {update.status for update in progress} == {"skipped", "failed"}
     failures = FailureLog(root).read(STAGE)["video_id"].to_pylist()
-    assert failures == [*failures_before, CORRUPT_ID]
+    assert failures == failures_before == [CORRUPT_ID]  # one row per file, however many runs
+    assert len(list(Path(root, "failures", STAGE).glob("part-*.parquet"))) == 1
 
 
 @pytest.fixture(scope="module")
@@ -242,17 +251,68 @@ def test_folders_are_scanned_for_video_extensions_skipping_hidden_files(tmp_path
     ]
 
 
-def test_failure_log_appends_one_part_per_record_and_reads_rows_in_order(tmp_path: Path) -> None:
+def test_failure_log_keeps_one_row_per_file_its_newest_reason(tmp_path: Path) -> None:
     log = FailureLog(tmp_path)
     assert log.read("extract").num_rows == 0
     assert log.record("extract", []) is None
     log.record("extract", [("a", "/v/a.mp4", "broken"), ("b", "/v/b.mp4", "too short")])
-    log.record("extract", [("a", "/v/a.mp4", "still broken")])
+    assert log.record("extract", [("a", "/v/a.mp4", "broken")]) is None  # nothing new
+    log.record("extract", [("a", "/v/a.mp4", "corrupt data at 3.2 s", "h264: error")])
     read = log.read("extract")
-    assert read["reason"].to_pylist() == ["broken", "too short", "still broken"]
-    assert read.column_names == ["video_id", "path", "reason", "recorded_at"]
+    assert read.column_names == ["video_id", "path", "reason", "detail", "recorded_at"]
+    assert read["path"].to_pylist() == ["/v/b.mp4", "/v/a.mp4"]
+    assert read["reason"].to_pylist() == ["too short", "corrupt data at 3.2 s"]
+    assert read["detail"].to_pylist() == ["", "h264: error"]
     assert log.stages() == ["extract"]
     assert len(list((tmp_path / "failures" / "extract").glob("part-*.parquet"))) == 2
+
+
+def test_a_file_that_later_succeeds_leaves_the_failures_table(tmp_path: Path) -> None:
+    log = FailureLog(tmp_path)
+    log.record("extract", [("a", "/v/a.mp4", "broken"), ("b", "/v/b.mp4", "broken")])
+    log.record("extract", [], resolved=["/v/a.mp4", "/v/never-failed.mp4"])
+    assert log.read("extract")["path"].to_pylist() == ["/v/b.mp4"]
+    assert log.record("extract", [], resolved=["/v/a.mp4"]) is None
+
+
+def test_failure_parts_written_before_the_detail_column_still_read(tmp_path: Path) -> None:
+    folder = tmp_path / "failures" / "extract"
+    folder.mkdir(parents=True)
+    old = pa.table(
+        {
+            "video_id": ["a"],
+            "path": ["/v/a.mp4"],
+            "reason": ["cannot decode"],
+            "recorded_at": pa.array([0], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    pq.write_table(old, folder / "part-00000000000000000001-000000000000.parquet")
+    assert FailureLog(tmp_path).read("extract").to_pylist()[0]["detail"] == ""
+
+
+def test_a_file_cut_short_is_extracted_with_a_warning_saying_where_it_ends(
+    tiny: dict[str, FeatureExtractor], inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    whole = encode_clip(
+        tmp_path / "whole.mkv", render_frames([PlantedEvent(3, "visual", 0, 10)], 10.0)
+    )
+    cut = tmp_path / "videos" / "cut.mkv"
+    cut.parent.mkdir()
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    progress: list[ExtractProgress] = []
+    summary = extract_videos(
+        [cut],
+        tmp_path / "store",
+        extractors=[tiny["clip"]],
+        workers=0,
+        on_progress=progress.append,
+    )
+    assert (summary.videos_extracted, summary.failures) == (1, [])
+    (warning,) = summary.warnings
+    assert warning.video_id == "cut" and "cut at" in warning.message
+    assert progress[0].status == "extracted" and progress[0].warning == warning.message
+    batch = FeatureStore(tmp_path / "store").table(tables.VISUAL_TABLE).read_videos(["cut"])
+    assert 1 <= batch.valid_segments[0] < 10
 
 
 # The paper recipe of AVVP.md, rendered step by step, against our transforms.
