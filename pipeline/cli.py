@@ -35,8 +35,9 @@ app = typer.Typer(
 store_app = typer.Typer(help="Inspect a feature/label store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 
-console = Console()
-err_console = Console(stderr=True)
+# Lines are not broken at the terminal width: paths and commands stay copyable.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_ROOT = "./avvp-data"
@@ -67,7 +68,7 @@ def user_errors(func: F) -> F:
                 return func(*args, **kwargs)
             except (ValueError, FileNotFoundError, KeyError) as exc:
                 message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-                err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold red]error:[/] {message}", highlight=False)
                 raise typer.Exit(EXIT_USAGE) from None
             finally:
                 print_warnings(caught)
@@ -87,7 +88,7 @@ def print_warnings(caught: list[warnings.WarningMessage]) -> None:
             first = str(warning.message).strip().splitlines()
             lines.append(f"warning: {first[0] if first else warning.category.__name__}")
     for line in dict.fromkeys(lines):
-        err_console.print(line, style="yellow", highlight=False, soft_wrap=True)
+        err_console.print(line, style="yellow", highlight=False)
 
 
 class Annotations(StrEnum):
@@ -440,7 +441,7 @@ class TrainingProgress:
 
     def say(self, line: str) -> None:
         console = self.bar.console if self.bar is not None else err_console
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(line, highlight=False)
 
     def note(self, message: str) -> None:
         self.say(f"note: {message}")
@@ -694,13 +695,11 @@ def extract(
                 progress.console.print(
                     f"[red]failed[/] {update.path}: {update.reason}",
                     highlight=False,
-                    soft_wrap=True,
                 )
             elif update.warning:
                 progress.console.print(
                     f"[yellow]warning[/] {update.path}: {update.warning}",
                     highlight=False,
-                    soft_wrap=True,
                 )
 
         summary = extract_videos(

@@ -11,6 +11,8 @@ from avvp.pipeline.llp import LLPAnnotations, youtube_id
 from avvp.pipeline.llp_labels import import_llp_labels
 from avvp.storage import LabelStore
 
+pytestmark = pytest.mark.filterwarnings("ignore::avvp.pipeline.llp.IgnoredAnnotationWarning")
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
