@@ -37,8 +37,6 @@ Preset = Literal["paper", "tiny"]
 PRESETS: tuple[Preset, ...] = ("paper", "tiny")
 InputKind = Literal["frames", "audio"]
 
-# Frames reach every visual extractor at this rate (DESIGN.md, decoded clip contract).
-FRAMES_FPS = 8.0
 
 _HASH_CHUNK_BYTES = 16 * 1024 * 1024
 

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avvp.contract import CLAP_SAMPLE_RATE, SEGMENTS_PER_WINDOW
 from avvp.extractors.base import (
     FeatureExtractor,
     Preset,
@@ -68,7 +69,6 @@ _CHECKPOINT_URL = "https://huggingface.co/lukewys/laion_clap/resolve/main/630k-f
 _ROBERTA = "roberta-base"
 TEXT_CONTEXT = 77
 JOINT_DIM = 512
-SEGMENTS = 10
 FUSION_CHANNELS = 4
 
 
@@ -79,7 +79,7 @@ class AudioConfig:
     HTSAT reads its mel settings from this object, so the field names are theirs.
     """
 
-    sample_rate: int = 48_000
+    sample_rate: int = CLAP_SAMPLE_RATE
     clip_samples: int = 480_000
     window_size: int = 1024
     hop_size: int = 480
@@ -173,7 +173,7 @@ def fit_to_clip(audio: np.ndarray, samples: int = AUDIO.clip_samples) -> np.ndar
     return audio[rounded_linspace(0, len(audio) - 1, samples)]
 
 
-def segment_chunks(audio: np.ndarray, segments: int = SEGMENTS) -> np.ndarray:
+def segment_chunks(audio: np.ndarray, segments: int = SEGMENTS_PER_WINDOW) -> np.ndarray:
     """(segments, L // segments) chunks starting at ``round(linspace(0, L, segments + 1))``.
 
     The last start is at most ``L - L // segments``, so every chunk is complete.
@@ -219,7 +219,7 @@ def fusion_mel(clips: np.ndarray) -> torch.Tensor:
     return mel.transpose(-1, -2).unsqueeze(-3).repeat_interleave(FUSION_CHANNELS, dim=-3)
 
 
-def as_audio(window: Any, minimum: int = SEGMENTS) -> np.ndarray:
+def as_audio(window: Any, minimum: int = SEGMENTS_PER_WINDOW) -> np.ndarray:
     """The window's mono audio as float32, or a ValueError saying what is wrong."""
     audio = window.numpy() if isinstance(window, torch.Tensor) else window
     if not isinstance(audio, np.ndarray) or audio.ndim != 1 or audio.dtype.kind != "f":
@@ -252,8 +252,8 @@ class ClapSegmentTransform:
     """Window audio (L,) at 48 kHz -> (10, 4, 1001, 64) fusion mels of its 10 chunks."""
 
     def __call__(self, window: Any) -> torch.Tensor:
-        audio = as_audio(window, minimum=SEGMENTS)
-        if len(audio) // SEGMENTS > AUDIO.clip_samples:
+        audio = as_audio(window, minimum=SEGMENTS_PER_WINDOW)
+        if len(audio) // SEGMENTS_PER_WINDOW > AUDIO.clip_samples:
             raise ValueError(
                 f"the window's audio is {len(audio) / AUDIO.sample_rate:.1f} s long; CLAP "
                 "segment embeddings expect a window of about 10 s"
@@ -493,14 +493,14 @@ class ClapSegmentExtractor(_ClapExtractor):
     """The 10 x 512 CLAP embeddings of a window's 1-s segments (audio pseudo-labels)."""
 
     name = "clap-segments"
-    output_shape = (SEGMENTS, JOINT_DIM)
+    output_shape = (SEGMENTS_PER_WINDOW, JOINT_DIM)
 
     @classmethod
     def make_transform(cls, preset: Preset) -> ClapSegmentTransform:
         return ClapSegmentTransform()
 
     def _batch_item_shape(self) -> tuple[int, ...]:
-        return (SEGMENTS, FUSION_CHANNELS, AUDIO.mel_frames, AUDIO.mel_bins)
+        return (SEGMENTS_PER_WINDOW, FUSION_CHANNELS, AUDIO.mel_frames, AUDIO.mel_bins)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         embeddings = self.network.embedding(batch.flatten(0, 1))

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from avvp.contract import FPS
 from avvp.extractors.base import (
-    FRAMES_FPS,
     FeatureExtractor,
     Preset,
     RandomInit,
@@ -121,7 +121,7 @@ class ClipExtractor(FeatureExtractor):
 
     name = "clip"
     version = "2"  # 2: the tiny preset pools patch tokens (its old features are refused)
-    input = WindowInput("frames", fps=FRAMES_FPS)
+    input = WindowInput("frames", fps=FPS)
     output_shape = (FRAMES_PER_WINDOW, EMBED_DIM)
 
     def __init__(

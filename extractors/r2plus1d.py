@@ -17,8 +17,8 @@ import torch
 from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
 
+from avvp.contract import FPS
 from avvp.extractors.base import (
-    FRAMES_FPS,
     FeatureExtractor,
     Preset,
     RandomInit,
@@ -94,7 +94,7 @@ class R2Plus1DExtractor(FeatureExtractor):
 
     name = "r2plus1d"
     version = "1"
-    input = WindowInput("frames", fps=FRAMES_FPS)
+    input = WindowInput("frames", fps=FPS)
     output_shape = (CLIPS_PER_WINDOW, EMBED_DIM)
 
     def __init__(

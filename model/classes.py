@@ -1,5 +1,7 @@
 """The 25 LLP event classes in the order used by every file, model and metric."""
 
+from avvp.contract import NUM_CLASSES
+
 LLP_CLASSES: tuple[str, ...] = (
     "Speech",
     "Car",
@@ -27,5 +29,6 @@ LLP_CLASSES: tuple[str, ...] = (
     "Blender",
     "Clapping",
 )
-NUM_CLASSES: int = len(LLP_CLASSES)
+if len(LLP_CLASSES) != NUM_CLASSES:
+    raise ImportError(f"{len(LLP_CLASSES)} LLP class names for {NUM_CLASSES} classes")
 CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(LLP_CLASSES)}

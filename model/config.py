@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+from avvp.contract import NUM_CLASSES, SEGMENTS_PER_WINDOW
+
 AudioKind = Literal["clap_map", "segment"]
 VisualKind = Literal["segment", "frames8"]
 ModelKind = Literal["mmcse", "valor"]
@@ -33,8 +35,8 @@ class InputSpec:
     visual_kind: VisualKind = "segment"
     visual_dim: int = 768
     st_dim: int = 512
-    num_segments: int = 10
-    num_classes: int = 25
+    num_segments: int = SEGMENTS_PER_WINDOW
+    num_classes: int = NUM_CLASSES
 
     @property
     def audio_steps(self) -> int:

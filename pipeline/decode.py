@@ -54,6 +54,7 @@ import numpy as np
 import torch
 import torchaudio.functional
 
+from avvp.contract import CLAP_SAMPLE_RATE, FPS, SEGMENT_SECONDS, WINDOW_SECONDS
 from avvp.pipeline.llp import AnnotationError, youtube_id
 
 try:
@@ -67,10 +68,6 @@ av.logging.set_level(None)
 if decord is not None:
     decord.logging.set_level(decord.logging.QUIET)
 
-FPS = 8.0
-CLAP_SAMPLE_RATE = 48_000
-WINDOW_SECONDS = 10
-SEGMENT_SECONDS = 1
 YOUTUBE_ID_LENGTH = 11
 TIME_TOLERANCE_S = 1e-3
 # A video stream this much shorter than its header declares was cut (mp4 audio and video

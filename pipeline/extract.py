@@ -50,12 +50,11 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from avvp.contract import FPS, WINDOW_SECONDS
 from avvp.extractors import FeatureExtractor, WindowInput, create_extractor, extractor_class
 from avvp.extractors.base import Preset
 from avvp.pipeline import tables
 from avvp.pipeline.decode import (
-    FPS,
-    WINDOW_SECONDS,
     DecodeError,
     Window,
     decode_video,

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from avvp.contract import SEGMENTS_PER_WINDOW
 from avvp.model.classes import CLASS_INDEX, NUM_CLASSES
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ AUDIO_FILES: dict[str, str] = {
 }
 VISUAL_FILE = "AVVP_eval_visual.csv"
 DENSELY_ANNOTATED_SPLITS = ("val", "test")
-LLP_SEGMENTS = 10
 _WEAK_HEADER = ("filename", "event_labels")
 _DENSE_HEADER = ("filename", "onset", "offset", "event_labels")
 _FILENAME = re.compile(r"(?P<id>.+)_(?P<start>\d+(?:\.\d+)?)_(?P<end>\d+(?:\.\d+)?)")
@@ -197,7 +197,9 @@ class LLPAnnotations:
             )
         return self._weak_matrix[[self._weak_row[name] for name in filenames]]
 
-    def dense(self, filenames: Sequence[str], num_segments: int = LLP_SEGMENTS) -> np.ndarray:
+    def dense(
+        self, filenames: Sequence[str], num_segments: int = SEGMENTS_PER_WINDOW
+    ) -> np.ndarray:
         """Dense ground truth (N, 2, T, 25) uint8, modality order [audio, visual].
 
         Only val and test videos are densely annotated; asking for another is an error,

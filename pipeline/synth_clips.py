@@ -29,6 +29,7 @@ from typing import Literal
 import av
 import numpy as np
 
+from avvp.contract import SEGMENTS_PER_WINDOW
 from avvp.model.classes import LLP_CLASSES, NUM_CLASSES
 from avvp.pipeline.llp import AUDIO_FILES, SPLIT_FILES, VISUAL_FILE
 
@@ -125,7 +126,7 @@ def _write_planted_events(
 
 
 def planted_dense_labels(
-    out_dir: str | Path, filenames: Sequence[str], num_segments: int = 10
+    out_dir: str | Path, filenames: Sequence[str], num_segments: int = SEGMENTS_PER_WINDOW
 ) -> np.ndarray:
     """Segment truth (N, 2, T, 25) uint8 of clips from `planted_events.csv`, any split."""
     path = Path(out_dir) / PLANTED_EVENTS_FILE

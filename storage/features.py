@@ -16,11 +16,12 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import ArrayLike
 
+from avvp.contract import SEGMENTS_PER_WINDOW
+
 from .provenance import Provenance
 from .table import Keys, TensorTable, WriteResult, as_keys, list_tables, open_root
 
 KIND = "features"
-SEGMENTS_PER_WINDOW = 10
 
 
 class FeatureBatch(NamedTuple):

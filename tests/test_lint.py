@@ -1,7 +1,10 @@
-"""The code base follows the house style: ruff finds nothing."""
+"""The code base follows the house style (ruff finds nothing) and DESIGN.md's import
+directions between rooms."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from support import REPO
 
@@ -13,3 +16,18 @@ def test_ruff_reports_no_problems() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_rooms_import_downwards_only() -> None:
+    """import-linter's layer contract in pyproject.toml (flows > pipeline > model |
+    extractors | storage > contract) holds for every module of the package."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 kept, 0 broken" in result.stdout
+    analyzed = int(re.search(r"Analyzed (\d+) files", result.stdout).group(1))
+    assert analyzed >= 40, result.stdout  # the whole package, not an empty match
