@@ -486,17 +486,21 @@ def evaluate(
         FilterRule | None, typer.Option("--filter", help="Default: the model's own protocol.")
     ] = None,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
+    force: Annotated[
+        bool, typer.Option(help="Score again even if these rows were scored before.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Score a trained run on a split with the official AVVP metrics."""
+    """Score a trained run on a split with the official AVVP metrics (cached per rows read)."""
     from avvp.pipeline.evaluate import evaluate_run
 
     rule = filter_rule.value if filter_rule else None
-    result = evaluate_run(run, split, annotations, rule, device)
+    result = evaluate_run(run, split, annotations, rule, device, force=force)
     if as_json:
         summary = {
-            "run_id": Path(result.run_url).name,
+            "run_id": result.run_id,
             "run": result.run_url,
+            "reused": result.reused,
             "split": result.split,
             "annotations": result.annotations,
             "filter": result.filter_rule,

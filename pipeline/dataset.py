@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -173,6 +174,39 @@ def split_keys(root: str, data: DataConfig, split: str) -> Keys:
     return stored[keep]
 
 
+def split_fingerprints(
+    root: str,
+    data: DataConfig,
+    split: str,
+    *,
+    with_pseudo: bool = False,
+    with_dense: bool = False,
+) -> dict[str, str]:
+    """Fingerprints of exactly the rows `load_split` reads for these arguments: the
+    split's videos in each feature table, their weak labels, and their pseudo-labels
+    or dense annotations. Reads key and row-hash columns only."""
+    if with_pseudo or with_dense:
+        _require_resolved(data)
+    video_ids = pc.unique(pa.array(split_keys(root, data, split).video_ids, pa.string()))
+    videos = video_ids.to_pylist()
+    features, labels = FeatureStore(root), LabelStore(root)
+    names = (data.audio_table, data.visual_table, data.visual_st_table)
+    prints = {f"features/{name}": features.table(name).fingerprint(videos) for name in names}
+    prints[f"labels/{tables.WEAK_LABELS_TABLE}"] = labels.weak().fingerprint(videos)
+    if with_pseudo:
+        name = tables.pseudo_label_table(data.pseudo_labels)
+        prints[f"labels/{name}"] = labels.segments(name).fingerprint(videos)
+    if with_dense:
+        name = tables.dense_table(data.annotations)
+        prints[f"labels/{name}"] = labels.segments(name).fingerprint(videos)
+    return prints
+
+
+def _require_resolved(data: DataConfig) -> None:
+    if data.pseudo_labels is None or data.annotations is None:
+        raise ValueError("resolve the label sources first (resolve_label_sources)")
+
+
 def load_split(
     root: str,
     data: DataConfig,
@@ -200,8 +234,7 @@ def load_split(
             raise ValueError(f"{root}: NaN or infinite values in the {name} features of {split}")
 
     pseudo = dense = None
-    if data.pseudo_labels is None or data.annotations is None:
-        raise ValueError("resolve the label sources first (resolve_label_sources)")
+    _require_resolved(data)
     if with_pseudo:
         segments = labels.segments(tables.pseudo_label_table(data.pseudo_labels)).read(keys)
         pseudo = on_device(np.stack([segments.audio, segments.visual], axis=1))

@@ -8,6 +8,8 @@ filtered by the evaluation protocol first (`a_prob` may be present; no rule uses
 
 from __future__ import annotations
 
+import hashlib
+import json
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from avvp.pipeline.dataset import (
     check_label_source,
     load_split,
     resolve_device,
+    split_fingerprints,
 )
 from avvp.pipeline.llp import AnnotationError, AudioAnnotations, LLPAnnotations
 from avvp.pipeline.train_config import TrainConfig
@@ -223,6 +226,8 @@ class RunEvaluation:
     annotations: str
     filter_rule: str
     metrics: dict[str, float]
+    run_id: str = ""
+    reused: bool = False  # the same run on the same rows was scored before
 
 
 def evaluate_run(
@@ -231,12 +236,15 @@ def evaluate_run(
     annotations: str | None = None,
     filter_rule: FilterRule | None = None,
     device: str = "auto",
+    force: bool = False,
 ) -> RunEvaluation:
     """Score a trained run on a split; writes `eval-<split>-<annotations>-<rule>.json`.
 
     annotations: the dense table to score against (`corrected`, `published`,
     `synthetic`, ...; default: the one the run validated on). filter_rule: default the
-    run's model's own protocol.
+    run's model's own protocol. The result is cached in the run folder under a key of
+    the run, split, annotations, filter and the fingerprints of the rows read: asking
+    again reuses it until one of those rows changes (or `force`).
     """
     root, run = open_run(run_url)
     if not run.exists("checkpoint.pt"):
@@ -245,16 +253,27 @@ def evaluate_run(
     data = config.data.model_copy(update={"annotations": annotations or config.data.annotations})
     check_label_source(root, ANNOTATIONS, data.annotations)
     rule = filter_rule or config.filter_resolved()
+    name = f"eval-{split}-{data.annotations}-{rule}"
+    inputs = split_fingerprints(root, data, split, with_dense=True)
+    key = hashlib.sha256(
+        json.dumps([run.run_id, split, data.annotations, rule, inputs], sort_keys=True).encode()
+    ).hexdigest()
+    if not force and run.exists(f"{name}.json"):
+        cached = run.read_json(f"{name}.json")
+        if cached.get("cache_key") == key:
+            return RunEvaluation(
+                run.url, split, data.annotations, rule, cached["metrics"], run.run_id, True
+            )
     target = resolve_device(device)
     model, _ = load_checkpoint(run.read_bytes("checkpoint.pt"), target)
     model.to(target)
     tensors = load_split(root, data, split, target, with_dense=True)
     outputs = predict(model, tensors.audio, tensors.visual, tensors.visual_st, amp=config.amp)
     metrics = score_split(outputs, tensors, rule)
-    name = f"eval-{split}-{data.annotations}-{rule}"
-    run.write_json(f"{name}.json", metrics)
     run.write_text(f"{name}.txt", format_metrics_table(metrics) + "\n")
-    return RunEvaluation(run.url, split, data.annotations, rule, metrics)
+    # Written last: a cache entry exists only for a finished evaluation.
+    run.write_json(f"{name}.json", {"cache_key": key, "inputs": inputs, "metrics": metrics})
+    return RunEvaluation(run.url, split, data.annotations, rule, metrics, run.run_id)
 
 
 def infer_features(

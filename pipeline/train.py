@@ -27,15 +27,15 @@ from avvp import __version__
 from avvp.model.factory import create_model, needs_aux, training_loss
 from avvp.pipeline.checkpoints import checkpoint_bytes
 from avvp.pipeline.dataset import (
-    DataConfig,
     autocast,
     load_split,
     resolve_device,
     resolve_label_sources,
+    split_fingerprints,
 )
 from avvp.pipeline.evaluate import predict, score_split
 from avvp.pipeline.train_config import OptimConfig, TrainConfig
-from avvp.storage import FeatureStore, RunStore
+from avvp.storage import RunStore
 
 SELECTION_METRIC = "Seg-type"
 # Batches of the first epoch timed for the run's estimate (after one warm-up batch).
@@ -102,23 +102,24 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
-def run_id_for(config: TrainConfig, feature_identity: dict[str, Any]) -> str:
-    """Same config and same feature tables -> same run id, so a rerun does no work twice.
+def run_id_for(config: TrainConfig, inputs: dict[str, Any]) -> str:
+    """Same config and same rows read -> same run id, so a rerun does no work twice.
     The device is left out: where a run trains does not change what it is."""
     settings = config.model_dump_json(exclude={"device"})
-    digest = hashlib.sha256(
-        (settings + json.dumps(feature_identity, sort_keys=True)).encode()
-    ).hexdigest()
+    digest = hashlib.sha256((settings + json.dumps(inputs, sort_keys=True)).encode()).hexdigest()
     return f"{config.model}-{digest[:12]}"
 
 
-def feature_identity(root: str, data: DataConfig) -> dict[str, Any]:
-    features = FeatureStore(root)
-    identity: dict[str, Any] = {}
-    for name in (data.audio_table, data.visual_table, data.visual_st_table):
-        provenance = features.table(name).provenance
-        identity[name] = provenance.to_dict() if provenance else None
-    return identity
+def run_inputs(root: str, config: TrainConfig) -> dict[str, dict[str, str]]:
+    """Fingerprints of exactly the rows a run reads (`config` resolved): the train
+    split's features, weak and pseudo-labels, and the validation split's features,
+    weak labels and dense annotations. A row added or changed there makes a new run;
+    rows of other videos (the test split, say) do not."""
+    data = config.data
+    return {
+        data.train_split: split_fingerprints(root, data, data.train_split, with_pseudo=True),
+        data.val_split: split_fingerprints(root, data, data.val_split, with_dense=True),
+    }
 
 
 ProgressHook = Callable[[EpochReport], None]
@@ -146,8 +147,8 @@ def train(
         if on_note is not None:
             on_note(note)
     model_config = config.model_config_resolved()
-    identity = feature_identity(root, config.data)
-    run_id = run_id_for(config, identity)
+    inputs = run_inputs(root, config)
+    run_id = run_id_for(config, inputs)
     run = RunStore(root).run(run_id)
     if run.exists("metrics.json") and not force:
         summary = run.read_json("metrics.json")
@@ -240,7 +241,7 @@ def train(
             "avvp_version": __version__,
         },
     )
-    run.write_json("features.json", identity)
+    run.write_json("inputs.json", inputs)
     run.write_bytes("checkpoint.pt", checkpoint)
     run.write_json("history.json", [report.__dict__ for report in history])
     # Written last: its presence marks a finished run.

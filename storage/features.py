@@ -78,6 +78,10 @@ class FeatureTable:
     def video_ids(self) -> list[str]:
         return self.table.video_ids()
 
+    def fingerprint(self, video_ids: Iterable[str] | None = None) -> str:
+        """Digest of the provenance and the rows of `video_ids` (default: all rows)."""
+        return self.table.fingerprint(video_ids)
+
     def read(self, keys: Keys | Iterable[tuple[str, int]]) -> np.ndarray:
         """Features of the given keys as one contiguous (N, *shape) array."""
         return self.table.read(keys, ["feature"])["feature"]

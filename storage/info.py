@@ -14,7 +14,7 @@ def store_info(root: str | PathLike[str]) -> dict[str, Any]:
     """Rows, videos, shape, dtype and provenance of each table, reading only key columns.
 
     Returns `{"root": root, "tables": {name: {"kind", "rows", "videos", "shape",
-    "dtype", "provenance"}}, "failures": {stage: count of files failing now}}`.
+    "dtype", "provenance", "fingerprint"}}, "failures": {stage: count of files failing now}}`.
     Tables are named by their folder name; a label table whose name is also a feature
     table's is listed as `labels/<name>`. `shape` and `dtype` describe one row of each
     tensor column (label tables with `audio` and `visual` columns share them). Tables
@@ -43,6 +43,7 @@ def store_info(root: str | PathLike[str]) -> dict[str, Any]:
                 "shape": list(provenance.shape),
                 "dtype": provenance.dtype,
                 "provenance": provenance.to_dict(),
+                "fingerprint": table.fingerprint(),
             }
     log = FailureLog(root)
     failures = {stage: log.read(stage).num_rows for stage in log.stages()}

@@ -64,6 +64,10 @@ class WeakLabelTable:
             provenance=replace_dtype(provenance, "uint8"),
         )
 
+    def fingerprint(self, video_ids: Iterable[str] | None = None) -> str:
+        """Digest of the provenance and the rows of `video_ids` (default: all rows)."""
+        return self.table.fingerprint(video_ids)
+
     def read(self, video_ids: Iterable[str] | None = None) -> WeakLabels:
         """Weak labels of the given videos in request order, or of all stored videos."""
         keys = self.table.keys() if video_ids is None else Keys.of(video_ids)
@@ -99,6 +103,10 @@ class SegmentLabelTable:
 
     def video_ids(self) -> list[str]:
         return self.table.video_ids()
+
+    def fingerprint(self, video_ids: Iterable[str] | None = None) -> str:
+        """Digest of the provenance and the rows of `video_ids` (default: all rows)."""
+        return self.table.fingerprint(video_ids)
 
     def read(self, keys: Keys | Iterable[tuple[str, int]]) -> SegmentLabels:
         keys = as_keys(keys)

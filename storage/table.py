@@ -24,10 +24,19 @@ Duplicates: a write skips keys already stored and refuses a call that repeats a 
 Should a key still appear in two parts (a compaction interrupted after writing the
 merged part but before deleting its inputs, or two writers racing), readers keep the
 row of the first part in name order, so no key is ever seen twice.
+
+Fingerprints: every row carries `row_hash`, a 16-byte BLAKE2b digest of its key and of
+every other column's value, computed when it is written. A table's fingerprint digests
+its provenance and the (key, row_hash) pairs of its visible rows in key order, so it
+reads only small columns, does not depend on how rows are split into parts (compaction
+keeps it), and changes with any added row or changed value. Parts written before
+`row_hash` existed get theirs computed from their contents when first indexed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import time
@@ -49,6 +58,8 @@ from .provenance import Provenance
 
 PROVENANCE_KEY = b"avvp.provenance"
 KEY_COLUMNS = ("video_id", "window")
+ROW_HASH_COLUMN = "row_hash"
+ROW_HASH_BYTES = 16
 PART_PREFIX, TEMP_PREFIX, PART_SUFFIX = "part-", ".tmp-", ".parquet"
 # Row groups are the unit a keyed read decodes. Bulk reads measured as fast with 1 MiB
 # groups as with 32 MiB ones, while a small random batch decodes far less.
@@ -183,6 +194,7 @@ class _Part:
     row_group_starts: np.ndarray  # first row of each group, then the row count
     video_ids: pa.Array
     windows: np.ndarray
+    row_hashes: np.ndarray  # (rows, ROW_HASH_BYTES) uint8
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,6 +210,7 @@ class _Index:
     windows: np.ndarray
     joined: pa.Array
     visible: np.ndarray  # True on the first occurrence of each key
+    row_hashes: np.ndarray  # (rows, ROW_HASH_BYTES) uint8
 
     @classmethod
     def build(cls, parts: Sequence[_Part]) -> _Index:
@@ -209,6 +222,9 @@ class _Index:
         )
         video_ids = pa.concat_arrays([part.video_ids for part in parts] or [pa.array([], "str")])
         windows = np.concatenate([part.windows for part in parts] + [np.zeros(0, np.int32)])
+        row_hashes = np.concatenate(
+            [part.row_hashes for part in parts] + [np.zeros((0, ROW_HASH_BYTES), np.uint8)]
+        )
         joined = _joined(video_ids, windows)
         return cls(
             parts=tuple(parts),
@@ -220,6 +236,7 @@ class _Index:
             windows=windows,
             joined=joined,
             visible=_positions_in(joined, joined) == np.arange(len(joined)),
+            row_hashes=row_hashes,
         )
 
     def rows_of(self, keys: Keys) -> np.ndarray:
@@ -261,6 +278,28 @@ class TensorTable:
     def video_ids(self) -> list[str]:
         """Distinct stored video ids in storage order."""
         return pc.unique(self._index().video_ids).to_pylist()
+
+    def fingerprint(self, video_ids: Iterable[str] | None = None) -> str:
+        """A digest of the provenance and of the rows (of the given videos, or all).
+
+        Reads only the index (keys and row hashes); see the module docstring.
+        """
+        index = self._index()
+        rows = index.visible.copy()
+        if video_ids is not None:
+            wanted = pa.array(list(video_ids), pa.string())
+            rows &= pc.is_in(index.video_ids, value_set=wanted).to_numpy(zero_copy_only=False)
+        positions = np.flatnonzero(rows)
+        keys = index.joined.take(pa.array(positions))
+        order = pc.sort_indices(keys).to_numpy()
+        digest = hashlib.sha256()
+        provenance = self.provenance
+        if provenance is not None:
+            settings = {k: v for k, v in provenance.to_dict().items() if k != "created_by"}
+            digest.update(json.dumps(settings, sort_keys=True).encode())
+        digest.update(b"\0".join(k.encode() for k in keys.take(pa.array(order)).to_pylist()))
+        digest.update(index.row_hashes[positions[order]].tobytes())
+        return digest.hexdigest()
 
     def keys_of_videos(self, video_ids: Iterable[str]) -> Keys:
         """Keys of all windows of the given videos: videos in request order, windows ascending."""
@@ -364,23 +403,23 @@ class TensorTable:
             return WriteResult(0, count, None)
 
         everything = written == count
-        table = pa.table(
-            {
-                "video_id": pa.array(keys.video_ids[new], pa.string()),
-                "window": pa.array(keys.windows[new], pa.int32()),
-                **{
-                    name: pa.FixedShapeTensorArray.from_numpy_ndarray(
-                        array if everything else array[new]
-                    )
-                    for name, array in arrays.items()
-                },
-                **{
-                    name: column if everything else column.filter(pa.array(new))
-                    for name, column in scalars.items()
-                },
-            }
-        ).replace_schema_metadata({PROVENANCE_KEY: provenance.to_json()})
-        if index.parts and not table.schema.equals(index.parts[0].schema):
+        columns = {
+            "video_id": pa.array(keys.video_ids[new], pa.string()),
+            "window": pa.array(keys.windows[new], pa.int32()),
+            **{
+                name: pa.FixedShapeTensorArray.from_numpy_ndarray(
+                    array if everything else array[new]
+                )
+                for name, array in arrays.items()
+            },
+            **{
+                name: column if everything else column.filter(pa.array(new))
+                for name, column in scalars.items()
+            },
+        }
+        table = pa.table({**columns, ROW_HASH_COLUMN: _row_hash_array(pa.table(columns))})
+        table = table.replace_schema_metadata({PROVENANCE_KEY: provenance.to_json()})
+        if index.parts and not _same_columns(table.schema, index.parts[0].schema):
             raise StoreError(
                 f"{self.url}: new rows have columns {table.schema} but the table holds "
                 f"{index.parts[0].schema}; write to another table name or delete the table"
@@ -463,7 +502,7 @@ class TensorTable:
         index = self._index()
         if len(index.parts) < 2:
             return 0
-        schema = index.parts[0].schema
+        schema = _with_row_hash(index.parts[0].schema)
 
         def merge(temporary: str) -> None:
             with pq.ParquetWriter(
@@ -472,8 +511,13 @@ class TensorTable:
                 for number, part in enumerate(index.parts):
                     keep = index.visible[index.part_starts[number] : index.part_starts[number + 1]]
                     if keep.any():
+                        rows = self._parquet(part).read()
+                        if ROW_HASH_COLUMN not in rows.column_names:
+                            rows = rows.append_column(
+                                ROW_HASH_COLUMN, _as_hash_array(part.row_hashes)
+                            )
                         writer.write_table(
-                            self._parquet(part).read().filter(pa.array(keep)),
+                            rows.select(schema.names).filter(pa.array(keep)),
                             row_group_size=_rows_per_group(schema),
                         )
 
@@ -531,7 +575,9 @@ class TensorTable:
         try:
             parquet = pq.ParquetFile(path, filesystem=self.fs)
             schema = parquet.schema_arrow
-            keys = parquet.read(columns=list(KEY_COLUMNS))
+            hashed = schema.get_field_index(ROW_HASH_COLUMN) >= 0
+            # Parts from before row hashes are read whole, once, to compute theirs.
+            keys = parquet.read(columns=[*KEY_COLUMNS, ROW_HASH_COLUMN] if hashed else None)
             provenance = Provenance.from_json((schema.metadata or {})[PROVENANCE_KEY])
         except (pa.ArrowException, OSError, KeyError, ValueError, TypeError) as error:
             raise StoreError(
@@ -548,7 +594,63 @@ class TensorTable:
             row_group_starts=np.cumsum([0, *group_sizes]),
             video_ids=keys["video_id"].combine_chunks(),
             windows=keys["window"].to_numpy(),
+            row_hashes=_hash_bytes(keys[ROW_HASH_COLUMN] if hashed else _row_hash_array(keys)),
         )
+
+
+def _row_hash_array(table: pa.Table) -> pa.FixedSizeBinaryArray:
+    """Each row's BLAKE2b digest over its key and every other column's value.
+
+    Columns are taken in name order, each value as the bytes Arrow stores (a tensor's
+    flat values in the stored dtype, a string's UTF-8), so equal rows hash equal
+    whatever part or table they sit in. A plain loop: hashlib has no batched form, and
+    the cost is one C call per row and column.
+    """
+    names = sorted(set(table.column_names) - {ROW_HASH_COLUMN})
+    values = [_values_per_row(table[name]) for name in names]
+    hashes = []
+    for row in range(table.num_rows):
+        digest = hashlib.blake2b(digest_size=ROW_HASH_BYTES)
+        for name, column in zip(names, values, strict=True):
+            digest.update(name.encode())
+            digest.update(column[row])
+        hashes.append(digest.digest())
+    return pa.array(hashes, pa.binary(ROW_HASH_BYTES))
+
+
+def _values_per_row(column: pa.ChunkedArray) -> list[bytes]:
+    if isinstance(column.type, pa.FixedShapeTensorType):
+        flat = column.combine_chunks().to_numpy_ndarray()
+        return [row.tobytes() for row in flat.reshape(len(flat), -1)]
+    if pa.types.is_string(column.type):
+        return [value.encode() for value in column.to_pylist()]
+    return [value.tobytes() for value in column.to_numpy(zero_copy_only=False)]
+
+
+def _hash_bytes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """(rows, ROW_HASH_BYTES) uint8 view of a fixed-size binary column."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if len(column) == 0:
+        return np.zeros((0, ROW_HASH_BYTES), np.uint8)
+    data = np.frombuffer(column.buffers()[1], np.uint8)
+    start = column.offset * ROW_HASH_BYTES
+    return data[start : start + len(column) * ROW_HASH_BYTES].reshape(-1, ROW_HASH_BYTES)
+
+
+def _as_hash_array(hashes: np.ndarray) -> pa.FixedSizeBinaryArray:
+    return pa.array([row.tobytes() for row in hashes], pa.binary(ROW_HASH_BYTES))
+
+
+def _with_row_hash(schema: pa.Schema) -> pa.Schema:
+    if schema.get_field_index(ROW_HASH_COLUMN) >= 0:
+        return schema
+    return schema.append(pa.field(ROW_HASH_COLUMN, pa.binary(ROW_HASH_BYTES)))
+
+
+def _same_columns(new: pa.Schema, stored: pa.Schema) -> bool:
+    """Same columns, ignoring whether the stored parts predate row hashes."""
+    return new.equals(_with_row_hash(stored))
 
 
 def _empty_column(arrow_type: pa.DataType, count: int) -> np.ndarray:
@@ -586,10 +688,13 @@ def _write_options(schema: pa.Schema) -> dict:
         tensor = isinstance(field.type, pa.FixedShapeTensorType)
         return tensor and pa.types.is_floating(field.type.value_type)
 
-    # Embeddings barely compress and would pay the codec on every read; keys and
-    # 0/1 labels compress well. Statistics only help on the key columns.
+    def is_random(field: pa.Field) -> bool:
+        return is_float_tensor(field) or field.name == ROW_HASH_COLUMN
+
+    # Embeddings and row hashes barely compress and would pay the codec on every read;
+    # keys and 0/1 labels compress well. Statistics only help on the key columns.
     return {
-        "compression": {leaf(f): "none" if is_float_tensor(f) else "zstd" for f in schema},
-        "use_dictionary": [leaf(f) for f in schema if not is_float_tensor(f)],
+        "compression": {leaf(f): "none" if is_random(f) else "zstd" for f in schema},
+        "use_dictionary": [leaf(f) for f in schema if not is_random(f)],
         "write_statistics": list(KEY_COLUMNS),
     }

@@ -422,6 +422,9 @@ def test_evaluate_with_annotations_the_store_lacks_lists_the_ones_it_holds(
     assert "no dense annotation set 'published'" in output and "it holds 'synthetic'" in output
     scored = invoke_json("evaluate", summary["run"], "--device", "cpu", "--json")
     assert scored["run_id"] == summary["run_id"] and list(scored["metrics"]) == METRIC_KEYS
+    assert scored["reused"] is False
+    again = invoke_json("evaluate", summary["run"], "--device", "cpu", "--json")
+    assert again["reused"] is True and again["metrics"] == scored["metrics"]
 
 
 def test_infer_features_output_is_scored_by_evaluate_predictions(

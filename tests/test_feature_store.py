@@ -269,6 +269,7 @@ def test_memory_root_supports_write_read_info_and_compact(memory_root):
         "videos": 8,
         "shape": list(SHAPE),
         "dtype": "float32",
+        "fingerprint": table.fingerprint(),
     }
 
 
@@ -343,3 +344,84 @@ def test_writer_killed_mid_write_leaves_table_readable_without_half_part(tmp_pat
     assert table.cleanup() == 0  # a fresh temporary may belong to a live writer
     assert table.cleanup(min_age_s=0) == 1
     assert parquet_files(folder, ".tmp-") == []
+
+
+# ---- fingerprints ------------------------------------------------------------------
+
+
+def test_fingerprint_does_not_depend_on_how_rows_are_split_into_parts(tmp_path):
+    batches = [rows(10, seed=seed) for seed in range(3)]
+    in_parts = FeatureStore(tmp_path / "a").table("clip")
+    for batch in batches:
+        write(in_parts, batch)
+    at_once = FeatureStore(tmp_path / "b").table("clip")
+    write(at_once, {key: np.concatenate([b[key] for b in batches]) for key in batches[0]})
+    before = in_parts.fingerprint()
+
+    assert before == at_once.fingerprint()
+    assert in_parts.compact() == 3
+    assert in_parts.fingerprint() == before
+
+
+def test_fingerprint_changes_with_one_value_of_one_row(tmp_path):
+    batch = rows(10)
+    first = FeatureStore(tmp_path / "a").table("clip")
+    write(first, batch)
+    changed = {**batch, "features": batch["features"].copy()}
+    changed["features"][7, 3, 5] += np.float16(0.5)
+    second = FeatureStore(tmp_path / "b").table("clip")
+    write(second, changed)
+    flipped = {**batch, "has_audio": batch["has_audio"].copy()}
+    flipped["has_audio"][0] = not flipped["has_audio"][0]
+    third = FeatureStore(tmp_path / "c").table("clip")
+    write(third, flipped)
+
+    assert len({first.fingerprint(), second.fingerprint(), third.fingerprint()}) == 3
+    videos = ["vid0_0", "vid0_1", "vid0_2"]  # row 7 is video vid0_3
+    assert first.fingerprint(videos) == second.fingerprint(videos)
+    assert first.fingerprint(["vid0_3"]) != second.fingerprint(["vid0_3"])
+
+
+def test_fingerprint_changes_with_an_added_row_and_not_for_other_videos(tmp_path):
+    table = FeatureStore(tmp_path).table("clip")
+    write(table, rows(10, seed=0))
+    whole, some = table.fingerprint(), table.fingerprint(["vid0_0", "vid0_1"])
+    write(table, rows(4, seed=1))
+
+    assert table.fingerprint() != whole
+    assert table.fingerprint(["vid0_0", "vid0_1"]) == some
+
+
+def test_fingerprint_includes_the_provenance(tmp_path):
+    batch = rows(4)
+    first = FeatureStore(tmp_path / "a").table("clip")
+    write(first, batch)
+    second = FeatureStore(tmp_path / "b").table("clip")
+    write(second, batch, clip_provenance(weights="sha256:other"))
+    assert first.fingerprint() != second.fingerprint()
+
+
+def test_parts_written_before_row_hashes_fingerprint_like_new_ones(tmp_path):
+    batch = rows(6)
+    new = FeatureStore(tmp_path / "new").table("clip")
+    write(new, batch)
+    old = FeatureStore(tmp_path / "old").table("clip")
+    write(old, batch)
+    (part,) = parquet_files(tmp_path / "old" / "features" / "clip", "part-")
+    stripped = pq.read_table(part).drop_columns([table_module.ROW_HASH_COLUMN])
+    pq.write_table(stripped, part)
+
+    reopened = FeatureStore(tmp_path / "old").table("clip")
+    assert reopened.fingerprint() == new.fingerprint()
+    write(reopened, rows(4, seed=1))  # an old table takes new parts
+    assert reopened.compact() == 2
+    assert (
+        table_module.ROW_HASH_COLUMN
+        in pq.read_schema(parquet_files(tmp_path / "old" / "features" / "clip", "part-")[0]).names
+    )
+
+
+def test_store_info_gives_each_table_its_fingerprint(tmp_path):
+    table = FeatureStore(tmp_path).table("clip")
+    write(table, rows(4))
+    assert store_info(tmp_path)["tables"]["clip"]["fingerprint"] == table.fingerprint()

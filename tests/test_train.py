@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +13,19 @@ import torch
 from avvp.pipeline.checkpoints import load_checkpoint
 from avvp.pipeline.dataset import DataConfig
 from avvp.pipeline.evaluate import evaluate_run
-from avvp.pipeline.synthetic import SyntheticLLPConfig, write_synthetic_llp
+from avvp.pipeline.synthetic import (
+    SyntheticLLP,
+    SyntheticLLPConfig,
+    write_synthetic_llp,
+)
 from avvp.pipeline.train import learning_rate_factor, train
 from avvp.pipeline.train_config import OptimConfig, TrainConfig, load_train_config
-from avvp.storage import RunStore
+from avvp.storage import FeatureStore, LabelStore, RunStore
 
 SMALL = SyntheticLLPConfig(n_train=96, n_val=32, n_test=32, seed=3)
 TINY_SIZES = {"hidden_dim": 32, "class_dim": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32}
 DATA = DataConfig(pseudo_labels="synthetic", annotations="synthetic")
+FEATURE_TABLES = (DATA.audio_table, DATA.visual_table, DATA.visual_st_table)
 
 
 def tiny_config(model: str, epochs: int = 2, **changes: object) -> TrainConfig:
@@ -43,20 +49,21 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return root
 
 
-def test_a_run_folder_holds_config_checkpoint_metrics_and_feature_ids(store: str) -> None:
+def test_a_run_folder_holds_config_checkpoint_metrics_and_the_fingerprints_it_read(
+    store: str,
+) -> None:
     result = train(store, tiny_config("mmcse-clapclip"))
     run = RunStore(store).run(result.run_id)
-    assert {"config.json", "checkpoint.pt", "metrics.json", "features.json", "history.json"} <= set(
+    assert {"config.json", "checkpoint.pt", "metrics.json", "inputs.json", "history.json"} <= set(
         run.names()
     )
     config = run.read_json("config.json")
     assert config["train"]["model"] == "mmcse-clapclip"
     assert config["model"]["hidden_dim"] == TINY_SIZES["hidden_dim"]
-    assert set(run.read_json("features.json")) == {
-        DATA.audio_table,
-        DATA.visual_table,
-        DATA.visual_st_table,
-    }
+    features = {f"features/{name}" for name in FEATURE_TABLES}
+    inputs = run.read_json("inputs.json")
+    assert set(inputs["train"]) == {*features, "labels/weak", "labels/segment-synthetic"}
+    assert set(inputs["val"]) == {*features, "labels/weak", "labels/dense-synthetic"}
     metrics = run.read_json("metrics.json")
     assert metrics["selection_metric"] == "Seg-type"
     assert len(metrics["val"]) == 11
@@ -91,8 +98,12 @@ def test_evaluate_run_scores_the_test_split_and_writes_its_report(store: str) ->
     evaluation = evaluate_run(result.run_url, "test", device="cpu")
     assert evaluation.annotations == "synthetic" and evaluation.filter_rule == "valor"
     run = RunStore(store).run(result.run_id)
-    assert run.read_json("eval-test-synthetic-valor.json") == evaluation.metrics
+    assert run.read_json("eval-test-synthetic-valor.json")["metrics"] == evaluation.metrics
     assert "Segment" in run.read_text("eval-test-synthetic-valor.txt")
+    assert not evaluation.reused and evaluation.run_id == result.run_id
+    again = evaluate_run(result.run_url, "test", device="cpu")
+    assert again.reused and again.metrics == evaluation.metrics
+    assert not evaluate_run(result.run_url, "test", device="cpu", force=True).reused
 
 
 def test_evaluate_run_refuses_a_folder_that_is_not_a_run(store: str) -> None:
@@ -139,3 +150,72 @@ def test_unknown_settings_are_refused_by_name(tmp_path: Path) -> None:
         load_train_config("paper", path)
     with pytest.raises(ValueError, match="unknown model config"):
         load_train_config("paper", None, {"model": "mmcse-nonexistent"})
+
+
+# ---- run ids from the rows a run reads ---------------------------------------------
+
+
+@pytest.fixture()
+def growing_store(tmp_path: Path) -> tuple[str, SyntheticLLP]:
+    """A small store, and the generated arrays to take new rows from."""
+    root = str(tmp_path / "store")
+    data = write_synthetic_llp(root, SyntheticLLPConfig(n_train=24, n_val=8, n_test=8, seed=4))
+    return root, data
+
+
+def add_video(root: str, data: SyntheticLLP, row: int, video_id: str, split: str) -> None:
+    """Row `row` of the generated arrays stored again under a new id and split."""
+    labels, features = LabelStore(root), FeatureStore(root)
+    provenance = {name: features.table(name).provenance for name in FEATURE_TABLES}
+    labels.weak().write([video_id], data.weak[row : row + 1], [split], labels.weak().provenance)
+    for name, array in zip(
+        FEATURE_TABLES, (data.audio_map, data.visual, data.visual_st), strict=True
+    ):
+        features.table(name).write(
+            [video_id], [0], array[row : row + 1], [10], [True], provenance[name]
+        )
+    table = "segment-synthetic" if split == "train" else "dense-synthetic"
+    source = data.pseudo if split == "train" else data.dense
+    labels.segments(table).write(
+        [video_id],
+        [0],
+        source[row : row + 1, 0],
+        source[row : row + 1, 1],
+        labels.segments(table).provenance,
+    )
+
+
+def test_a_new_train_video_makes_a_new_run_and_a_new_test_video_does_not(
+    growing_store: tuple[str, SyntheticLLP],
+) -> None:
+    root, data = growing_store
+    config = tiny_config("valor-clapclip", epochs=1)
+    first = train(root, config)
+
+    add_video(root, data, 0, "newtrain001", "train")
+    second = train(root, config)
+    assert not second.reused and second.run_id != first.run_id
+
+    add_video(root, data, 1, "newtest0001", "test")
+    third = train(root, config)
+    assert third.reused and third.run_id == second.run_id
+
+
+def test_regenerated_pseudo_labels_of_one_video_make_a_new_run(
+    growing_store: tuple[str, SyntheticLLP],
+) -> None:
+    root, data = growing_store
+    config = tiny_config("valor-clapclip", epochs=1)
+    first = train(root, config)
+
+    table = LabelStore(root).segments("segment-synthetic")
+    provenance, keys = table.provenance, table.keys()
+    labels = table.read(keys)
+    audio = labels.audio.copy()
+    audio[0, 3] ^= 1  # one segment of one train video
+    shutil.rmtree(Path(root, "labels", "segment-synthetic"))
+    table = LabelStore(root).segments("segment-synthetic")
+    table.write(keys.video_ids, keys.windows, audio, labels.visual, provenance)
+
+    second = train(root, config)
+    assert not second.reused and second.run_id != first.run_id
