@@ -132,9 +132,18 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
 }
 
 
+# Short names for the paper's setting (CLAP + CLIP + R(2+1)D features).
+MODEL_ALIASES: dict[str, str] = {"mmcse": "mmcse-clapclip", "valor": "valor-clapclip"}
+
+
+def resolve_model_name(name: str) -> str:
+    """The preset an alias stands for; other names unchanged."""
+    return MODEL_ALIASES.get(name, name)
+
+
 def get_model_config(name: str) -> ModelConfig:
     try:
-        return MODEL_CONFIGS[name]
+        return MODEL_CONFIGS[resolve_model_name(name)]
     except KeyError:
         known = ", ".join(sorted(MODEL_CONFIGS))
         raise ValueError(f"unknown model config {name!r}; known: {known}") from None

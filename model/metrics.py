@@ -21,6 +21,8 @@ from typing import Literal
 
 import numpy as np
 
+from avvp.model.events import runs_of_ones
+
 METRIC_KEYS: tuple[str, ...] = (
     "Seg-a",
     "Seg-v",
@@ -192,8 +194,8 @@ def _segment_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, ..
 def _event_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, ...]:
     """TP, FP, FN over events (runs of ones along the last axis): each (N, 3, K)."""
     row_shape = pred.shape[:-1]
-    pred_start, pred_end, pred_valid = _runs(pred.reshape(-1, pred.shape[-1]))
-    true_start, true_end, true_valid = _runs(truth.reshape(-1, truth.shape[-1]))
+    pred_start, pred_end, pred_valid = runs_of_ones(pred.reshape(-1, pred.shape[-1]))
+    true_start, true_end, true_valid = runs_of_ones(truth.reshape(-1, truth.shape[-1]))
     # (rows, predicted runs, true runs): overlap of every pair of runs in a row.
     intersection = np.clip(
         np.minimum(pred_end[:, :, None], true_end[:, None, :])
@@ -210,29 +212,6 @@ def _event_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, ...]
     fp = pred_valid.sum(axis=1) - tp
     fn = (true_valid & ~matched.any(axis=1)).sum(axis=1)
     return tuple(count.reshape(row_shape) for count in (tp, fp, fn))
-
-
-def _runs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs of ones in each row of a boolean (R, T) array.
-
-    Returns start, end (exclusive), valid: (R, M) with M the most runs of any row; slots
-    past a row's last run are invalid.
-    """
-    edges = np.diff(rows.astype(np.int8), axis=-1, prepend=0, append=0)  # (R, T + 1)
-    rises = edges == 1
-    run_number = np.cumsum(rises, axis=-1)  # label of the run each position belongs to
-    start_row, start_pos = np.nonzero(rises)
-    end_row, end_pos = np.nonzero(edges == -1)
-    # nonzero walks row by row, so the i-th rise and the i-th fall bound the same run.
-    slot = run_number[start_row, start_pos] - 1
-    max_runs = max(int(run_number[:, -1].max(initial=0)), 1)
-    start = np.zeros((rows.shape[0], max_runs), dtype=np.int64)
-    end = np.zeros_like(start)
-    valid = np.zeros(start.shape, dtype=bool)
-    start[start_row, slot] = start_pos
-    end[end_row, slot] = end_pos
-    valid[start_row, slot] = True
-    return start, end, valid
 
 
 def _f_score(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:

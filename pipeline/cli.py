@@ -299,9 +299,6 @@ def store_table(root: str, rows: list[list[str]], with_made_by: bool) -> Table:
     return table
 
 
-MODEL_ALIASES = {"mmcse": "mmcse-clapclip", "valor": "valor-clapclip"}
-
-
 @app.command()
 @user_errors
 def train(
@@ -309,11 +306,12 @@ def train(
         str, typer.Option(metavar="ROOT", help="Store root with features and labels.")
     ] = DEFAULT_ROOT,
     model: Annotated[
-        str,
+        str | None,
         typer.Option(
-            metavar="MODEL", help="mmcse, valor, or a preset name such as mmcse-vggish-resnet."
+            metavar="MODEL",
+            help="mmcse, valor, or a preset name such as mmcse-vggish-resnet [default: mmcse].",
         ),
-    ] = "mmcse",
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="TOML/YAML/JSON file of TrainConfig settings."),
@@ -353,8 +351,9 @@ def train(
         ),
     ] = None,
     device: Annotated[
-        str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1, ...")
-    ] = "auto",
+        str | None,
+        typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1, ... [default: auto]"),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Train again even if this run exists.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (run id, metrics) at the end.")
@@ -364,13 +363,10 @@ def train(
     from avvp.pipeline.train import train as run_training
     from avvp.pipeline.train_config import SIZE_ARCHITECTURES, load_train_config, resolve_size
 
-    overrides: dict[str, Any] = {"model": MODEL_ALIASES.get(model, model), "device": device}
-    scalars = {"epochs": epochs, "batch_size": batch_size, "seed": seed}
-    overrides.update({k: v for k, v in scalars.items() if v is not None})
+    overrides = given(model=model, device=device, epochs=epochs, batch_size=batch_size, seed=seed)
     if size is not None:
-        overrides["architecture"] = SIZE_ARCHITECTURES[resolve_size(size.value, device)]
-    data = {"pseudo_labels": pseudo_labels, "annotations": annotations}
-    if data := {k: v for k, v in data.items() if v is not None}:
+        overrides["architecture"] = SIZE_ARCHITECTURES[resolve_size(size.value, device or "auto")]
+    if data := given(pseudo_labels=pseudo_labels, annotations=annotations):
         overrides["data"] = data
     train_config = load_train_config(preset, config, overrides)
 
@@ -475,27 +471,41 @@ class TrainingProgress:
 @user_errors
 def evaluate(
     run: Annotated[str, typer.Argument(metavar="RUN", help="Run folder, <store>/runs/<id>.")],
-    split: Annotated[str, typer.Option(metavar="SPLIT", help="val or test.")] = "test",
+    config: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="TOML/YAML/JSON file of EvaluateConfig settings."),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(metavar="SPLIT", help="val or test [default: test].")
+    ] = None,
     annotations: Annotated[
         str | None,
         typer.Option(
-            metavar="SET", help="corrected, published or synthetic (default: the run's own)."
+            metavar="SET", help="corrected, published or synthetic [default: the run's own]."
         ),
     ] = None,
     filter_rule: Annotated[
         FilterRule | None, typer.Option("--filter", help="Default: the model's own protocol.")
     ] = None,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
+    device: Annotated[
+        str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ... [default: auto]")
+    ] = None,
     force: Annotated[
         bool, typer.Option(help="Score again even if these rows were scored before.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a trained run on a split with the official AVVP metrics (cached per rows read)."""
-    from avvp.pipeline.evaluate import evaluate_run
+    from avvp.pipeline.config import load_config
+    from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run
 
-    rule = filter_rule.value if filter_rule else None
-    result = evaluate_run(run, split, annotations, rule, device, force=force)
+    overrides = given(
+        split=split,
+        annotations=annotations,
+        filter_rule=filter_rule.value if filter_rule else None,
+        device=device,
+    )
+    result = evaluate_run(run, load_config(EvaluateConfig, config, overrides), force=force)
     if as_json:
         summary = {
             "run_id": result.run_id,
@@ -510,6 +520,11 @@ def evaluate(
         return
     title = f"{result.split} split, {result.annotations} annotations, {result.filter_rule} filter"
     console.print(metrics_table(title, {Path(result.run_url).name: result.metrics}))
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (not None): overrides over a config file's settings."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 class ModelKind(StrEnum):
@@ -551,7 +566,7 @@ def infer_features(
 ) -> None:
     """Run a checkpoint on feature arrays and write its outputs (scored by
     `avvp evaluate-predictions OUT.npz` when FEATURES.npz has video_ids)."""
-    from avvp.pipeline.evaluate import infer_features as run_inference
+    from avvp.pipeline.infer import infer_features as run_inference
 
     count = run_inference(checkpoint, features, out, device=device)
     console.print(f"wrote [bold]{out}[/]: outputs for {count} windows")
@@ -570,7 +585,7 @@ def profile(
     from avvp.pipeline.profile import profile_model
 
     with err_console.status("profiling..."):
-        report = profile_model(MODEL_ALIASES.get(model, model), batch_size, device)
+        report = profile_model(model, batch_size, device)
     table = Table(title=f"{report.model} on {report.device}", title_justify="left")
     table.add_column("measure")
     table.add_column("value", justify="right")

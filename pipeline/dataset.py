@@ -207,6 +207,45 @@ def _require_resolved(data: DataConfig) -> None:
         raise ValueError("resolve the label sources first (resolve_label_sources)")
 
 
+@dataclass
+class WindowFeatures:
+    """The three feature arrays of some windows, on the device, rows aligned with keys."""
+
+    keys: Keys
+    audio: torch.Tensor
+    visual: torch.Tensor
+    visual_st: torch.Tensor
+    valid_segments: torch.Tensor  # (N,) int64
+    has_audio: torch.Tensor  # (N,) bool
+
+
+def load_window_features(
+    root: str, data: DataConfig, keys: Keys, device: torch.device
+) -> WindowFeatures:
+    """The given windows' features from the tables `data` names, checked finite."""
+    features = FeatureStore(root)
+    audio = features.table(data.audio_table).read_batch(keys)
+    visual = features.table(data.visual_table).read(keys)
+    visual_st = features.table(data.visual_st_table).read(keys)
+    for name, array in (("audio", audio.features), ("visual", visual), ("visual_st", visual_st)):
+        if not np.isfinite(array).all():
+            raise ValueError(f"{root}: NaN or infinite values in the {name} features read")
+    return WindowFeatures(
+        keys=keys,
+        audio=_on_device(audio.features, device),
+        visual=_on_device(visual, device),
+        visual_st=_on_device(visual_st, device),
+        valid_segments=torch.from_numpy(audio.valid_segments.astype(np.int64)).to(device),
+        has_audio=torch.from_numpy(audio.has_audio.astype(bool)).to(device),
+    )
+
+
+def _on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """float32 for features and 0/1 labels; other dtypes as they are."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    return tensor.float() if tensor.is_floating_point() or array.dtype == np.uint8 else tensor
+
+
 def load_split(
     root: str,
     data: DataConfig,
@@ -217,37 +256,25 @@ def load_split(
     with_dense: bool = False,
 ) -> SplitTensors:
     """Read one split from the stores into device tensors."""
-    keys = split_keys(root, data, split)
-    features = FeatureStore(root)
-    labels = LabelStore(root)
-    audio = features.table(data.audio_table).read_batch(keys)
-    visual = features.table(data.visual_table).read(keys)
-    visual_st = features.table(data.visual_st_table).read(keys)
-    weak = labels.weak().read(keys.video_ids).labels
-
-    def on_device(array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
-        return tensor.float() if tensor.is_floating_point() or array.dtype == np.uint8 else tensor
-
-    for name, array in (("audio", audio.features), ("visual", visual), ("visual_st", visual_st)):
-        if not np.isfinite(array).all():
-            raise ValueError(f"{root}: NaN or infinite values in the {name} features of {split}")
-
-    pseudo = dense = None
     _require_resolved(data)
+    keys = split_keys(root, data, split)
+    features = load_window_features(root, data, keys, device)
+    labels = LabelStore(root)
+    weak = labels.weak().read(keys.video_ids).labels
+    pseudo = dense = None
     if with_pseudo:
         segments = labels.segments(tables.pseudo_label_table(data.pseudo_labels)).read(keys)
-        pseudo = on_device(np.stack([segments.audio, segments.visual], axis=1))
+        pseudo = _on_device(np.stack([segments.audio, segments.visual], axis=1), device)
     if with_dense:
         segments = labels.segments(tables.dense_table(data.annotations)).read(keys)
         dense = np.stack([segments.audio, segments.visual], axis=1)
     return SplitTensors(
         keys=keys,
-        audio=on_device(audio.features),
-        visual=on_device(visual),
-        visual_st=on_device(visual_st),
-        valid_segments=torch.from_numpy(audio.valid_segments.astype(np.int64)).to(device),
-        weak=on_device(weak),
+        audio=features.audio,
+        visual=features.visual,
+        visual_st=features.visual_st,
+        valid_segments=features.valid_segments,
+        weak=_on_device(weak, device),
         pseudo=pseudo,
         dense=dense,
     )

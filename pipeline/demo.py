@@ -29,8 +29,9 @@ from avvp.model.factory import create_model
 from avvp.model.metrics import segment_and_event_f1
 from avvp.pipeline import tables
 from avvp.pipeline.dataset import DataConfig, load_split, resolve_device
-from avvp.pipeline.evaluate import evaluate_run, predict, score_split
+from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run, score_split
 from avvp.pipeline.extract import extract_videos
+from avvp.pipeline.infer import predict
 from avvp.pipeline.llp import LLPAnnotations, youtube_id
 from avvp.pipeline.llp_labels import import_llp_labels
 from avvp.pipeline.synth_clips import planted_dense_labels, write_synthetic_clips
@@ -167,7 +168,8 @@ def run_demo(
             on_epoch=(lambda report, name=name: on_epoch(name, report)) if on_epoch else None,
         )
         runs[name] = result.run_url
-        metrics[name] = evaluate_run(result.run_url, "test", device=device).metrics
+        evaluation = evaluate_run(result.run_url, EvaluateConfig(split="test", device=device))
+        metrics[name] = evaluation.metrics
 
     counts = {split: int((weak.splits == split).sum()) for split in ("train", "val", "test")}
     return DemoResult(root=root, num_videos=counts, metrics=metrics, runs=runs)

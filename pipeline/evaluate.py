@@ -14,9 +14,10 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from avvp.model.classes import NUM_CLASSES
 from avvp.model.metrics import (
@@ -26,27 +27,25 @@ from avvp.model.metrics import (
     binarize_predictions,
     segment_and_event_f1,
 )
-from avvp.pipeline.checkpoints import load_checkpoint, read_checkpoint, read_feature_file
 from avvp.pipeline.dataset import (
     ANNOTATIONS,
     SplitTensors,
-    autocast,
     check_label_source,
     load_split,
-    resolve_device,
     split_fingerprints,
 )
+from avvp.pipeline.infer import load_run, predict
 from avvp.pipeline.llp import AnnotationError, AudioAnnotations, LLPAnnotations
 from avvp.pipeline.train_config import TrainConfig
 from avvp.storage import open_run
 
 __all__ = [
     "METRIC_KEYS",
+    "EvaluateConfig",
     "PredictionFileError",
     "evaluate_prediction_file",
     "evaluate_run",
     "format_metrics_table",
-    "predict",
     "read_prediction_file",
     "score_split",
 ]
@@ -183,30 +182,6 @@ def _check_shape(
         raise PredictionFileError(f"{path}: `{key}` must have shape ({wanted}), got {array.shape}")
 
 
-OUTPUT_KEYS: tuple[str, ...] = ("global_prob", "a_prob", "v_prob", "frame_prob", "frame_logits")
-
-
-@torch.no_grad()
-def predict(
-    model: torch.nn.Module,
-    audio: torch.Tensor,
-    visual: torch.Tensor,
-    visual_st: torch.Tensor,
-    batch_size: int = 256,
-    amp: bool = True,
-) -> dict[str, np.ndarray]:
-    """Model outputs for stacked windows as float32 NumPy arrays (the OUT.npz layout)."""
-    model.eval()
-    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in OUTPUT_KEYS}
-    for start in range(0, len(audio), batch_size):
-        rows = slice(start, start + batch_size)
-        with autocast(audio.device, amp):
-            out = model(audio[rows], visual[rows], visual_st[rows])
-        for name in OUTPUT_KEYS:
-            outputs[name].append(getattr(out, name).float().cpu())
-    return {name: torch.cat(parts).numpy() for name, parts in outputs.items()}
-
-
 def score_split(
     outputs: Mapping[str, np.ndarray], split: SplitTensors, rule: FilterRule
 ) -> dict[str, float]:
@@ -217,6 +192,22 @@ def score_split(
         outputs["frame_prob"], outputs["global_prob"], outputs["v_prob"], rule
     )
     return segment_and_event_f1(pred, split.dense, split.valid_segments.cpu().numpy())
+
+
+class EvaluateConfig(BaseModel):
+    """What `evaluate_run` scores: a split, against which annotations, by which filter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    split: str = "test"
+    annotations: str | None = Field(
+        None, description="dense annotation set; default: the one the run validated on"
+    )
+    filter_rule: Literal["mmcse", "valor"] | None = Field(
+        None, description="video-level filter; default: the model's own protocol"
+    )
+    device: str = "auto"
+    batch_size: int = Field(256, ge=1)
 
 
 @dataclass
@@ -231,69 +222,45 @@ class RunEvaluation:
 
 
 def evaluate_run(
-    run_url: str,
-    split: str = "test",
-    annotations: str | None = None,
-    filter_rule: FilterRule | None = None,
-    device: str = "auto",
-    force: bool = False,
+    run_url: str, config: EvaluateConfig | None = None, *, force: bool = False
 ) -> RunEvaluation:
     """Score a trained run on a split; writes `eval-<split>-<annotations>-<rule>.json`.
 
-    annotations: the dense table to score against (`corrected`, `published`,
-    `synthetic`, ...; default: the one the run validated on). filter_rule: default the
-    run's model's own protocol. The result is cached in the run folder under a key of
-    the run, split, annotations, filter and the fingerprints of the rows read: asking
-    again reuses it until one of those rows changes (or `force`).
+    The result is cached in the run folder under a key of the run, split, annotations,
+    filter and the fingerprints of the rows read: asking again reuses it until one of
+    those rows changes (or `force`).
     """
+    config = config or EvaluateConfig()
     root, run = open_run(run_url)
-    if not run.exists("checkpoint.pt"):
-        raise FileNotFoundError(f"{run.url} holds no checkpoint.pt: is it a finished run?")
-    config = TrainConfig.model_validate(run.read_json("config.json")["train"])
-    data = config.data.model_copy(update={"annotations": annotations or config.data.annotations})
-    check_label_source(root, ANNOTATIONS, data.annotations)
-    rule = filter_rule or config.filter_resolved()
-    name = f"eval-{split}-{data.annotations}-{rule}"
+    trained = TrainConfig.model_validate(run.read_json("config.json")["train"])
+    annotations = config.annotations or trained.data.annotations
+    data = trained.data.model_copy(update={"annotations": annotations})
+    check_label_source(root, ANNOTATIONS, annotations)
+    rule = config.filter_rule or trained.filter_resolved()
+    split = config.split
+    name = f"eval-{split}-{annotations}-{rule}"
     inputs = split_fingerprints(root, data, split, with_dense=True)
     key = hashlib.sha256(
-        json.dumps([run.run_id, split, data.annotations, rule, inputs], sort_keys=True).encode()
+        json.dumps([run.run_id, split, annotations, rule, inputs], sort_keys=True).encode()
     ).hexdigest()
     if not force and run.exists(f"{name}.json"):
         cached = run.read_json(f"{name}.json")
         if cached.get("cache_key") == key:
             return RunEvaluation(
-                run.url, split, data.annotations, rule, cached["metrics"], run.run_id, True
+                run.url, split, annotations, rule, cached["metrics"], run.run_id, True
             )
-    target = resolve_device(device)
-    model, _ = load_checkpoint(run.read_bytes("checkpoint.pt"), target)
-    model.to(target)
-    tensors = load_split(root, data, split, target, with_dense=True)
-    outputs = predict(model, tensors.audio, tensors.visual, tensors.visual_st, amp=config.amp)
+    loaded = load_run(run_url, config.device)
+    tensors = load_split(root, data, split, loaded.device, with_dense=True)
+    outputs = predict(
+        loaded.model,
+        tensors.audio,
+        tensors.visual,
+        tensors.visual_st,
+        batch_size=config.batch_size,
+        amp=trained.amp,
+    )
     metrics = score_split(outputs, tensors, rule)
     run.write_text(f"{name}.txt", format_metrics_table(metrics) + "\n")
     # Written last: a cache entry exists only for a finished evaluation.
     run.write_json(f"{name}.json", {"cache_key": key, "inputs": inputs, "metrics": metrics})
-    return RunEvaluation(run.url, split, data.annotations, rule, metrics, run.run_id)
-
-
-def infer_features(
-    checkpoint: str | Path,
-    features: str | Path,
-    out: str | Path,
-    batch_size: int = 256,
-    device: str = "auto",
-) -> int:
-    """Run a checkpoint on a FEATURES.npz and write OUT.npz (float32); returns N.
-
-    The `video_ids` of FEATURES.npz, when it has them, are copied into OUT.npz, which
-    `evaluate_prediction_file` (`avvp evaluate-predictions`) then scores as it is.
-    """
-    target = resolve_device(device)
-    model, _ = read_checkpoint(checkpoint, target)
-    arrays, video_ids = read_feature_file(features, model.config)
-    tensors = {key: torch.from_numpy(value).to(target) for key, value in arrays.items()}
-    outputs = predict(model.to(target), **tensors, batch_size=batch_size)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    ids = {} if video_ids is None else {"video_ids": video_ids}
-    np.savez(out, **ids, **{key: value.astype(np.float32) for key, value in outputs.items()})
-    return len(arrays["audio"])
+    return RunEvaluation(run.url, split, annotations, rule, metrics, run.run_id)

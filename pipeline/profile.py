@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from avvp.model.config import InputSpec, get_model_config
+from avvp.model.config import InputSpec, get_model_config, resolve_model_name
 from avvp.model.factory import create_model, needs_aux, training_loss
 from avvp.model.losses import MMCSELossConfig
 from avvp.pipeline.dataset import resolve_device
@@ -103,7 +103,7 @@ def profile_model(
     forward_ms = _time_ms(forward, target, repeats)
     model.train()
     return ProfileReport(
-        model=model_name,
+        model=resolve_model_name(model_name),
         device=str(target),
         batch_size=batch_size,
         params_train=params_train,

@@ -33,7 +33,8 @@ from avvp.pipeline.dataset import (
     resolve_label_sources,
     split_fingerprints,
 )
-from avvp.pipeline.evaluate import predict, score_split
+from avvp.pipeline.evaluate import score_split
+from avvp.pipeline.infer import predict
 from avvp.pipeline.train_config import OptimConfig, TrainConfig
 from avvp.storage import RunStore
 

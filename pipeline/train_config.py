@@ -3,17 +3,15 @@ overridable on the command line; every run writes its resolved copy."""
 
 from __future__ import annotations
 
-import json
-import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from avvp.model.config import MMCSEOptions, ModelConfig, get_model_config
+from avvp.model.config import MMCSEOptions, ModelConfig, get_model_config, resolve_model_name
 from avvp.model.losses import MMCSELossConfig
+from avvp.pipeline.config import load_config
 from avvp.pipeline.dataset import DataConfig, resolve_device
 
 ARCHITECTURE_FIELDS = ("hidden_dim", "class_dim", "num_layers", "num_heads", "ffn_dim", "dropout")
@@ -112,8 +110,11 @@ class TrainConfig(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        get_model_config(name)
-        return name
+        """Aliases (`mmcse`, `valor`) become the preset they stand for, so that a run's
+        config and id name the network exactly."""
+        canonical = resolve_model_name(name)
+        get_model_config(canonical)
+        return canonical
 
     @field_validator("architecture")
     @classmethod
@@ -148,40 +149,4 @@ def load_train_config(
     """A preset, then a TOML/YAML/JSON file, then explicit overrides, each over the last."""
     if preset not in TRAIN_PRESETS:
         raise ValueError(f"unknown training preset {preset!r}; known: {sorted(TRAIN_PRESETS)}")
-    merged = TRAIN_PRESETS[preset]
-    if file is not None:
-        merged = _deep_merge(merged, read_config_file(file))
-    merged = _deep_merge(merged, overrides or {})
-    return TrainConfig.model_validate(merged)
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A configuration mapping from a .toml, .yaml/.yml or .json file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such configuration file")
-    text = path.read_text()
-    try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ValueError(f"{path}: use a .toml, .yaml or .json configuration file")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: {error}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of settings at the top level")
-    return data
-
-
-def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+    return load_config(TrainConfig, file, overrides, TRAIN_PRESETS[preset])

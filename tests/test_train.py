@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from avvp.pipeline.checkpoints import load_checkpoint
+from avvp.pipeline.config import load_config
 from avvp.pipeline.dataset import DataConfig
-from avvp.pipeline.evaluate import evaluate_run
+from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run
+from avvp.pipeline.infer import load_run, predict_windows
 from avvp.pipeline.synthetic import (
     SyntheticLLP,
     SyntheticLLPConfig,
@@ -25,6 +27,7 @@ from avvp.storage import FeatureStore, LabelStore, RunStore
 SMALL = SyntheticLLPConfig(n_train=96, n_val=32, n_test=32, seed=3)
 TINY_SIZES = {"hidden_dim": 32, "class_dim": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32}
 DATA = DataConfig(pseudo_labels="synthetic", annotations="synthetic")
+ON_CPU = EvaluateConfig(split="test", device="cpu")
 FEATURE_TABLES = (DATA.audio_table, DATA.visual_table, DATA.visual_st_table)
 
 
@@ -95,20 +98,20 @@ def test_the_same_seed_on_cpu_gives_the_same_checkpoint(store: str) -> None:
 
 def test_evaluate_run_scores_the_test_split_and_writes_its_report(store: str) -> None:
     result = train(store, tiny_config("valor-clapclip", epochs=1))
-    evaluation = evaluate_run(result.run_url, "test", device="cpu")
+    evaluation = evaluate_run(result.run_url, ON_CPU)
     assert evaluation.annotations == "synthetic" and evaluation.filter_rule == "valor"
     run = RunStore(store).run(result.run_id)
     assert run.read_json("eval-test-synthetic-valor.json")["metrics"] == evaluation.metrics
     assert "Segment" in run.read_text("eval-test-synthetic-valor.txt")
     assert not evaluation.reused and evaluation.run_id == result.run_id
-    again = evaluate_run(result.run_url, "test", device="cpu")
+    again = evaluate_run(result.run_url, ON_CPU)
     assert again.reused and again.metrics == evaluation.metrics
-    assert not evaluate_run(result.run_url, "test", device="cpu", force=True).reused
+    assert not evaluate_run(result.run_url, ON_CPU, force=True).reused
 
 
 def test_evaluate_run_refuses_a_folder_that_is_not_a_run(store: str) -> None:
     with pytest.raises(ValueError, match="not a run folder"):
-        evaluate_run(f"{store}/features", "test")
+        evaluate_run(f"{store}/features")
 
 
 def test_missing_pseudo_labels_give_an_error_naming_the_table(store: str) -> None:
@@ -219,3 +222,26 @@ def test_regenerated_pseudo_labels_of_one_video_make_a_new_run(
 
     second = train(root, config)
     assert not second.reused and second.run_id != first.run_id
+
+
+def test_model_aliases_resolve_in_the_config_so_runs_name_the_network_exactly() -> None:
+    assert TrainConfig(model="mmcse").model == "mmcse-clapclip"
+    assert TrainConfig(model="valor").model == TrainConfig(model="valor-clapclip").model
+
+
+def test_an_evaluation_config_loads_from_a_file_with_options_over_it(tmp_path: Path) -> None:
+    path = tmp_path / "eval.yaml"
+    path.write_text("split: val\nfilter_rule: valor\n")
+    config = load_config(EvaluateConfig, path, {"split": "test"})
+    assert (config.split, config.filter_rule, config.device) == ("test", "valor", "auto")
+    with pytest.raises(ValueError, match="splt"):
+        load_config(EvaluateConfig, None, {"splt": "val"})
+
+
+def test_predict_windows_gives_the_outputs_evaluation_scores(store: str) -> None:
+    result = train(store, tiny_config("mmcse-clapclip", epochs=1))
+    loaded = load_run(result.run_url, "cpu")
+    keys = FeatureStore(store).table(DATA.audio_table).keys()[:5]
+    outputs = predict_windows(loaded, keys)
+    assert outputs["frame_prob"].shape == (5, 10, 2, 25)
+    assert outputs["global_prob"].shape == (5, 25) and outputs["frame_prob"].dtype == np.float32

@@ -1,0 +1,103 @@
+"""Inference: a trained run or checkpoint -> per-window outputs (the OUT.npz layout).
+
+Evaluation scores these outputs; batch parsing of new videos will turn them into events.
+Both load a run with `load_run` and predict with `predict` / `predict_windows`, so a
+window is scored and parsed by exactly the same code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avvp.pipeline.checkpoints import load_checkpoint, read_checkpoint, read_feature_file
+from avvp.pipeline.dataset import autocast, load_window_features, resolve_device
+from avvp.pipeline.train_config import TrainConfig
+from avvp.storage import Keys, RunDir, open_run
+
+OUTPUT_KEYS: tuple[str, ...] = ("global_prob", "a_prob", "v_prob", "frame_prob", "frame_logits")
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    audio: torch.Tensor,
+    visual: torch.Tensor,
+    visual_st: torch.Tensor,
+    batch_size: int = 256,
+    amp: bool = True,
+) -> dict[str, np.ndarray]:
+    """Model outputs for stacked windows as float32 NumPy arrays (the OUT.npz layout)."""
+    model.eval()
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in OUTPUT_KEYS}
+    for start in range(0, len(audio), batch_size):
+        rows = slice(start, start + batch_size)
+        with autocast(audio.device, amp):
+            out = model(audio[rows], visual[rows], visual_st[rows])
+        for name in OUTPUT_KEYS:
+            outputs[name].append(getattr(out, name).float().cpu())
+    return {name: torch.cat(parts).numpy() for name, parts in outputs.items()}
+
+
+@dataclass
+class LoadedRun:
+    """A finished run's store root, folder, training config and network (eval mode)."""
+
+    root: str
+    run: RunDir
+    config: TrainConfig
+    model: torch.nn.Module
+    device: torch.device
+
+
+def load_run(run_url: str, device: str = "auto") -> LoadedRun:
+    """Open a run folder `<store>/runs/<id>` and load its checkpoint onto `device`."""
+    root, run = open_run(run_url)
+    if not run.exists("checkpoint.pt"):
+        raise FileNotFoundError(f"{run.url} holds no checkpoint.pt: is it a finished run?")
+    config = TrainConfig.model_validate(run.read_json("config.json")["train"])
+    target = resolve_device(device)
+    model, _ = load_checkpoint(run.read_bytes("checkpoint.pt"), target)
+    return LoadedRun(root, run, config, model.to(target).eval(), target)
+
+
+def predict_windows(
+    loaded: LoadedRun, keys: Keys, batch_size: int = 256, root: str | None = None
+) -> dict[str, np.ndarray]:
+    """Outputs for the given (video, window) keys of a store (default: the run's own),
+    read from the feature tables the run was trained on."""
+    features = load_window_features(root or loaded.root, loaded.config.data, keys, loaded.device)
+    return predict(
+        loaded.model,
+        features.audio,
+        features.visual,
+        features.visual_st,
+        batch_size=batch_size,
+        amp=loaded.config.amp,
+    )
+
+
+def infer_features(
+    checkpoint: str | Path,
+    features: str | Path,
+    out: str | Path,
+    batch_size: int = 256,
+    device: str = "auto",
+) -> int:
+    """Run a checkpoint on a FEATURES.npz and write OUT.npz (float32); returns N.
+
+    The `video_ids` of FEATURES.npz, when it has them, are copied into OUT.npz, which
+    `evaluate_prediction_file` (`avvp evaluate-predictions`) then scores as it is.
+    """
+    target = resolve_device(device)
+    model, _ = read_checkpoint(checkpoint, target)
+    arrays, video_ids = read_feature_file(features, model.config)
+    tensors = {key: torch.from_numpy(value).to(target) for key, value in arrays.items()}
+    outputs = predict(model.to(target), **tensors, batch_size=batch_size)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    ids = {} if video_ids is None else {"video_ids": video_ids}
+    np.savez(out, **ids, **{key: value.astype(np.float32) for key, value in outputs.items()})
+    return len(arrays["audio"])
