@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -68,12 +69,23 @@ def user_errors(func: F) -> F:
                 return func(*args, **kwargs)
             except (ValueError, FileNotFoundError, KeyError) as exc:
                 message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+                if isinstance(exc, ValidationError):
+                    message = settings_errors(exc)
                 err_console.print(f"[bold red]error:[/] {message}", highlight=False)
                 raise typer.Exit(EXIT_USAGE) from None
             finally:
                 print_warnings(caught)
 
     return wrapper  # type: ignore[return-value]
+
+
+def settings_errors(error: ValidationError) -> str:
+    """A config's validation errors as `field: message` lines, without pydantic's links."""
+    lines = []
+    for problem in error.errors():
+        where = " ".join([error.title, ".".join(str(part) for part in problem["loc"])]).strip()
+        lines.append(f"{where}: {problem['msg'].removeprefix('Value error, ')}")
+    return "; ".join(lines)
 
 
 def print_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -661,13 +673,24 @@ def extract(
         list[Path], typer.Argument(metavar="PATH...", help="Video files and/or folders.")
     ],
     store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    config: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="TOML/YAML/JSON file of ExtractConfig settings."),
+    ] = None,
     extractors: Annotated[
-        str,
-        typer.Option(metavar="NAMES", help="Comma-separated: clip, r2plus1d, clap, clap-segments."),
-    ] = "clip,r2plus1d,clap",
+        str | None,
+        typer.Option(
+            metavar="NAMES",
+            help="Comma-separated: clip, r2plus1d, clap, clap-segments [default: "
+            "clip,r2plus1d,clap].",
+        ),
+    ] = None,
     preset: Annotated[
-        str, typer.Option(metavar="PRESET", help="paper (real weights) or tiny (random, tests).")
-    ] = "paper",
+        str | None,
+        typer.Option(
+            metavar="PRESET", help="paper (real weights, the default) or tiny (random, tests)."
+        ),
+    ] = None,
     weights: Annotated[
         list[str] | None,
         typer.Option(
@@ -676,8 +699,20 @@ def extract(
             "extractor; default: the library's cache).",
         ),
     ] = None,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
-    batch_size: Annotated[int, typer.Option(metavar="N", help="Windows per forward pass.")] = 16,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="LLP-format label folder whose YouTube ids name LLP files (default: the "
+            "vendored LLP).",
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ... [default: auto]")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(metavar="N", help="Windows per forward pass [default: 16].")
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(metavar="N", help="Decoding processes (default: up to 8).")
     ] = None,
@@ -685,15 +720,20 @@ def extract(
     """Decode videos at 8 FPS and store CLIP, R(2+1)D and CLAP features of missing windows."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from avvp.pipeline.extract import extract_videos
+    from avvp.pipeline.config import load_config
+    from avvp.pipeline.extract import ExtractConfig, extract_videos
 
-    names = [name.strip() for name in extractors.split(",") if name.strip()]
-    weight_files = parse_weights(weights or [])
-    if unused := sorted(set(weight_files) - set(names)):
-        raise ValueError(
-            f"--weights names {', '.join(unused)}, which --extractors does not run "
-            f"({', '.join(names)})"
-        )
+    names = [name.strip() for name in extractors.split(",") if name.strip()] if extractors else None
+    overrides = given(
+        extractors=names,
+        preset=preset,
+        weights=parse_weights(weights) if weights else None,
+        labels=str(labels) if labels else None,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+    )
+    extract_config = load_config(ExtractConfig, config, overrides)
     columns = (
         TextColumn("extracting"),
         BarColumn(),
@@ -721,17 +761,7 @@ def extract(
                     highlight=False,
                 )
 
-        summary = extract_videos(
-            paths,
-            store,
-            extractors=names,
-            preset=preset,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-            on_progress=on_progress,
-            weights=weight_files,
-        )
+        summary = extract_videos(paths, store, extract_config, on_progress=on_progress)
     warned = f", {len(summary.warnings)} with warnings" if summary.warnings else ""
     console.print(
         f"{summary.videos_found} videos: {summary.videos_extracted} extracted{warned}, "

@@ -30,7 +30,7 @@ from avvp.model.metrics import segment_and_event_f1
 from avvp.pipeline import tables
 from avvp.pipeline.dataset import DataConfig, load_split, resolve_device
 from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run, score_split
-from avvp.pipeline.extract import extract_videos
+from avvp.pipeline.extract import ExtractConfig, extract_videos
 from avvp.pipeline.infer import predict
 from avvp.pipeline.llp import LLPAnnotations, youtube_id
 from avvp.pipeline.llp_labels import import_llp_labels
@@ -102,7 +102,8 @@ def prepare_clip_store(
     say(f"writing {n_clips} synthetic clips to {folder}")
     write_synthetic_clips(folder, n=n_clips, seed=seed, active_classes=DEMO_ACTIVE_CLASSES)
     say("extracting CLIP, R(2+1)D and CLAP features (tiny presets)")
-    summary = extract_videos(folder / "videos", root, preset="tiny", device=device)
+    config = ExtractConfig(preset="tiny", device=device, labels=str(folder))
+    summary = extract_videos(folder / "videos", root, config)
     if summary.failures:
         raise ValueError(f"extraction failed for {len(summary.failures)} demo clips")
     import_llp_labels(root, folder)

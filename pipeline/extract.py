@@ -1,46 +1,57 @@
 """Decode and embed video files into the feature store, only where features are missing.
 
-How the work is split:
+The stage in three steps, each a function a flow can run as its own task:
 
-- DataLoader worker processes each take one video: decode it (`decode_video`), cut it
-  into windows (`split_windows`) and run every extractor's `transform` on the windows
-  its table still lacks. A video that fails there (a `DecodeError`, or any error while
-  preprocessing) comes back as a failure record (a plain reason, the raw detail apart);
-  the loader and the other videos go on. A file that decodes only in part (cut short)
-  is extracted as far as it decodes and reported as a warning.
-- The main process only batches and embeds: it queues each video's preprocessed
-  windows per extractor, embeds full batches of `batch_size` windows on the device,
-  and writes a table's rows as one new part once `flush_windows` rows have gathered
-  (and at the end), always after a whole video.
+- `plan_extraction(paths, root, config)`: find the videos and their ids
+  (`avvp.pipeline.videos`), their content digests (taken from the manifest when path,
+  size and modification time match, else read), and which (video, table) pairs the
+  store lacks; group those videos into shards of `config.shard_videos`, each with a
+  key that digests its videos' contents, the tables they lack and the output settings
+  of `config`. Reads the store; writes nothing.
+- `extract_shard(shard, root, config)`: decode the shard's videos window by window,
+  embed the windows each table lacks, and write the rows, the manifest records and the
+  failures of that shard. Shards are independent: a re-run skips shards already done.
+- `record_plan(plan, root)` writes what planning found (files refused before any work,
+  files now complete, manifest rows of videos stored before the manifest existed), and
+  `summarize(plan, results)` adds the shards up. `extract_videos` runs all four.
+
+How a shard works: DataLoader worker processes (`config.workers`; 0 decodes in this
+process, as Dask's daemonic workers need) each take some of its videos, decode them
+one 10-s window at a time (`open_video`) and run every extractor's `transform` on the
+windows its table lacks, yielding one item per window and a closing item per video
+(its facts, or why it failed). The main process embeds full batches of windows of any
+videos on the device and writes a table's rows as one part once `flush_windows` rows
+of finished videos have gathered (and at the end), always whole videos: a video fails
+as a whole (its rows are dropped) and is found complete or absent in each table. Memory
+holds a few windows' network inputs per worker and the embedded rows of the videos in
+flight, whatever their length.
 
 Which videos are skipped, without decoding: those present in every requested table
-with windows 0..k and no gap. A video's window count is only known after decoding it,
-but no marker is needed, because every writer of feature tables (this stage, feature
-import, the synthetic mini-LLP) writes all windows of a video in one part, and parts
-appear atomically: a video found in a table is complete there. A video missing from
-some tables is decoded, and only the tables that lack it are embedded and written.
+with all their windows (the manifest's count, or 0..k without a gap for videos stored
+before the manifest). Every writer of feature tables writes all windows of a video in
+one part, and parts appear atomically, so a video found in a table is complete there.
+A video missing from some tables is decoded, and only the tables that lack it are
+embedded and written.
 
 A video without an audio track decodes to zero audio of the right length: the CLAP
-tables hold the features of that silence, and every table stores `has_audio` False
-for its windows, so later stages can tell it from a real silent track.
+tables hold the features of that silence, and every table stores `has_audio` False for
+its windows, so later stages can tell it from a real silent track.
 
-Input errors: a missing path stops the call before any work (ValueError naming it);
-two different files with the same video id (`video_id_for`) are both listed as
-failures and neither is extracted, since either could be the one meant.
-
-Limits: a loader item holds all of one video's network inputs (about 19 MB per 10-s
-window for CLIP, R(2+1)D and CLAP maps of the paper preset), passed from workers
-through shared memory, so very long videos need memory to match (and containers a
-large /dev/shm). An interrupted run keeps every part already written; a rerun redoes
-at most the rows that were waiting for their flush.
+Input errors: a missing path stops the call before any work (ValueError naming it).
+Two different files with one id are both failures and neither is extracted, since
+either could be the one meant; a file whose content differs from the file already
+stored under its id is refused, naming both paths. An interrupted run keeps every part
+already written; a rerun redoes at most the rows that were waiting for their flush.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -48,19 +59,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from torch.utils.data import DataLoader, Dataset
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from avvp.contract import FPS, WINDOW_SECONDS
 from avvp.extractors import FeatureExtractor, WindowInput, create_extractor, extractor_class
-from avvp.extractors.base import Preset
 from avvp.pipeline import tables
-from avvp.pipeline.decode import (
-    DecodeError,
-    Window,
-    decode_video,
-    split_windows,
-    video_id_for,
-)
+from avvp.pipeline.decode import DecodeError, Window, open_video
+from avvp.pipeline.llp import llp_video_ids
+from avvp.pipeline.videos import VideoInput, file_digest, find_videos
 from avvp.storage import (
     Failure,
     FailureLog,
@@ -68,6 +75,8 @@ from avvp.storage import (
     FeatureTable,
     Provenance,
     ProvenanceMismatchError,
+    VideoManifest,
+    VideoRecord,
 )
 
 STAGE = "extract"
@@ -78,12 +87,70 @@ TABLE_FOR_EXTRACTOR: dict[str, str] = {
     "clap-segments": tables.AUDIO_SEGMENT_TABLE,
 }
 DEFAULT_EXTRACTORS = ("clip", "r2plus1d", "clap")
-VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp"}
-)
-FEATURE_DTYPES = ("float16", "float32")
 
 ProgressStatus = Literal["skipped", "extracted", "failed"]
+
+
+class ExtractConfig(BaseModel):
+    """How to extract: which extractors, with which weights, on what, in what batches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    extractors: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EXTRACTORS),
+        description=f"any of {', '.join(TABLE_FOR_EXTRACTOR)}, each into its standard table",
+    )
+    preset: Literal["paper", "tiny"] = Field(
+        "paper", description="paper: released weights; tiny: small random networks (tests)"
+    )
+    weights: dict[str, str] = Field(
+        default_factory=dict, description="extractor name -> weight file (default: its cache)"
+    )
+    device: str = "auto"
+    batch_size: int = Field(16, ge=1, description="windows per embed call, per extractor")
+    workers: int | None = Field(None, ge=0, description="decoding processes; default min(8, CPUs)")
+    dtype: Literal["float16", "float32"] = "float16"
+    flush_windows: int = Field(256, ge=1, description="rows a table gathers before a part")
+    shard_videos: int = Field(32, ge=1, description="videos per shard, the unit of work")
+    labels: str | None = Field(
+        None,
+        description="LLP-format folder whose ids name LLP files (default: the vendored LLP)",
+    )
+
+    @field_validator("extractors")
+    @classmethod
+    def _known_extractors(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - TABLE_FOR_EXTRACTOR.keys())
+        if not names or unknown or len(set(names)) < len(names):
+            raise ValueError(
+                f"extractors must be distinct names among {', '.join(TABLE_FOR_EXTRACTOR)}, "
+                f"got {names}"
+            )
+        frame_rates = {extractor_class(name).input.fps for name in names} - {None}
+        if len(frame_rates) > 1:
+            raise ValueError(f"the extractors want frames at different rates {frame_rates}")
+        return names
+
+    @model_validator(mode="after")
+    def _weights_for_named_extractors(self) -> ExtractConfig:
+        if unused := sorted(set(self.weights) - set(self.extractors)):
+            raise ValueError(
+                f"weights name {', '.join(unused)}, which are not among the extractors "
+                f"({', '.join(self.extractors)})"
+            )
+        return self
+
+    def decoding_workers(self) -> int:
+        return min(8, os.cpu_count() or 1) if self.workers is None else self.workers
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that change what is written (not where or how fast it runs)."""
+        return {
+            "extractors": self.extractors,
+            "preset": self.preset,
+            "weights": self.weights,
+            "dtype": self.dtype,
+        }
 
 
 class ExtractProgress(NamedTuple):
@@ -112,17 +179,56 @@ class ExtractWarning(NamedTuple):
     message: str
 
 
-@dataclass
-class ExtractSummary:
+class VideoTask(BaseModel):
+    """One video of a shard, and the windows each extractor's table already holds."""
+
+    video_id: str
+    path: str
+    size: int
+    mtime_ns: int
+    digest: str
+    stored: dict[str, list[int]]  # extractor name -> windows stored
+
+
+class Shard(BaseModel):
+    """A group of videos extracted together; `key` changes with anything they produce."""
+
+    key: str
+    videos: list[VideoTask]
+
+
+class ExtractionPlan(BaseModel):
+    """What `plan_extraction` found: the shards to run and what needs no decoding."""
+
+    videos_found: int
+    skipped: list[VideoTask]  # complete in every table
+    failures: list[Failure]  # refused before any work
+    shards: list[Shard]
+    manifest_updates: list[VideoRecord]  # complete videos the manifest lacks
+
+
+class ShardResult(BaseModel):
+    """What `extract_shard` did."""
+
+    key: str
+    extracted: list[str]  # video ids
+    windows_written: dict[str, int]  # table -> new rows
+    failures: list[Failure]
+    warnings: list[ExtractWarning]
+    seconds: float
+
+
+class ExtractSummary(BaseModel):
     """What one `extract_videos` call did."""
 
     videos_found: int = 0  # distinct input files
     videos_skipped: int = 0  # complete in every requested table: not decoded
     videos_decoded: int = 0  # handed to the decoders (failed ones included)
     videos_extracted: int = 0  # decoded, embedded and written
-    windows_written: dict[str, int] = field(default_factory=dict)  # table -> new rows
-    failures: list[Failure] = field(default_factory=list)
-    warnings: list[ExtractWarning] = field(default_factory=list)
+    shards: int = 0
+    windows_written: dict[str, int] = Field(default_factory=dict)  # table -> new rows
+    failures: list[Failure] = Field(default_factory=list)
+    warnings: list[ExtractWarning] = Field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -131,29 +237,15 @@ class ExtractSummary:
         return self.videos_extracted / self.seconds if self.seconds > 0 else 0.0
 
 
-def find_videos(paths: Iterable[str | Path]) -> list[Path]:
-    """Video files named or found (recursively, by extension) under the given folders.
+class VideoOutcome(NamedTuple):
+    """How one video of a shard ended (what `extract_shard` reports per video)."""
 
-    Files named explicitly are kept whatever their extension. Each file appears once,
-    in the order given (folders sorted). Raises ValueError for a path that does not exist.
-    """
-    # Keyed by the resolved file, so one file reached twice counts once; the path kept is
-    # the one given, because a symlink's own name is the video id the user chose.
-    found: dict[Path, Path] = {}
-    for given in paths:
-        path = Path(given).expanduser()
-        if path.is_file():
-            found.setdefault(path.resolve(), path.absolute())
-        elif path.is_dir():
-            for candidate in sorted(path.rglob("*")):
-                # Dot files are editor and OS leftovers (macOS `._clip.mp4`), not videos.
-                hidden = any(part.startswith(".") for part in candidate.relative_to(path).parts)
-                video = candidate.suffix.lower() in VIDEO_EXTENSIONS and candidate.is_file()
-                if video and not hidden:
-                    found.setdefault(candidate.resolve(), candidate.absolute())
-        else:
-            raise ValueError(f"{path}: no such file or folder; pass video files or folders")
-    return list(found.values())
+    video_id: str
+    path: str
+    status: ProgressStatus
+    windows: int
+    reason: str = ""
+    warning: str = ""
 
 
 def feature_provenance(extractor: FeatureExtractor, dtype: str = "float16") -> Provenance:
@@ -175,274 +267,461 @@ def window_input(window: Window, spec: WindowInput) -> np.ndarray:
     return window.frames if spec.kind == "frames" else window.audio[spec.sample_rate]
 
 
+def build_extractors(config: ExtractConfig) -> list[FeatureExtractor]:
+    """The configured extractors, built once per process and reused (by name, preset,
+    weight file and device): a flow running many shards pays the loading once."""
+    device = None if config.device == "auto" else config.device
+    built = []
+    for name in config.extractors:
+        weights = config.weights.get(name)
+        stamp = _file_stamp(weights) if weights else None
+        built.append(_cached_extractor(name, config.preset, weights, stamp, device))
+    return built
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_extractor(
+    name: str, preset: str, weights: str | None, stamp: tuple[int, int] | None, device: str | None
+) -> FeatureExtractor:
+    # `stamp` (size, mtime) is only part of the key: a weight file replaced in place
+    # gets a fresh extractor.
+    return create_extractor(name, preset=preset, weights=weights, device=device)
+
+
+def _file_stamp(path: str) -> tuple[int, int] | None:
+    try:
+        stat = Path(path).expanduser().stat()
+    except OSError:
+        return None  # the builder reports the missing file
+    return stat.st_size, stat.st_mtime_ns
+
+
+def plan_extraction(
+    paths: Iterable[str | Path] | str | Path,
+    root: str | os.PathLike[str],
+    config: ExtractConfig | None = None,
+) -> ExtractionPlan:
+    """Find the videos, decide which (video, table) pairs are missing, and shard them."""
+    config = config or ExtractConfig()
+    inputs = find_videos(
+        [paths] if isinstance(paths, str | Path) else paths, llp_video_ids(config.labels)
+    )
+    unique, failures = _split_duplicate_ids(inputs)
+    manifest = VideoManifest(root).read()
+    tasks: list[VideoTask] = []
+    for video in unique:
+        task, refusal = _video_task(video, manifest)
+        if refusal is not None:
+            failures.append(refusal)
+        else:
+            tasks.append(task)
+    store = FeatureStore(root)
+    stored = {
+        name: _stored_windows(store.table(TABLE_FOR_EXTRACTOR[name]), [t.video_id for t in tasks])
+        for name in config.extractors
+    }
+    skipped, missing, updates = [], [], []
+    for task in tasks:
+        task.stored = {name: sorted(stored[name].get(task.video_id, ())) for name in stored}
+        known = manifest.get(task.video_id)
+        if all(_complete(windows, known) for windows in task.stored.values()):
+            skipped.append(task)
+            if known is None:
+                updates.append(_record_from_tables(task))
+        else:
+            missing.append(task)
+    shards = [
+        _shard(missing[start : start + config.shard_videos], config)
+        for start in range(0, len(missing), config.shard_videos)
+    ]
+    return ExtractionPlan(
+        videos_found=len(inputs),
+        skipped=skipped,
+        failures=failures,
+        shards=shards,
+        manifest_updates=updates,
+    )
+
+
+def record_plan(plan: ExtractionPlan, root: str | os.PathLike[str]) -> None:
+    """Write what planning found: refused files, skipped ones (no longer failing), and
+    the manifest rows of complete videos stored before the manifest existed."""
+    VideoManifest(root).record(plan.manifest_updates)
+    FailureLog(root).record(STAGE, plan.failures, resolved=[task.path for task in plan.skipped])
+
+
+def extract_shard(
+    shard: Shard,
+    root: str | os.PathLike[str],
+    config: ExtractConfig | None = None,
+    *,
+    extractors: Sequence[FeatureExtractor] | None = None,
+    on_video: Callable[[VideoOutcome], None] | None = None,
+) -> ShardResult:
+    """Embed the windows the shard's videos lack and write them (module docstring).
+
+    extractors: built extractors to use instead of `build_extractors(config)` (their
+    names must be config.extractors'). on_video: called once per video of the shard.
+    """
+    started = time.perf_counter()
+    config = config or ExtractConfig()
+    built = list(extractors) if extractors is not None else build_extractors(config)
+    if [extractor.name for extractor in built] != config.extractors:
+        raise ValueError(
+            f"extractors {[e.name for e in built]} are not the configured {config.extractors}"
+        )
+    writers = _writers(root, built, config.dtype)
+    manifest = VideoManifest(root)
+    tasks = {task.video_id: task for task in shard.videos}
+    result = ShardResult(
+        key=shard.key,
+        extracted=[],
+        windows_written={writer.table_name: 0 for writer in writers},
+        failures=[],
+        warnings=[],
+        seconds=0.0,
+    )
+    finished: list[VideoRecord] = []
+
+    def flush(min_rows: int) -> None:
+        if sum(writer.ready_rows for writer in writers) < min_rows:
+            return
+        for writer in writers:
+            result.windows_written[writer.table_name] += writer.flush(config.batch_size)
+        # After the features: a manifest row says the video's rows are stored.
+        manifest.record(finished)
+        finished.clear()
+
+    dataset = _ShardWindows(shard.videos, {e.name: (e.input, e.transform) for e in built})
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=min(config.decoding_workers(), len(shard.videos)),
+        collate_fn=_as_is,
+    )
+    for item in loader:
+        if isinstance(item, _WindowItem):
+            for writer in writers:
+                if writer.name in item.inputs:
+                    writer.add(item, config.batch_size)
+            continue
+        task = tasks[item.video_id]
+        if item.failure is not None:
+            for writer in writers:
+                writer.discard(item.video_id)
+            result.failures.append(item.failure)
+            outcome = VideoOutcome(item.video_id, task.path, "failed", 0, item.failure.reason)
+        else:
+            for writer in writers:
+                writer.finish(item.video_id)
+            result.extracted.append(item.video_id)
+            finished.append(item.record)
+            if item.warning:
+                result.warnings.append(ExtractWarning(item.video_id, task.path, item.warning))
+            outcome = VideoOutcome(
+                item.video_id, task.path, "extracted", item.record.windows, warning=item.warning
+            )
+            flush(config.flush_windows)
+        if on_video is not None:
+            on_video(outcome)
+    flush(0)
+    FailureLog(root).record(
+        STAGE, result.failures, resolved=[tasks[video_id].path for video_id in result.extracted]
+    )
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def summarize(
+    plan: ExtractionPlan, results: Sequence[ShardResult], config: ExtractConfig
+) -> ExtractSummary:
+    """One summary of a plan and its shards' results."""
+    written = {TABLE_FOR_EXTRACTOR[name]: 0 for name in config.extractors}
+    for result in results:
+        for table, rows in result.windows_written.items():
+            written[table] += rows
+    return ExtractSummary(
+        videos_found=plan.videos_found,
+        videos_skipped=len(plan.skipped),
+        videos_decoded=sum(len(shard.videos) for shard in plan.shards),
+        videos_extracted=sum(len(result.extracted) for result in results),
+        shards=len(plan.shards),
+        windows_written=written,
+        failures=[*plan.failures, *(f for result in results for f in result.failures)],
+        warnings=[warning for result in results for warning in result.warnings],
+        seconds=sum(result.seconds for result in results),
+    )
+
+
 def extract_videos(
     paths: Iterable[str | Path] | str | Path,
     root: str | os.PathLike[str],
-    extractors: Sequence[str | FeatureExtractor] = DEFAULT_EXTRACTORS,
-    preset: Preset = "paper",
-    device: str = "auto",
-    batch_size: int = 16,
-    workers: int | None = None,
+    config: ExtractConfig | None = None,
+    *,
+    extractors: Sequence[FeatureExtractor] | None = None,
     on_progress: Callable[[ExtractProgress], None] | None = None,
-    weights: Mapping[str, str | Path] | None = None,
-    flush_windows: int = 256,
-    dtype: str = "float16",
 ) -> ExtractSummary:
-    """Embed the windows of `paths` (files and folders) that the store at `root` lacks.
+    """Embed the windows of `paths` (files and folders) that the store at `root` lacks:
+    plan, record the plan, run every shard, summarize (module docstring).
 
-    extractors: names ("clip", "r2plus1d", "clap", "clap-segments"), each written to its
-        standard table (`TABLE_FOR_EXTRACTOR`), or extractors already built (then
-        `preset`, `device` and `weights` do not apply to them).
-    preset: "paper" (released weights, found locally) or "tiny" (tests and demos; it
-        writes the same table names, so a store holds one preset or the other).
-    device: "auto" (CUDA when available), "cpu", "cuda:1", ...
-    batch_size: windows per `embed` call, per extractor.
-    workers: decoding processes (0 decodes in this process); default: the CPU count, at
-        most 8.
-    on_progress: called once per input video (see `ExtractProgress`).
-    weights: extractor name -> weight file, for names whose default should not be used.
-    flush_windows: rows a table gathers before they are written as one part.
-    dtype: "float16" or "float32", the stored precision.
-
-    Failed videos are listed in the summary and recorded in the failures table
-    (`FailureLog(root).read("extract")`); the module docstring has the skip rule.
+    extractors: extractors already built, used instead of `build_extractors(config)`
+    (config.extractors is taken from their names). on_progress: called once per input.
+    Failed videos are listed in the summary and in the failures table
+    (`FailureLog(root).read("extract")`).
     """
     started = time.perf_counter()
-    batch_size, flush_windows = int(batch_size), int(flush_windows)
-    workers = min(8, os.cpu_count() or 1) if workers is None else int(workers)
-    if batch_size < 1 or flush_windows < 1 or workers < 0:
-        raise ValueError(
-            f"need batch_size >= 1, flush_windows >= 1 and workers >= 0; got {batch_size}, "
-            f"{flush_windows} and {workers}"
-        )
-    if dtype not in FEATURE_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(FEATURE_DTYPES)}, not {dtype!r}")
-    videos = find_videos([paths] if isinstance(paths, str | Path) else paths)
-    built = _build_extractors(extractors, preset, device, weights or {})
-    store = FeatureStore(root)
-    writers = [
-        _TableWriter(extractor, store.table(TABLE_FOR_EXTRACTOR[extractor.name]), dtype)
-        for extractor in built
-    ]
-    for writer in writers:
-        writer.check_provenance()
+    config = config or ExtractConfig()
+    if extractors is not None:
+        config = config.model_copy(update={"extractors": [e.name for e in extractors]})
+    built = list(extractors) if extractors is not None else build_extractors(config)
+    _writers(root, built, config.dtype)  # refuse other settings before any work
+    plan = plan_extraction(paths, root, config)
+    record_plan(plan, root)
+    done = 0
 
-    summary = ExtractSummary(
-        videos_found=len(videos), windows_written={writer.table_name: 0 for writer in writers}
-    )
-
-    def report(video_id: str, path: Path | str, status: ProgressStatus, **details: Any) -> None:
+    def report(outcome: VideoOutcome) -> None:
+        nonlocal done
+        done += 1
         if on_progress is not None:
-            done = summary.videos_skipped + summary.videos_extracted + len(summary.failures)
-            on_progress(ExtractProgress(video_id, str(path), status, done, len(videos), **details))
-
-    unique, duplicates = _split_duplicate_ids(videos)
-    for failure in duplicates:
-        summary.failures.append(failure)
-        report(failure.video_id, failure.path, "failed", windows=0, reason=failure.reason)
-    stored = {writer.name: writer.stored_windows(unique) for writer in writers}
-    jobs, succeeded = [], []
-    for video_id, path in unique.items():
-        known = {name: windows.get(video_id, frozenset()) for name, windows in stored.items()}
-        if all(_complete(windows) for windows in known.values()):
-            summary.videos_skipped += 1
-            succeeded.append(str(path))
-            report(video_id, path, "skipped", windows=0)
-        else:
-            jobs.append(_VideoJob(path, video_id, known))
-    summary.videos_decoded = len(jobs)
-
-    loader = DataLoader(
-        _PrepareVideos(jobs, {extractor.name: extractor for extractor in built}),
-        batch_size=None,
-        num_workers=min(workers, len(jobs)),
-        collate_fn=_as_is,
-    )
-    for prepared in loader:
-        if prepared.failure is not None:
-            summary.failures.append(prepared.failure)
-            report(
-                prepared.video_id,
-                prepared.path,
-                "failed",
-                windows=0,
-                reason=prepared.failure.reason,
+            on_progress(
+                ExtractProgress(
+                    outcome.video_id,
+                    outcome.path,
+                    outcome.status,
+                    done,
+                    plan.videos_found,
+                    outcome.windows,
+                    outcome.reason,
+                    outcome.warning,
+                )
             )
-            continue
-        for writer in writers:
-            if writer.name in prepared.inputs:
-                writer.add(prepared, *prepared.inputs[writer.name], batch_size)
-                writer.flush_if(flush_windows, batch_size)
-        summary.videos_extracted += 1
-        succeeded.append(str(prepared.path))
-        if prepared.warning:
-            summary.warnings.append(
-                ExtractWarning(prepared.video_id, str(prepared.path), prepared.warning)
-            )
-        report(
-            prepared.video_id,
-            prepared.path,
-            "extracted",
-            windows=len(prepared.valid_segments),
-            warning=prepared.warning,
-        )
-    for writer in writers:
-        writer.flush_if(1, batch_size)
-        summary.windows_written[writer.table_name] = writer.written
-    # Written after the features: a file counts as resolved only once its rows are stored.
-    FailureLog(root).record(STAGE, summary.failures, resolved=succeeded)
+
+    for failure in plan.failures:
+        report(VideoOutcome(failure.video_id, failure.path, "failed", 0, failure.reason))
+    for task in plan.skipped:
+        report(VideoOutcome(task.video_id, task.path, "skipped", 0))
+    results = [
+        extract_shard(shard, root, config, extractors=built, on_video=report)
+        for shard in plan.shards
+    ]
+    summary = summarize(plan, results, config)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _build_extractors(
-    extractors: Sequence[str | FeatureExtractor],
-    preset: Preset,
-    device: str,
-    weights: Mapping[str, str | Path],
-) -> list[FeatureExtractor]:
-    names = [item if isinstance(item, str) else item.name for item in extractors]
-    unknown = sorted(set(names) - TABLE_FOR_EXTRACTOR.keys())
-    unused_weights = sorted(set(weights) - set(names))
-    if not names or unknown or len(set(names)) < len(names) or unused_weights:
-        raise ValueError(
-            f"extractors must be distinct names among {', '.join(TABLE_FOR_EXTRACTOR)} "
-            f"(got {names}), and weights may only name those (got {sorted(weights)})"
-        )
-    frame_rates = {extractor_class(name).input.fps for name in names} - {None}
-    if len(frame_rates) > 1:
-        raise ValueError(f"the extractors want frames at different rates {frame_rates}")
-    return [
-        item
-        if isinstance(item, FeatureExtractor)
-        else create_extractor(
-            item,
-            preset=preset,
-            weights=weights.get(item),
-            device=None if device == "auto" else device,
-        )
-        for item in extractors
+def _writers(
+    root: str | os.PathLike[str], extractors: Sequence[FeatureExtractor], dtype: str
+) -> list[_TableWriter]:
+    """One writer per extractor; refuses a table that holds rows of other settings."""
+    store = FeatureStore(root)
+    writers = [
+        _TableWriter(extractor, store.table(TABLE_FOR_EXTRACTOR[extractor.name]), dtype)
+        for extractor in extractors
     ]
+    for writer in writers:
+        writer.check_provenance()
+    return writers
 
 
-def _split_duplicate_ids(videos: Sequence[Path]) -> tuple[dict[str, Path], list[Failure]]:
-    """(video id -> path for ids given by one file, failures for ids given by several)."""
-    by_id: dict[str, list[Path]] = {}
-    for path in videos:
-        by_id.setdefault(video_id_for(path), []).append(path)
-    unique = {video_id: paths[0] for video_id, paths in by_id.items() if len(paths) == 1}
+def _split_duplicate_ids(videos: Sequence[VideoInput]) -> tuple[list[VideoInput], list[Failure]]:
+    """(videos whose id is given by one file, failures for ids given by several)."""
+    by_id: dict[str, list[VideoInput]] = {}
+    for video in videos:
+        by_id.setdefault(video.video_id, []).append(video)
+    unique = [group[0] for group in by_id.values() if len(group) == 1]
     failures = [
         Failure(
             video_id,
-            str(path),
+            str(video.path),
             f"video id {video_id!r} is also the id of "
-            f"{', '.join(str(other) for other in paths if other != path)}; rename or leave "
-            "out all but one of these files",
+            f"{', '.join(str(other.path) for other in group if other != video)}; rename or "
+            "leave out all but one of these files",
         )
-        for video_id, paths in by_id.items()
-        if len(paths) > 1
-        for path in paths
+        for video_id, group in by_id.items()
+        if len(group) > 1
+        for video in group
     ]
     return unique, failures
 
 
-def _complete(windows: frozenset[int]) -> bool:
-    """Stored windows 0..k without a gap (see the skip rule in the module docstring)."""
-    return bool(windows) and max(windows) == len(windows) - 1
+def _video_task(
+    video: VideoInput, manifest: Mapping[str, VideoRecord]
+) -> tuple[VideoTask | None, Failure | None]:
+    """The video's task, or why it is refused: another file's content holds its id."""
+    stat = video.path.stat()
+    known = manifest.get(video.video_id)
+    unchanged = (
+        known is not None
+        and known.path == str(video.path)
+        and (known.size, known.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    )
+    digest = known.digest if unchanged else file_digest(video.path)
+    if known is not None and known.digest != digest:
+        return None, Failure(
+            video.video_id,
+            str(video.path),
+            f"video id {video.video_id!r} is already stored for {known.path}, whose content "
+            f"differs from {video.path}; rename this file, or extract it into another store",
+            f"stored {known.digest}, this file {digest}",
+        )
+    task = VideoTask(
+        video_id=video.video_id,
+        path=str(video.path),
+        size=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
+        digest=digest,
+        stored={},
+    )
+    return task, None
 
 
-@dataclass(frozen=True)
-class _VideoJob:
-    path: Path
+def _stored_windows(table: FeatureTable, video_ids: Sequence[str]) -> dict[str, set[int]]:
+    """Windows stored per video, for the given videos only (reads the key columns)."""
+    keys = table.keys()
+    wanted = pc.is_in(
+        pa.array(keys.video_ids, pa.string()), value_set=pa.array(list(video_ids), pa.string())
+    ).to_numpy(zero_copy_only=False)
+    result: dict[str, set[int]] = {}
+    for video_id, window in zip(
+        keys.video_ids[wanted].tolist(), keys.windows[wanted].tolist(), strict=True
+    ):
+        result.setdefault(video_id, set()).add(window)
+    return result
+
+
+def _complete(windows: Sequence[int], known: VideoRecord | None) -> bool:
+    """All of the video's windows are stored (see the skip rule in the module docstring)."""
+    count = known.windows if known is not None else len(windows)
+    return bool(windows) and list(windows) == list(range(count))
+
+
+def _record_from_tables(task: VideoTask) -> VideoRecord:
+    """A manifest row for a video stored before the manifest: what the tables tell."""
+    windows = max(len(stored) for stored in task.stored.values())
+    return VideoRecord(
+        task.video_id, task.path, task.size, task.mtime_ns, task.digest, None, None, windows, ""
+    )
+
+
+def _shard(tasks: list[VideoTask], config: ExtractConfig) -> Shard:
+    content = [(task.video_id, task.digest, sorted(task.stored.items())) for task in tasks]
+    key = hashlib.sha256(
+        json.dumps([config.output_settings(), content], sort_keys=True).encode()
+    ).hexdigest()
+    return Shard(key=f"{STAGE}-{key[:16]}", videos=tasks)
+
+
+class _WindowItem(NamedTuple):
+    """One window's network inputs, for the extractors whose tables lack it."""
+
     video_id: str
-    stored: dict[str, frozenset[int]]  # extractor name -> windows its table already holds
-
-
-@dataclass(frozen=True, eq=False)
-class _PreparedVideo:
-    """A worker's result: network inputs per extractor, or why the video failed."""
-
-    video_id: str
-    path: Path
-    valid_segments: np.ndarray  # (windows,) per window index
+    window: int
+    valid_segments: int
     has_audio: bool
-    inputs: dict[str, tuple[np.ndarray, torch.Tensor]]  # name -> (window indices, inputs)
-    failure: Failure | None = None
+    inputs: dict[str, torch.Tensor]  # extractor name -> preprocessed window
+
+
+class _VideoEnd(NamedTuple):
+    """The last item of a video: its manifest record, or why it failed."""
+
+    video_id: str
+    record: VideoRecord | None
+    failure: Failure | None
     warning: str = ""
 
 
-class _PrepareVideos(Dataset):
-    """Item i: video i decoded, windowed and preprocessed, or a failure record.
+class _ShardWindows(IterableDataset):
+    """The windows of a shard's videos, decoded and preprocessed, video after video.
 
-    Holds only the extractors' transforms and input specs, so workers receive no network.
+    Each loader worker takes every n-th video. Holds only the extractors' transforms and
+    input specs, so workers receive no network.
     """
 
-    def __init__(self, jobs: Sequence[_VideoJob], extractors: Mapping[str, FeatureExtractor]):
-        self.jobs = list(jobs)
-        self.specs: dict[str, tuple[WindowInput, Callable[[Any], torch.Tensor]]] = {
-            name: (extractor.input, extractor.transform) for name, extractor in extractors.items()
-        }
+    def __init__(
+        self,
+        videos: Sequence[VideoTask],
+        specs: Mapping[str, tuple[WindowInput, Callable[[Any], torch.Tensor]]],
+    ) -> None:
+        self.videos, self.specs = list(videos), dict(specs)
         inputs = [spec for spec, _ in self.specs.values()]
         self.fps = next((spec.fps for spec in inputs if spec.fps is not None), FPS)
         self.sample_rates = sorted({spec.sample_rate for spec in inputs} - {None})
 
-    def __len__(self) -> int:
-        return len(self.jobs)
+    def __iter__(self) -> Iterator[_WindowItem | _VideoEnd]:
+        worker = get_worker_info()
+        mine = self.videos if worker is None else self.videos[worker.id :: worker.num_workers]
+        for task in mine:
+            yield from self._video(task)
 
-    def __getitem__(self, index: int) -> _PreparedVideo:
-        job = self.jobs[index]
+    def _video(self, task: VideoTask) -> Iterator[_WindowItem | _VideoEnd]:
         try:
-            decoded = decode_video(job.path, fps=self.fps, sample_rates=self.sample_rates)
-            windows = split_windows(decoded)
-            inputs = {}
-            for name, (spec, transform) in self.specs.items():
-                missing = [window for window in windows if window.index not in job.stored[name]]
-                if missing:
-                    inputs[name] = (
-                        np.array([window.index for window in missing]),
-                        torch.stack([transform(window_input(window, spec)) for window in missing]),
-                    )
+            with open_video(task.path, fps=self.fps, sample_rates=self.sample_rates) as stream:
+                info = stream.info
+                for window in stream.windows():
+                    inputs = {
+                        name: transform(window_input(window, spec))
+                        for name, (spec, transform) in self.specs.items()
+                        if window.index not in task.stored[name]
+                    }
+                    if inputs:
+                        yield _WindowItem(
+                            task.video_id,
+                            window.index,
+                            window.valid_segments,
+                            window.has_audio,
+                            inputs,
+                        )
+                backend = stream.backend
         except DecodeError as error:
-            return _failed(job, error.reason, error.detail)
+            yield _failed(task, error.reason, error.detail)
+            return
         except Exception as error:  # any preprocessing error fails this video only
-            return _failed(
-                job,
+            yield _failed(
+                task,
                 "its frames or audio could not be prepared for the extractors",
                 f"{type(error).__name__}: {error}",
             )
-        return _PreparedVideo(
-            job.video_id,
-            job.path,
-            np.array([window.valid_segments for window in windows]),
-            decoded.has_audio,
-            inputs,
-            warning=decoded.cut_short or "",
+            return
+        record = VideoRecord(
+            task.video_id,
+            task.path,
+            task.size,
+            task.mtime_ns,
+            task.digest,
+            info.duration,
+            info.has_audio,
+            info.windows,
+            backend,
         )
+        yield _VideoEnd(task.video_id, record, None, info.cut_short or "")
 
 
-def _failed(job: _VideoJob, reason: str, detail: str) -> _PreparedVideo:
-    failure = Failure(job.video_id, str(job.path), reason, detail)
-    return _PreparedVideo(job.video_id, job.path, np.zeros(0, np.int64), False, {}, failure)
+def _failed(task: VideoTask, reason: str, detail: str) -> _VideoEnd:
+    return _VideoEnd(task.video_id, None, Failure(task.video_id, task.path, reason, detail))
 
 
-def _as_is(item: _PreparedVideo) -> _PreparedVideo:
-    # The loader's default conversion would rebuild the dataclass field by field.
+def _as_is(item: Any) -> Any:
+    # The loader's default conversion would rebuild the tuples field by field.
     return item
 
 
 class _TableWriter:
-    """One extractor's queue of network inputs and of embedded rows awaiting a write."""
+    """One extractor's queue of windows to embed and its embedded rows, per video, until
+    a whole video's rows can be written."""
 
     def __init__(self, extractor: FeatureExtractor, table: FeatureTable, dtype: str) -> None:
         self.extractor, self.table = extractor, table
         self.name = extractor.name
         self.table_name = TABLE_FOR_EXTRACTOR[extractor.name]
         self.provenance = feature_provenance(extractor, dtype)
-        self.written = 0
-        self._pending: list[torch.Tensor] = []  # inputs not embedded yet, oldest first
-        self._pending_count = 0
-        self._features: list[np.ndarray] = []  # embedded rows not written yet
-        self._rows: list[tuple[str, np.ndarray, np.ndarray, bool]] = []
+        self._queue: list[_WindowItem] = []  # windows not embedded yet, oldest first
+        self._rows: dict[str, list[tuple[_WindowItem, np.ndarray]]] = {}  # embedded, per video
+        self._ready: list[str] = []  # finished videos, in order
+
+    @property
+    def ready_rows(self) -> int:
+        queued = sum(1 for item in self._queue if item.video_id in self._ready)
+        return queued + sum(len(self._rows.get(video_id, ())) for video_id in self._ready)
 
     def check_provenance(self) -> None:
         """Refuse before any work if the table holds rows of other settings."""
@@ -455,52 +734,41 @@ class _TableWriter:
                 f"delete {self.table.url} to rebuild it with these settings."
             )
 
-    def stored_windows(self, videos: Mapping[str, Path]) -> dict[str, frozenset[int]]:
-        """Windows stored per video, for the given videos only."""
-        keys = self.table.keys()
-        ids = pa.array(keys.video_ids, pa.string())
-        wanted = pc.is_in(ids, value_set=pa.array(list(videos), pa.string())).to_numpy(
-            zero_copy_only=False
-        )
-        result: dict[str, set[int]] = {}
-        for video_id, window in zip(
-            keys.video_ids[wanted].tolist(), keys.windows[wanted].tolist(), strict=True
-        ):
-            result.setdefault(video_id, set()).add(window)
-        return {video_id: frozenset(windows) for video_id, windows in result.items()}
-
-    def add(
-        self, video: _PreparedVideo, indices: np.ndarray, inputs: torch.Tensor, batch_size: int
-    ) -> None:
-        """Queue one video's windows; embed every full batch."""
-        self._rows.append((video.video_id, indices, video.valid_segments[indices], video.has_audio))
-        self._pending.append(inputs)
-        self._pending_count += len(inputs)
-        while self._pending_count >= batch_size:
+    def add(self, item: _WindowItem, batch_size: int) -> None:
+        """Queue one window; embed when a batch is full."""
+        self._queue.append(item)
+        if len(self._queue) >= batch_size:
             self._embed(batch_size)
 
-    def flush_if(self, min_rows: int, batch_size: int) -> None:
-        """Embed what is queued and write it as one part, once `min_rows` rows gathered."""
-        queued = sum(len(indices) for _, indices, _, _ in self._rows)
-        if queued == 0 or queued < min_rows:
-            return
-        while self._pending_count:
-            self._embed(min(batch_size, self._pending_count))
-        video_ids = [video_id for video_id, indices, _, _ in self._rows for _ in indices]
+    def finish(self, video_id: str) -> None:
+        self._ready.append(video_id)
+
+    def discard(self, video_id: str) -> None:
+        """Forget a failed video's windows, embedded or not."""
+        self._queue = [item for item in self._queue if item.video_id != video_id]
+        self._rows.pop(video_id, None)
+
+    def flush(self, batch_size: int) -> int:
+        """Embed what is queued and write the finished videos' rows as one part."""
+        while self._queue:
+            self._embed(batch_size)
+        rows = [row for video_id in self._ready for row in self._rows.pop(video_id, ())]
+        self._ready = []
+        if not rows:
+            return 0
+        items = [item for item, _ in rows]
         result = self.table.write(
-            video_ids,
-            np.concatenate([indices for _, indices, _, _ in self._rows]),
-            np.concatenate(self._features),
-            np.concatenate([valid for _, _, valid, _ in self._rows]),
-            np.concatenate([np.full(len(indices), audio) for _, indices, _, audio in self._rows]),
+            [item.video_id for item in items],
+            np.array([item.window for item in items]),
+            np.stack([feature for _, feature in rows]),
+            np.array([item.valid_segments for item in items]),
+            np.array([item.has_audio for item in items]),
             self.provenance,
         )
-        self.written += result.written
-        self._features, self._rows = [], []
+        return result.written
 
     def _embed(self, count: int) -> None:
-        queued = torch.cat(self._pending) if len(self._pending) > 1 else self._pending[0]
-        batch, rest = queued[:count], queued[count:]
-        self._pending = [rest] if len(rest) else []
-        self._pending_count -= count
-        self._features.append(self.extractor.embed(batch).cpu().numpy())
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        features = self.extractor.embed(torch.stack([item.inputs[self.name] for item in batch]))
+        for item, feature in zip(batch, features.cpu().numpy(), strict=True):
+            self._rows.setdefault(item.video_id, []).append((item, feature))

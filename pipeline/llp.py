@@ -20,6 +20,7 @@ ends in a stray back-tick).
 from __future__ import annotations
 
 import csv
+import functools
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -83,6 +84,18 @@ class _DenseEvents:
     offset: np.ndarray
     class_index: np.ndarray
     line: np.ndarray
+
+
+def llp_video_ids(source: str | Path | None = None) -> frozenset[str]:
+    """The YouTube ids of every video in an LLP-format folder (default: the vendored
+    LLP), read from its full weak-label file."""
+    return _llp_video_ids(None if source is None else str(Path(source).resolve()))
+
+
+@functools.lru_cache(maxsize=8)
+def _llp_video_ids(source: str | None) -> frozenset[str]:
+    full = _source_folder(source) / SPLIT_FILES["full"]
+    return frozenset(youtube_id(filename) for _, filename, _ in _read_weak(full))
 
 
 def youtube_id(filename: str) -> str:

@@ -8,6 +8,8 @@ Knows arrays, ids and files (local paths or fsspec URLs); imports nothing else o
 - `labels`: `LabelStore` with weak video labels and segment labels per source.
 - `info`: `store_info`, a cheap summary of every table under a root.
 - `runs`: `RunStore` / `RunDir`, run folders written file by file, atomically.
+- `records`: small append-only tables whose keys keep their newest row, under
+  `failures` (per stage) and `videos` (the manifest of input videos).
 """
 
 from .features import FeatureBatch, FeatureStore, FeatureTable
@@ -37,5 +39,6 @@ __all__ = [
 ]
 
 from .failures import Failure, FailureLog  # noqa: E402
+from .videos import VideoManifest, VideoRecord  # noqa: E402
 
-__all__ += ["Failure", "FailureLog"]
+__all__ += ["Failure", "FailureLog", "VideoManifest", "VideoRecord"]

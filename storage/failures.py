@@ -21,12 +21,11 @@ from datetime import UTC, datetime
 from os import PathLike
 from typing import NamedTuple
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from .table import TensorTable, list_tables, open_root
+from .records import RecordTable
+from .table import list_tables, open_root
 
 KIND = "failures"
 SCHEMA = pa.schema(
@@ -85,35 +84,14 @@ class FailureLog:
             for path in dict.fromkeys(map(str, resolved))
             if path in current and path not in failed
         ]
-        if not changed and not cleared:
-            return None
         now = datetime.now(UTC)
         rows = [{**failure._asdict(), "recorded_at": now, "resolved": False} for failure in changed]
         rows += [{**row, "recorded_at": now, "resolved": True} for row in cleared]
-        table = pa.Table.from_pylist(rows, schema=SCHEMA)
-        folder = self._folder(stage)
-        # The part files share the feature tables' crash-safe publishing.
-        return folder.write_part(
-            lambda temporary: pq.write_table(table, temporary, filesystem=folder.fs)
-        )
+        return self._table(stage).append(rows)
 
     def read(self, stage: str) -> pa.Table:
         """The files failing now: one row per path, its newest reason; empty when none."""
-        folder = self._folder(stage)
-        parts = [
-            _with_defaults(pq.read_table(f"{folder.path}/{name}", filesystem=folder.fs))
-            for name in folder.part_names()
-        ]
-        if not parts:
-            return SCHEMA.empty_table().select(COLUMNS)
-        rows = pa.concat_tables(parts)
-        order = pa.array(np.arange(rows.num_rows))
-        newest = (
-            rows.append_column("_order", order)
-            .group_by("path", use_threads=False)
-            .aggregate([("_order", "max")])["_order_max"]
-        )
-        latest = rows.take(np.sort(newest.to_numpy()))  # in the order they were recorded
+        latest = self._table(stage).latest()
         return latest.filter(pc.invert(latest["resolved"])).select(COLUMNS)
 
     def stages(self) -> list[str]:
@@ -121,18 +99,9 @@ class FailureLog:
         fs, path = open_root(self.root)
         return list_tables(fs, f"{path}/{KIND}")
 
-    def _folder(self, stage: str) -> TensorTable:
-        return TensorTable.open(self.root, KIND, stage)
+    def _table(self, stage: str) -> RecordTable:
+        return RecordTable(self.root, KIND, stage, SCHEMA, "path", _DEFAULTS)
 
 
 def _as_failure(row: Failure | tuple[str, ...]) -> Failure:
     return row if isinstance(row, Failure) else Failure(*map(str, row))
-
-
-def _with_defaults(part: pa.Table) -> pa.Table:
-    for name, value in _DEFAULTS.items():
-        if name not in part.column_names:
-            part = part.append_column(
-                SCHEMA.field(name), pa.array([value] * part.num_rows, SCHEMA.field(name).type)
-            )
-    return part.select(SCHEMA.names).cast(SCHEMA)

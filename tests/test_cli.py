@@ -276,7 +276,7 @@ def test_extract_takes_a_weight_file_per_extractor_and_names_a_missing_one(
 
 def test_extract_refuses_weights_for_an_extractor_it_does_not_run(tmp_path: Path) -> None:
     code, output = invoke("extract", tmp_path, "--extractors", "clip", "--weights", "clap=x.pt")
-    assert code == 2 and "--weights names clap" in output
+    assert code == 2 and "weights name clap, which are not among the extractors" in output
     code, output = invoke("extract", tmp_path, "--weights", "vit=x.pt")
     assert code == 2 and "NAME=PATH" in output
 

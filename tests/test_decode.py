@@ -1,4 +1,4 @@
-"""Decoding a video once into 8-FPS frames and mono audio, and cutting it into windows."""
+"""Decoding a video window by window into 8-FPS frames and mono audio."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
+import torchaudio
 from support import SAMPLES
 
 from avvp.pipeline import decode
 from avvp.pipeline.decode import (
-    DecodedVideo,
     DecodeError,
     decode_video,
-    split_windows,
+    open_video,
     upright,
-    video_id_for,
+    window_valid_segments,
 )
 from avvp.pipeline.synth_clips import PlantedEvent, encode_clip, render_audio, render_frames
 
@@ -89,7 +90,7 @@ def test_ten_second_clip_gives_80_frames_at_eighth_second_timestamps(
     assert decoded.frames.shape == (80, 64, 64, 3)
     assert decoded.frames.dtype == np.uint8
     np.testing.assert_array_equal(decoded.frame_times, np.arange(80) * 0.125)
-    assert decoded.duration == pytest.approx(10.0, abs=1e-3)
+    assert decoded.info.duration == pytest.approx(10.0, abs=1e-3)
 
 
 def test_frames_are_the_source_frames_shown_at_each_output_time_with_a_variable_rate(
@@ -109,8 +110,8 @@ def test_frames_are_the_source_frames_shown_at_each_output_time_with_a_variable_
         max(k for k, start in enumerate(source_times) if start <= t + 1e-9)
         for t in decoded.frame_times
     ]
-    assert decoded.duration == pytest.approx(source_times[-1] + 0.07, abs=1e-3)
-    assert len(decoded.frames) == np.ceil(decoded.duration * 8 - 1e-6)
+    assert decoded.info.duration == pytest.approx(source_times[-1] + 0.07, abs=1e-3)
+    assert len(decoded.frames) == np.ceil(decoded.info.duration * 8 - 1e-6)
     np.testing.assert_array_equal(frame_numbers(decoded.frames), expected)
 
 
@@ -142,52 +143,96 @@ def test_llp_sample_is_one_window_of_80_frames_and_480000_samples_at_48_khz(
     sample_clip: Path,
 ) -> None:
     decoded = decode_video(sample_clip)
-    windows = split_windows(decoded)
 
-    assert decoded.video_id == SAMPLE_ID
-    assert decoded.duration == pytest.approx(10.028, abs=1e-3)
-    assert decoded.has_audio
+    assert decoded.info.duration == pytest.approx(10.028, abs=1e-3)
+    assert decoded.info.has_audio and decoded.info.windows == 1
     assert decoded.audio[CLAP_RATE].dtype == np.float32
-    assert len(decoded.audio[CLAP_RATE]) == round(decoded.duration * CLAP_RATE)
-    assert len(windows) == 1
-    window = windows[0]
-    assert (window.video_id, window.index, window.valid_segments) == (SAMPLE_ID, 0, 10)
+    assert len(decoded.audio[CLAP_RATE]) == WINDOW_SAMPLES  # the last 28 ms give no segment
+    (window,) = decoded.windows
+    assert (window.index, window.valid_segments) == (0, 10)
     assert window.frames.shape == (80, 240, 320, 3)
     assert window.audio[CLAP_RATE].shape == (WINDOW_SAMPLES,)
     assert np.abs(window.audio[CLAP_RATE]).max() > 0.1
 
 
 def test_clip_slightly_over_ten_seconds_is_one_full_window(clips: dict[str, Path]) -> None:
-    decoded = decode_video(clips["ten_and_a_bit"])
+    with open_video(clips["ten_and_a_bit"]) as stream:
+        windows = list(stream.windows())
+        assert 10.0 < stream.info.duration < 10.1
 
-    windows = split_windows(decoded)
-
-    assert 10.0 < decoded.duration < 10.1
     assert [w.valid_segments for w in windows] == [10]
-    np.testing.assert_array_equal(windows[0].frames, decoded.frames[:80])
-    np.testing.assert_array_equal(windows[0].audio[CLAP_RATE], decoded.audio[CLAP_RATE][:480_000])
+    np.testing.assert_array_equal(windows[0].frames, source_frames(clips["ten_and_a_bit"], 0, 80))
 
 
-def test_35_second_clip_gives_three_full_windows_and_a_padded_one_with_5_valid_segments(
+def test_35_second_clip_streams_three_full_windows_and_a_padded_one_with_5_valid_segments(
     clips: dict[str, Path],
 ) -> None:
-    decoded = decode_video(clips["long"])
-
-    windows = split_windows(decoded)
+    with open_video(clips["long"]) as stream:
+        assert stream.info.valid_segments == (10, 10, 10, 5)
+        windows = list(stream.windows())
 
     assert [(w.index, w.valid_segments) for w in windows] == [(0, 10), (1, 10), (2, 10), (3, 5)]
     assert all(w.frames.shape == (80, 64, 64, 3) for w in windows)
     assert all(w.audio[CLAP_RATE].shape == (WINDOW_SAMPLES,) for w in windows)
-    np.testing.assert_array_equal(windows[2].frames, decoded.frames[160:240])
-    np.testing.assert_array_equal(
-        windows[2].audio[CLAP_RATE], decoded.audio[CLAP_RATE][960_000:1_440_000]
-    )
+    np.testing.assert_array_equal(windows[2].frames, source_frames(clips["long"], 160, 240))
     last = windows[3]
-    np.testing.assert_array_equal(last.frames[:40], decoded.frames[240:])
-    assert (last.frames[40:] == decoded.frames[-1]).all()  # padding repeats the last frame
+    np.testing.assert_array_equal(last.frames[:40], source_frames(clips["long"], 240, 280))
+    assert (last.frames[40:] == last.frames[39]).all()  # padding repeats the last frame
+    whole = whole_track(clips["long"], CLAP_RATE)
+    np.testing.assert_array_equal(windows[2].audio[CLAP_RATE], whole[960_000:1_440_000])
     half = WINDOW_SAMPLES // 2
-    np.testing.assert_array_equal(last.audio[CLAP_RATE][:half], decoded.audio[CLAP_RATE][-half:])
+    np.testing.assert_array_equal(last.audio[CLAP_RATE][:half], whole[1_440_000:])
     assert not last.audio[CLAP_RATE][half:].any()  # padding is silence
+
+
+@pytest.mark.parametrize("source_rate", [16_000, 44_100, 48_000])
+def test_window_audio_equals_the_whole_track_resampled_at_once(
+    tmp_path: Path, source_rate: int
+) -> None:
+    events = [PlantedEvent(0, "audio", 1, 4), PlantedEvent(3, "audio", 12, 25)]
+    rng = np.random.default_rng(1)
+    path = encode_clip(
+        tmp_path / "long.mp4",
+        render_frames(events, 25.0),
+        audio=render_audio(events, 25.0, rng, rate=source_rate),
+        audio_rate=source_rate,
+    )
+    rates = (16_000, 32_000, CLAP_RATE)
+    with open_video(path, sample_rates=rates) as stream:
+        windows = list(stream.windows())
+        duration = stream.info.duration
+    for rate in rates:
+        streamed = np.concatenate([w.audio[rate] for w in windows])[: round(duration * rate)]
+        np.testing.assert_array_equal(streamed, whole_track(path, rate), err_msg=str(rate))
+
+
+def source_frames(path: Path, first: int, end: int) -> np.ndarray:
+    """Output frames first..end-1 read with decord directly: a clip written at 12 FPS
+    shows source frame floor(i x 12 / 8) at output time i / 8."""
+    reader = decode.decord.VideoReader(str(path))
+    return reader.get_batch([i * 12 // 8 for i in range(first, end)]).asnumpy()
+
+
+def whole_track(path: Path, rate: int) -> np.ndarray:
+    """The whole audio track read with PyAV, averaged over channels and resampled at once
+    with torchaudio, cut or padded to the video's length: what every window cuts from."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        to_float = av.AudioResampler(format="fltp")
+        chunks = [c.to_ndarray() for f in container.decode(stream) for c in to_float.resample(f)]
+        chunks += [c.to_ndarray() for c in to_float.resample(None)]
+        mono, source_rate = (
+            np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32),
+            stream.rate,
+        )
+    resampled = (
+        torchaudio.functional.resample(torch.from_numpy(mono), source_rate, rate).numpy()
+        if rate != source_rate
+        else mono
+    )
+    with open_video(path) as video:
+        length = round(video.info.duration * rate)
+    return np.pad(resampled[:length], (0, max(0, length - len(resampled))))
 
 
 def test_audio_is_resampled_to_every_requested_rate_keeping_its_pitch(
@@ -199,7 +244,7 @@ def test_audio_is_resampled_to_every_requested_rate_keeping_its_pitch(
     assert sorted(decoded.audio) == [16_000, 32_000, CLAP_RATE]
     for rate, samples in decoded.audio.items():
         assert samples.dtype == np.float32
-        assert samples.shape == (round(decoded.duration * rate),)
+        assert samples.shape == (round(decoded.info.duration * rate),)
         tone = samples[int(1.5 * rate) : int(3.5 * rate)]
         peak_hz = np.argmax(np.abs(np.fft.rfft(tone))) * rate / len(tone)
         assert peak_hz == pytest.approx(220, abs=1)
@@ -211,12 +256,11 @@ def test_clip_without_audio_has_zero_audio_of_full_length_and_no_audio_flag(
     clips: dict[str, Path],
 ) -> None:
     decoded = decode_video(clips["silent"])
-    windows = split_windows(decoded)
 
-    assert not decoded.has_audio
-    assert decoded.audio[CLAP_RATE].shape == (round(decoded.duration * CLAP_RATE),)
+    assert not decoded.info.has_audio
+    assert decoded.audio[CLAP_RATE].shape == (round(decoded.info.duration * CLAP_RATE),)
     assert not decoded.audio[CLAP_RATE].any()
-    assert [(w.has_audio, w.audio[CLAP_RATE].shape) for w in windows] == [
+    assert [(w.has_audio, w.audio[CLAP_RATE].shape) for w in decoded.windows] == [
         (False, (WINDOW_SAMPLES,))
     ]
 
@@ -225,7 +269,7 @@ def test_clip_without_audio_has_zero_audio_of_full_length_and_no_audio_flag(
 def test_rotation_metadata_is_applied_so_frames_are_upright(
     tmp_path: Path, backend: str, rotation: int
 ) -> None:
-    frames = marked_frames(8)
+    frames = marked_frames(16)
     plain = decode_video(encode_clip(tmp_path / "plain.mp4", frames)).frames
     rotated = decode_video(encode_clip(tmp_path / "rotated.mp4", frames, rotation=rotation))
 
@@ -237,7 +281,7 @@ def test_rotation_metadata_is_applied_so_frames_are_upright(
 
 def test_frames_decord_cannot_rotate_are_decoded_upright_by_pyav(tmp_path: Path) -> None:
     # decord 0.6 fails an array-size check when it rotates some frame sizes (80 x 48 here).
-    frames = marked_frames(8, height=48, width=80)
+    frames = marked_frames(16, height=48, width=80)
     plain = decode_video(encode_clip(tmp_path / "plain.mp4", frames)).frames
 
     rotated = decode_video(encode_clip(tmp_path / "rotated.mp4", frames, rotation=-90))
@@ -307,7 +351,7 @@ def test_a_file_that_cannot_be_decoded_gets_one_plain_reason_and_nothing_on_the_
 ) -> None:
     path = bad_files[kind]
     with pytest.raises(DecodeError) as caught:
-        split_windows(decode_video(path))
+        decode_video(path)
 
     assert caught.value.reason == reason
     assert caught.value.path == str(path) and str(path) in str(caught.value)
@@ -327,20 +371,21 @@ def test_a_file_cut_short_decodes_as_far_as_it_goes_and_says_where_it_ends(
     bad_files: dict[str, Path], capfd: pytest.CaptureFixture[str]
 ) -> None:
     decoded = decode_video(bad_files["cut"])
-    (window,) = split_windows(decoded)
+    (window,) = decoded.windows
+    info = decoded.info
 
-    assert decoded.declared_duration == pytest.approx(10.0, abs=0.1)
-    assert 1 <= decoded.duration < 9
-    assert window.valid_segments == math.ceil(decoded.duration - 1e-3)
-    assert decoded.cut_short is not None
-    assert f"cut at {decoded.duration:.1f} s of the 10.0 s" in decoded.cut_short
+    assert info.declared_duration == pytest.approx(10.0, abs=0.1)
+    assert 1 <= info.duration < 9
+    assert window.valid_segments == math.ceil(info.duration - 1e-3)
+    assert info.cut_short is not None
+    assert f"cut at {info.duration:.1f} s of the 10.0 s" in info.cut_short
     assert capfd.readouterr() == ("", "")
 
 
 def test_a_whole_file_is_not_cut_short(clips: dict[str, Path]) -> None:
-    decoded = decode_video(clips["ten"])
-    assert decoded.declared_duration == pytest.approx(10.0, abs=0.1)
-    assert decoded.cut_short is None
+    info = decode_video(clips["ten"]).info
+    assert info.declared_duration == pytest.approx(10.0, abs=0.1)
+    assert info.cut_short is None
 
 
 def test_missing_file_raises_decode_error(tmp_path: Path) -> None:
@@ -348,59 +393,24 @@ def test_missing_file_raises_decode_error(tmp_path: Path) -> None:
         decode_video(tmp_path / "absent.mp4")
 
 
-def synthetic_decoded(duration: float) -> DecodedVideo:
-    """A decoded video built in memory, with as many frames and samples as decoding gives."""
-    count = int(np.ceil(duration * 8 - 1e-6))
-    return DecodedVideo(
-        video_id="memory",
-        path=Path("memory.mp4"),
-        fps=8.0,
-        frames=np.zeros((count, 2, 2, 3), dtype=np.uint8),
-        frame_times=np.arange(count) / 8,
-        audio={100: np.ones(round(duration * 100), dtype=np.float32)},
-        duration=duration,
-        has_audio=True,
-        backend="memory",
-    )
-
-
 @pytest.mark.parametrize(
     ("duration", "valid_segments"),
     [
-        (10.0, [10]),
-        (10.99, [10]),
-        (9.5, [10]),  # a slightly short clip is one padded window
-        (11.0, [10, 1]),
-        (20.0, [10, 10]),
-        (25.2, [10, 10, 6]),  # a partial segment counts
-        (35.0, [10, 10, 10, 5]),
+        (10.0, (10,)),
+        (10.99, (10,)),
+        (9.5, (10,)),  # a slightly short clip is one padded window
+        (11.0, (10, 1)),
+        (20.0, (10, 10)),
+        (25.2, (10, 10, 6)),  # a partial segment counts
+        (35.0, (10, 10, 10, 5)),
     ],
 )
 def test_windows_drop_a_remainder_under_one_second_and_count_valid_segments(
-    duration: float, valid_segments: list[int]
+    duration: float, valid_segments: tuple[int, ...]
 ) -> None:
-    windows = split_windows(synthetic_decoded(duration))
-
-    assert [w.valid_segments for w in windows] == valid_segments
-    assert [w.index for w in windows] == list(range(len(valid_segments)))
-    assert all(w.frames.shape == (80, 2, 2, 3) and w.audio[100].shape == (1000,) for w in windows)
+    assert window_valid_segments(duration) == valid_segments
 
 
 def test_video_shorter_than_one_second_raises_decode_error() -> None:
     with pytest.raises(DecodeError, match=r"memory\.mp4: too short: 0\.90 s"):
-        split_windows(synthetic_decoded(0.9))
-
-
-@pytest.mark.parametrize(
-    ("name", "video_id"),
-    [
-        ("BjCEufrlXm4_20_30.mp4", "BjCEufrlXm4"),
-        ("GN3k_CvthEg_80_90.mkv", "GN3k_CvthEg"),
-        ("/data/BjCEufrlXm4.mp4", "BjCEufrlXm4"),
-        ("synclip0001.mp4", "synclip0001"),
-        ("my_clip_1_2.mp4", "my_clip_1_2"),
-        ("holiday.final.mov", "holiday.final"),
-    ],
-)
-def test_video_id_is_the_stem_or_the_youtube_id_of_an_llp_name(name: str, video_id: str) -> None:
-    assert video_id_for(name) == video_id
+        window_valid_segments(0.9, "memory.mp4")

@@ -15,13 +15,13 @@ from support import SAMPLES
 
 from avvp.extractors import FeatureExtractor, RandomInit, create_extractor, extractor_class
 from avvp.pipeline import tables
-from avvp.pipeline.decode import decode_video, split_windows
+from avvp.pipeline.decode import decode_video
 from avvp.pipeline.extract import (
     STAGE,
+    ExtractConfig,
     ExtractProgress,
     ExtractSummary,
     extract_videos,
-    find_videos,
 )
 from avvp.pipeline.synth_clips import (
     PlantedEvent,
@@ -29,6 +29,7 @@ from avvp.pipeline.synth_clips import (
     render_frames,
     write_synthetic_clips,
 )
+from avvp.pipeline.videos import find_videos
 from avvp.storage import FailureLog, FeatureStore, ProvenanceMismatchError
 
 SAMPLE = SAMPLES / "BjCEufrlXm4.mp4"
@@ -42,6 +43,7 @@ SEGMENT_SHAPE = (10, 512)  # clap-segments, extracted in the second store only
 SYNTH_IDS = ["synclip0001", "synclip0002", "synclip0003"]  # the third has no audio track
 LONG_ID = "long35s"
 CORRUPT_ID = "corrupt"
+IN_PROCESS = ExtractConfig(workers=0)
 WINDOWS = {**dict.fromkeys(SYNTH_IDS, 1), LONG_ID: 4, SAMPLE_ID: 1}
 
 
@@ -78,10 +80,8 @@ def extracted(
     summary = extract_videos(
         [inputs["folder"], inputs["long"], SAMPLE, SAMPLE],
         root,
+        ExtractConfig(workers=2, batch_size=3, flush_windows=4),
         extractors=[tiny["clip"], tiny["r2plus1d"], tiny["clap"]],
-        workers=2,
-        batch_size=3,
-        flush_windows=4,
         on_progress=progress.append,
     )
     return root, summary, progress
@@ -157,8 +157,8 @@ def test_rerun_decodes_only_the_failed_file_and_writes_nothing(
     rerun = extract_videos(
         [inputs["folder"], inputs["long"], SAMPLE],
         root,
+        IN_PROCESS,
         extractors=[tiny["clip"], tiny["r2plus1d"], tiny["clap"]],
-        workers=0,
         on_progress=progress.append,
     )
     assert (rerun.videos_skipped, rerun.videos_decoded, rerun.videos_extracted) == (5, 1, 0)
@@ -178,10 +178,9 @@ def second_store(
     root = str(tmp_path_factory.mktemp("second"))
     paths = [inputs["folder"] / "synclip0001.mp4", SAMPLE]
     first = [tiny["clip"], tiny["clap"]]
-    extract_videos(paths, root, extractors=first, workers=0, batch_size=1)
-    summary = extract_videos(
-        paths, root, extractors=[*first, tiny["clap-segments"]], workers=0, batch_size=1
-    )
+    one_by_one = ExtractConfig(workers=0, batch_size=1)
+    extract_videos(paths, root, one_by_one, extractors=first)
+    summary = extract_videos(paths, root, one_by_one, extractors=[*first, tiny["clap-segments"]])
     return root, summary
 
 
@@ -215,7 +214,7 @@ def test_two_files_with_one_video_id_are_both_failures_and_neither_is_decoded(
         (tmp_path / folder).mkdir()
         shutil.copy(inputs["folder"] / "synclip0001.mp4", tmp_path / folder / f"same{suffix}")
     summary = extract_videos(
-        [tmp_path / "a", tmp_path / "b"], tmp_path / "store", extractors=[tiny["clip"]], workers=0
+        [tmp_path / "a", tmp_path / "b"], tmp_path / "store", IN_PROCESS, extractors=[tiny["clip"]]
     )
     assert summary.videos_decoded == 0
     assert [failure.video_id for failure in summary.failures] == ["same", "same"]
@@ -229,12 +228,12 @@ def test_a_table_made_with_other_weights_is_refused_before_any_work(
     root, _, _ = extracted
     other = create_extractor("clip", preset="tiny", weights=RandomInit(seed=1), device="cpu")
     with pytest.raises(ProvenanceMismatchError, match="random-init-seed-0"):
-        extract_videos([inputs["long"]], root, [other])
+        extract_videos([inputs["long"]], root, extractors=[other])
 
 
 def test_a_missing_input_path_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nothere.mp4: no such file or folder"):
-        extract_videos([tmp_path / "nothere.mp4"], tmp_path / "store", preset="tiny")
+        extract_videos([tmp_path / "nothere.mp4"], tmp_path / "store", ExtractConfig(preset="tiny"))
 
 
 def test_folders_are_scanned_for_video_extensions_skipping_hidden_files(tmp_path: Path) -> None:
@@ -242,7 +241,9 @@ def test_folders_are_scanned_for_video_extensions_skipping_hidden_files(tmp_path
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "folder.mp4").mkdir()
-    found = find_videos([tmp_path, tmp_path / "notes.txt", tmp_path / "e.mkv"])
+    found = [
+        video.path for video in find_videos([tmp_path, tmp_path / "notes.txt", tmp_path / "e.mkv"])
+    ]
     assert [path.relative_to(tmp_path).as_posix() for path in found] == [
         "a.MP4",
         "e.mkv",
@@ -303,8 +304,8 @@ def test_a_file_cut_short_is_extracted_with_a_warning_saying_where_it_ends(
     summary = extract_videos(
         [cut],
         tmp_path / "store",
+        IN_PROCESS,
         extractors=[tiny["clip"]],
-        workers=0,
         on_progress=progress.append,
     )
     assert (summary.videos_extracted, summary.failures) == (1, [])
@@ -328,7 +329,7 @@ def _recipe_frames(frames: np.ndarray, count: int, size: int, mean, std) -> torc
 
 
 def test_clip_and_r2plus1d_inputs_of_the_sample_clip_follow_the_avvp_recipe() -> None:
-    (window,) = split_windows(decode_video(SAMPLE))
+    (window,) = decode_video(SAMPLE).windows
     clip_input = extractor_class("clip").make_transform("paper")(window.frames)
     clip_expected = _recipe_frames(
         window.frames,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from avvp.model.classes import LLP_CLASSES, NUM_CLASSES
-from avvp.pipeline.decode import decode_video, split_windows, video_id_for
-from avvp.pipeline.llp import LLPAnnotations
+from avvp.pipeline.decode import decode_video
+from avvp.pipeline.llp import LLPAnnotations, llp_video_ids
 from avvp.pipeline.synth_clips import (
     PLANTED_EVENTS_FILE,
     PlantedEvent,
@@ -20,6 +20,7 @@ from avvp.pipeline.synth_clips import (
     render_frames,
     write_synthetic_clips,
 )
+from avvp.pipeline.videos import video_id_for
 
 LABEL_FILES = (
     "AVVP_train.csv",
@@ -44,7 +45,9 @@ def test_clips_go_to_videos_folder_with_ids_that_video_id_for_maps_to_llp_filena
     paths = sorted((synthetic_dir / "videos").glob("*.mp4"))
     annotations = LLPAnnotations.load(synthetic_dir)
 
-    ids = [video_id_for(path) for path in paths]
+    ids = [
+        video_id_for(path, synthetic_dir / "videos", llp_video_ids(synthetic_dir)) for path in paths
+    ]
     assert ids == [f"synclip{i:04d}" for i in range(1, 9)]
     assert annotations.to_filenames(ids) == [f"{video_id}_0_10" for video_id in ids]
     written = sorted(path.name for path in synthetic_dir.glob("*.csv"))
@@ -104,7 +107,7 @@ def test_clip_written_without_audio_has_no_audio_track_and_only_visual_events(
 
     decoded = decode_video(silent)
 
-    assert not decoded.has_audio
+    assert not decoded.info.has_audio
     dense = annotations.dense(["synclip0003_0_10"])
     assert not dense[0, 0].any()
     assert dense[0, 1].any()
@@ -113,7 +116,7 @@ def test_clip_written_without_audio_has_no_audio_track_and_only_visual_events(
 def test_synthetic_clips_decode_to_one_window_of_80_frames_and_480000_samples(
     synthetic_dir: Path,
 ) -> None:
-    windows = split_windows(decode_video(synthetic_dir / "videos" / "synclip0001.mp4"))
+    windows = decode_video(synthetic_dir / "videos" / "synclip0001.mp4").windows
 
     assert len(windows) == 1
     assert windows[0].frames.shape == (80, 64, 64, 3)
@@ -135,7 +138,7 @@ def test_longer_clips_get_whole_second_events_beyond_ten_seconds(tmp_path: Path)
     paths = write_synthetic_clips(tmp_path, n=4, seconds=35.0, seed=0)
     annotations = LLPAnnotations.load(tmp_path)
 
-    windows = split_windows(decode_video(paths[0]))
+    windows = decode_video(paths[0]).windows
     dense = annotations.dense(annotations.split("val") + annotations.split("test"), 35)
 
     assert annotations.split("full")[0] == "synclip0001_0_35"

@@ -1,0 +1,91 @@
+"""Which files are videos, which id each one is stored under, and what its content is.
+
+Ids (DESIGN.md, data contracts): a file whose name is an LLP name (`<YouTube id>` or
+`<YouTube id>_<start>_<end>`) is stored under that YouTube id when the annotation files
+in use know it; any other file under its path relative to the folder it was found in,
+without the extension (`cam1/clip`), or under its name without the extension when it was
+given directly. An id depends on nothing but the file and the folder named, never on
+which other files are present, and a `_<n>_<n>` tail is dropped only for LLP's ids:
+`cat_and_dog_5_15.mp4` is `cat_and_dog_5_15`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from avvp.pipeline.llp import AnnotationError, youtube_id
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp"}
+)
+_DIGEST_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class VideoInput(NamedTuple):
+    """A file to process and the id it is stored under."""
+
+    path: Path  # absolute, as given or found (a symlink keeps its own name)
+    video_id: str
+
+
+def find_videos(
+    paths: Iterable[str | Path], llp_ids: frozenset[str] = frozenset()
+) -> list[VideoInput]:
+    """Video files named or found (recursively, by extension) under the given folders,
+    each with its id (module docstring).
+
+    Files named explicitly are kept whatever their extension. Each file appears once,
+    in the order given (folders sorted). Raises ValueError for a path that does not exist.
+    """
+    # Keyed by the resolved file, so one file reached twice counts once; the path kept is
+    # the one given, because a symlink's own name is the video id the user chose.
+    found: dict[Path, VideoInput] = {}
+    for given in paths:
+        path = Path(given).expanduser()
+        if path.is_file():
+            found.setdefault(
+                path.resolve(), VideoInput(path.absolute(), video_id_for(path, None, llp_ids))
+            )
+        elif path.is_dir():
+            for candidate in sorted(path.rglob("*")):
+                # Dot files are editor and OS leftovers (macOS `._clip.mp4`), not videos.
+                hidden = any(part.startswith(".") for part in candidate.relative_to(path).parts)
+                video = candidate.suffix.lower() in VIDEO_EXTENSIONS and candidate.is_file()
+                if video and not hidden:
+                    found.setdefault(
+                        candidate.resolve(),
+                        VideoInput(candidate.absolute(), video_id_for(candidate, path, llp_ids)),
+                    )
+        else:
+            raise ValueError(f"{path}: no such file or folder; pass video files or folders")
+    return list(found.values())
+
+
+def video_id_for(
+    path: str | Path, folder: str | Path | None = None, llp_ids: frozenset[str] = frozenset()
+) -> str:
+    """The id `path` is stored under (module docstring): its LLP YouTube id when
+    `llp_ids` holds it, else its path relative to `folder` without the extension, else
+    its name without the extension."""
+    path = Path(path)
+    try:
+        candidate = youtube_id(path.stem)
+    except AnnotationError:
+        candidate = path.stem
+    if candidate in llp_ids:
+        return candidate
+    if folder is None:
+        return path.stem
+    return path.relative_to(folder).with_suffix("").as_posix()
+
+
+def file_digest(path: str | Path) -> str:
+    """`sha256:<hex>` of the file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_DIGEST_CHUNK_BYTES):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
