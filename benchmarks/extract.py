@@ -1,35 +1,47 @@
-"""Extraction speed: our batched pipeline against a one-video-at-a-time loop.
+"""Extraction speed and memory, each against a reference measured in the same run.
 
-Writes N synthetic 10-s clips to a temporary folder, builds the extractors once, then
-in the same run times, into fresh temporary outputs:
+1. Pipeline: `extract_videos` (decoding in worker processes, windows of many videos
+   batched through each extractor, parts of many rows in the feature store) against a
+   one-video-at-a-time loop in the official repositories' style (decode one video,
+   embed one window at a time per extractor, `np.save` one file per video). Both use
+   the same extractors, built once; each path first runs on a warm-up clip of its own;
+   their features are checked equal (up to the store's float16) before the ratio is
+   printed.
+2. Decoding alone at 8 FPS: our streaming decoder (decord, frames resized to 224 x 224
+   with the extractors' own resize) against the anchors' route: the ffmpeg program
+   writing 8-FPS JPEG files, then PIL reading and resizing them. Needs the `bench` extra
+   (imageio-ffmpeg ships the ffmpeg program).
+3. Peak memory: the resident set of a fresh `avvp extract` process on one generated
+   320 x 240 video of 2 minutes, then one of 20 minutes (CLIP, R(2+1)D and CLAP tiny
+   presets on the CPU, the stage's defaults otherwise). Streaming keeps the two close;
+   the ratio is printed.
 
-- loop: the official repositories' style: decode one video, preprocess and embed one
-  window at a time per extractor, `np.save` one file per video per extractor;
-- batched: `extract_videos` (decoding in worker processes, batches of windows, parts
-  of many rows in the feature store).
-
-Both start after a warm-up embed per extractor, so neither pays first-call costs.
-Prints videos/s of each, the ratio batched / loop, and the largest difference between
-their features (they must agree up to float rounding: the store keeps float16).
-
-    python benchmarks/extract.py [--n 16] [--workers 2] [--batch-size 16]
+    python benchmarks/extract.py [--n 32] [--workers N] [--batch-size auto|N] [--repeats 3]
     python benchmarks/extract.py --preset paper --device cuda [--random-weights]
+    python benchmarks/extract.py --only pipeline|decode|memory
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as tvf
 
 from avvp.extractors import FeatureExtractor, RandomInit, create_extractor
-from avvp.pipeline.decode import decode_video, split_windows
-from avvp.pipeline.extract import TABLE_FOR_EXTRACTOR, extract_videos, window_input
+from avvp.pipeline.decode import open_video
+from avvp.pipeline.extract import TABLE_FOR_EXTRACTOR, ExtractConfig, extract_videos, window_input
 from avvp.pipeline.synth_clips import write_synthetic_clips
 from avvp.storage import FeatureStore
+
+IMAGE_SIZE = 224
 
 
 def one_video_at_a_time(paths: list[Path], extractors: list[FeatureExtractor], out: Path) -> float:
@@ -39,8 +51,8 @@ def one_video_at_a_time(paths: list[Path], extractors: list[FeatureExtractor], o
         (out / extractor.name).mkdir(parents=True)
     started = time.perf_counter()
     for path in paths:
-        decoded = decode_video(path, sample_rates=sample_rates)
-        windows = split_windows(decoded)
+        with open_video(path, sample_rates=sample_rates) as stream:
+            windows = list(stream.windows())
         for extractor in extractors:
             features = [
                 extractor.embed(extractor.preprocess(window_input(window, extractor.input))[None])
@@ -48,69 +60,217 @@ def one_video_at_a_time(paths: list[Path], extractors: list[FeatureExtractor], o
                 .numpy()[0]
                 for window in windows
             ]
-            np.save(out / extractor.name / f"{decoded.video_id}.npy", np.stack(features))
+            np.save(out / extractor.name / f"{path.stem}.npy", np.stack(features))
     return time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=16, help="synthetic 10-s clips")
-    parser.add_argument("--extractors", default="clip,r2plus1d,clap")
-    parser.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="paper preset with random weights (timing without the weight files)",
-    )
-    args = parser.parse_args()
-
+def pipeline(args: argparse.Namespace, folder: Path) -> None:
     weights = RandomInit() if args.random_weights else None
     extractors = [
         create_extractor(name, preset=args.preset, weights=weights, device=args.device)
         for name in args.extractors.split(",")
     ]
-    with tempfile.TemporaryDirectory() as folder:
-        paths = write_synthetic_clips(Path(folder) / "clips", n=args.n, seconds=10)
-        (warm_up,) = split_windows(decode_video(paths[0]))
-        for extractor in extractors:
-            extractor.embed(extractor.preprocess(window_input(warm_up, extractor.input))[None])
+    *paths, warm_up = write_synthetic_clips(folder / "clips", n=args.n + 1, seconds=10)
+    config = ExtractConfig(workers=args.workers, batch_size=args.batch_size, device=args.device)
+    # Both paths run once on a clip of their own first, so neither pays first-call costs
+    # (imports, allocator growth, kernel selection) in the timing.
+    one_video_at_a_time([warm_up], extractors, folder / "warm-up-npy")
+    extract_videos(warm_up, folder / "warm-up-store", config, extractors=extractors)
 
-        loop_s = one_video_at_a_time(paths, extractors, Path(folder) / "npy")
-        summary = extract_videos(
-            paths,
-            Path(folder) / "store",
-            extractors=extractors,
-            workers=args.workers,
-            batch_size=args.batch_size,
-        )
+    # Alternate the two, each into fresh outputs, so slow phases of a shared machine hit
+    # both alike; medians are compared.
+    loop_s, batched_s = [], []
+    for repeat in range(args.repeats):
+        loop_s.append(one_video_at_a_time(paths, extractors, folder / f"npy-{repeat}"))
+        summary = extract_videos(paths, folder / f"store-{repeat}", config, extractors=extractors)
         if summary.failures or summary.videos_extracted != len(paths):
             raise SystemExit(f"the batched run did not extract every clip: {summary}")
+        batched_s.append(summary.seconds)
 
-        store = FeatureStore(Path(folder) / "store")
-        largest = 0.0
-        for extractor in extractors:
-            batch = store.table(TABLE_FOR_EXTRACTOR[extractor.name]).read_videos(
-                [path.stem for path in paths]
-            )
-            saved = np.stack(
-                [np.load(Path(folder) / "npy" / extractor.name / f"{p.stem}.npy") for p in paths]
-            )
-            difference = np.abs(batch.features.astype(np.float32) - saved[:, 0]).max()
-            largest = max(largest, float(difference / np.abs(saved).max()))
+    store = FeatureStore(folder / "store-0")
+    largest = 0.0
+    for extractor in extractors:
+        batch = store.table(TABLE_FOR_EXTRACTOR[extractor.name]).read_videos(
+            [path.stem for path in paths]
+        )
+        saved = np.stack(
+            [np.load(folder / "npy-0" / extractor.name / f"{p.stem}.npy") for p in paths]
+        )
+        difference = np.abs(batch.features.astype(np.float32) - saved[:, 0]).max()
+        largest = max(largest, float(difference / np.abs(saved).max()))
 
-    loop_rate = len(paths) / loop_s
-    batched_rate = summary.videos_per_second
+    loop_rate = len(paths) / float(np.median(loop_s))
+    batched_rate = len(paths) / float(np.median(batched_s))
     print(
         f"{len(paths)} clips of 10 s, extractors {args.extractors}, preset {args.preset}, "
-        f"device {args.device}, workers {args.workers}, batch {args.batch_size}"
+        f"device {args.device}, workers {config.decoding_workers()}, batch {args.batch_size}, "
+        f"median of {args.repeats}"
     )
-    print(f"one video at a time: {loop_rate:8.2f} videos/s ({loop_s:.1f} s)")
-    print(f"batched pipeline:    {batched_rate:8.2f} videos/s ({summary.seconds:.1f} s)")
-    print(f"ratio batched / loop: {batched_rate / loop_rate:.2f}")
-    print(f"largest feature difference, relative to the largest value: {largest:.1e}")
+    print(f"  one video at a time: {loop_rate:8.2f} videos/s (runs: {_seconds(loop_s)})")
+    print(f"  batched pipeline:    {batched_rate:8.2f} videos/s (runs: {_seconds(batched_s)})")
+    print(f"  ratio batched / loop: {batched_rate / loop_rate:.2f}")
+    print(f"  largest feature difference, relative to the largest value: {largest:.1e}")
+
+
+def _seconds(runs: list[float]) -> str:
+    return ", ".join(f"{seconds:.2f} s" for seconds in runs)
+
+
+def decode_ours(path: Path) -> int:
+    """8-FPS frames of every window, resized as the extractors resize; frames made."""
+    count = 0
+    with open_video(path, sample_rates=()) as stream:
+        for window in stream.windows():
+            images = torch.from_numpy(window.frames).permute(0, 3, 1, 2).float().div(255)
+            tvf.resize(
+                images,
+                [IMAGE_SIZE, IMAGE_SIZE],
+                interpolation=InterpolationMode.BILINEAR,
+                antialias=False,
+            )
+            count += len(images)
+    return count
+
+
+def decode_anchors(path: Path, folder: Path, ffmpeg: str) -> int:
+    """ffmpeg writes 8-FPS JPEGs, PIL reads and resizes each; frames made."""
+    from PIL import Image
+
+    frames = folder / path.stem
+    frames.mkdir()
+    subprocess.run(
+        [
+            ffmpeg,
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-vf",
+            "fps=8",
+            "-q:v",
+            "2",
+            str(frames / "%05d.jpg"),
+        ],
+        check=True,
+    )
+    count = 0
+    for image in sorted(frames.glob("*.jpg")):
+        with Image.open(image) as picture:
+            np.asarray(picture.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR))
+        count += 1
+    return count
+
+
+def decode(args: argparse.Namespace, folder: Path) -> None:
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        print("decoding: skipped, needs imageio-ffmpeg (pip install -e '.[bench]')")
+        return
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    paths = write_synthetic_clips(folder / "decode", n=args.n, seconds=10)
+    timings = {}
+    for name, run in (
+        ("ours (streaming windows)", lambda p: decode_ours(p)),
+        ("ffmpeg JPEGs + PIL", lambda p: decode_anchors(p, folder / "jpegs", ffmpeg)),
+    ):
+        (folder / "jpegs").mkdir(exist_ok=True)
+        started = time.perf_counter()
+        frames = sum(run(path) for path in paths)
+        timings[name] = (time.perf_counter() - started, frames)
+    print(f"decoding {len(paths)} clips of 10 s at 8 FPS, frames resized to {IMAGE_SIZE}:")
+    for name, (seconds, frames) in timings.items():
+        print(f"  {name:26s} {len(paths) / seconds:8.2f} videos/s ({frames} frames)")
+    (ours_s, _), (anchors_s, _) = timings.values()
+    print(f"  ratio ours / anchors: {anchors_s / ours_s:.2f}")
+
+
+_MEASURE = """
+import resource, sys
+from avvp.pipeline.cli import app
+try:
+    app(sys.argv[1:])
+except SystemExit as done:
+    assert not done.code, done.code
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def memory(args: argparse.Namespace, folder: Path) -> None:
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        print("memory: skipped, needs imageio-ffmpeg to write the long videos ('.[bench]')")
+        return
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    peaks = {}
+    for minutes in (2, 20):
+        video = folder / f"long-{minutes}min.mp4"
+        subprocess.run(
+            [
+                ffmpeg,
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=320x240:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=44100",
+                "-t",
+                str(minutes * 60),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "aac",
+                "-shortest",
+                str(video),
+            ],
+            check=True,
+        )
+        started = time.perf_counter()
+        store = folder / f"store-{minutes}"
+        command = ["extract", str(video), "--store", str(store), "--preset", "tiny"]
+        result = subprocess.run(
+            [sys.executable, "-c", _MEASURE, *command, "--device", "cpu"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        rows = len(FeatureStore(store).table(TABLE_FOR_EXTRACTOR["clip"]).keys())
+        peaks[minutes] = (float(result.stdout.split()[-1]), rows, time.perf_counter() - started)
+    print("peak resident memory of `avvp extract` on one 320 x 240 video (tiny presets, CPU):")
+    for minutes, (peak, rows, seconds) in peaks.items():
+        print(f"  {minutes:2d} minutes: {peak:8.0f} MiB ({rows} windows, {seconds:.0f} s)")
+    print(f"  ratio 20 min / 2 min: {peaks[20][0] / peaks[2][0]:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=32, help="synthetic 10-s clips")
+    parser.add_argument("--extractors", default="clip,r2plus1d,clap")
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--workers", type=int, default=None, help="default: the stage's")
+    parser.add_argument("--batch-size", type=lambda v: v if v == "auto" else int(v), default="auto")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="paper preset with random weights (timing without the weight files)",
+    )
+    parser.add_argument("--only", choices=["pipeline", "decode", "memory"])
+    args = parser.parse_args()
+    sections = {"pipeline": pipeline, "decode": decode, "memory": memory}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, section in sections.items():
+            if args.only in (None, name):
+                (Path(folder) / name).mkdir()
+                section(args, Path(folder) / name)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ from rich.console import Console
 from rich.table import Table
 
 from avvp import __version__
+from avvp.pipeline.memory import use_one_malloc_arena
+
+# Before torch is imported and its threads allocate (pipeline/memory.py).
+use_one_malloc_arena()
 
 app = typer.Typer(
     help="avvp: raw videos to audio-visual event timelines (LLP, VALOR, MM-CSE).",

@@ -12,7 +12,6 @@ import hashlib
 import json
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -210,8 +209,9 @@ class EvaluateConfig(BaseModel):
     batch_size: int = Field(256, ge=1)
 
 
-@dataclass
-class RunEvaluation:
+class RunEvaluation(BaseModel):
+    """What `evaluate_run` did: JSON-serialisable (`model_dump()`)."""
+
     run_url: str
     split: str
     annotations: str
@@ -247,7 +247,13 @@ def evaluate_run(
         cached = run.read_json(f"{name}.json")
         if cached.get("cache_key") == key:
             return RunEvaluation(
-                run.url, split, annotations, rule, cached["metrics"], run.run_id, True
+                run_url=run.url,
+                split=split,
+                annotations=annotations,
+                filter_rule=rule,
+                metrics=cached["metrics"],
+                run_id=run.run_id,
+                reused=True,
             )
     loaded = load_run(run_url, config.device)
     tensors = load_split(root, data, split, loaded.device, with_dense=True)
@@ -263,4 +269,11 @@ def evaluate_run(
     run.write_text(f"{name}.txt", format_metrics_table(metrics) + "\n")
     # Written last: a cache entry exists only for a finished evaluation.
     run.write_json(f"{name}.json", {"cache_key": key, "inputs": inputs, "metrics": metrics})
-    return RunEvaluation(run.url, split, annotations, rule, metrics, run.run_id)
+    return RunEvaluation(
+        run_url=run.url,
+        split=split,
+        annotations=annotations,
+        filter_rule=rule,
+        metrics=metrics,
+        run_id=run.run_id,
+    )

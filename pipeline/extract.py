@@ -107,8 +107,17 @@ class ExtractConfig(BaseModel):
         default_factory=dict, description="extractor name -> weight file (default: its cache)"
     )
     device: str = "auto"
-    batch_size: int = Field(16, ge=1, description="windows per embed call, per extractor")
-    workers: int | None = Field(None, ge=0, description="decoding processes; default min(8, CPUs)")
+    batch_size: int | Literal["auto"] = Field(
+        "auto",
+        description="windows per embed call; auto: per extractor, the fastest size up to 16 "
+        "measured on the first batches (large on a GPU, often one window on a CPU)",
+    )
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="decoding processes; default: min(8, CPUs) beside a GPU, CPUs / 2 - 1 "
+        "on a CPU (decoding there competes with the extractors' threads)",
+    )
     dtype: Literal["float16", "float32"] = "float16"
     flush_windows: int = Field(256, ge=1, description="rows a table gathers before a part")
     shard_videos: int = Field(32, ge=1, description="videos per shard, the unit of work")
@@ -140,8 +149,21 @@ class ExtractConfig(BaseModel):
             )
         return self
 
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, size: int | str) -> int | str:
+        if size != "auto" and size < 1:
+            raise ValueError(f"batch_size must be at least 1 or 'auto', not {size}")
+        return size
+
     def decoding_workers(self) -> int:
-        return min(8, os.cpu_count() or 1) if self.workers is None else self.workers
+        if self.workers is not None:
+            return self.workers
+        cpus = os.cpu_count() or 1
+        on_gpu = self.device != "cpu" and (self.device != "auto" or torch.cuda.is_available())
+        # Measured on 2 cores (benchmarks/extract.py): a decoding process beside CPU
+        # extraction slows the extractors' two threads more than it saves.
+        return min(8, cpus) if on_gpu else max(0, min(8, cpus // 2 - 1))
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that change what is written (not where or how fast it runs)."""
@@ -370,7 +392,7 @@ def extract_shard(
         raise ValueError(
             f"extractors {[e.name for e in built]} are not the configured {config.extractors}"
         )
-    writers = _writers(root, built, config.dtype)
+    writers = _writers(root, built, config.dtype, config.batch_size)
     manifest = VideoManifest(root)
     tasks = {task.video_id: task for task in shard.videos}
     result = ShardResult(
@@ -387,7 +409,7 @@ def extract_shard(
         if sum(writer.ready_rows for writer in writers) < min_rows:
             return
         for writer in writers:
-            result.windows_written[writer.table_name] += writer.flush(config.batch_size)
+            result.windows_written[writer.table_name] += writer.flush()
         # After the features: a manifest row says the video's rows are stored.
         manifest.record(finished)
         finished.clear()
@@ -403,7 +425,7 @@ def extract_shard(
         if isinstance(item, _WindowItem):
             for writer in writers:
                 if writer.name in item.inputs:
-                    writer.add(item, config.batch_size)
+                    writer.add(item)
             continue
         task = tasks[item.video_id]
         if item.failure is not None:
@@ -474,7 +496,7 @@ def extract_videos(
     if extractors is not None:
         config = config.model_copy(update={"extractors": [e.name for e in extractors]})
     built = list(extractors) if extractors is not None else build_extractors(config)
-    _writers(root, built, config.dtype)  # refuse other settings before any work
+    _writers(root, built, config.dtype, config.batch_size)  # refuse other settings first
     plan = plan_extraction(paths, root, config)
     record_plan(plan, root)
     done = 0
@@ -510,12 +532,15 @@ def extract_videos(
 
 
 def _writers(
-    root: str | os.PathLike[str], extractors: Sequence[FeatureExtractor], dtype: str
+    root: str | os.PathLike[str],
+    extractors: Sequence[FeatureExtractor],
+    dtype: str,
+    batch_size: int | str,
 ) -> list[_TableWriter]:
     """One writer per extractor; refuses a table that holds rows of other settings."""
     store = FeatureStore(root)
     writers = [
-        _TableWriter(extractor, store.table(TABLE_FOR_EXTRACTOR[extractor.name]), dtype)
+        _TableWriter(extractor, store.table(TABLE_FOR_EXTRACTOR[extractor.name]), dtype, batch_size)
         for extractor in extractors
     ]
     for writer in writers:
@@ -621,6 +646,15 @@ class _WindowItem(NamedTuple):
     inputs: dict[str, torch.Tensor]  # extractor name -> preprocessed window
 
 
+class _Row(NamedTuple):
+    """Where one embedded window goes: its key and per-window columns."""
+
+    video_id: str
+    window: int
+    valid_segments: int
+    has_audio: bool
+
+
 class _VideoEnd(NamedTuple):
     """The last item of a video: its manifest record, or why it failed."""
 
@@ -705,22 +739,68 @@ def _as_is(item: Any) -> Any:
     return item
 
 
+class BatchSizer:
+    """Windows per embed call: a fixed size, or "auto": the size doubles from one window
+    while the time per window keeps falling, then stays at the fastest size seen.
+
+    Why measure: on a GPU larger batches are faster per window up to the memory; on a
+    CPU the tiny networks run fastest one window at a time (their activations fall out
+    of cache), while CLAP still gains from batching. The first call of each size may
+    include warm-up costs, so size one is timed twice.
+    """
+
+    LIMIT = 16  # more windows per call add memory and, on a CPU, little speed
+    # A size no faster per window than the best one so far ends the search.
+    SLOWER = 1.0
+
+    def __init__(self, setting: int | str) -> None:
+        self.fixed = None if setting == "auto" else int(setting)
+        self._trials: list[int] = [1, 1]
+        self._per_window: dict[int, float] = {}
+
+    @property
+    def size(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        return self._trials[0] if self._trials else self._best()
+
+    def record(self, size: int, seconds: float) -> None:
+        """Time taken by one embed call of `size` windows."""
+        if self.fixed is not None or not self._trials or size != self._trials[0]:
+            return
+        self._trials.pop(0)
+        self._per_window[size] = seconds / size
+        if self._trials:
+            return
+        still_faster = self._per_window[size] <= self.SLOWER * self._per_window[self._best()]
+        if still_faster and size * 2 <= self.LIMIT:
+            self._trials.append(size * 2)
+
+    def _best(self) -> int:
+        return min(self._per_window, key=self._per_window.get)
+
+
 class _TableWriter:
     """One extractor's queue of windows to embed and its embedded rows, per video, until
     a whole video's rows can be written."""
 
-    def __init__(self, extractor: FeatureExtractor, table: FeatureTable, dtype: str) -> None:
+    def __init__(
+        self, extractor: FeatureExtractor, table: FeatureTable, dtype: str, batch_size: int | str
+    ) -> None:
         self.extractor, self.table = extractor, table
+        self.batch = BatchSizer(batch_size)
         self.name = extractor.name
         self.table_name = TABLE_FOR_EXTRACTOR[extractor.name]
         self.provenance = feature_provenance(extractor, dtype)
-        self._queue: list[_WindowItem] = []  # windows not embedded yet, oldest first
-        self._rows: dict[str, list[tuple[_WindowItem, np.ndarray]]] = {}  # embedded, per video
+        # Windows not embedded yet, oldest first: only this extractor's input is kept, so a
+        # long queue here does not hold the other extractors' inputs alive.
+        self._queue: list[tuple[_Row, torch.Tensor]] = []
+        self._rows: dict[str, list[tuple[_Row, np.ndarray]]] = {}  # embedded, per video
         self._ready: list[str] = []  # finished videos, in order
 
     @property
     def ready_rows(self) -> int:
-        queued = sum(1 for item in self._queue if item.video_id in self._ready)
+        queued = sum(1 for row, _ in self._queue if row.video_id in self._ready)
         return queued + sum(len(self._rows.get(video_id, ())) for video_id in self._ready)
 
     def check_provenance(self) -> None:
@@ -734,41 +814,49 @@ class _TableWriter:
                 f"delete {self.table.url} to rebuild it with these settings."
             )
 
-    def add(self, item: _WindowItem, batch_size: int) -> None:
+    def add(self, item: _WindowItem) -> None:
         """Queue one window; embed when a batch is full."""
-        self._queue.append(item)
-        if len(self._queue) >= batch_size:
-            self._embed(batch_size)
+        row = _Row(item.video_id, item.window, item.valid_segments, item.has_audio)
+        self._queue.append((row, item.inputs[self.name]))
+        if len(self._queue) >= self.batch.size:
+            self._embed(self.batch.size)
 
     def finish(self, video_id: str) -> None:
         self._ready.append(video_id)
 
     def discard(self, video_id: str) -> None:
         """Forget a failed video's windows, embedded or not."""
-        self._queue = [item for item in self._queue if item.video_id != video_id]
+        self._queue = [queued for queued in self._queue if queued[0].video_id != video_id]
         self._rows.pop(video_id, None)
 
-    def flush(self, batch_size: int) -> int:
+    def flush(self) -> int:
         """Embed what is queued and write the finished videos' rows as one part."""
         while self._queue:
-            self._embed(batch_size)
+            self._embed(self.batch.size)
         rows = [row for video_id in self._ready for row in self._rows.pop(video_id, ())]
         self._ready = []
         if not rows:
             return 0
-        items = [item for item, _ in rows]
+        keys = [row for row, _ in rows]
         result = self.table.write(
-            [item.video_id for item in items],
-            np.array([item.window for item in items]),
+            [row.video_id for row in keys],
+            np.array([row.window for row in keys]),
             np.stack([feature for _, feature in rows]),
-            np.array([item.valid_segments for item in items]),
-            np.array([item.has_audio for item in items]),
+            np.array([row.valid_segments for row in keys]),
+            np.array([row.has_audio for row in keys]),
             self.provenance,
         )
         return result.written
 
     def _embed(self, count: int) -> None:
         batch, self._queue = self._queue[:count], self._queue[count:]
-        features = self.extractor.embed(torch.stack([item.inputs[self.name] for item in batch]))
-        for item, feature in zip(batch, features.cpu().numpy(), strict=True):
-            self._rows.setdefault(item.video_id, []).append((item, feature))
+        started = time.perf_counter()
+        inputs = [tensor for _, tensor in batch]
+        # One window needs no copy into a new batch tensor.
+        stacked = inputs[0][None] if len(inputs) == 1 else torch.stack(inputs)
+        features = self.extractor.embed(stacked)
+        features = features.cpu().numpy()  # waits for the device: the timing is complete
+        self.batch.record(len(batch), time.perf_counter() - started)
+        for (row, _), feature in zip(batch, features, strict=True):
+            # A copy: a view would keep the whole batch's output alive.
+            self._rows.setdefault(row.video_id, []).append((row, feature.copy()))

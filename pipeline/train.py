@@ -18,10 +18,11 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
+from pydantic import BaseModel, Field
 
 from avvp import __version__
 from avvp.model.factory import create_model, needs_aux, training_loss
@@ -91,16 +92,17 @@ class TrainEstimate(NamedTuple):
     device: str
 
 
-@dataclass
-class TrainResult:
+class TrainResult(BaseModel):
+    """What `train` did: JSON-serialisable (`model_dump(mode="json")`)."""
+
     run_url: str
     run_id: str
     best_epoch: int
     best_val: dict[str, float]
-    history: list[EpochReport]
+    history: list[EpochReport] = Field(default_factory=list)
     reused: bool = False
     config: TrainConfig | None = None  # as resolved against the store
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
 
 
 def run_id_for(config: TrainConfig, inputs: dict[str, Any]) -> str:
@@ -154,7 +156,13 @@ def train(
     if run.exists("metrics.json") and not force:
         summary = run.read_json("metrics.json")
         return TrainResult(
-            run.url, run_id, summary["best_epoch"], summary["val"], [], True, config, notes
+            run_url=run.url,
+            run_id=run_id,
+            best_epoch=summary["best_epoch"],
+            best_val=summary["val"],
+            reused=True,
+            config=config,
+            notes=notes,
         )
 
     device = resolve_device(config.device)
@@ -255,7 +263,15 @@ def train(
             "val": best_val,
         },
     )
-    return TrainResult(run.url, run_id, best_epoch, best_val, history, False, config, notes)
+    return TrainResult(
+        run_url=run.url,
+        run_id=run_id,
+        best_epoch=best_epoch,
+        best_val=best_val,
+        history=history,
+        config=config,
+        notes=notes,
+    )
 
 
 class _FirstBatchesTimer:

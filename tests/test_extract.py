@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from avvp.pipeline import tables
 from avvp.pipeline.decode import decode_video
 from avvp.pipeline.extract import (
     STAGE,
+    BatchSizer,
     ExtractConfig,
     ExtractProgress,
     ExtractSummary,
@@ -347,3 +349,34 @@ def test_clip_and_r2plus1d_inputs_of_the_sample_clip_follow_the_avvp_recipe() ->
     clips = frames.reshape(10, 8, 3, 112, 112).permute(0, 2, 1, 3, 4)
     assert r2plus1d_input.shape == (10, 3, 8, 112, 112)
     torch.testing.assert_close(r2plus1d_input, clips, atol=1e-6, rtol=0)
+
+
+def test_a_fixed_batch_size_stays_as_given() -> None:
+    sizer = BatchSizer(3)
+    sizer.record(3, 1.0)
+    assert sizer.size == 3
+
+
+def test_auto_batch_size_doubles_while_faster_per_window_then_keeps_the_fastest() -> None:
+    sizer = BatchSizer("auto")
+    seconds_per_window = {1: 0.010, 2: 0.008, 4: 0.007, 8: 0.009}
+    tried = []
+    for _ in range(8):
+        size = sizer.size
+        tried.append(size)
+        sizer.record(size, size * seconds_per_window[size])
+    assert tried == [1, 1, 2, 4, 8, 4, 4, 4]  # one is timed twice (warm-up)
+
+
+def test_auto_batch_size_never_passes_its_limit() -> None:
+    sizer = BatchSizer("auto")
+    for _ in range(20):
+        sizer.record(sizer.size, sizer.size * 0.01 / sizer.size)  # ever faster
+    assert sizer.size == BatchSizer.LIMIT
+
+
+def test_the_extraction_summary_is_json(extracted) -> None:
+    _, summary, _ = extracted
+    assert (
+        json.loads(json.dumps(summary.model_dump(mode="json")))["videos_found"] == len(WINDOWS) + 1
+    )

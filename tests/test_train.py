@@ -104,6 +104,8 @@ def test_evaluate_run_scores_the_test_split_and_writes_its_report(store: str) ->
     assert run.read_json("eval-test-synthetic-valor.json")["metrics"] == evaluation.metrics
     assert "Segment" in run.read_text("eval-test-synthetic-valor.txt")
     assert not evaluation.reused and evaluation.run_id == result.run_id
+    assert json.loads(json.dumps(evaluation.model_dump()))["metrics"] == evaluation.metrics
+    assert json.loads(json.dumps(result.model_dump(mode="json")))["run_id"] == result.run_id
     again = evaluate_run(result.run_url, ON_CPU)
     assert again.reused and again.metrics == evaluation.metrics
     assert not evaluate_run(result.run_url, ON_CPU, force=True).reused
