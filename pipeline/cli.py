@@ -288,6 +288,10 @@ def store_info(
         [f"failures/{stage}", "failures", str(count), str(count), "", "", ""]
         for stage, count in sorted(info["failures"].items())
     ]
+    if info["videos"]:
+        rows.append(
+            ["videos/manifest", "videos", str(info["videos"]), str(info["videos"])] + [""] * 3
+        )
     # Names are what a user types next: never cut. The provenance column gives way when
     # the table is wider than the console (--json has all of it); the short columns fold
     # before a name would.
@@ -377,11 +381,16 @@ def train(
 ) -> None:
     """Train a parser on stored features and labels -> runs/<id>/."""
     from avvp.pipeline.train import train as run_training
-    from avvp.pipeline.train_config import SIZE_ARCHITECTURES, load_train_config, resolve_size
+    from avvp.pipeline.train_config import load_train_config
 
-    overrides = given(model=model, device=device, epochs=epochs, batch_size=batch_size, seed=seed)
-    if size is not None:
-        overrides["architecture"] = SIZE_ARCHITECTURES[resolve_size(size.value, device or "auto")]
+    overrides = given(
+        model=model,
+        device=device,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        size=size.value if size else None,
+    )
     if data := given(pseudo_labels=pseudo_labels, annotations=annotations):
         overrides["data"] = data
     train_config = load_train_config(preset, config, overrides)

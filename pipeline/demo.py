@@ -37,7 +37,7 @@ from avvp.pipeline.llp_labels import import_llp_labels
 from avvp.pipeline.synth_clips import planted_dense_labels, write_synthetic_clips
 from avvp.pipeline.synthetic import SyntheticLLPConfig, noisy_pseudo_labels, write_synthetic_llp
 from avvp.pipeline.train import EpochReport, train
-from avvp.pipeline.train_config import SIZE_ARCHITECTURES, ModelSize, TrainConfig, resolve_size
+from avvp.pipeline.train_config import ModelSize, TrainConfig
 from avvp.storage import LabelStore, Provenance
 
 DEMO_MODELS = {"MM-CSE": "mmcse-clapclip", "VALOR": "valor-clapclip"}
@@ -77,7 +77,7 @@ def demo_train_config(
     learning rate, batch 16 (more steps), and the tiny sizes on a CPU unless asked otherwise."""
     return TrainConfig(
         model=model,
-        architecture=SIZE_ARCHITECTURES[resolve_size(size, device)],
+        size=size,
         data=data,
         epochs=epochs,
         batch_size=16,

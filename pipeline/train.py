@@ -132,7 +132,7 @@ def resolve_train_config(root: str, config: TrainConfig) -> tuple[TrainConfig, l
     """`config` with its label sources chosen against the store (see
     `dataset.resolve_label_sources`), and notes on what was chosen for the caller."""
     data, notes = resolve_label_sources(root, config.data)
-    return config.model_copy(update={"data": data}), notes
+    return config.sizes_resolved().model_copy(update={"data": data}), notes
 
 
 def train(

@@ -75,6 +75,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field("mmcse-clapclip", description="model preset (avvp.model.config)")
+    size: ModelSize | None = Field(
+        None,
+        description="named sizes (paper, tiny, auto: tiny on a CPU) under `architecture`; "
+        "resolved into `architecture` before a run's id is taken",
+    )
     architecture: dict[str, float] = Field(
         default_factory=dict,
         description="overrides of the preset's sizes: hidden_dim, class_dim, num_layers, ...",
@@ -94,15 +99,25 @@ class TrainConfig(BaseModel):
 
     def model_config_resolved(self) -> ModelConfig:
         config = get_model_config(self.model)
-        if self.architecture:
+        if architecture := self.sizes_resolved().architecture:
             sizes = {
                 name: value if name == "dropout" else int(value)
-                for name, value in self.architecture.items()
+                for name, value in architecture.items()
             }
             config = replace(config, **sizes)
         if self.mmcse:
             config = replace(config, mmcse=replace(config.mmcse, **self.mmcse))
         return config
+
+    def sizes_resolved(self) -> TrainConfig:
+        """This config with `size` turned into `architecture` entries (explicit ones win),
+        so that a run names its network's sizes exactly, whatever machine resolved it."""
+        if self.size is None:
+            return self
+        named = SIZE_ARCHITECTURES[resolve_size(self.size, self.device)]
+        return self.model_copy(
+            update={"size": None, "architecture": {**named, **self.architecture}}
+        )
 
     def filter_resolved(self) -> str:
         return self.filter_rule or self.model_config_resolved().kind

@@ -8,13 +8,15 @@ from typing import Any
 from . import features, labels
 from .failures import FailureLog
 from .table import TensorTable, list_tables, open_root
+from .videos import VideoManifest
 
 
 def store_info(root: str | PathLike[str]) -> dict[str, Any]:
     """Rows, videos, shape, dtype and provenance of each table, reading only key columns.
 
     Returns `{"root": root, "tables": {name: {"kind", "rows", "videos", "shape",
-    "dtype", "provenance", "fingerprint"}}, "failures": {stage: count of files failing now}}`.
+    "dtype", "provenance", "fingerprint"}}, "failures": {stage: count of files failing
+    now}, "videos": count of videos in the manifest}`.
     Tables are named by their folder name; a label table whose name is also a feature
     table's is listed as `labels/<name>`. `shape` and `dtype` describe one row of each
     tensor column (label tables with `audio` and `visual` columns share them). Tables
@@ -47,4 +49,5 @@ def store_info(root: str | PathLike[str]) -> dict[str, Any]:
             }
     log = FailureLog(root)
     failures = {stage: log.read(stage).num_rows for stage in log.stages()}
-    return {"root": str(root), "tables": tables, "failures": failures}
+    videos = len(VideoManifest(root).read())
+    return {"root": str(root), "tables": tables, "failures": failures, "videos": videos}

@@ -247,3 +247,12 @@ def test_predict_windows_gives_the_outputs_evaluation_scores(store: str) -> None
     outputs = predict_windows(loaded, keys)
     assert outputs["frame_prob"].shape == (5, 10, 2, 25)
     assert outputs["global_prob"].shape == (5, 25) and outputs["frame_prob"].dtype == np.float32
+
+
+def test_a_named_size_becomes_architecture_entries_before_the_run_id() -> None:
+    tiny = TrainConfig(size="tiny", architecture={"num_layers": 3}).sizes_resolved()
+    assert tiny.size is None
+    assert tiny.architecture["hidden_dim"] == 64 and tiny.architecture["num_layers"] == 3
+    on_cpu = TrainConfig(size="auto", device="cpu")
+    assert on_cpu.model_config_resolved().hidden_dim == 64
+    assert TrainConfig(size="paper").model_config_resolved().hidden_dim == 256
