@@ -182,23 +182,37 @@ def split_fingerprints(
     with_pseudo: bool = False,
     with_dense: bool = False,
 ) -> dict[str, str]:
-    """Fingerprints of exactly the rows `load_split` reads for these arguments: the
-    split's videos in each feature table, their weak labels, and their pseudo-labels
-    or dense annotations. Reads key and row-hash columns only."""
+    """Fingerprints of exactly the rows `load_split` reads for these arguments (the
+    split's videos that have all three features; see `read_fingerprints`)."""
+    video_ids = pc.unique(pa.array(split_keys(root, data, split).video_ids, pa.string()))
+    return read_fingerprints(
+        root, data, video_ids.to_pylist(), with_pseudo=with_pseudo, with_dense=with_dense
+    )
+
+
+def read_fingerprints(
+    root: str,
+    data: DataConfig,
+    video_ids: list[str],
+    *,
+    with_pseudo: bool = False,
+    with_dense: bool = False,
+) -> dict[str, str]:
+    """Fingerprints of the rows of `video_ids` in each table `data` reads: the three
+    feature tables, the weak labels, and the pseudo-labels or dense annotations when
+    asked. Reads key and row-hash columns only."""
     if with_pseudo or with_dense:
         _require_resolved(data)
-    video_ids = pc.unique(pa.array(split_keys(root, data, split).video_ids, pa.string()))
-    videos = video_ids.to_pylist()
     features, labels = FeatureStore(root), LabelStore(root)
     names = (data.audio_table, data.visual_table, data.visual_st_table)
-    prints = {f"features/{name}": features.table(name).fingerprint(videos) for name in names}
-    prints[f"labels/{tables.WEAK_LABELS_TABLE}"] = labels.weak().fingerprint(videos)
+    prints = {f"features/{name}": features.table(name).fingerprint(video_ids) for name in names}
+    prints[f"labels/{tables.WEAK_LABELS_TABLE}"] = labels.weak().fingerprint(video_ids)
     if with_pseudo:
         name = tables.pseudo_label_table(data.pseudo_labels)
-        prints[f"labels/{name}"] = labels.segments(name).fingerprint(videos)
+        prints[f"labels/{name}"] = labels.segments(name).fingerprint(video_ids)
     if with_dense:
         name = tables.dense_table(data.annotations)
-        prints[f"labels/{name}"] = labels.segments(name).fingerprint(videos)
+        prints[f"labels/{name}"] = labels.segments(name).fingerprint(video_ids)
     return prints
 
 

@@ -12,7 +12,7 @@ import torch
 
 from avvp.pipeline.checkpoints import load_checkpoint
 from avvp.pipeline.config import load_config
-from avvp.pipeline.dataset import DataConfig
+from avvp.pipeline.dataset import DataConfig, read_fingerprints
 from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run
 from avvp.pipeline.infer import load_run, predict_windows
 from avvp.pipeline.synthetic import (
@@ -256,3 +256,17 @@ def test_a_named_size_becomes_architecture_entries_before_the_run_id() -> None:
     on_cpu = TrainConfig(size="auto", device="cpu")
     assert on_cpu.model_config_resolved().hidden_dim == 64
     assert TrainConfig(size="paper").model_config_resolved().hidden_dim == 256
+
+
+def test_read_fingerprints_cover_exactly_the_videos_asked_for(
+    growing_store: tuple[str, SyntheticLLP],
+) -> None:
+    root, data = growing_store
+    train_ids = [
+        str(v) for v, split in zip(data.video_ids, data.splits, strict=True) if split == "train"
+    ]
+    before = read_fingerprints(root, DATA, train_ids[:4], with_pseudo=True)
+    add_video(root, data, 0, "newtrain001", "train")
+    assert read_fingerprints(root, DATA, train_ids[:4], with_pseudo=True) == before
+    with_new = read_fingerprints(root, DATA, [*train_ids[:4], "newtrain001"], with_pseudo=True)
+    assert all(with_new[table] != before[table] for table in before)
