@@ -790,3 +790,369 @@ def extract(
             "`ffmpeg -i FILE -c:v libx264 -c:a aac FILE.mp4`, and run this again"
         )
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def print_skipped(skipped: list[Any]) -> None:
+    """One line per released file that was not imported, on standard error."""
+    from avvp.pipeline.release import describe_skipped
+
+    for line in describe_skipped(skipped):
+        err_console.print(f"[yellow]skipped[/] {line}", highlight=False)
+
+
+def import_line(result: Any) -> str:
+    skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
+    return (
+        f"{result.table}: {result.imported} videos imported, {result.already_stored} already "
+        f"stored{skipped}"
+    )
+
+
+@app.command("fetch-valor")
+@user_errors
+def fetch_valor(
+    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    url: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="URL",
+            help="An archive's URL, once per archive (default: CLIP.zip and CLAP.zip of the "
+            "Hugging Face dataset NTUBarista/valor_features).",
+        ),
+    ] = None,
+    from_zip: Annotated[
+        list[Path] | None,
+        typer.Option(metavar="ZIP", help="A local CLIP.zip / CLAP.zip, instead of downloading."),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR", help="Where downloads are kept [default: ~/.cache/avvp/downloads]."
+        ),
+    ] = None,
+    sha256: Annotated[
+        list[str] | None,
+        typer.Option(metavar="HEX", help="Expected digest of each archive, in their order."),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="LLP-format label folder (default: the vendored LLP)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Download VALOR's released CLIP and CLAP features and pseudo-labels into the store.
+
+    The archives are read in place (nothing is extracted to disk); downloads resume
+    after an interruption. Writes clip-vit-l-14, clap-htsat-fusion, the `valor`
+    pseudo-labels and LLP's labels. Exit 1 when some files were skipped.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from avvp.pipeline.download import DownloadError
+    from avvp.pipeline.release import FetchConfig, fetch_valor
+
+    fetch_config = FetchConfig(
+        **given(
+            urls=url,
+            from_zips=[str(path) for path in from_zip] if from_zip else None,
+            cache=str(cache) if cache else None,
+            sha256=sha256,
+            labels=str(labels) if labels else None,
+        )
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, disable=not err_console.is_terminal) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_download(address: str, done: int, total: int | None) -> None:
+            if address not in tasks:
+                tasks[address] = progress.add_task(address.rsplit("/", 1)[-1], total=total)
+            progress.update(tasks[address], completed=done, total=total)
+
+        try:
+            result = fetch_valor(store, fetch_config, on_download=on_download)
+        except DownloadError as error:
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(EXIT_SOME_FAILED) from None
+    print_skipped(result.skipped)
+    if as_json:
+        typer.echo(json.dumps(result.model_dump()))
+    else:
+        for archive, digest in result.archives.items():
+            console.print(f"{archive}: {digest}", highlight=False)
+        for imported in result.features:
+            console.print(import_line(imported), highlight=False)
+        waiting = "".join(
+            f", {count} without {modality} labels"
+            for modality, count in result.labels.waiting.items()
+        )
+        console.print(
+            f"segment-valor: {result.labels.videos_written} videos written{waiting}",
+            highlight=False,
+        )
+        if result.missing_tables:
+            console.print(
+                f"`avvp train` also needs {', '.join(result.missing_tables)}: VALOR's release "
+                "has no R(2+1)D features; import HAN's `r2plus1d_18` folder with `avvp "
+                "import-features DIR --preset han-r2plus1d`"
+                if result.missing_tables == ["r2plus1d-18"]
+                else f"`avvp train` also needs {', '.join(result.missing_tables)}",
+                highlight=False,
+            )
+        else:
+            console.print(f"ready: `avvp train --store {store}`", highlight=False)
+    if result.skipped:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+class FeaturePreset(StrEnum):
+    han_vggish = "han-vggish"
+    han_res152 = "han-res152"
+    han_r2plus1d = "han-r2plus1d"
+    valor_clip = "valor-clip"
+    valor_clap = "valor-clap"
+
+
+@app.command("import-features")
+@user_errors
+def import_features(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder of <id>.npy files.")],
+    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    table: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Feature table [default: the preset's].")
+    ] = None,
+    preset: Annotated[
+        FeaturePreset | None,
+        typer.Option(help="A released layout: its table and shape (README: released data)."),
+    ] = None,
+    shape: Annotated[
+        str | None, typer.Option(metavar="AxB", help="Shape of one file, e.g. 10x512.")
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="LLP-format label folder whose ids are known."),
+    ] = None,
+) -> None:
+    """Import a folder of released <id>.npy features (HAN's, VALOR's) into a feature table.
+
+    Files with the wrong shape, NaN/Inf, an unreadable header or an unknown id are
+    reported and skipped (exit 1); importing again does no work.
+    """
+    from avvp.pipeline.release import ImportFeaturesConfig, import_features, parse_shape
+
+    config = ImportFeaturesConfig(
+        **given(
+            table=table,
+            preset=preset.value if preset else None,
+            shape=parse_shape(shape) if shape else None,
+            labels=str(labels) if labels else None,
+        )
+    )
+    result = import_features(folder, store, config)
+    print_skipped(result.skipped)
+    console.print(import_line(result), highlight=False)
+    if result.skipped:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+labels_app = typer.Typer(
+    help="Segment pseudo-labels: import, generate (VALOR's zero-shot), dense, score.",
+    no_args_is_help=True,
+)
+app.add_typer(labels_app, name="pseudo-labels")
+
+
+class Modality(StrEnum):
+    audio = "audio"
+    visual = "visual"
+
+
+@labels_app.command("import")
+@user_errors
+def pseudo_labels_import(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR", help="<id>.npy files of 10 x 25 0/1 labels, or audio/ and visual/."
+        ),
+    ],
+    source: Annotated[str, typer.Option(metavar="NAME", help="The source's name.")],
+    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    modality: Annotated[
+        Modality | None,
+        typer.Option(help="The folder holds this modality only [default: audio/ and visual/]."),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="LLP-format label folder whose ids are known."),
+    ] = None,
+) -> None:
+    """Import segment pseudo-labels as source NAME (`avvp train --pseudo-labels NAME`).
+
+    A folder of one modality waits for the other one: import both, in any order.
+    """
+    from avvp.pipeline.release import ImportLabelsConfig, import_pseudo_labels
+
+    config = ImportLabelsConfig(
+        **given(
+            source=source,
+            modality=modality.value if modality else None,
+            labels=str(labels) if labels else None,
+        )
+    )
+    result = import_pseudo_labels(folder, store, config)
+    skipped = [item for staged in result.staged for item in staged.skipped]
+    print_skipped(skipped)
+    for staged in result.staged:
+        console.print(import_line(staged), highlight=False)
+    console.print(
+        f"segment-{result.source}: {result.videos_written} videos written", highlight=False
+    )
+    for missing, count in result.waiting.items():
+        console.print(
+            f"{count} videos wait for their {missing} labels: `avvp pseudo-labels import DIR "
+            f"--source {result.source} --modality {missing}`",
+            highlight=False,
+        )
+    if skipped:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@labels_app.command("generate")
+@user_errors
+def pseudo_labels_generate(
+    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="LLP-format label folder: its weak labels are stored first (default: the "
+            "store's weak labels).",
+        ),
+    ] = None,
+    preset: Annotated[
+        str, typer.Option(metavar="PRESET", help="The preset the embeddings were made with.")
+    ] = "paper",
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=PATH",
+            help="Weight file of clip or clap, as given to `avvp extract` (repeat).",
+        ),
+    ] = None,
+    roberta: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Local roberta-base folder (CLAP's text tower)."),
+    ] = None,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """VALOR's zero-shot pseudo-labels from stored CLIP and CLAP segment embeddings.
+
+    Needs `avvp extract --extractors clip,clap-segments` first. Only videos with weak
+    labels get pseudo-labels (the labels are restricted to the weak classes); videos
+    without weak labels are counted and left out. Writes the source
+    generated-<clip weights>+<clap weights>.
+    """
+    from avvp.pipeline.pseudo_labels import GenerateConfig, generate_pseudo_labels
+
+    if labels is not None:
+        from avvp.pipeline.llp_labels import import_llp_labels
+
+        import_llp_labels(store, labels)
+    config = GenerateConfig(
+        **given(
+            preset=preset,
+            weights=parse_weights(weights) if weights else None,
+            roberta=str(roberta) if roberta else None,
+            device=device,
+        )
+    )
+    result = generate_pseudo_labels(store, config)
+    if as_json:
+        typer.echo(json.dumps(result.model_dump()))
+        return
+    console.print(
+        f"{result.table}: {result.videos_labelled} videos labelled ({result.windows_written} "
+        f"windows), {result.videos_already_labelled} already labelled, "
+        f"{result.videos_without_weak_labels} without weak labels, "
+        f"{result.videos_missing_embeddings} missing an embedding table's rows",
+        highlight=False,
+    )
+    console.print(
+        f"train on them with `avvp train --store {store} --pseudo-labels {result.source}`",
+        highlight=False,
+    )
+
+
+@labels_app.command("dense")
+@user_errors
+def pseudo_labels_dense(
+    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Output folder of `avvp synth clips` (its planted events; every split).",
+        ),
+    ] = None,
+    annotations: Annotated[
+        str,
+        typer.Option(metavar="SET", help="Without --labels: the stored dense set to copy."),
+    ] = "corrected",
+) -> None:
+    """The `dense` source: segment labels from dense annotations (an oracle upper bound,
+    and the pseudo-labels of synthetic clips)."""
+    from avvp.pipeline.pseudo_labels import write_dense_source
+
+    result = write_dense_source(store, labels_dir=labels, annotations=annotations)
+    console.print(
+        f"segment-{result.source} (from {result.origin}): {result.videos} videos, "
+        f"{result.windows_written} windows written, {result.windows_already_stored} already "
+        "stored",
+        highlight=False,
+    )
+
+
+@labels_app.command("score")
+@user_errors
+def pseudo_labels_score(
+    source: Annotated[str, typer.Option(metavar="NAME", help="The pseudo-label source.")],
+    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    split: Annotated[str, typer.Option(metavar="SPLIT", help="val or test.")] = "test",
+    annotations: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SET",
+            help="Dense annotations: corrected, published, ... [default: corrected, or the "
+            "only set stored].",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The official segment- and event-level F-scores of a pseudo-label source itself
+    against dense annotations: which source is better, before training."""
+    from avvp.pipeline.pseudo_labels import score_label_source
+
+    result = score_label_source(store, source, split=split, annotations=annotations)
+    if as_json:
+        typer.echo(json.dumps(result.model_dump()))
+        return
+    title = (
+        f"pseudo-labels {result.source} on {result.split} ({result.videos} videos, "
+        f"{result.annotations} annotations)"
+    )
+    console.print(metrics_table(title, {result.source: result.metrics}))

@@ -51,6 +51,7 @@ import hashlib
 import json
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -780,6 +781,17 @@ class BatchSizer:
         return min(self._per_window, key=self._per_window.get)
 
 
+# One sizer per built extractor and setting, so that the sizes found by one shard serve
+# the next shards of the process instead of being searched for again.
+_SIZERS: weakref.WeakKeyDictionary[FeatureExtractor, dict[int | str, BatchSizer]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _batch_sizer(extractor: FeatureExtractor, setting: int | str) -> BatchSizer:
+    return _SIZERS.setdefault(extractor, {}).setdefault(setting, BatchSizer(setting))
+
+
 class _TableWriter:
     """One extractor's queue of windows to embed and its embedded rows, per video, until
     a whole video's rows can be written."""
@@ -788,7 +800,7 @@ class _TableWriter:
         self, extractor: FeatureExtractor, table: FeatureTable, dtype: str, batch_size: int | str
     ) -> None:
         self.extractor, self.table = extractor, table
-        self.batch = BatchSizer(batch_size)
+        self.batch = _batch_sizer(extractor, batch_size)
         self.name = extractor.name
         self.table_name = TABLE_FOR_EXTRACTOR[extractor.name]
         self.provenance = feature_provenance(extractor, dtype)

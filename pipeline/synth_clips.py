@@ -104,7 +104,7 @@ def write_synthetic_clips(
         )
         filename = f"{clip_id}_0_{round(seconds)}"
         labelled.append((filename, SPLIT_CYCLE[index % len(SPLIT_CYCLE)], events))
-    _write_label_files(out_dir, labelled)
+    write_llp_label_files(out_dir, labelled)
     _write_planted_events(out_dir, labelled)
     return paths
 
@@ -335,7 +335,7 @@ def _colour(k: int) -> np.ndarray:
     return np.round(255 * np.array(colorsys.hsv_to_rgb(k / NUM_CLASSES, 1.0, 1.0))).astype(np.uint8)
 
 
-def _write_label_files(
+def write_llp_label_files(
     out_dir: Path, labelled: Sequence[tuple[str, str, Sequence[PlantedEvent]]]
 ) -> None:
     """The six LLP files: weak labels per split and in full, dense events for val/test."""

@@ -7,7 +7,7 @@ training finds CLAP maps, CLIP and R(2+1)D features wherever they came from
 
 from __future__ import annotations
 
-AUDIO_MAP_TABLE = "clap-htsat-map"  # (64, 768) CLAP token map per window
+AUDIO_MAP_TABLE = "clap-htsat-fusion"  # (64, 768) CLAP token map per window (630k fusion)
 AUDIO_SEGMENT_TABLE = "clap-htsat-segment"  # (10, 512) CLAP joint-space embedding per segment
 VISUAL_TABLE = "clip-vit-l-14"  # (10, 768) CLIP image embedding per segment
 VISUAL_ST_TABLE = "r2plus1d-18"  # (10, 512) R(2+1)D clip embedding per segment

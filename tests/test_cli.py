@@ -67,7 +67,7 @@ def test_store_info_json_describes_feature_and_label_tables(store: str) -> None:
     clip = info["tables"]["clip-vit-l-14"]
     assert clip["kind"] == "features" and clip["rows"] == 80 and clip["videos"] == 80
     assert clip["shape"] == [10, 768] and clip["dtype"] == "float16"
-    assert info["tables"]["clap-htsat-map"]["shape"] == [64, 768]
+    assert info["tables"]["clap-htsat-fusion"]["shape"] == [64, 768]
     assert info["tables"]["weak"]["kind"] == "labels"
     assert info["tables"]["dense-synthetic"]["rows"] == 32
     assert set(clip["provenance"]) >= {"source", "version", "weights", "dtype", "shape"}
@@ -315,7 +315,7 @@ def test_store_info_never_cuts_table_names_and_lists_failures(store: str) -> Non
     FailureLog(store).record("extract", [("x", "/videos/x.mp4", "empty file (0 bytes)")])
     code, output = invoke("store", "info", store)  # 80 columns: pytest's stdout is no terminal
     assert code == 0
-    for name in ("clap-htsat-map", "segment-synthetic", "dense-synthetic", long_name):
+    for name in ("clap-htsat-fusion", "segment-synthetic", "dense-synthetic", long_name):
         assert name in output, output
     assert re.search(r"failures/extract\s.*failures\s.*\b1\b", output), output
 

@@ -42,7 +42,7 @@ def test_the_demo_from_clips_extracts_trains_and_scores_every_predictor(clips_de
     assert result.num_videos == {"train": 100, "val": 50, "test": 50}
     assert set(result.metrics) == PREDICTORS
     tables = {path.name for path in (root / "features").iterdir()}
-    assert tables == {"clip-vit-l-14", "r2plus1d-18", "clap-htsat-map"}
+    assert tables == {"clip-vit-l-14", "r2plus1d-18", "clap-htsat-fusion"}
     assert (root / "clips" / "videos" / "synclip0200.mp4").is_file()
 
 

@@ -1,0 +1,746 @@
+"""Released data into the store: folders of `<id>.npy` files, and VALOR's archives read
+in place.
+
+Three stage functions, each with its own config:
+
+- `import_features(folder, root, config)`: a folder of `<id>.npy` feature files (HAN's
+  release: `vggish`, `res152`, `r2plus1d_18`; VALOR's `features/` folders) into one
+  feature table.
+- `import_pseudo_labels(folder, root, config)`: a folder of `<id>.npy` segment labels
+  (10 x 25, 0/1) of one modality, or `audio/` and `visual/` subfolders, as one
+  pseudo-label source.
+- `fetch_valor(root, config)`: VALOR's `CLIP.zip` and `CLAP.zip` (downloaded, or given
+  as files) into `clip-vit-l-14`, `clap-htsat-fusion` and the `valor` pseudo-labels.
+
+Rules every import shares:
+
+- A file is read through its `.npy` header first; a file whose header is unreadable,
+  whose shape is not the table's, whose values are not finite (features) or not 0/1
+  (labels), or whose id the annotation files in use do not know, is reported (one
+  `SkippedFile` each) and skipped; the rest is imported.
+- Every imported row is window 0 of its video (a released LLP clip is one 10-s window)
+  with all 10 segments valid.
+- Ids already stored are not read again: importing twice does no work. Rows are
+  written in parts of bounded size, so memory does not grow with the release.
+- An archive is checked as a whole before anything is read: an entry whose name is
+  absolute, climbs out with `..`, or is a symbolic link makes the whole archive refused
+  (`UnsafeArchiveError`) and nothing is written. Members are read from the zip in
+  place; nothing is extracted to disk.
+
+Labels of one modality wait in a `staged-<source>-<modality>` label table until the
+other modality of the same video arrives; then the video's row is written to the
+source's `segment-<source>` table, which is the one training reads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal, NamedTuple
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from avvp.contract import NUM_CLASSES, SEGMENTS_PER_WINDOW
+from avvp.pipeline import tables
+from avvp.pipeline.download import Downloaded, download
+from avvp.pipeline.llp import llp_video_ids
+from avvp.pipeline.llp_labels import import_llp_labels
+from avvp.pipeline.videos import file_digest
+from avvp.storage import FeatureStore, FeatureTable, Keys, LabelStore, Provenance
+from avvp.storage.table import TensorTable
+
+RELEASE_VERSION = "1"
+VALOR_SOURCE = "valor"
+VALOR_URLS = (
+    "https://huggingface.co/datasets/NTUBarista/valor_features/resolve/main/CLIP.zip",
+    "https://huggingface.co/datasets/NTUBarista/valor_features/resolve/main/CLAP.zip",
+)
+LABEL_SHAPE = (SEGMENTS_PER_WINDOW, NUM_CLASSES)
+STAGED_PREFIX = "staged-"
+# A part of a few tens of MB: large enough for fast Parquet reads, small enough that an
+# import of thousands of videos holds one part in memory at a time.
+PART_BYTES = 64 << 20
+
+Modality = Literal["audio", "visual"]
+
+
+@dataclass(frozen=True)
+class ImportPreset:
+    """A released feature layout: the table it fills and the shape of one file."""
+
+    table: str
+    shape: tuple[int, ...]
+    release: str  # provenance source of the imported rows
+    title: str
+
+
+FEATURE_PRESETS: dict[str, ImportPreset] = {
+    "han-vggish": ImportPreset("vggish", (10, 128), "han-release", "HAN's VGGish, 10 x 128"),
+    "han-res152": ImportPreset(
+        "resnet152", (80, 2048), "han-release", "HAN's ResNet-152 at 8 FPS, 80 x 2048"
+    ),
+    "han-r2plus1d": ImportPreset(
+        tables.VISUAL_ST_TABLE, (10, 512), "han-release", "HAN's R(2+1)D-18, 10 x 512"
+    ),
+    "valor-clip": ImportPreset(
+        tables.VISUAL_TABLE, (10, 768), "valor-release", "VALOR's CLIP ViT-L/14, 10 x 768"
+    ),
+    "valor-clap": ImportPreset(
+        tables.AUDIO_MAP_TABLE, (64, 768), "valor-release", "VALOR's CLAP map, 64 x 768"
+    ),
+}
+# What each VALOR archive holds, told apart by the shape of its features.
+VALOR_ARCHIVES: dict[tuple[int, ...], tuple[str, Modality]] = {
+    FEATURE_PRESETS["valor-clip"].shape: ("valor-clip", "visual"),
+    FEATURE_PRESETS["valor-clap"].shape: ("valor-clap", "audio"),
+}
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive with entries that could write outside a folder if extracted."""
+
+
+class SkippedFile(BaseModel):
+    """A released file that was not imported, and why."""
+
+    name: str
+    reason: str
+
+
+class ImportResult(BaseModel):
+    """One import into one table (JSON-serialisable)."""
+
+    table: str
+    imported: int = 0
+    already_stored: int = 0
+    skipped: list[SkippedFile] = Field(default_factory=list)
+
+
+class LabelImportResult(BaseModel):
+    """Labels of one source: rows written to `segment-<source>`, and videos whose other
+    modality has not been imported yet."""
+
+    source: str
+    staged: list[ImportResult]
+    videos_written: int
+    waiting: dict[str, int]  # modality still missing -> videos waiting for it
+
+
+class FetchResult(BaseModel):
+    """What `fetch_valor` did (JSON-serialisable)."""
+
+    archives: dict[str, str]  # archive file -> sha256 digest
+    downloads: list[dict[str, object]]
+    features: list[ImportResult]
+    labels: LabelImportResult
+    labels_written: dict[str, int]  # LLP weak labels and dense annotations
+    missing_tables: list[str]  # tables `avvp train` needs that the release does not give
+
+    @property
+    def skipped(self) -> list[SkippedFile]:
+        return [
+            *(s for result in self.features for s in result.skipped),
+            *(s for result in self.labels.staged for s in result.skipped),
+        ]
+
+
+class _Unusable(Exception):
+    """Why one released file cannot be imported."""
+
+
+class NpyEntry(NamedTuple):
+    """One released `<id>.npy`: its id, the name shown in messages, and how to open it."""
+
+    video_id: str
+    name: str
+    open: Callable[[], IO[bytes]]
+
+
+# ---- configs -----------------------------------------------------------------------
+
+
+class ImportFeaturesConfig(BaseModel):
+    """`import_features`: which table, of which shape; a preset fills both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str | None = Field(None, description="feature table; default: the preset's")
+    preset: str | None = Field(None, description=f"one of {', '.join(FEATURE_PRESETS)}")
+    shape: tuple[int, ...] | None = Field(None, description="shape of one file, e.g. [10, 512]")
+    labels: str | None = Field(
+        None, description="LLP-format folder whose ids are known (default: the vendored LLP)"
+    )
+
+    @model_validator(mode="after")
+    def _table_and_shape(self) -> ImportFeaturesConfig:
+        if self.preset is not None and self.preset not in FEATURE_PRESETS:
+            raise ValueError(
+                f"unknown preset {self.preset!r}: use one of {', '.join(FEATURE_PRESETS)}"
+            )
+        preset = FEATURE_PRESETS.get(self.preset) if self.preset else None
+        if preset is not None:
+            if self.shape is not None and tuple(self.shape) != preset.shape:
+                raise ValueError(
+                    f"preset {self.preset} has shape {_shape_text(preset.shape)}, not "
+                    f"{_shape_text(self.shape)}; leave out one of them"
+                )
+            self.shape = self.shape or preset.shape
+            self.table = self.table or preset.table
+        if self.table is None or self.shape is None:
+            raise ValueError(
+                "give a preset, or both a table name and the shape of one file (--table "
+                "NAME --shape 10x512)"
+            )
+        return self
+
+    def provenance(self, dtype: str) -> Provenance:
+        preset = FEATURE_PRESETS.get(self.preset) if self.preset else None
+        return Provenance(
+            source=preset.release if preset else "import",
+            version=RELEASE_VERSION,
+            dtype=dtype,
+            shape=self.shape,
+            extras={"preset": self.preset or ""},
+        )
+
+
+class ImportLabelsConfig(BaseModel):
+    """`import_pseudo_labels`: the source name, and the modality of a one-modality folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    modality: Modality | None = Field(
+        None, description="the folder's labels are of this modality; None: audio/ and visual/"
+    )
+    labels: str | None = None
+
+    @model_validator(mode="after")
+    def _plain_source(self) -> ImportLabelsConfig:
+        if not re.fullmatch(r"[A-Za-z0-9._+-]+", self.source):
+            raise ValueError(
+                f"source {self.source!r}: use letters, digits and . _ + - (it names a table)"
+            )
+        return self
+
+
+class FetchConfig(BaseModel):
+    """`fetch_valor`: where the archives come from and how they are checked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    urls: list[str] = Field(default_factory=lambda: list(VALOR_URLS))
+    from_zips: list[str] = Field(
+        default_factory=list, description="local archives, used instead of downloading"
+    )
+    cache: str = Field(
+        default_factory=lambda: str(_default_cache()), description="where downloads are kept"
+    )
+    sha256: list[str] = Field(
+        default_factory=list, description="expected digests, one per archive, in order"
+    )
+    labels: str | None = Field(
+        None, description="LLP-format folder of the videos' labels (default: the vendored LLP)"
+    )
+
+    @model_validator(mode="after")
+    def _one_digest_per_archive(self) -> FetchConfig:
+        archives = self.from_zips or self.urls
+        if self.sha256 and len(self.sha256) != len(archives):
+            raise ValueError(
+                f"{len(self.sha256)} --sha256 digests for {len(archives)} archives: give one "
+                "per archive, in the order of the archives"
+            )
+        return self
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "avvp" / "downloads"
+
+
+# ---- entries -----------------------------------------------------------------------
+
+
+def folder_entries(folder: str | Path) -> list[NpyEntry]:
+    """The `<id>.npy` files directly in `folder`, by id."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of <id>.npy files")
+    files = sorted(folder.glob("*.npy"))
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no .npy files (expected <video id>.npy)")
+    return [NpyEntry(path.stem, str(path), _opener(path)) for path in files]
+
+
+def _opener(path: Path) -> Callable[[], IO[bytes]]:
+    return lambda: open(path, "rb")
+
+
+def check_archive(archive: zipfile.ZipFile, path: str | Path) -> None:
+    """Refuse the whole archive if any entry is absolute, climbs out, or is a link."""
+    unsafe = [
+        f"{info.filename!r} ({problem})"
+        for info in archive.infolist()
+        if (problem := _unsafe_entry(info))
+    ]
+    if unsafe:
+        shown = "; ".join(unsafe[:3]) + (f"; and {len(unsafe) - 3} more" if len(unsafe) > 3 else "")
+        raise UnsafeArchiveError(
+            f"{path} is refused as a whole: {shown}. A release never needs such entries; "
+            "nothing was imported. Get the archive again from the release (or check the "
+            "mirror) and run this again"
+        )
+
+
+def _unsafe_entry(info: zipfile.ZipInfo) -> str:
+    name = info.filename.replace("\\", "/")
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+        return "an absolute path"
+    if ".." in name.split("/"):
+        return "climbs out with '..'"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "a symbolic link"
+    return ""
+
+
+def archive_entries(archive: zipfile.ZipFile, path: str | Path, folder: str) -> list[NpyEntry]:
+    """The `<top>/<folder>/<id>.npy` members of a checked archive, read in place."""
+    pattern = re.compile(rf"(?:[^/]+/)?{re.escape(folder)}/([^/]+)\.npy")
+    entries = []
+    for info in archive.infolist():
+        match = pattern.fullmatch(info.filename)
+        if match and not info.is_dir():
+            entries.append(
+                NpyEntry(match[1], f"{path}!{info.filename}", _member_opener(archive, info))
+            )
+    return sorted(entries, key=lambda entry: entry.video_id)
+
+
+def _member_opener(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], IO[bytes]]:
+    return lambda: archive.open(info)
+
+
+# ---- reading one file --------------------------------------------------------------
+
+
+def _read_header(stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    try:
+        major, _ = np.lib.format.read_magic(stream)
+        if major == 1:
+            return np.lib.format.read_array_header_1_0(stream)
+        return np.lib.format.read_array_header_2_0(stream)
+    except (ValueError, OSError, EOFError, SyntaxError) as error:
+        raise _Unusable(f"its .npy header is unreadable ({error})") from None
+
+
+def read_checked(entry: NpyEntry, shape: tuple[int, ...], kind: str) -> np.ndarray:
+    """The array of one file, or `_Unusable` with the reason.
+
+    kind: "features" (floating point, finite) or "labels" (0/1 values).
+    """
+    with entry.open() as stream:
+        found, fortran, dtype = _read_header(stream)
+        if tuple(found) != tuple(shape):
+            raise _Unusable(f"shape {_shape_text(found)}, expected {_shape_text(shape)}")
+        if dtype.hasobject:
+            raise _Unusable("holds Python objects, not numbers")
+        wanted = int(np.prod(found)) * dtype.itemsize
+        data = stream.read(wanted)
+    if len(data) != wanted:
+        raise _Unusable(f"is cut short ({len(data)} of {wanted} data bytes)")
+    array = np.frombuffer(data, dtype).reshape(found, order="F" if fortran else "C")
+    if kind == "features":
+        if dtype.kind != "f":
+            raise _Unusable(f"holds {dtype}, not floating-point features")
+        if not np.isfinite(array).all():
+            raise _Unusable("holds NaN or Inf values")
+    elif not np.isin(array, (0, 1)).all():
+        raise _Unusable("holds values other than 0 and 1")
+    return array
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return " x ".join(str(size) for size in shape)
+
+
+# ---- importing entries -------------------------------------------------------------
+
+
+def _known(
+    entries: Sequence[NpyEntry], known_ids: frozenset[str]
+) -> Iterator[NpyEntry | SkippedFile]:
+    for entry in entries:
+        if entry.video_id in known_ids:
+            yield entry
+        else:
+            yield SkippedFile(
+                name=entry.name,
+                reason=f"id {entry.video_id!r} is not in the annotation files in use "
+                "(give their folder with --labels if these are other videos)",
+            )
+
+
+def import_feature_entries(
+    root: str | os.PathLike[str],
+    table_name: str,
+    entries: Sequence[NpyEntry],
+    config: ImportFeaturesConfig,
+    known_ids: frozenset[str],
+    *,
+    extras: dict[str, object] | None = None,
+) -> ImportResult:
+    """Import released feature files into one table (see the module docstring)."""
+    table = FeatureStore(root).table(table_name)
+    stored_provenance = table.provenance
+    shape = tuple(config.shape or ())
+    result = ImportResult(table=table_name)
+    stored = set(table.video_ids()) if stored_provenance is not None else set()
+    pending: list[tuple[str, np.ndarray]] = []
+    provenance: Provenance | None = None
+
+    def flush() -> None:
+        if pending:
+            ids = [video_id for video_id, _ in pending]
+            count = len(ids)
+            table.write(
+                ids,
+                np.zeros(count, np.int32),
+                np.stack([array for _, array in pending]),
+                np.full(count, SEGMENTS_PER_WINDOW),
+                np.ones(count, bool),
+                provenance,
+            )
+            result.imported += count
+            pending.clear()
+
+    for item in _known(entries, known_ids):
+        if isinstance(item, SkippedFile):
+            result.skipped.append(item)
+            continue
+        if item.video_id in stored:
+            result.already_stored += 1
+            continue
+        try:
+            array = read_checked(item, shape, "features")
+        except _Unusable as problem:
+            result.skipped.append(SkippedFile(name=item.name, reason=str(problem)))
+            continue
+        if provenance is None:
+            # The table keeps the release's precision; a new table takes the first file's.
+            dtype = stored_provenance.dtype if stored_provenance else array.dtype.name
+            provenance = config.provenance(dtype or array.dtype.name)
+            if extras:
+                provenance.extras.update(extras)
+            _refuse_other_provenance(table, provenance)
+        pending.append((item.video_id, array))
+        stored.add(item.video_id)
+        if len(pending) * array.nbytes >= PART_BYTES:
+            flush()
+    flush()
+    return result
+
+
+def _refuse_other_provenance(table: FeatureTable, provenance: Provenance) -> None:
+    stored = table.provenance
+    differences = stored.differences(provenance) if stored is not None else []
+    if differences:
+        raise ValueError(
+            f"{table.url} holds rows of another origin (stored != imported): "
+            f"{'; '.join(differences)}. Import into another --table or another --store"
+        )
+
+
+def import_features(
+    folder: str | Path, root: str | os.PathLike[str], config: ImportFeaturesConfig
+) -> ImportResult:
+    """A folder of `<id>.npy` feature files into the table `config.table`."""
+    entries = folder_entries(folder)
+    return import_feature_entries(
+        root, str(config.table), entries, config, llp_video_ids(config.labels)
+    )
+
+
+# ---- labels ------------------------------------------------------------------------
+
+
+def staged_table(root: str | os.PathLike[str], source: str, modality: Modality) -> TensorTable:
+    """Labels of one modality of `source`, waiting for the other modality."""
+    return TensorTable.open(root, "labels", f"{STAGED_PREFIX}{source}-{modality}")
+
+
+def stage_label_entries(
+    root: str | os.PathLike[str],
+    source: str,
+    modality: Modality,
+    entries: Sequence[NpyEntry],
+    known_ids: frozenset[str],
+    provenance: Provenance,
+) -> ImportResult:
+    """Check and stage one modality's label files (see the module docstring)."""
+    table = staged_table(root, source, modality)
+    result = ImportResult(table=f"{STAGED_PREFIX}{source}-{modality}")
+    done = set(table.video_ids()) if table.provenance is not None else set()
+    done |= set(LabelStore(root).segments(tables.pseudo_label_table(source)).video_ids())
+    ids: list[str] = []
+    arrays: list[np.ndarray] = []
+    for item in _known(entries, known_ids):
+        if isinstance(item, SkippedFile):
+            result.skipped.append(item)
+        elif item.video_id in done:
+            result.already_stored += 1
+        else:
+            try:
+                arrays.append(read_checked(item, LABEL_SHAPE, "labels").astype(np.uint8))
+            except _Unusable as problem:
+                result.skipped.append(SkippedFile(name=item.name, reason=str(problem)))
+                continue
+            ids.append(item.video_id)
+            done.add(item.video_id)
+    if ids:
+        # Labels are small (250 bytes a video): one part for the whole folder.
+        table.write(
+            Keys.of(ids),
+            tensors={"labels": np.stack(arrays)},
+            scalars={},
+            provenance=_uint8_labels(provenance),
+        )
+        result.imported = len(ids)
+    return result
+
+
+def join_staged_labels(
+    root: str | os.PathLike[str], source: str, provenance: Provenance
+) -> tuple[int, dict[str, int]]:
+    """Write `segment-<source>` rows for videos staged in both modalities.
+
+    Returns (videos written, {missing modality: videos waiting for it}).
+    """
+    audio, visual = (staged_table(root, source, m) for m in ("audio", "visual"))
+    staged = {
+        modality: set(table.video_ids()) if table.provenance is not None else set()
+        for modality, table in (("audio", audio), ("visual", visual))
+    }
+    target = LabelStore(root).segments(tables.pseudo_label_table(source))
+    written = set(target.video_ids())
+    ready = sorted((staged["audio"] & staged["visual"]) - written)
+    if ready:
+        keys = Keys.of(ready)
+        target.write(
+            ready,
+            np.zeros(len(ready), np.int32),
+            audio.read(keys, ["labels"])["labels"],
+            visual.read(keys, ["labels"])["labels"],
+            provenance,
+        )
+    waiting = {
+        "visual": len(staged["audio"] - staged["visual"] - written),
+        "audio": len(staged["visual"] - staged["audio"] - written),
+    }
+    return len(ready), {modality: count for modality, count in waiting.items() if count}
+
+
+def _uint8_labels(provenance: Provenance) -> Provenance:
+    return Provenance(
+        source=provenance.source,
+        version=provenance.version,
+        dtype="uint8",
+        shape=LABEL_SHAPE,
+        extras=dict(provenance.extras),
+    )
+
+
+def import_pseudo_labels(
+    folder: str | Path, root: str | os.PathLike[str], config: ImportLabelsConfig
+) -> LabelImportResult:
+    """A folder of segment label files as pseudo-label source `config.source`.
+
+    With `config.modality`, the folder's files are that modality; without it, the
+    folder holds `audio/` and `visual/` subfolders.
+    """
+    folder = Path(folder)
+    if config.modality is None:
+        missing = [name for name in ("audio", "visual") if not (folder / name).is_dir()]
+        if missing:
+            raise FileNotFoundError(
+                f"{folder} has no {' and no '.join(f'{m}/' for m in missing)} subfolder: give "
+                "--modality audio|visual for a folder of one modality's <id>.npy files"
+            )
+        parts: list[tuple[Modality, Path]] = [
+            ("audio", folder / "audio"),
+            ("visual", folder / "visual"),
+        ]
+    else:
+        parts = [(config.modality, folder)]
+    known = llp_video_ids(config.labels)
+    provenance = Provenance(source=f"import-{config.source}", version=RELEASE_VERSION)
+    staged = [
+        stage_label_entries(root, config.source, modality, folder_entries(path), known, provenance)
+        for modality, path in parts
+    ]
+    written, waiting = join_staged_labels(root, config.source, _uint8_labels(provenance))
+    return LabelImportResult(
+        source=config.source, staged=staged, videos_written=written, waiting=waiting
+    )
+
+
+# ---- VALOR's release ---------------------------------------------------------------
+
+
+@dataclass
+class _Archive:
+    path: Path
+    digest: str
+    preset: str
+    modality: Modality
+    features: list[NpyEntry]
+    labels: list[NpyEntry]
+
+
+def fetch_valor(
+    root: str | os.PathLike[str],
+    config: FetchConfig | None = None,
+    *,
+    on_download: Callable[[str, int, int | None], None] | None = None,
+) -> FetchResult:
+    """Download (or take) VALOR's archives, check them, and import them in place.
+
+    on_download(url, bytes done, total): progress of each download.
+    """
+    config = config or FetchConfig()
+    downloads: list[Downloaded] = []
+    if config.from_zips:
+        paths = [Path(path) for path in config.from_zips]
+        for path in paths:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} does not exist (a VALOR archive, e.g. CLIP.zip)")
+        digests = [file_digest(path) for path in paths]
+        for path, digest, expected in zip(
+            paths, digests, config.sha256 or [None] * len(paths), strict=True
+        ):
+            if expected is not None and digest.removeprefix("sha256:") != expected.lower():
+                raise ValueError(
+                    f"{path} has sha256 {digest.removeprefix('sha256:')}, not the expected "
+                    f"{expected}; nothing was imported"
+                )
+    else:
+        for url, expected in zip(
+            config.urls, config.sha256 or [None] * len(config.urls), strict=True
+        ):
+            report = None if on_download is None else _bound(on_download, url)
+            downloads.append(
+                download(url, Path(config.cache).expanduser(), sha256=expected, on_progress=report)
+            )
+        paths = [done.path for done in downloads]
+        digests = [f"sha256:{done.sha256}" for done in downloads]
+
+    with ExitStack() as stack:
+        archives = [
+            _open_archive(stack, path, digest) for path, digest in zip(paths, digests, strict=True)
+        ]
+        kinds = sorted(archive.preset for archive in archives)
+        if kinds != sorted(VALOR_ARCHIVES[shape][0] for shape in VALOR_ARCHIVES):
+            raise ValueError(
+                f"VALOR's release is one CLIP archive and one CLAP archive; got "
+                f"{', '.join(f'{a.path.name} ({a.preset})' for a in archives)}"
+            )
+        labels_written = import_llp_labels(str(root), config.labels)
+        known = llp_video_ids(config.labels)
+        features = []
+        staged = []
+        label_provenance = Provenance(
+            source="valor-release",
+            version=RELEASE_VERSION,
+            extras={a.modality: a.digest for a in archives},
+        )
+        for archive in sorted(archives, key=lambda a: a.preset != "valor-clip"):
+            preset = FEATURE_PRESETS[archive.preset]
+            features.append(
+                import_feature_entries(
+                    root,
+                    preset.table,
+                    archive.features,
+                    ImportFeaturesConfig(preset=archive.preset),
+                    known,
+                    extras={"archive": archive.path.name, "sha256": archive.digest},
+                )
+            )
+            staged.append(
+                stage_label_entries(
+                    root, VALOR_SOURCE, archive.modality, archive.labels, known, label_provenance
+                )
+            )
+        written, waiting = join_staged_labels(root, VALOR_SOURCE, _uint8_labels(label_provenance))
+    store_tables = set(FeatureStore(root).table_names())
+    needed = (tables.AUDIO_MAP_TABLE, tables.VISUAL_TABLE, tables.VISUAL_ST_TABLE)
+    return FetchResult(
+        archives={str(path): digest for path, digest in zip(paths, digests, strict=True)},
+        downloads=[
+            {"url": d.url, "path": str(d.path), "resumed_from": d.resumed_from, "reused": d.reused}
+            for d in downloads
+        ],
+        features=features,
+        labels=LabelImportResult(
+            source=VALOR_SOURCE, staged=staged, videos_written=written, waiting=waiting
+        ),
+        labels_written=labels_written,
+        missing_tables=[name for name in needed if name not in store_tables],
+    )
+
+
+def _bound(
+    on_download: Callable[[str, int, int | None], None], url: str
+) -> Callable[[int, int | None], None]:
+    return lambda done, total: on_download(url, done, total)
+
+
+def _open_archive(stack: ExitStack, path: Path, digest: str) -> _Archive:
+    try:
+        archive = stack.enter_context(zipfile.ZipFile(path))
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path} is not a zip archive (VALOR's CLIP.zip / CLAP.zip)") from None
+    check_archive(archive, path)
+    features = archive_entries(archive, path, "features")
+    labels = archive_entries(archive, path, "segment_pseudo_labels")
+    if not features:
+        raise ValueError(
+            f"{path} holds no <top folder>/features/<id>.npy files: it is not one of VALOR's "
+            "feature archives"
+        )
+    kind = _archive_kind(path, features)
+    return _Archive(path, digest, kind[0], kind[1], features, labels)
+
+
+def _archive_kind(path: Path, features: Sequence[NpyEntry]) -> tuple[str, Modality]:
+    """Which release an archive is, from the shape of its first readable features."""
+    for entry in features:
+        try:
+            with entry.open() as stream:
+                shape, _, _ = _read_header(stream)
+        except _Unusable:
+            continue
+        if tuple(shape) in VALOR_ARCHIVES:
+            return VALOR_ARCHIVES[tuple(shape)]
+        break
+    expected = " or ".join(_shape_text(shape) for shape in VALOR_ARCHIVES)
+    raise ValueError(f"{path}: its features are not VALOR's ({expected} per video)")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'10x512' (or '10,512') as (10, 512)."""
+    parts = [part for part in re.split(r"[x,\s]+", text.strip()) if part]
+    if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ValueError(f"shape {text!r}: give positive sizes such as 10x512")
+    return tuple(int(part) for part in parts)
+
+
+def describe_skipped(skipped: Iterable[SkippedFile]) -> list[str]:
+    """One line per skipped file."""
+    return [f"{item.name}: {item.reason}" for item in skipped]

@@ -1,0 +1,366 @@
+"""Released data into the store: VALOR's archives read in place, folders of <id>.npy
+features and labels, refused archives, and the fetch -> train -> evaluate chain."""
+
+from __future__ import annotations
+
+import json
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from avvp.model.metrics import segment_and_event_f1
+from avvp.pipeline import tables
+from avvp.pipeline.cli import app
+from avvp.pipeline.dataset import DataConfig
+from avvp.pipeline.download import DownloadError
+from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run
+from avvp.pipeline.release import (
+    FetchConfig,
+    ImportFeaturesConfig,
+    ImportLabelsConfig,
+    UnsafeArchiveError,
+    fetch_valor,
+    import_features,
+    import_pseudo_labels,
+)
+from avvp.pipeline.synth_release import (
+    SyntheticRelease,
+    npy_bytes,
+    write_synthetic_release,
+    write_valor_archive,
+)
+from avvp.pipeline.synthetic import SyntheticLLPConfig
+from avvp.pipeline.train import train
+from avvp.pipeline.train_config import TrainConfig
+from avvp.storage import FeatureStore, LabelStore, store_info
+
+FEW = SyntheticLLPConfig(n_train=24, n_val=8, n_test=8, seed=5)
+TINY_SIZES = {"hidden_dim": 32, "class_dim": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32}
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> SyntheticRelease:
+    return write_synthetic_release(tmp_path_factory.mktemp("release"), FEW)
+
+
+def from_zips(release: SyntheticRelease, **changes: object) -> FetchConfig:
+    return FetchConfig(
+        from_zips=[str(release.clip_zip), str(release.clap_zip)],
+        labels=str(release.labels),
+        **changes,
+    )
+
+
+def fingerprints(root: Path) -> dict[str, str]:
+    return {name: table["fingerprint"] for name, table in store_info(str(root))["tables"].items()}
+
+
+def test_fetch_from_zips_stores_exactly_the_archives_arrays_and_labels(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    result = fetch_valor(tmp_path, from_zips(release))
+    data = release.data
+    ids = data.video_ids.tolist()
+    assert [(r.table, r.imported, r.skipped) for r in result.features] == [
+        (tables.VISUAL_TABLE, len(ids), []),
+        (tables.AUDIO_MAP_TABLE, len(ids), []),
+    ]
+    features = FeatureStore(tmp_path)
+    clip = features.table(tables.VISUAL_TABLE).read_videos(ids)
+    clap = features.table(tables.AUDIO_MAP_TABLE).read_videos(ids)
+    np.testing.assert_array_equal(clip.features, data.visual.astype(np.float32))
+    np.testing.assert_array_equal(clap.features, data.audio_map.astype(np.float32))
+    assert (clip.valid_segments == 10).all() and clip.keys.windows.tolist() == [0] * len(ids)
+    provenance = features.table(tables.VISUAL_TABLE).provenance
+    assert provenance.source == "valor-release"
+    assert provenance.extras["sha256"] == result.archives[str(release.clip_zip)]
+
+    valor = LabelStore(tmp_path).segments(tables.pseudo_label_table("valor")).read_videos(ids)
+    np.testing.assert_array_equal(valor.audio, data.pseudo[:, 0])
+    np.testing.assert_array_equal(valor.visual, data.pseudo[:, 1])
+    weak = LabelStore(tmp_path).weak().read(ids)
+    np.testing.assert_array_equal(weak.labels, data.weak)
+    assert result.missing_tables == [tables.VISUAL_ST_TABLE]
+
+
+def test_a_second_fetch_does_no_work(release: SyntheticRelease, tmp_path: Path) -> None:
+    fetch_valor(tmp_path, from_zips(release))
+    before = fingerprints(tmp_path)
+    again = fetch_valor(tmp_path, from_zips(release))
+    assert [r.imported for r in again.features] == [0, 0]
+    assert [r.already_stored for r in again.features] == [len(release.data.video_ids)] * 2
+    assert again.labels.videos_written == 0
+    assert set(again.labels_written.values()) == {0}
+    assert fingerprints(tmp_path) == before
+
+
+def test_ids_unknown_to_the_annotations_are_reported_and_skipped(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    clip = write_valor_archive(
+        tmp_path / "CLIP.zip",
+        "CLIP",
+        {"syn00000000": np.zeros((10, 768), np.float32), "unknown0000": np.ones((10, 768))},
+        {"syn00000000": np.zeros((10, 25), np.uint8)},
+    )
+    clap = write_valor_archive(
+        tmp_path / "CLAP.zip",
+        "CLAP",
+        {"syn00000000": np.zeros((64, 768), np.float32)},
+        {"syn00000000": np.zeros((10, 25), np.uint8)},
+    )
+    config = FetchConfig(from_zips=[str(clip), str(clap)], labels=str(release.labels))
+    result = fetch_valor(tmp_path / "store", config)
+    assert [s.name.rsplit("!", 1)[1] for s in result.skipped] == ["CLIP/features/unknown0000.npy"]
+    assert "not in the annotation files" in result.skipped[0].reason
+    assert result.features[0].imported == 1 and result.labels.videos_written == 1
+
+
+def unsafe_archive(path: Path, entry: str, link: bool = False) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("CLIP/features/syn00000000.npy", npy_bytes(np.zeros((10, 768))))
+        info = zipfile.ZipInfo(entry)
+        if link:
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(info, "/etc/passwd" if link else npy_bytes(np.zeros((10, 768))))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("entry", "link", "problem"),
+    [
+        ("../../evil.npy", False, "climbs out"),
+        ("/tmp/avvp-absolute-evil.npy", False, "absolute path"),
+        ("CLIP/features/link.npy", True, "symbolic link"),
+    ],
+)
+def test_an_archive_with_an_unsafe_entry_is_refused_and_nothing_is_written(
+    release: SyntheticRelease, tmp_path: Path, entry: str, link: bool, problem: str
+) -> None:
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    bad = unsafe_archive(work / "CLIP.zip", entry, link)
+    root = work / "store"
+    config = FetchConfig(from_zips=[str(bad), str(release.clap_zip)], labels=str(release.labels))
+    with pytest.raises(UnsafeArchiveError, match=problem) as refused:
+        fetch_valor(root, config)
+    assert "refused as a whole" in str(refused.value) and str(bad) in str(refused.value)
+    assert not root.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["CLIP.zip", "a", "b"]
+    assert not Path("/tmp/avvp-absolute-evil.npy").exists()
+
+    runner = CliRunner()
+    cli = runner.invoke(
+        app,
+        ["fetch-valor", "--store", str(root), "--from-zip", str(bad)]
+        + ["--from-zip", str(release.clap_zip), "--labels", str(release.labels)],
+    )
+    assert cli.exit_code == 2 and "refused as a whole" in cli.output
+    assert not root.exists()
+
+
+def test_a_wrong_sha256_for_a_local_archive_is_refused_before_importing(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="not the expected"):
+        fetch_valor(tmp_path / "store", from_zips(release, sha256=["0" * 64, "1" * 64]))
+    assert not (tmp_path / "store").exists()
+
+
+def write_feature_folder(folder: Path, release: SyntheticRelease) -> dict[str, str]:
+    """HAN's r2plus1d_18 layout plus one file of each kind of problem."""
+    folder.mkdir()
+    for path in release.r2plus1d.glob("*.npy"):
+        (folder / path.name).write_bytes(path.read_bytes())
+    first, second, third = release.data.video_ids[:3]
+    np.save(folder / f"{first}.npy", np.zeros((10, 256), np.float32))
+    nan = np.zeros((10, 512), np.float32)
+    nan[3, 7] = np.nan
+    np.save(folder / f"{second}.npy", nan)
+    (folder / f"{third}.npy").write_bytes(b"not a numpy file at all")
+    np.save(folder / "unknown0000.npy", np.zeros((10, 512), np.float32))
+    return {
+        first: "shape 10 x 256, expected 10 x 512",
+        second: "NaN or Inf",
+        third: "header is unreadable",
+        "unknown0000": "not in the annotation files",
+    }
+
+
+def test_import_features_reports_each_bad_file_once_and_imports_the_rest(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    folder = tmp_path / "r2plus1d_18"
+    problems = write_feature_folder(folder, release)
+    config = ImportFeaturesConfig(preset="han-r2plus1d", labels=str(release.labels))
+    result = import_features(folder, tmp_path / "store", config)
+    reasons = {Path(s.name).stem: s.reason for s in result.skipped}
+    assert reasons.keys() == problems.keys()
+    for video_id, words in problems.items():
+        assert words in reasons[video_id]
+    good = [v for v in release.data.video_ids.tolist() if v not in problems]
+    assert result.table == tables.VISUAL_ST_TABLE and result.imported == len(good)
+    stored = FeatureStore(tmp_path / "store").table(tables.VISUAL_ST_TABLE).read_videos(good)
+    expected = release.data.visual_st[[release.data.video_ids.tolist().index(v) for v in good]]
+    np.testing.assert_array_equal(stored.features, expected.astype(np.float32))
+
+    again = import_features(folder, tmp_path / "store", config)
+    assert (again.imported, again.already_stored) == (0, len(good))
+
+    cli = CliRunner().invoke(
+        app,
+        ["import-features", str(folder), "--store", str(tmp_path / "store")]
+        + ["--preset", "han-r2plus1d", "--labels", str(release.labels)],
+    )
+    assert cli.exit_code == 1
+    assert sum(line.startswith("skipped ") for line in cli.output.splitlines()) == len(problems)
+
+
+def test_import_features_needs_a_preset_or_a_table_and_shape() -> None:
+    with pytest.raises(ValueError, match="give a preset"):
+        ImportFeaturesConfig(table="vggish")
+    assert ImportFeaturesConfig(table="mine", shape=(10, 128)).shape == (10, 128)
+    with pytest.raises(ValueError, match="has shape 10 x 512"):
+        ImportFeaturesConfig(preset="han-r2plus1d", shape=(10, 128))
+
+
+def test_label_folders_of_one_modality_wait_for_the_other_one(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    data, root = release.data, tmp_path / "store"
+    for m, modality in enumerate(("audio", "visual")):
+        (tmp_path / modality).mkdir()
+        for n, video_id in enumerate(data.video_ids):
+            np.save(tmp_path / modality / f"{video_id}.npy", data.dense[n, m])
+    config = ImportLabelsConfig(source="mine", modality="visual", labels=str(release.labels))
+    first = import_pseudo_labels(tmp_path / "visual", root, config)
+    assert first.videos_written == 0 and first.waiting == {"audio": len(data.video_ids)}
+    audio = config.model_copy(update={"modality": "audio"})
+    second = import_pseudo_labels(tmp_path / "audio", root, audio)
+    assert second.videos_written == len(data.video_ids) and second.waiting == {}
+    labels = LabelStore(root).segments("segment-mine").read_videos(data.video_ids)
+    np.testing.assert_array_equal(labels.audio, data.dense[:, 0])
+    np.testing.assert_array_equal(labels.visual, data.dense[:, 1])
+    assert import_pseudo_labels(tmp_path / "audio", root, audio).videos_written == 0
+
+
+def test_fetch_then_import_r2plus1d_then_train_evaluate_and_score_the_labels(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    root = tmp_path / "store"
+    runner = CliRunner()
+    fetched = runner.invoke(
+        app,
+        ["fetch-valor", "--store", str(root), "--from-zip", str(release.clip_zip)]
+        + ["--from-zip", str(release.clap_zip), "--labels", str(release.labels)],
+    )
+    assert fetched.exit_code == 0, fetched.output
+    assert "--preset han-r2plus1d" in fetched.output
+    imported = runner.invoke(
+        app,
+        ["import-features", str(release.r2plus1d), "--store", str(root)]
+        + ["--preset", "han-r2plus1d", "--labels", str(release.labels)],
+    )
+    assert imported.exit_code == 0, imported.output
+
+    config = TrainConfig.model_validate(
+        {
+            "model": "mmcse",
+            "architecture": TINY_SIZES,
+            "data": DataConfig(),
+            "epochs": 2,
+            "batch_size": 8,
+            "device": "cpu",
+            "optim": {"warmup_epochs": 1},
+        }
+    )
+    result = train(str(root), config)
+    run_config = result.run_url
+    assert Path(run_config).exists()
+    scored = evaluate_run(result.run_url, EvaluateConfig(split="test", device="cpu"))
+    assert scored.annotations == "corrected" and len(scored.metrics) == 11
+    assert all(0.0 <= value <= 100.0 for value in scored.metrics.values())
+
+    # The labels themselves, scored before any training: the dense oracle scores 100,
+    # VALOR's labels what the metrics give for the release's arrays.
+    dense = runner.invoke(app, ["pseudo-labels", "dense", "--store", str(root)])
+    assert dense.exit_code == 0, dense.output
+    scores = {}
+    for source in ("dense", "valor"):
+        shown = runner.invoke(
+            app, ["pseudo-labels", "score", "--store", str(root), "--source", source, "--json"]
+        )
+        assert shown.exit_code == 0, shown.output
+        scores[source] = json.loads(shown.stdout)["metrics"]
+    assert set(scores["dense"].values()) == {100.0}
+    test = release.data.splits == "test"
+    expected = segment_and_event_f1(release.data.pseudo[test], release.data.dense[test])
+    assert scores["valor"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_fetch_over_http_resumes_a_cut_download_and_a_second_fetch_does_no_work(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    from http_server import PayloadServer
+
+    clap = release.clap_zip.read_bytes()
+    with PayloadServer() as server:
+        urls = [
+            server.add("/valor/CLIP.zip", release.clip_zip.read_bytes()),
+            server.add("/valor/CLAP.zip", clap),
+        ]
+        # Four cuts outlast the download's three retries: the first fetch stops with
+        # four fifths of CLAP.zip kept; the next one resumes from there.
+        cut = len(clap) // 5
+        server.cut_next("/valor/CLAP.zip", after_bytes=cut, times=4)
+        config = FetchConfig(urls=urls, cache=str(tmp_path / "cache"), labels=str(release.labels))
+        with pytest.raises(DownloadError, match="again to resume"):
+            fetch_valor(tmp_path / "store", config)
+        assert [entry.range for entry in server.log[-3:]] == [
+            f"bytes={cut}-",
+            f"bytes={2 * cut}-",
+            f"bytes={3 * cut}-",
+        ]
+        assert not (tmp_path / "store" / "features").exists()
+        result = fetch_valor(tmp_path / "store", config)
+        assert (server.log[-1].range, server.log[-1].status) == (f"bytes={4 * cut}-", 206)
+        assert [d["resumed_from"] for d in result.downloads] == [
+            len(release.clip_zip.read_bytes()),
+            4 * cut,
+        ]
+        assert result.features[1].imported == len(release.data.video_ids)
+        stored = FeatureStore(tmp_path / "store").table(tables.AUDIO_MAP_TABLE)
+        np.testing.assert_array_equal(
+            stored.read_videos(release.data.video_ids).features,
+            release.data.audio_map.astype(np.float32),
+        )
+        requests = len(server.log)
+        before = fingerprints(tmp_path / "store")
+        again = fetch_valor(tmp_path / "store", config)
+        assert len(server.log) == requests  # the cached archives are used as they are
+        assert [r.imported for r in again.features] == [0, 0]
+        assert fingerprints(tmp_path / "store") == before
+
+
+def test_fetch_with_a_wrong_sha256_downloads_but_imports_nothing(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    from http_server import PayloadServer
+
+    with PayloadServer() as server:
+        urls = [
+            server.add("/valor/CLIP.zip", release.clip_zip.read_bytes()),
+            server.add("/valor/CLAP.zip", release.clap_zip.read_bytes()),
+        ]
+        cli = CliRunner().invoke(
+            app,
+            ["fetch-valor", "--store", str(tmp_path / "store"), "--cache", str(tmp_path / "c")]
+            + ["--url", urls[0], "--url", urls[1], "--labels", str(release.labels)]
+            + ["--sha256", "0" * 64, "--sha256", "1" * 64],
+        )
+    assert cli.exit_code == 1 and "sha256" in cli.output
+    assert not (tmp_path / "store").exists()
