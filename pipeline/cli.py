@@ -185,10 +185,18 @@ def demo(
     ] = DemoSource.clips,
     clips: Annotated[int, typer.Option(metavar="N", help="Number of synthetic clips.")] = 200,
 ) -> None:
-    """Synthetic clips -> features -> MM-CSE and VALOR trained and scored, offline."""
+    """Synthetic clips -> features -> MM-CSE and VALOR trained and scored, offline.
+
+    From clips, the extract-and-train flow runs in this process (Prefect's embedded
+    API) once per model: the second run finds the features stored.
+    """
     from rich.progress import Progress
 
     from avvp.pipeline.demo import DEMO_EPOCHS, run_demo
+
+    chain_runner = None
+    if source == DemoSource.clips:
+        from avvp.flows.runner import run_chain as chain_runner
 
     total_epochs = DEMO_EPOCHS[source.value] if epochs is None else epochs
     # Off a terminal a bar would only be drawn once, finished, at the end.
@@ -212,6 +220,7 @@ def demo(
             on_epoch=on_epoch,
             source=source.value,
             n_clips=clips,
+            run_chain=chain_runner,
         )
     sizes = ", ".join(f"{n} {split}" for split, n in result.num_videos.items())
     console.print(f"store: [bold]{result.root}[/]  videos: {sizes}")
@@ -1156,3 +1165,128 @@ def pseudo_labels_score(
         f"{result.annotations} annotations)"
     )
     console.print(metrics_table(title, {result.source: result.metrics}))
+
+
+class TaskRunnerChoice(StrEnum):
+    default = "default"
+    dask = "dask"
+
+
+def print_chain_summary(summary: dict[str, Any]) -> None:
+    """What one extract-and-train run did, and its metrics."""
+    extraction, train = summary["extraction"], summary["train"]
+    console.print(
+        f"videos: {extraction['videos_found']} found, "
+        f"{len(extraction.get('videos_extracted', []))} extracted ({extraction['ran']} shard "
+        f"tasks ran, {extraction['cached']} cached), {len(extraction.get('failures', []))} "
+        f"failed",
+        highlight=False,
+    )
+    done = "trained" if train["task"] == "ran" and not train["reused"] else "reused"
+    console.print(f"run ({done}): {train['run_url']}", highlight=False)
+    console.print(f"summary: {summary['summary_file']}", highlight=False)
+    if summary["evaluate"]:
+        metrics = {split: e["metrics"] for split, e in summary["evaluate"].items()}
+        console.print(metrics_table("metrics", metrics))
+
+
+@app.command("run")
+@user_errors
+def run_flow(
+    videos: Annotated[
+        list[str] | None,
+        typer.Option(metavar="PATH", help="A video folder or file (repeat for several)."),
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(metavar="DIR", help="LLP-format annotation files (default: vendored LLP)."),
+    ] = None,
+    store: Annotated[str | None, typer.Option(metavar="ROOT", help="Store root.")] = None,
+    preset: Annotated[
+        str | None, typer.Option(metavar="PRESET", help="Extractors: paper or tiny.")
+    ] = None,
+    pseudo_labels: Annotated[
+        str | None,
+        typer.Option(metavar="SOURCE", help="valor (fetched), dense, generated, or a stored one."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(metavar="MODEL", help="mmcse or valor.")] = None,
+    epochs: Annotated[int | None, typer.Option(metavar="N", help="Training epochs.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="TOML/YAML/JSON file of the flow's parameters."),
+    ] = None,
+    task_runner: Annotated[
+        TaskRunnerChoice,
+        typer.Option(help="default: tasks one at a time here; dask: shards over a cluster."),
+    ] = TaskRunnerChoice.default,
+    dask_address: Annotated[
+        str | None,
+        typer.Option(metavar="ADDR", help="An existing Dask scheduler, e.g. tcp://host:8786."),
+    ] = None,
+    dask_workers: Annotated[
+        int | None, typer.Option(metavar="N", help="Workers of the local Dask cluster.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Run the extract-and-train flow in this process (Prefect's embedded API, no server).
+
+    The same flow as `prefect deployment run 'extract-and-train/default'` after
+    `avvp serve`; parameters mirror its --param names.
+    """
+    from avvp.flows.runner import run_chain
+    from avvp.pipeline.chain import ChainConfig
+    from avvp.pipeline.config import load_config
+
+    overrides = given(
+        videos=videos,
+        labels=labels,
+        store=store,
+        preset=preset,
+        pseudo_labels=pseudo_labels,
+        model=model,
+        epochs=epochs,
+    )
+    chain = load_config(ChainConfig, config, overrides)
+    summary = run_chain(chain, task_runner.value, dask_address, dask_workers)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        print_chain_summary(summary)
+
+
+@app.command()
+@user_errors
+def serve(
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="The Prefect API, e.g. http://127.0.0.1:4200/api [default: PREFECT_API_URL].",
+        ),
+    ] = None,
+    task_runner: Annotated[
+        TaskRunnerChoice, typer.Option(help="Task runner of the served flows.")
+    ] = TaskRunnerChoice.default,
+    dask_address: Annotated[
+        str | None, typer.Option(metavar="ADDR", help="An existing Dask scheduler.")
+    ] = None,
+) -> None:
+    """Serve the deployments extract-and-train/default and parse-folder/default.
+
+    Start a server first (`prefect server start`), then run a deployment with
+    `prefect deployment run 'extract-and-train/default' --param videos=DIR ...`.
+    Stop with Ctrl-C.
+    """
+    import os
+
+    if api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ValueError(
+            "no Prefect server to serve to: start one with `prefect server start` and give "
+            "its API with --api-url http://127.0.0.1:4200/api (or set PREFECT_API_URL); "
+            "`avvp run` runs the flow here without a server"
+        )
+    from avvp.flows.runner import serve_deployments
+
+    serve_deployments(task_runner.value, dask_address)

@@ -28,6 +28,7 @@ import torch
 from avvp.model.factory import create_model
 from avvp.model.metrics import segment_and_event_f1
 from avvp.pipeline import tables
+from avvp.pipeline.chain import ChainConfig
 from avvp.pipeline.dataset import DataConfig, load_split, resolve_device
 from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run, score_split
 from avvp.pipeline.extract import ExtractConfig, extract_videos
@@ -94,20 +95,13 @@ def clips_folder(root: str) -> Path:
     return Path(tempfile.mkdtemp(prefix="avvp-demo-clips-"))
 
 
-def prepare_clip_store(
-    root: str, n_clips: int, seed: int, device: str, say: Callable[[str], None]
-) -> DataConfig:
-    """Synthetic clips -> tiny-preset features, LLP labels and pseudo-labels in `root`."""
+def write_demo_clips(root: str, n_clips: int, seed: int, say: Callable[[str], None]) -> Path:
+    """Synthetic clips, their LLP-format labels and noisy pseudo-labels of their planted
+    events (the `synthetic` source, standing in for VALOR's) in `root`; returns the
+    clips' folder. The pseudo-labels need only the label files, not the features."""
     folder = clips_folder(root)
     say(f"writing {n_clips} synthetic clips to {folder}")
     write_synthetic_clips(folder, n=n_clips, seed=seed, active_classes=DEMO_ACTIVE_CLASSES)
-    say("extracting CLIP, R(2+1)D and CLAP features (tiny presets)")
-    config = ExtractConfig(preset="tiny", device=device, labels=str(folder))
-    summary = extract_videos(folder / "videos", root, config)
-    if summary.failures:
-        raise ValueError(f"extraction failed for {len(summary.failures)} demo clips")
-    import_llp_labels(root, folder)
-
     filenames = LLPAnnotations.load(folder).split("full")
     dense = planted_dense_labels(folder, filenames)
     weak = dense.max(axis=(1, 2))
@@ -120,7 +114,41 @@ def prepare_clip_store(
         pseudo[:, 1],
         Provenance(source="synthetic-clips-planted-events", version="1", extras={"flip": 0.15}),
     )
-    return CLIP_DATA
+    return folder
+
+
+def demo_chain(
+    root: str, folder: Path, model: str, train_config: TrainConfig, device: str
+) -> ChainConfig:
+    """The extract-and-train parameters of one demo model on the demo clips."""
+    train = train_config.model_dump(mode="json", exclude={"model", "epochs", "data"})
+    return ChainConfig(
+        videos=[str(folder / "videos")],
+        labels=str(folder),
+        store=root,
+        preset="tiny",
+        pseudo_labels="synthetic",
+        model=model,
+        epochs=train_config.epochs,
+        config={
+            "extract": {"device": device},
+            "train": train,
+            "evaluate": {"device": device},
+            "splits": ["test"],
+        },
+    )
+
+
+def extract_clips_directly(root: str, folder: Path, device: str) -> None:
+    """The demo's extraction and label import without a flow runner."""
+    config = ExtractConfig(preset="tiny", device=device, labels=str(folder))
+    summary = extract_videos(folder / "videos", root, config)
+    if summary.failures:
+        raise ValueError(f"extraction failed for {len(summary.failures)} demo clips")
+    import_llp_labels(root, folder)
+
+
+ChainRunner = Callable[[ChainConfig], dict]
 
 
 def run_demo(
@@ -133,35 +161,35 @@ def run_demo(
     on_epoch: Callable[[str, EpochReport], None] | None = None,
     source: DemoSource = "clips",
     n_clips: int = DEMO_CLIPS,
+    run_chain: ChainRunner | None = None,
 ) -> DemoResult:
+    """The demo; from clips, `run_chain` (the extract-and-train flow) does the
+    extraction, labels, training and evaluation of each model when given."""
     cfg = config or SyntheticLLPConfig()
     epochs = DEMO_EPOCHS[source] if epochs is None else epochs
     say = on_step or (lambda _: None)
+    folder = None
     if source == "clips":
-        data = prepare_clip_store(root, n_clips, cfg.seed, device, say)
+        folder = write_demo_clips(root, n_clips, cfg.seed, say)
+        data = CLIP_DATA
+        if run_chain is None:
+            say("extracting CLIP, R(2+1)D and CLAP features (tiny presets)")
+            extract_clips_directly(root, folder, device)
     else:
         say("generating the feature-level synthetic mini-LLP")
         write_synthetic_llp(root, cfg)
         data = SYNTHETIC_DATA
 
-    weak = LabelStore(root).weak().read()
-    test = weak.splits == "test"
-    dense_table = LabelStore(root).segments(tables.dense_table(data.annotations))
-    dense = dense_table.read_videos(weak.video_ids[test])
-    truth = np.stack([dense.audio, dense.visual], axis=1)
-    pred = weak_label_broadcast(weak.labels[test], truth.shape[2])
-    metrics = {"weak labels": segment_and_event_f1(pred, truth)}
-
-    target = resolve_device(device)
-    test_split = load_split(root, data, "test", target, with_dense=True)
     runs: dict[str, str] = {}
+    trained: dict[str, dict[str, float]] = {}
     for name, preset in DEMO_MODELS.items():
         train_config = demo_train_config(preset, epochs, device, size, data)
-        torch.manual_seed(train_config.seed)
-        untrained = create_model(train_config.model_config_resolved()).to(target)
-        outputs = predict(untrained, test_split.audio, test_split.visual, test_split.visual_st)
-        metrics[f"{name} init"] = score_split(outputs, test_split, train_config.filter_resolved())
-
+        if run_chain is not None and folder is not None:
+            say(f"running the extract-and-train flow for {name} ({epochs} epochs)")
+            summary = run_chain(demo_chain(root, folder, preset, train_config, device))
+            runs[name] = summary["train"]["run_url"]
+            trained[name] = summary["evaluate"]["test"]["metrics"]
+            continue
         say(f"training {name} for {epochs} epochs")
         result = train(
             root,
@@ -170,7 +198,24 @@ def run_demo(
         )
         runs[name] = result.run_url
         evaluation = evaluate_run(result.run_url, EvaluateConfig(split="test", device=device))
-        metrics[name] = evaluation.metrics
+        trained[name] = evaluation.metrics
+
+    weak = LabelStore(root).weak().read()
+    test = weak.splits == "test"
+    dense_table = LabelStore(root).segments(tables.dense_table(data.annotations))
+    dense = dense_table.read_videos(weak.video_ids[test])
+    truth = np.stack([dense.audio, dense.visual], axis=1)
+    pred = weak_label_broadcast(weak.labels[test], truth.shape[2])
+    metrics = {"weak labels": segment_and_event_f1(pred, truth)}
+    target = resolve_device(device)
+    test_split = load_split(root, data, "test", target, with_dense=True)
+    for name, preset in DEMO_MODELS.items():
+        train_config = demo_train_config(preset, epochs, device, size, data)
+        torch.manual_seed(train_config.seed)
+        untrained = create_model(train_config.model_config_resolved()).to(target)
+        outputs = predict(untrained, test_split.audio, test_split.visual, test_split.visual_st)
+        metrics[f"{name} init"] = score_split(outputs, test_split, train_config.filter_resolved())
+        metrics[name] = trained[name]
 
     counts = {split: int((weak.splits == split).sum()) for split in ("train", "val", "test")}
     return DemoResult(root=root, num_videos=counts, metrics=metrics, runs=runs)

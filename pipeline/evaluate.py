@@ -12,6 +12,7 @@ import hashlib
 import json
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,7 @@ from avvp.model.metrics import (
 )
 from avvp.pipeline.dataset import (
     ANNOTATIONS,
+    DataConfig,
     SplitTensors,
     check_label_source,
     load_split,
@@ -221,6 +223,37 @@ class RunEvaluation(BaseModel):
     reused: bool = False  # the same run on the same rows was scored before
 
 
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """What `evaluate_run` will read and the key its cached result is filed under."""
+
+    trained: TrainConfig
+    data: DataConfig  # the run's data settings with the annotations to score against
+    filter_rule: str
+    name: str  # eval-<split>-<annotations>-<rule>
+    inputs: dict[str, str]  # fingerprints of the rows read
+    cache_key: str
+
+
+def plan_evaluation(run_url: str, config: EvaluateConfig | None = None) -> EvaluationPlan:
+    """The cache key of an evaluation (run, split, annotations, filter and the
+    fingerprints of the rows it reads), found without scoring."""
+    config = config or EvaluateConfig()
+    root, run = open_run(run_url)
+    trained = TrainConfig.model_validate(run.read_json("config.json")["train"])
+    annotations = config.annotations or trained.data.annotations
+    data = trained.data.model_copy(update={"annotations": annotations})
+    check_label_source(root, ANNOTATIONS, annotations)
+    rule = config.filter_rule or trained.filter_resolved()
+    inputs = split_fingerprints(root, data, config.split, with_dense=True)
+    key = hashlib.sha256(
+        json.dumps([run.run_id, config.split, annotations, rule, inputs], sort_keys=True).encode()
+    ).hexdigest()
+    return EvaluationPlan(
+        trained, data, rule, f"eval-{config.split}-{annotations}-{rule}", inputs, key
+    )
+
+
 def evaluate_run(
     run_url: str, config: EvaluateConfig | None = None, *, force: bool = False
 ) -> RunEvaluation:
@@ -231,49 +264,35 @@ def evaluate_run(
     those rows changes (or `force`).
     """
     config = config or EvaluateConfig()
+    plan = plan_evaluation(run_url, config)
     root, run = open_run(run_url)
-    trained = TrainConfig.model_validate(run.read_json("config.json")["train"])
-    annotations = config.annotations or trained.data.annotations
-    data = trained.data.model_copy(update={"annotations": annotations})
-    check_label_source(root, ANNOTATIONS, annotations)
-    rule = config.filter_rule or trained.filter_resolved()
-    split = config.split
-    name = f"eval-{split}-{annotations}-{rule}"
-    inputs = split_fingerprints(root, data, split, with_dense=True)
-    key = hashlib.sha256(
-        json.dumps([run.run_id, split, annotations, rule, inputs], sort_keys=True).encode()
-    ).hexdigest()
-    if not force and run.exists(f"{name}.json"):
-        cached = run.read_json(f"{name}.json")
-        if cached.get("cache_key") == key:
-            return RunEvaluation(
-                run_url=run.url,
-                split=split,
-                annotations=annotations,
-                filter_rule=rule,
-                metrics=cached["metrics"],
-                run_id=run.run_id,
-                reused=True,
-            )
+    evaluation = RunEvaluation(
+        run_url=run.url,
+        split=config.split,
+        annotations=str(plan.data.annotations),
+        filter_rule=plan.filter_rule,
+        metrics={},
+        run_id=run.run_id,
+    )
+    if not force and run.exists(f"{plan.name}.json"):
+        cached = run.read_json(f"{plan.name}.json")
+        if cached.get("cache_key") == plan.cache_key:
+            return evaluation.model_copy(update={"metrics": cached["metrics"], "reused": True})
     loaded = load_run(run_url, config.device)
-    tensors = load_split(root, data, split, loaded.device, with_dense=True)
+    tensors = load_split(root, plan.data, config.split, loaded.device, with_dense=True)
     outputs = predict(
         loaded.model,
         tensors.audio,
         tensors.visual,
         tensors.visual_st,
         batch_size=config.batch_size,
-        amp=trained.amp,
+        amp=plan.trained.amp,
     )
-    metrics = score_split(outputs, tensors, rule)
-    run.write_text(f"{name}.txt", format_metrics_table(metrics) + "\n")
+    metrics = score_split(outputs, tensors, plan.filter_rule)
+    run.write_text(f"{plan.name}.txt", format_metrics_table(metrics) + "\n")
     # Written last: a cache entry exists only for a finished evaluation.
-    run.write_json(f"{name}.json", {"cache_key": key, "inputs": inputs, "metrics": metrics})
-    return RunEvaluation(
-        run_url=run.url,
-        split=split,
-        annotations=annotations,
-        filter_rule=rule,
-        metrics=metrics,
-        run_id=run.run_id,
+    run.write_json(
+        f"{plan.name}.json",
+        {"cache_key": plan.cache_key, "inputs": plan.inputs, "metrics": metrics},
     )
+    return evaluation.model_copy(update={"metrics": metrics})

@@ -249,6 +249,9 @@ class FetchConfig(BaseModel):
     labels: str | None = Field(
         None, description="LLP-format folder of the videos' labels (default: the vendored LLP)"
     )
+    features: bool = Field(
+        True, description="import the features too (False: only the pseudo-labels)"
+    )
 
     @model_validator(mode="after")
     def _one_digest_per_archive(self) -> FetchConfig:
@@ -662,16 +665,17 @@ def fetch_valor(
         )
         for archive in sorted(archives, key=lambda a: a.preset != "valor-clip"):
             preset = FEATURE_PRESETS[archive.preset]
-            features.append(
-                import_feature_entries(
-                    root,
-                    preset.table,
-                    archive.features,
-                    ImportFeaturesConfig(preset=archive.preset),
-                    known,
-                    extras={"archive": archive.path.name, "sha256": archive.digest},
+            if config.features:
+                features.append(
+                    import_feature_entries(
+                        root,
+                        preset.table,
+                        archive.features,
+                        ImportFeaturesConfig(preset=archive.preset),
+                        known,
+                        extras={"archive": archive.path.name, "sha256": archive.digest},
+                    )
                 )
-            )
             staged.append(
                 stage_label_entries(
                     root, VALOR_SOURCE, archive.modality, archive.labels, known, label_provenance

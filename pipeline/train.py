@@ -125,6 +125,13 @@ def run_inputs(root: str, config: TrainConfig) -> dict[str, dict[str, str]]:
     }
 
 
+def planned_run_id(root: str, config: TrainConfig) -> str:
+    """The id `train(root, config)` gives its run, found without training: a flow's
+    cache key for the training task."""
+    resolved, _ = resolve_train_config(root, config)
+    return run_id_for(resolved, run_inputs(root, resolved))
+
+
 ProgressHook = Callable[[EpochReport], None]
 
 

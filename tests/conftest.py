@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from support import FIXTURES
+
+# Prefect's embedded API keeps its database under PREFECT_HOME: one fresh home for the
+# whole session (created once: 9 s on an idle machine, more when loaded), never the
+# user's ~/.prefect. Set before
+# any test imports prefect, which reads its settings when first imported.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="avvp-tests-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.pop("PREFECT_API_URL", None)
+# Prefect's INFO lines (one per task) would crowd pytest's output, and the embedded API
+# logs its shutdown after pytest has closed the captured streams.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
 @pytest.fixture(scope="session")

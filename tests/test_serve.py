@@ -1,0 +1,122 @@
+"""End to end: a real Prefect server on 127.0.0.1, `avvp serve`, and the deployment run
+from Prefect's command line, then three re-runs checked by the work each one did."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from prefect_server import Background, PrefectServer, run_deployment, wait_for_deployment
+
+from avvp.pipeline import tables
+from avvp.pipeline.chain import read_summaries
+from avvp.pipeline.synth_clips import write_synthetic_clips
+from avvp.storage import FeatureStore, LabelStore
+
+DEPLOYMENT = "extract-and-train/default"
+HELD_BACK = "synclip0009"  # a train-split clip (SPLIT_CYCLE: train, train, val, test)
+LABEL_FILES = ("AVVP_train.csv", "AVVP_dataset_full.csv", "planted_events.csv")
+
+
+def hold_back(clips: Path, aside: Path) -> None:
+    """Take one clip and its label rows out of the folders, keeping them in `aside`."""
+    aside.mkdir()
+    shutil.move(clips / "videos" / f"{HELD_BACK}.mp4", aside / f"{HELD_BACK}.mp4")
+    for name in LABEL_FILES:
+        shutil.copy(clips / name, aside / name)
+        lines = (clips / name).read_text().splitlines(keepends=True)
+        (clips / name).write_text("".join(line for line in lines if HELD_BACK not in line))
+
+
+def give_back(clips: Path, aside: Path) -> None:
+    shutil.move(aside / f"{HELD_BACK}.mp4", clips / "videos" / f"{HELD_BACK}.mp4")
+    for name in LABEL_FILES:
+        shutil.copy(aside / name, clips / name)
+
+
+def test_the_served_deployment_runs_the_chain_and_reruns_do_only_new_work(
+    tmp_path: Path,
+) -> None:
+    clips, store = tmp_path / "clips", tmp_path / "store"
+    write_synthetic_clips(clips, n=9, seconds=10)
+    hold_back(clips, tmp_path / "aside")
+    params = {
+        "videos": str(clips / "videos"),
+        "labels": str(clips),
+        "store": str(store),
+        "preset": "tiny",
+        "pseudo_labels": "dense",
+        "epochs": 2,
+    }
+    avvp = Path(sys.executable).parent / "avvp"
+    with PrefectServer(tmp_path / "prefect") as server:
+        serving = Background(
+            [avvp, "serve"], env=server.env, log_path=tmp_path / "serve.log", cwd=tmp_path
+        )
+        with serving:
+            wait_for_deployment(server, DEPLOYMENT, timeout_s=120, serving=serving)
+
+            def run() -> dict:
+                done = run_deployment(server, DEPLOYMENT, params, timeout_s=400)
+                assert done.returncode == 0, done.stdout[-3000:] + serving.log_tail()
+                return read_summaries(str(store), "extract-and-train")[-1]
+
+            first = run()
+            clip_rows = FeatureStore(store).table(tables.VISUAL_TABLE).video_ids()
+            assert len(clip_rows) == 8 and first["extraction"]["ran"] == 1  # one shard
+            assert first["pseudo_labels"]["source"] == "dense"
+            assert LabelStore(store).segments("segment-dense").video_ids()
+            run_folder = Path(first["train"]["run_url"])
+            assert (run_folder / "checkpoint.pt").is_file() and first["train"]["task"] == "ran"
+            assert set(first["evaluate"]) == {"val", "test"}
+            assert len(first["evaluate"]["test"]["metrics"]) == 11
+            with server.client() as client:
+                shown = client.post("/artifacts/filter", json={}).json()
+            keys = {artifact["key"] for artifact in shown}
+            assert {"metrics-val", "metrics-test", "failures", "summary"} <= keys
+            summary = next(a for a in shown if a["key"] == "summary")["data"]
+            assert first["train"]["run_url"] in summary
+
+            # Nothing new: no shard task at all, and the training is Prefect's cache hit.
+            second = run()
+            assert (second["extraction"]["shards"], second["extraction"]["ran"]) == (0, 0)
+            assert second["extraction"]["videos_skipped"] == 8
+            assert second["train"]["task"] == "cached"
+            assert second["train"]["run_id"] == first["train"]["run_id"]
+            assert {e["task"] for e in second["evaluate"].values()} == {"cached"}
+
+            # A new clip that no label file names: only its windows are extracted; training
+            # reads none of its rows, so the run is the same and is not trained again.
+            other = tmp_path / "other"
+            write_synthetic_clips(other, n=1, seconds=10, seed=11)
+            shutil.copy(other / "videos" / "synclip0001.mp4", clips / "videos" / "unnamed.mp4")
+            third = run()
+            assert third["extraction"]["videos_extracted"] == ["unnamed"]
+            assert set(third["extraction"]["windows_written"].values()) == {1}
+            assert third["train"]["task"] == "cached"
+            assert third["train"]["run_id"] == first["train"]["run_id"]
+
+            # A new train-split clip in the label files: only it is extracted, and the
+            # training reads new rows, so a new run trains.
+            give_back(clips, tmp_path / "aside")
+            fourth = run()
+            assert fourth["extraction"]["videos_extracted"] == [HELD_BACK]
+            assert set(fourth["extraction"]["windows_written"].values()) == {1}
+            assert fourth["train"]["task"] == "ran" and not fourth["train"]["reused"]
+            assert fourth["train"]["run_id"] != first["train"]["run_id"]
+
+
+@pytest.mark.parametrize("missing", ["PREFECT_API_URL"])
+def test_serve_without_a_server_says_how_to_start_one(
+    missing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from avvp.pipeline.cli import app
+
+    monkeypatch.delenv(missing, raising=False)
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2
+    assert "prefect server start" in result.output and "--api-url" in result.output
