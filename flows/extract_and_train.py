@@ -31,10 +31,12 @@ from avvp.flows.tasks import (
     import_labels_task,
     plan_extraction_task,
     pseudo_labels_task,
+    report_task,
     train_task,
 )
 from avvp.pipeline.chain import DEFAULT_STORE, ChainConfig, publish_summary, summary_markdown
 from avvp.pipeline.evaluate import METRIC_KEYS
+from avvp.pipeline.extract import ExtractConfig
 from avvp.storage.failures import Failure
 
 FLOW_NAME = "extract-and-train"
@@ -52,17 +54,18 @@ def in_dask() -> bool:
     return context is not None and type(context.task_runner).__name__ == "DaskTaskRunner"
 
 
-def extract_stage(chain: ChainConfig, storage: Path | WritableFileSystem) -> dict[str, Any]:
+def extract_stage(
+    videos: list[str], store: str, config: ExtractConfig, storage: Path | WritableFileSystem
+) -> dict[str, Any]:
     """Plan, then one task per shard; a failed shard fails the flow after the others."""
-    config = chain.extract_config()
     if in_dask():
         config = config.model_copy(update={"workers": 0})
     summary: dict[str, Any] = {"videos_found": 0, "shards": 0, "ran": 0, "cached": 0}
-    if not chain.videos:
+    if not videos:
         return summary
-    plan = plan_extraction_task(chain.videos, chain.store, config)
+    plan = plan_extraction_task(videos, store, config)
     shard_task = extract_shard_task.with_options(result_storage=storage)
-    futures = shard_task.map(plan["shards"], unmapped(chain.store), unmapped(config))
+    futures = shard_task.map(plan["shards"], unmapped(store), unmapped(config))
     states = [future.wait() or future.state for future in futures]
     outcomes = [task_outcome(state) for state in states]
     results = [state.result() for state in states if state.is_completed()]
@@ -125,7 +128,7 @@ def extract_and_train(
     labels_state = import_labels_task.with_options(result_storage=storage)(
         chain.store, chain.labels, return_state=True
     )
-    extraction = extract_stage(chain, storage)
+    extraction = extract_stage(chain.videos, chain.store, chain.extract_config(), storage)
     pseudo_state = pseudo_labels_task.with_options(result_storage=storage)(
         chain, return_state=True, wait_for=[labels_state]
     )
@@ -140,6 +143,10 @@ def extract_and_train(
             trained["run_url"], chain.evaluate_config(split), return_state=True
         )
         evaluations[split] = {**state.result(), "task": task_outcome(state)}
+    report_state = report_task.with_options(result_storage=storage)(
+        trained["run_url"], chain.report_config(), return_state=True
+    )
+    report = report_state.result()
     context = FlowRunContext.get()
     summary = {
         "flow_run": str(context.flow_run.id) if context and context.flow_run else "",
@@ -149,6 +156,11 @@ def extract_and_train(
         "pseudo_labels": {**pseudo_state.result(), "task": task_outcome(pseudo_state)},
         "train": {**trained, "task": task_outcome(train_state)},
         "evaluate": evaluations,
+        "report": {
+            "html": f"{trained['run_url']}/{report['html']}",
+            "figures": [f for f in report["files"] if f.endswith(".png")],
+            "task": task_outcome(report_state),
+        },
     }
     summary["summary_file"] = publish_summary(chain.store, FLOW_NAME, summary)
     publish_artifacts(summary)

@@ -1,49 +1,69 @@
-"""`parse-folder`: a folder of new videos -> features -> a trained run's per-window
-outputs (`OUT.npz` layout, README: exchange formats) in an output folder.
-
-The events, timelines and reports of these outputs are the parse stage's next step;
-this flow already runs the extraction shards and the inference of a trained run.
-"""
+"""`parse-folder`: a folder of new videos and a trained run -> events, videos.csv and
+timelines (the `avvp parse` stage: `avvp.pipeline.parse`), with the extraction as one
+mapped task per shard as in `extract-and-train`."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from avvp.flows.cache import result_storage
 from avvp.flows.extract_and_train import extract_stage
 from avvp.flows.tasks import RETRYING, gpu_slot
-from avvp.pipeline.chain import DEFAULT_STORE, ChainConfig
-from avvp.pipeline.infer import write_run_outputs
+from avvp.pipeline.extract import ExtractConfig
+from avvp.pipeline.infer import load_run
+from avvp.pipeline.parse import ParseConfig, parse_extract_config, parse_stored
+from avvp.storage import open_run
 
 FLOW_NAME = "parse-folder"
 
 
-@task(name="infer", **RETRYING)
-def infer_task(run: str, store: str, video_ids: list[str], out: str, device: str) -> dict[str, Any]:
-    with gpu_slot(device):
-        return write_run_outputs(run, store, video_ids, out, device=device)
+@task(name="parse-extract-config")
+def extract_config_task(run: str, config: ParseConfig) -> dict[str, Any]:
+    """The run's extraction settings, checked against its features' provenance."""
+    return parse_extract_config(load_run(run, config.device), config).model_dump(mode="json")
+
+
+@task(name="parse", **RETRYING)
+def parse_task(
+    videos: list[str], run: str, store: str | None, out: str, config: ParseConfig
+) -> dict[str, Any]:
+    loaded = load_run(run, config.device)
+    with gpu_slot(config.device):
+        return parse_stored(videos, loaded, store or loaded.root, out, config).model_dump(
+            mode="json"
+        )
 
 
 @flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def parse_folder(
     videos: str | list[str],
     run: str,
-    store: str = DEFAULT_STORE,
-    preset: str = "paper",
     out: str = "./avvp-parsed",
+    store: str | None = None,
+    threshold: float = 0.5,
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Extract the videos' missing windows, then run the trained `run` on all of them."""
-    chain = ChainConfig.model_validate(
-        {"videos": videos, "store": store, "preset": preset, "config": config or {}}
+    """Extract what the store lacks with the run's extractors, then parse every file."""
+    paths = [videos] if isinstance(videos, str) else list(videos)
+    parse_config = ParseConfig.model_validate({**(config or {}), "threshold": threshold})
+    extract = ExtractConfig.model_validate(extract_config_task(run, parse_config))
+    root = store or open_run(run)[0]
+    extraction = extract_stage(paths, root, extract, result_storage(root))
+    result = parse_task(paths, run, root, out, parse_config)
+    failed = [video for video in result["videos"] if video["status"] != "ok"]
+    create_table_artifact(
+        key="parsed-videos",
+        table=[{k: v for k, v in video.items() if k != "path"} for video in result["videos"]],
+        description=f"{len(result['videos']) - len(failed)} of {len(result['videos'])} parsed",
     )
-    extraction = extract_stage(chain, result_storage(chain.store))
-    ids = extraction.get("video_ids", [])
-    device = chain.config.evaluate.get("device", "auto")
-    outputs = infer_task(run, chain.store, ids, str(Path(out)), device)
-    get_run_logger().info("outputs of %d windows in %s", outputs["windows"], outputs["file"])
-    return {"extraction": extraction, "outputs": outputs}
+    create_markdown_artifact(
+        key="parse-summary",
+        markdown=f"# parse-folder\n\n- run: `{run}`\n- out: `{result['out']}`\n"
+        f"- events: {result['events']}\n- failed files: {len(failed)}\n",
+    )
+    get_run_logger().info("events in %s/events.csv", result["out"])
+    return {"extraction": extraction, "parse": result}

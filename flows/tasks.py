@@ -32,6 +32,7 @@ from avvp.pipeline.extract import (
 from avvp.pipeline.llp_labels import import_llp_labels
 from avvp.pipeline.pseudo_labels import generate_pseudo_labels, write_dense_source
 from avvp.pipeline.release import fetch_valor, import_pseudo_labels
+from avvp.pipeline.report import ReportConfig, write_report
 from avvp.pipeline.train import planned_run_id, train
 from avvp.pipeline.train_config import TrainConfig
 from avvp.storage import FeatureStore, LabelStore
@@ -202,6 +203,24 @@ def train_task(store: str, config: TrainConfig) -> dict[str, Any]:
 def _evaluate_key(context: Any, parameters: dict[str, Any]) -> str:
     plan = plan_evaluation(parameters["run_url"], parameters["config"])
     return task_key("evaluate", plan.cache_key)
+
+
+def _report_key(context: Any, parameters: dict[str, Any]) -> str:
+    # The report shows the evaluations' numbers and figures of the run's test outputs.
+    config: ReportConfig = parameters["config"]
+    run_url = parameters["run_url"]
+    evaluations = [
+        plan_evaluation(run_url, EvaluateConfig(split=split)).cache_key
+        for split in sorted({*config.splits, config.figure_split})
+    ]
+    return task_key("report", evaluations, config.model_dump(exclude={"device"}))
+
+
+@task(name="report", cache_key_fn=_report_key, **CACHED, **RETRYING)
+def report_task(run_url: str, config: ReportConfig) -> dict[str, Any]:
+    """The run's report/ folder: metrics tables, figures and report.html."""
+    with gpu_slot(config.device):
+        return write_report(run_url, config).model_dump(mode="json")
 
 
 @task(name="evaluate", cache_key_fn=_evaluate_key, **CACHED, **RETRYING)

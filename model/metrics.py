@@ -58,8 +58,10 @@ def binarize_predictions(
     global_prob: np.ndarray,
     v_prob: np.ndarray,
     rule: FilterRule = "mmcse",
+    threshold: float = THRESHOLD,
 ) -> np.ndarray:
-    """Threshold model outputs at 0.5 and drop segments of classes the video level rejects.
+    """Threshold model outputs (the protocol's 0.5 by default) and drop segments of
+    classes the video level rejects.
 
     frame_prob: (N, T, 2, K) in the model's layout; global_prob, v_prob: (N, K).
     rule "mmcse" keeps an audio segment only where global_prob >= 0.5 and a visual one
@@ -75,10 +77,10 @@ def binarize_predictions(
     for name, prob in (("global_prob", global_prob), ("v_prob", v_prob)):
         if prob.shape != video_shape:
             raise ValueError(f"{name} must be (N, K) = {video_shape}, got shape {prob.shape}")
-    audio_gate = global_prob >= THRESHOLD
-    visual_gate = v_prob >= THRESHOLD if rule == "mmcse" else audio_gate
+    audio_gate = global_prob >= threshold
+    visual_gate = v_prob >= threshold if rule == "mmcse" else audio_gate
     gate = np.stack([audio_gate, visual_gate], axis=1)[:, :, None, :]  # (N, 2, 1, K)
-    segment_on = frame_prob.transpose(0, 2, 1, 3) >= THRESHOLD
+    segment_on = frame_prob.transpose(0, 2, 1, 3) >= threshold
     return (segment_on & gate).astype(np.uint8)
 
 

@@ -34,6 +34,7 @@ from avvp.pipeline.evaluate import EvaluateConfig
 from avvp.pipeline.extract import DEFAULT_EXTRACTORS, ExtractConfig
 from avvp.pipeline.pseudo_labels import GenerateConfig
 from avvp.pipeline.release import FetchConfig, ImportLabelsConfig
+from avvp.pipeline.report import ReportConfig
 from avvp.pipeline.train_config import TrainConfig
 from avvp.storage import RunDir
 from avvp.storage.table import open_root
@@ -122,6 +123,10 @@ class ChainConfig(BaseModel):
     def evaluate_config(self, split: str) -> EvaluateConfig:
         return EvaluateConfig.model_validate({**self.config.evaluate, "split": split})
 
+    def report_config(self) -> ReportConfig:
+        device = self.config.evaluate.get("device", "auto")
+        return ReportConfig(device=device, splits=self.config.splits)
+
     def fetch_config(self) -> FetchConfig:
         settings = {"labels": self.labels, **self.config.pseudo_labels.fetch}
         # Extracted videos bring their own features; only the labels come from VALOR.
@@ -170,6 +175,14 @@ def read_summaries(store: str, flow_name: str) -> list[dict[str, Any]]:
     return [json.loads(folder.read_text(name)) for name in folder.names() if name.endswith(".json")]
 
 
+def report_lines(report: dict[str, Any] | None) -> list[str]:
+    if not report:
+        return []
+    folder = report["html"].rsplit("/", 1)[0]
+    figures = ", ".join(f"`{name.rsplit('/', 1)[-1]}`" for name in report["figures"])
+    return [f"- report: `{report['html']}`", f"- plots in `{folder}/`: {figures}"]
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """A flow run's summary for people: what was done, where the run and its files are."""
     extraction, train = summary["extraction"], summary["train"]
@@ -185,6 +198,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"({summary['pseudo_labels']['method']})",
         f"- run `{train['run_id']}` ({'trained' if trained else 'reused'}): `{train['run_url']}`",
         f"- summary file: `{summary.get('summary_file', '')}`",
+        *report_lines(summary.get("report")),
         "",
         "| metric | " + " | ".join(summary["evaluate"]) + " |",
         "| --- | " + " | ".join("---" for _ in summary["evaluate"]) + " |",

@@ -1290,3 +1290,110 @@ def serve(
     from avvp.flows.runner import serve_deployments
 
     serve_deployments(task_runner.value, dask_address)
+
+
+@app.command()
+@user_errors
+def parse(
+    folder: Annotated[
+        list[Path], typer.Argument(metavar="DIR...", help="Video folders and/or files.")
+    ],
+    run: Annotated[str, typer.Option(metavar="RUN", help="A trained run folder.")],
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Where events and timelines go.")] = Path(
+        "./avvp-parsed"
+    ),
+    store: Annotated[
+        str | None,
+        typer.Option(metavar="ROOT", help="Store for the videos' features [default: the run's]."),
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(metavar="P", help="Segment and video-level threshold.")
+    ] = 0.5,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(metavar="NAME=PATH", help="Weight file of an extractor (repeat)."),
+    ] = None,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
+    timelines: Annotated[
+        bool, typer.Option(help="Draw timelines/<video_id>.png per video.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Parse new videos of any length with a trained run: events, videos.csv, timelines.
+
+    Extracts only the windows the store lacks, with the run's extractors. Exit 1 when
+    some files failed (the rest is parsed), 2 for usage errors.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from avvp.pipeline.parse import ParseConfig, parse_videos
+
+    config = ParseConfig(
+        threshold=threshold,
+        device=device,
+        weights=parse_weights(weights) if weights else {},
+        timelines=timelines,
+    )
+    columns = (TextColumn("extracting"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=err_console, disable=not err_console.is_terminal) as progress:
+        task = progress.add_task("parse", total=None)
+
+        def on_progress(update: Any) -> None:
+            progress.update(task, completed=update.done, total=update.total)
+
+        result = parse_videos(folder, run, out, root=store, config=config, on_progress=on_progress)
+    if as_json:
+        typer.echo(json.dumps(result.model_dump()))
+    else:
+        table = Table(title=f"parsed into {result.out}", title_justify="left", box=box.SIMPLE_HEAD)
+        for column in ("video", "status", "duration", "windows", "events", "reason"):
+            table.add_column(column, overflow="fold")
+        for video in result.videos:
+            duration = "" if video.duration_s is None else f"{video.duration_s:.1f} s"
+            status = "[green]ok[/]" if video.status == "ok" else "[red]failed[/]"
+            table.add_row(
+                video.video_id,
+                status,
+                duration,
+                str(video.windows),
+                str(video.events),
+                video.reason,
+            )
+        console.print(table)
+        counts = ", ".join(f"{n} {modality}" for modality, n in result.events.items())
+        console.print(
+            f"{len(result.videos) - len(result.failed)} of {len(result.videos)} files parsed; "
+            f"events: {counts}; {result.out}/events.csv, videos.csv, timelines/",
+            highlight=False,
+        )
+    if result.failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@app.command()
+@user_errors
+def report(
+    run: Annotated[str, typer.Argument(metavar="RUN", help="A trained run folder.")],
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
+    timeline_videos: Annotated[
+        int, typer.Option(metavar="N", help="Test videos drawn as timelines.")
+    ] = 4,
+    tsne_max_segments: Annotated[
+        int, typer.Option(metavar="N", help="Test segments in the t-SNE.")
+    ] = 2000,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the samples drawn.")] = 0,
+) -> None:
+    """Write RUN/report/: metrics tables, co-occurrence map, t-SNE, timelines, report.html."""
+    from avvp.pipeline.report import ReportConfig, write_report
+
+    config = ReportConfig(
+        device=device,
+        timeline_videos=timeline_videos,
+        tsne_max_segments=tsne_max_segments,
+        seed=seed,
+    )
+    result = write_report(run, config)
+    for note in result.notes:
+        err_console.print(f"note: {note}", style="yellow", highlight=False)
+    console.print(f"{len(result.files)} files in {run}/report/", highlight=False)
+    console.print(f"{run}/{result.html}", highlight=False)

@@ -22,6 +22,37 @@ VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp"}
 )
 _DIGEST_CHUNK_BYTES = 8 * 1024 * 1024
+# Container signatures at the start of a file: (offset, bytes). Enough to find videos
+# whatever their names (a camera's `.MTS`, a download without extension); the decoder
+# has the last word.
+_MEDIA_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    *((4, box) for box in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")),  # MP4/MOV
+    (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM
+    (8, b"AVI "),  # RIFF AVI
+    (0, b"FLV"),
+    (0, b"\x00\x00\x01\xba"),  # MPEG program stream
+    (0, b"\x30\x26\xb2\x75"),  # ASF / WMV
+    (0, b"OggS"),
+)
+
+
+def looks_like_media(path: Path) -> bool:
+    """The file starts like a media container (see `_MEDIA_SIGNATURES`)."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(16)
+    except OSError:
+        return False
+    if len(head) >= 1 and head[0] == 0x47 and _mpeg_ts(path):
+        return True
+    return any(head[offset : offset + len(magic)] == magic for offset, magic in _MEDIA_SIGNATURES)
+
+
+def _mpeg_ts(path: Path) -> bool:
+    # A transport stream repeats its sync byte 0x47 every 188 bytes.
+    with open(path, "rb") as stream:
+        head = stream.read(188 * 3 + 1)
+    return len(head) > 376 and head[0] == head[188] == head[376] == 0x47
 
 
 class VideoInput(NamedTuple):
@@ -34,8 +65,8 @@ class VideoInput(NamedTuple):
 def find_videos(
     paths: Iterable[str | Path], llp_ids: frozenset[str] = frozenset()
 ) -> list[VideoInput]:
-    """Video files named or found (recursively, by extension) under the given folders,
-    each with its id (module docstring).
+    """Video files named or found (recursively: by extension, or by content for other
+    names) under the given folders, each with its id (module docstring).
 
     Files named explicitly are kept whatever their extension. Each file appears once,
     in the order given (folders sorted). Raises ValueError for a path that does not exist.
@@ -53,7 +84,9 @@ def find_videos(
             for candidate in sorted(path.rglob("*")):
                 # Dot files are editor and OS leftovers (macOS `._clip.mp4`), not videos.
                 hidden = any(part.startswith(".") for part in candidate.relative_to(path).parts)
-                video = candidate.suffix.lower() in VIDEO_EXTENSIONS and candidate.is_file()
+                video = candidate.is_file() and (
+                    candidate.suffix.lower() in VIDEO_EXTENSIONS or looks_like_media(candidate)
+                )
                 if video and not hidden:
                     found.setdefault(
                         candidate.resolve(),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from avvp.pipeline.chain import read_summaries
 from avvp.pipeline.demo import DEMO_CLIPS, run_demo
 from avvp.pipeline.evaluate import METRIC_KEYS
 from avvp.pipeline.synthetic import SyntheticLLPConfig
@@ -28,13 +29,6 @@ def test_on_synthetic_features_both_parsers_score_far_above_their_untrained_selv
     assert all(Path(run, "checkpoint.pt").is_file() for run in result.runs.values())
 
 
-@pytest.fixture(scope="module")
-def clips_demo(tmp_path_factory: pytest.TempPathFactory):
-    """The demo exactly as `avvp demo` runs it on a CPU (200 clips, 60 epochs, tiny sizes)."""
-    root = tmp_path_factory.mktemp("demo")
-    return root, run_demo(str(root), device="cpu")
-
-
 @pytest.mark.slow
 def test_the_demo_from_clips_extracts_trains_and_scores_every_predictor(clips_demo) -> None:
     root, result = clips_demo
@@ -44,6 +38,9 @@ def test_the_demo_from_clips_extracts_trains_and_scores_every_predictor(clips_de
     tables = {path.name for path in (root / "features").iterdir()}
     assert tables == {"clip-vit-l-14", "r2plus1d-18", "clap-htsat-fusion"}
     assert (root / "clips" / "videos" / "synclip0200.mp4").is_file()
+    # Through the flow: each parser's run published a summary, the second extracted nothing.
+    first, second = read_summaries(str(root), "extract-and-train")
+    assert first["extraction"]["videos_extracted"] and second["extraction"]["shards"] == 0
 
 
 @pytest.mark.slow
@@ -57,3 +54,20 @@ def test_both_trained_parsers_beat_the_weak_label_baseline_on_all_eleven_metrics
         key: (trained[key], baseline[key]) for key in METRIC_KEYS if trained[key] <= baseline[key]
     }
     assert not below, f"{model} at or under the weak-label baseline on {below}"
+
+
+@pytest.mark.slow
+def test_the_flow_writes_each_demo_runs_report_with_its_figures(clips_demo) -> None:
+    root, result = clips_demo
+    for summary in read_summaries(str(root), "extract-and-train"):
+        report = summary["report"]
+        html = Path(report["html"])
+        assert html.stat().st_size > 10_000
+        figures = [html.parent.parent / name for name in report["figures"]]
+        assert any("timeline" in path.name for path in figures)
+        for path in figures:
+            assert path.stat().st_size > 5_000 and path.read_bytes()[:4] == b"\x89PNG"
+    mmcse = Path(result.runs["MM-CSE"]) / "report"
+    assert {"co_occurrence_av.png", "tsne_audio.png", "tsne_visual.png"} <= {
+        path.name for path in mmcse.iterdir()
+    }

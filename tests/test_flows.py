@@ -120,3 +120,21 @@ def test_the_stage_commands_reuse_what_the_flow_made(clips: Path, tmp_path: Path
     assert trained.reused and trained.run_id == summary["train"]["run_id"]
     scored = evaluate_run(trained.run_url, config.evaluate_config("test"))
     assert scored.reused and scored.metrics == summary["evaluate"]["test"]["metrics"]
+
+
+def test_the_parse_folder_flow_gives_the_events_of_avvp_parse(clips: Path, tmp_path: Path) -> None:
+    from avvp.flows.parse_folder import parse_folder
+    from avvp.pipeline.parse import ParseConfig, parse_videos
+
+    run = run_chain(chain(clips, tmp_path / "store"))["train"]["run_url"]
+    flowed = parse_folder(
+        videos=str(clips / "videos"), run=run, out=str(tmp_path / "flow"), config=ON_CPU
+    )
+    assert flowed["extraction"]["videos_skipped"] == 8  # the chain stored them all
+    direct = parse_videos(
+        [clips / "videos"], run, tmp_path / "direct", config=ParseConfig(**ON_CPU)
+    )
+    assert flowed["parse"]["events"] == direct.events
+    assert (tmp_path / "flow" / "events.csv").read_bytes() == (
+        tmp_path / "direct" / "events.csv"
+    ).read_bytes()

@@ -107,6 +107,18 @@ def test_the_served_deployment_runs_the_chain_and_reruns_do_only_new_work(
             assert fourth["train"]["task"] == "ran" and not fourth["train"]["reused"]
             assert fourth["train"]["run_id"] != first["train"]["run_id"]
 
+            # The second deployment parses the folder with the new run.
+            wait_for_deployment(server, "parse-folder/default", timeout_s=60, serving=serving)
+            parse = {
+                "videos": str(clips / "videos"),
+                "run": fourth["train"]["run_url"],
+                "out": str(tmp_path / "parsed"),
+            }
+            parsed = run_deployment(server, "parse-folder/default", parse, timeout_s=300)
+            assert parsed.returncode == 0, parsed.stdout[-3000:] + serving.log_tail()
+            videos = (tmp_path / "parsed" / "videos.csv").read_text().splitlines()
+            assert len(videos) == 1 + 10 and all(',"ok",' in line for line in videos[1:])
+
 
 @pytest.mark.parametrize("missing", ["PREFECT_API_URL"])
 def test_serve_without_a_server_says_how_to_start_one(

@@ -1,0 +1,150 @@
+"""Parsing speed: `parse_videos` on a folder of generated clips against a
+one-video-at-a-time loop, and the latency of one 10-s clip end to end.
+
+Set-up (not timed): `--n` synthetic 10-s clips and a few more, the tiny extractors, and
+a tiny MM-CSE run trained for one epoch on the extra clips (the speed of parsing does
+not depend on how well the run learned).
+
+1. Batched: `parse_videos(folder, run, out)` into a fresh store: extraction of every
+   window (batched extractors, streaming decode), the run on all windows in large
+   batches, events, `events.parquet/csv`, `videos.csv` (timelines off: drawing PNGs is
+   not parsing).
+2. Loop: per video, decode its windows, embed each window with each extractor, run the
+   model on the video's windows, cut its events with the same `video_events`.
+3. Latency: `parse_videos` on one new 10-s clip, in this warm process (models built).
+
+Both paths use the same built extractors and the same run; their event counts are
+checked equal before the ratio is printed.
+
+    python benchmarks/parse.py [--n 32] [--device cpu|cuda] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avvp.model.metrics import binarize_predictions
+from avvp.pipeline.chain import ChainConfig
+from avvp.pipeline.decode import open_video
+from avvp.pipeline.extract import build_extractors, window_input
+from avvp.pipeline.infer import load_run, predict
+from avvp.pipeline.parse import ParseConfig, parse_extract_config, parse_videos, video_events
+from avvp.pipeline.synth_clips import write_synthetic_clips
+
+
+def train_tiny_run(work: Path, device: str) -> str:
+    from avvp.flows.runner import run_chain
+
+    clips = work / "train-clips"
+    write_synthetic_clips(clips, n=12, seconds=10, seed=7)
+    chain = ChainConfig(
+        videos=[str(clips / "videos")],
+        labels=str(clips),
+        store=str(work / "run-store"),
+        preset="tiny",
+        pseudo_labels="dense",
+        epochs=1,
+        config={
+            "extract": {"device": device},
+            "train": {"device": device, "size": "tiny"},
+            "evaluate": {"device": device},
+            "splits": ["test"],
+        },
+    )
+    return run_chain(chain)["train"]["run_url"]
+
+
+def one_video_at_a_time(paths: list[Path], run_url: str, config: ParseConfig) -> tuple[float, int]:
+    """The loop baseline: (seconds, events)."""
+    loaded = load_run(run_url, config.device)
+    extractors = build_extractors(parse_extract_config(loaded, config))
+    by_name = {extractor.name: extractor for extractor in extractors}
+    rates = sorted({e.input.sample_rate for e in extractors} - {None})
+    rule = loaded.config.filter_resolved()
+    events = 0
+    started = time.perf_counter()
+    for path in paths:
+        with open_video(path, sample_rates=rates) as stream:
+            windows = list(stream.windows())
+        features = {
+            name: torch.stack(
+                [
+                    extractor.embed(extractor.preprocess(window_input(w, extractor.input))[None])[0]
+                    for w in windows
+                ]
+            )
+            # Through the store's precision, as the batched path reads them back.
+            .half()
+            .float()
+            for name, extractor in by_name.items()
+        }
+        outputs = predict(
+            loaded.model,
+            features["clap"].to(loaded.device),
+            features["clip"].to(loaded.device),
+            features["r2plus1d"].to(loaded.device),
+            amp=loaded.config.amp,
+        )
+        on = binarize_predictions(
+            outputs["frame_prob"], outputs["global_prob"], outputs["v_prob"], rule
+        )
+        prob = outputs["frame_prob"].transpose(0, 2, 1, 3)
+        valid = np.array([w.valid_segments for w in windows])
+        events += len(video_events(on, prob, valid, windows[0].has_audio))
+    return time.perf_counter() - started, events
+
+
+def batched(paths: list[Path], run_url: str, config: ParseConfig, work: Path) -> tuple[float, int]:
+    store, out = work / "parse-store", work / "parse-out"
+    for folder in (store, out):
+        shutil.rmtree(folder, ignore_errors=True)
+    started = time.perf_counter()
+    result = parse_videos(paths, run_url, out, root=str(store), config=config)
+    seconds = time.perf_counter() - started
+    assert not result.failed, result.failed
+    return seconds, sum(result.events.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=32, help="clips of 10 s to parse")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        run_url = train_tiny_run(work, args.device)
+        *paths, latency_clip = write_synthetic_clips(work / "clips", n=args.n + 1, seconds=10)
+        config = ParseConfig(device=args.device, timelines=False)
+        # Both paths once first: model building, allocator growth, kernel choice.
+        batched(paths[:2], run_url, config, work)
+        one_video_at_a_time(paths[:2], run_url, config)
+        loop_s, batched_s = [], []
+        for _ in range(args.repeats):
+            seconds, loop_events = one_video_at_a_time(paths, run_url, config)
+            loop_s.append(seconds)
+            seconds, batched_events = batched(paths, run_url, config, work)
+            batched_s.append(seconds)
+        assert loop_events == batched_events, (loop_events, batched_events)
+        latency_s, _ = batched([latency_clip], run_url, config, work)
+        loop_rate = len(paths) / float(np.median(loop_s))
+        batched_rate = len(paths) / float(np.median(batched_s))
+        print(
+            f"parsing {len(paths)} clips of 10 s, tiny presets, device {args.device}, "
+            f"median of {args.repeats} ({batched_events} events)"
+        )
+        print(f"  one video at a time: {loop_rate:8.2f} videos/s")
+        print(f"  parse_videos:        {batched_rate:8.2f} videos/s")
+        print(f"  ratio batched / loop: {batched_rate / loop_rate:.2f}")
+        print(f"  latency of one 10-s clip end to end: {latency_s:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

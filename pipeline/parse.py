@@ -1,0 +1,392 @@
+"""Parsing new videos of any length with a trained run: events with their times.
+
+`parse_videos(paths, run_url, out)` is the stage (the `avvp parse` command and the
+`parse-folder` flow run the same steps):
+
+1. `parse_extract_config`: the extractors, preset and weights the run's features were
+   made with, read from the provenance of the feature tables it was trained on. A store
+   whose rows come from other settings is refused, naming both.
+2. Extraction of the windows the store lacks (`extract_videos`: streaming windows,
+   batched extractors, failures recorded per file).
+3. `parse_stored`: the model on every 10-s window of every video that is now stored,
+   in chunks of whole videos so memory stays flat with the folder's size; per window
+   the run's own protocol (threshold, video-level filter); then per video the windows'
+   segments laid end to end and cut into events: runs of ones per modality and class,
+   the audio-visual track where both are on. An event spanning a window boundary is
+   one event; padded segments of a last window are off, so they never produce or
+   extend an event; a video without an audio track gets no audio (nor audio-visual)
+   events. An event's score is the mean segment probability over it (for audio-visual,
+   the mean of the lower of the two probabilities).
+
+Written to `out`, each file under a temporary name first:
+
+- `events.parquet`, `events.csv`: one row per event: `video_id`, `path`, `modality`
+  (audio, visual, audio-visual), `class`, `onset_s`, `offset_s`, `score`;
+- `videos.csv`: one row per input file: `path`, `video_id`, `status` (ok, failed),
+  `reason`, `duration_s`, `windows`, `has_audio`;
+- `timelines/<video_id>.png`: the audio and visual events over the video's time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from avvp.contract import SEGMENT_SECONDS, SEGMENTS_PER_WINDOW
+from avvp.model.classes import LLP_CLASSES
+from avvp.model.events import segment_events
+from avvp.model.metrics import binarize_predictions
+from avvp.pipeline.extract import (
+    STAGE,
+    TABLE_FOR_EXTRACTOR,
+    ExtractConfig,
+    ExtractProgress,
+    build_extractors,
+    extract_videos,
+    feature_provenance,
+)
+from avvp.pipeline.infer import LoadedRun, load_run, predict_windows
+from avvp.pipeline.llp import llp_video_ids
+from avvp.pipeline.plots import TimelineEvent, plot_timeline
+from avvp.pipeline.videos import find_videos
+from avvp.storage import FeatureStore
+from avvp.storage.failures import FailureLog
+from avvp.storage.videos import VideoManifest
+
+MODALITIES = ("audio", "visual", "audio-visual")
+EVENT_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("path", pa.string()),
+        ("modality", pa.string()),
+        ("class", pa.string()),
+        ("onset_s", pa.float64()),
+        ("offset_s", pa.float64()),
+        ("score", pa.float64()),
+    ]
+)
+VIDEO_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("video_id", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("duration_s", pa.float64()),
+        ("windows", pa.int32()),
+        ("has_audio", pa.bool_()),
+    ]
+)
+
+
+class ParseConfig(BaseModel):
+    """How to parse: the protocol's threshold, where to run, extraction settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(0.5, gt=0, lt=1, description="segment and video threshold")
+    device: str = "auto"
+    batch_windows: int = Field(256, ge=1, description="windows per model call")
+    chunk_windows: int = Field(4096, ge=1, description="windows read into memory at once")
+    weights: dict[str, str] = Field(
+        default_factory=dict, description="extractor -> weight file (default: its cache)"
+    )
+    extract: dict[str, object] = Field(
+        default_factory=dict,
+        description="other ExtractConfig settings (batch_size, workers, shard_videos, ...)",
+    )
+    labels: str | None = Field(None, description="LLP-format folder naming LLP files' ids")
+    timelines: bool = True
+
+
+class ParsedVideo(BaseModel):
+    """One input file's row of videos.csv."""
+
+    path: str
+    video_id: str
+    status: str  # ok | failed
+    reason: str = ""
+    duration_s: float | None = None
+    windows: int = 0
+    has_audio: bool | None = None
+    events: int = 0
+
+
+class ParseResult(BaseModel):
+    """What a parse wrote (JSON-serialisable)."""
+
+    out: str
+    run: str
+    videos: list[ParsedVideo]
+    events: dict[str, int]  # modality -> events
+    files: list[str]  # written, relative to `out`
+    extracted: int = 0  # videos whose windows were extracted by this parse
+
+    @property
+    def failed(self) -> list[ParsedVideo]:
+        return [video for video in self.videos if video.status != "ok"]
+
+
+def parse_extract_config(loaded: LoadedRun, config: ParseConfig) -> ExtractConfig:
+    """The extraction settings of the run's features, checked against them."""
+    extractor_of = {table: name for name, table in TABLE_FOR_EXTRACTOR.items()}
+    data = loaded.config.data
+    tables = [data.audio_table, data.visual_table, data.visual_st_table]
+    store = FeatureStore(loaded.root)
+    provenances = {table: store.table(table).provenance for table in tables}
+    names, presets = [], set()
+    for table, provenance in provenances.items():
+        if table not in extractor_of or provenance is None:
+            raise ValueError(
+                f"the run {loaded.run.url} was trained on the table {table!r}, which avvp "
+                "does not extract from videos: parse needs a run trained on extracted "
+                f"features ({', '.join(TABLE_FOR_EXTRACTOR.values())})"
+            )
+        if provenance.source != extractor_of[table]:
+            raise ValueError(
+                f"the run {loaded.run.url} was trained on {table} rows of "
+                f"{provenance.source!r} (e.g. a released feature set), which videos cannot "
+                f"be extracted to; parse needs a run trained on features of avvp extract"
+            )
+        names.append(extractor_of[table])
+        presets.add(provenance.extras.get("preset", "paper"))
+    extract = ExtractConfig.model_validate(
+        {
+            "extractors": names,
+            "preset": presets.pop() if len(presets) == 1 else "paper",
+            "weights": config.weights,
+            "device": config.device,
+            "labels": config.labels,
+            "dtype": provenances[tables[0]].dtype or "float16",
+            **config.extract,
+        }
+    )
+    for extractor in build_extractors(extract):
+        table = TABLE_FOR_EXTRACTOR[extractor.name]
+        trained = provenances[table]
+        differences = trained.differences(feature_provenance(extractor, extract.dtype))
+        if differences:
+            raise ValueError(
+                f"the run was trained on {table} features of other settings than these "
+                f"extractors give (run's != now): {'; '.join(differences)}. Give the "
+                "weight files the run's features were made with (--weights NAME=PATH)"
+            )
+    return extract
+
+
+def parse_videos(
+    paths: Sequence[str | Path],
+    run_url: str,
+    out: str | Path,
+    *,
+    root: str | None = None,
+    config: ParseConfig | None = None,
+    on_progress: Callable[[ExtractProgress], None] | None = None,
+) -> ParseResult:
+    """Extract what the store lacks, then parse every input file (module docstring).
+
+    root: the store for the videos' features (default: the run's own store).
+    """
+    config = config or ParseConfig()
+    loaded = load_run(run_url, config.device)
+    root = root or loaded.root
+    extract = parse_extract_config(loaded, config)
+    summary = extract_videos(paths, root, extract, on_progress=on_progress)
+    result = parse_stored(paths, loaded, root, out, config, extract)
+    result.extracted = summary.videos_extracted
+    return result
+
+
+def parse_stored(
+    paths: Sequence[str | Path],
+    run: LoadedRun | str,
+    root: str,
+    out: str | Path,
+    config: ParseConfig | None = None,
+    extract: ExtractConfig | None = None,
+) -> ParseResult:
+    """Parse the input files whose windows are stored; every other file is a failed row
+    with the reason the extraction recorded."""
+    config = config or ParseConfig()
+    loaded = run if isinstance(run, LoadedRun) else load_run(run, config.device)
+    extract = extract or parse_extract_config(loaded, config)
+    inputs = find_videos(paths, llp_video_ids(extract.labels))
+    manifest = VideoManifest(root).read()
+    failing = FailureLog(root).read(STAGE).to_pydict()
+    reasons = dict(zip(failing["path"], failing["reason"], strict=True))
+    stored = _stored_windows(root, loaded, [video.video_id for video in inputs])
+    rows: list[ParsedVideo] = []
+    for video in inputs:
+        record = manifest.get(video.video_id)
+        windows = stored.get(video.video_id, 0)
+        # A file failing now failed; else its id's windows are stored, and planning
+        # checked that the content stored under the id is this file's.
+        if str(video.path) not in reasons and record is not None and windows == record.windows:
+            rows.append(
+                ParsedVideo(
+                    path=str(video.path),
+                    video_id=video.video_id,
+                    status="ok",
+                    duration_s=record.duration,
+                    windows=windows,
+                    has_audio=record.has_audio,
+                )
+            )
+        else:
+            reason = reasons.get(str(video.path), "its windows are not in the store")
+            rows.append(
+                ParsedVideo(
+                    path=str(video.path), video_id=video.video_id, status="failed", reason=reason
+                )
+            )
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    events: list[dict[str, object]] = []
+    files = []
+    by_id = {row.video_id: row for row in rows if row.status == "ok"}
+    for video_id, video_events in _video_events(loaded, root, list(by_id), config):
+        row = by_id[video_id]
+        if row.duration_s is not None:  # a last, partial segment ends with the video
+            for event in video_events:
+                event["offset_s"] = min(event["offset_s"], row.duration_s)
+        row.events = len(video_events)
+        events += [{"video_id": video_id, "path": row.path, **event} for event in video_events]
+        if config.timelines:
+            files.append(_timeline(out, row, video_events))
+    table = pa.Table.from_pylist(events, schema=EVENT_SCHEMA)
+    _atomic(out / "events.parquet", lambda path: pq.write_table(table, path))
+    _atomic(out / "events.csv", lambda path: pacsv.write_csv(table, path))
+    videos = pa.Table.from_pylist(
+        [row.model_dump(exclude={"events"}) for row in rows], schema=VIDEO_SCHEMA
+    )
+    _atomic(out / "videos.csv", lambda path: pacsv.write_csv(videos, path))
+    counts = {modality: sum(e["modality"] == modality for e in events) for modality in MODALITIES}
+    return ParseResult(
+        out=str(out),
+        run=loaded.run.url,
+        videos=rows,
+        events=counts,
+        files=["events.parquet", "events.csv", "videos.csv", *files],
+    )
+
+
+def _stored_windows(root: str, loaded: LoadedRun, video_ids: list[str]) -> dict[str, int]:
+    """Windows of each of `video_ids` present in every table the run reads (reads keys)."""
+    data = loaded.config.data
+    wanted = pa.array(video_ids, pa.string())
+    counts: dict[str, int] | None = None
+    for table in (data.audio_table, data.visual_table, data.visual_st_table):
+        keys = FeatureStore(root).table(table).keys()
+        ids = pa.array(keys.video_ids, pa.string())
+        present = ids.filter(pc.is_in(ids, value_set=wanted))
+        here = dict(zip(*pc.value_counts(present).flatten(), strict=True)) if len(present) else {}
+        here = {str(video_id): int(n) for video_id, n in here.items()}
+        counts = here if counts is None else {v: min(n, here.get(v, 0)) for v, n in counts.items()}
+    return counts or {}
+
+
+def _video_events(
+    loaded: LoadedRun, root: str, video_ids: list[str], config: ParseConfig
+) -> Iterator[tuple[str, list[dict[str, object]]]]:
+    """(video id, its events) for every video. Features are read `chunk_windows` at a
+    time, whatever the videos' lengths; a video's events are cut once its last window
+    is in (what is kept per window until then is its 2 x 10 x 25 on/off and scores)."""
+    if not video_ids:
+        return
+    table = FeatureStore(root).table(loaded.config.data.audio_table)
+    keys = table.table.keys_of_videos(video_ids)
+    rule = loaded.config.filter_resolved()
+    pending: dict[str, list[tuple[np.ndarray, np.ndarray, int, bool]]] = {}
+    for start in range(0, len(keys), config.chunk_windows):
+        chunk = keys[start : start + config.chunk_windows]
+        outputs = predict_windows(loaded, chunk, batch_size=config.batch_windows, root=root)
+        # Only the small columns: the features were read by predict_windows.
+        facts = table.table.read(chunk, ["valid_segments", "has_audio"])
+        on = binarize_predictions(
+            outputs["frame_prob"],
+            outputs["global_prob"],
+            outputs["v_prob"],
+            rule,
+            threshold=config.threshold,
+        )  # (W, 2, T, K)
+        prob = outputs["frame_prob"].transpose(0, 2, 1, 3)  # (W, 2, T, K)
+        for row, video_id in enumerate(chunk.video_ids.tolist()):
+            if pending and video_id not in pending:
+                yield from _finish(pending)
+            window = (on[row], prob[row], facts["valid_segments"][row], facts["has_audio"][row])
+            pending.setdefault(video_id, []).append(window)
+    yield from _finish(pending)
+
+
+def _finish(
+    pending: dict[str, list[tuple[np.ndarray, np.ndarray, int, bool]]],
+) -> Iterator[tuple[str, list[dict[str, object]]]]:
+    for video_id, windows in pending.items():
+        on, prob, valid, has_audio = (np.stack(column) for column in zip(*windows, strict=True))
+        yield video_id, video_events(on, prob, valid, bool(has_audio.all()))
+    pending.clear()
+
+
+def video_events(
+    on: np.ndarray, prob: np.ndarray, valid_segments: np.ndarray, has_audio: bool
+) -> list[dict[str, object]]:
+    """One video's events from its windows in order: on/off and segment probabilities
+    (W, 2, T, K) as the protocol gives them, valid segments per window (W,).
+
+    The windows' segments are laid end to end, so a run crossing a window boundary is
+    one event; padded segments are off, so they neither start nor extend one; without
+    an audio track the audio (and so the audio-visual) track is empty.
+    """
+    windows, _, segments, classes = on.shape
+    valid = np.arange(segments)[None, :] < np.asarray(valid_segments)[:, None]  # (W, T)
+    on = on.astype(bool) & valid[:, None, :, None]
+    if not has_audio:
+        on[:, 0] = False
+    # (2, W * T, K): the video's segments in time order.
+    on = on.transpose(1, 0, 2, 3).reshape(2, windows * segments, classes)
+    prob = prob.transpose(1, 0, 2, 3).reshape(2, windows * segments, classes)
+    tracks = np.stack([on[0], on[1], on[0] & on[1]])  # audio, visual, audio-visual
+    scores = np.stack([prob[0], prob[1], np.minimum(prob[0], prob[1])])
+    found = segment_events(tracks.transpose(0, 2, 1))  # rows: (modality, class)
+    events = []
+    for modality, k, onset, offset in zip(*found.index, found.onset, found.offset, strict=True):
+        events.append(
+            {
+                "modality": MODALITIES[modality],
+                "class": LLP_CLASSES[k],
+                "onset_s": float(onset * SEGMENT_SECONDS),
+                "offset_s": float(offset * SEGMENT_SECONDS),
+                "score": float(scores[modality, onset:offset, k].mean()),
+            }
+        )
+    return events
+
+
+def _timeline(out: Path, video: ParsedVideo, events: list[dict[str, object]]) -> str:
+    duration = video.duration_s or video.windows * SEGMENTS_PER_WINDOW * SEGMENT_SECONDS
+    name = f"timelines/{video.video_id}.png"
+    (out / name).parent.mkdir(parents=True, exist_ok=True)
+    plot_timeline(
+        out / name,
+        duration,
+        [
+            TimelineEvent(e["modality"], e["class"], e["onset_s"], min(e["offset_s"], duration))
+            for e in events
+        ],
+        title=f"{video.video_id} ({duration:.1f} s)",
+    )
+    return name
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    write(str(temporary))
+    os.replace(temporary, path)
