@@ -11,14 +11,16 @@
    with the extractors' own resize) against the anchors' route: the ffmpeg program
    writing 8-FPS JPEG files, then PIL reading and resizing them. Needs the `bench` extra
    (imageio-ffmpeg ships the ffmpeg program).
-3. Peak memory: the resident set of a fresh `avvp extract` process on one generated
+3. Windows per embed call: each extractor's time per window at batch sizes 1 to 16
+   (what `batch_size="auto"` measures while it runs), against its time at one window.
+4. Peak memory: the resident set of a fresh `avvp extract` process on one generated
    320 x 240 video of 2 minutes, then one of 20 minutes (CLIP, R(2+1)D and CLAP tiny
    presets on the CPU, the stage's defaults otherwise). Streaming keeps the two close;
    the ratio is printed.
 
     python benchmarks/extract.py [--n 32] [--workers N] [--batch-size auto|N] [--repeats 3]
     python benchmarks/extract.py --preset paper --device cuda [--random-weights]
-    python benchmarks/extract.py --only pipeline|decode|memory
+    python benchmarks/extract.py --only pipeline|decode|batch|memory
 """
 
 from __future__ import annotations
@@ -185,6 +187,36 @@ def decode(args: argparse.Namespace, folder: Path) -> None:
     print(f"  ratio ours / anchors: {anchors_s / ours_s:.2f}")
 
 
+def batch_sizes(args: argparse.Namespace, folder: Path) -> None:
+    weights = RandomInit() if args.random_weights else None
+    (clip,) = write_synthetic_clips(folder / "batch", n=1, seconds=10)
+    extractors = [
+        create_extractor(name, preset=args.preset, weights=weights, device=args.device)
+        for name in args.extractors.split(",")
+    ]
+    rates = {e.input.sample_rate for e in extractors} - {None}
+    with open_video(clip, sample_rates=rates) as stream:
+        window = next(iter(stream.windows()))
+    print(f"ms per window by windows per embed call ({args.device}, preset {args.preset}):")
+    for extractor in extractors:
+        item = extractor.preprocess(window_input(window, extractor.input))
+        per_window = {}
+        for size in (1, 2, 4, 8, 16):
+            batch = torch.stack([item] * size)
+            extractor.embed(batch)  # first call of a shape: kernel choice, allocations
+            calls = max(2, 32 // size)
+            started = time.perf_counter()
+            for _ in range(calls):
+                extractor.embed(batch).cpu()
+            per_window[size] = (time.perf_counter() - started) / (calls * size) * 1000
+        shown = "  ".join(f"{size}: {ms:6.2f}" for size, ms in per_window.items())
+        best = min(per_window, key=per_window.get)
+        print(
+            f"  {extractor.name:14s} {shown}   fastest {best} "
+            f"({per_window[1] / per_window[best]:.2f}x one window)"
+        )
+
+
 _MEASURE = """
 import resource, sys
 from avvp.pipeline.cli import app
@@ -263,9 +295,9 @@ def main() -> None:
         action="store_true",
         help="paper preset with random weights (timing without the weight files)",
     )
-    parser.add_argument("--only", choices=["pipeline", "decode", "memory"])
+    parser.add_argument("--only", choices=["pipeline", "decode", "batch", "memory"])
     args = parser.parse_args()
-    sections = {"pipeline": pipeline, "decode": decode, "memory": memory}
+    sections = {"pipeline": pipeline, "decode": decode, "batch": batch_sizes, "memory": memory}
     with tempfile.TemporaryDirectory() as folder:
         for name, section in sections.items():
             if args.only in (None, name):
