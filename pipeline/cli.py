@@ -847,6 +847,13 @@ def fetch_valor(
         Path | None,
         typer.Option(metavar="DIR", help="LLP-format label folder (default: the vendored LLP)."),
     ] = None,
+    features: Annotated[
+        bool,
+        typer.Option(
+            help="Import the features too; --no-features: only the pseudo-labels (a store "
+            "of features extracted from the videos)."
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Download VALOR's released CLIP and CLAP features and pseudo-labels into the store.
@@ -874,7 +881,8 @@ def fetch_valor(
             cache=str(cache) if cache else None,
             sha256=sha256,
             labels=str(labels) if labels else None,
-        )
+        ),
+        features=features,
     )
     columns = (
         TextColumn("{task.description}"),

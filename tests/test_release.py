@@ -364,3 +364,17 @@ def test_fetch_with_a_wrong_sha256_downloads_but_imports_nothing(
         )
     assert cli.exit_code == 1 and "sha256" in cli.output
     assert not (tmp_path / "store").exists()
+
+
+def test_fetch_with_no_features_imports_only_the_pseudo_labels(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    cli = CliRunner().invoke(
+        app,
+        ["fetch-valor", "--store", str(tmp_path), "--no-features", "--labels", str(release.labels)]
+        + ["--from-zip", str(release.clip_zip), "--from-zip", str(release.clap_zip)],
+    )
+    assert cli.exit_code == 0, cli.output
+    assert FeatureStore(tmp_path).table_names() == []
+    valor = LabelStore(tmp_path).segments(tables.pseudo_label_table("valor"))
+    assert sorted(valor.video_ids()) == sorted(release.data.video_ids.tolist())
