@@ -14,11 +14,16 @@ shown as Prefect artifacts with the metrics tables and the failures of this run.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.context import FlowRunContext
 from prefect.filesystems import WritableFileSystem
 from prefect.states import State
@@ -188,3 +193,15 @@ def publish_artifacts(summary: dict[str, Any]) -> None:
         description="videos that failed in this run",
     )
     create_markdown_artifact(key="summary", markdown=summary_markdown(summary))
+    report = summary.get("report")
+    if report and "://" not in report["html"]:
+        # The report's figures, by their file URLs (they live in the run folder).
+        folder = Path(report["html"]).parent.parent
+        for name in report["figures"]:
+            # Artifact keys allow lowercase letters, digits and dashes only.
+            key = re.sub(r"[^a-z0-9-]+", "-", Path(name).stem.lower())
+            create_image_artifact(
+                image_url=(folder / name).resolve().as_uri(),
+                key=f"report-{key}"[:100],
+                description=f"{name} of {summary['train']['run_id']}",
+            )

@@ -76,6 +76,7 @@ def test_the_served_deployment_runs_the_chain_and_reruns_do_only_new_work(
                 shown = client.post("/artifacts/filter", json={}).json()
             keys = {artifact["key"] for artifact in shown}
             assert {"metrics-val", "metrics-test", "failures", "summary"} <= keys
+            assert "report-co-occurrence-av" in keys
             summary = next(a for a in shown if a["key"] == "summary")["data"]
             assert first["train"]["run_url"] in summary
 
