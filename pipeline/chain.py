@@ -158,7 +158,8 @@ def summaries_folder(store: str, flow_name: str) -> RunDir:
     """`<store>/flows/<flow name>/`: one JSON summary per flow run, atomically written."""
     fs, path = open_root(store)
     folder = f"{path}/{FLOWS_FOLDER}/{flow_name}"
-    return RunDir(fs, folder, folder if "file" in fs.protocol else f"{store}/{FLOWS_FOLDER}")
+    url = folder if "file" in fs.protocol else f"{store.rstrip('/')}/{FLOWS_FOLDER}/{flow_name}"
+    return RunDir(fs, folder, url)
 
 
 def publish_summary(store: str, flow_name: str, summary: dict[str, Any]) -> str:

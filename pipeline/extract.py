@@ -340,7 +340,7 @@ def plan_extraction(
             tasks.append(task)
     store = FeatureStore(root)
     stored = {
-        name: _stored_windows(store.table(TABLE_FOR_EXTRACTOR[name]), [t.video_id for t in tasks])
+        name: stored_windows(store.table(TABLE_FOR_EXTRACTOR[name]), [t.video_id for t in tasks])
         for name in config.extractors
     }
     skipped, missing, updates = [], [], []
@@ -601,8 +601,9 @@ def _video_task(
     return task, None
 
 
-def _stored_windows(table: FeatureTable, video_ids: Sequence[str]) -> dict[str, set[int]]:
-    """Windows stored per video, for the given videos only (reads the key columns)."""
+def stored_windows(table: FeatureTable, video_ids: Sequence[str]) -> dict[str, set[int]]:
+    """Windows stored per video, for the given videos only (reads the key columns);
+    videos the table lacks are absent."""
     keys = table.keys()
     wanted = pc.is_in(
         pa.array(keys.video_ids, pa.string()), value_set=pa.array(list(video_ids), pa.string())

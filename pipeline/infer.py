@@ -16,7 +16,7 @@ import torch
 from avvp.pipeline.checkpoints import load_checkpoint, read_checkpoint, read_feature_file
 from avvp.pipeline.dataset import autocast, load_window_features, resolve_device
 from avvp.pipeline.train_config import TrainConfig
-from avvp.storage import FeatureStore, Keys, RunDir, open_run
+from avvp.storage import Keys, RunDir, open_run
 
 OUTPUT_KEYS: tuple[str, ...] = ("global_prob", "a_prob", "v_prob", "frame_prob", "frame_logits")
 
@@ -101,32 +101,3 @@ def infer_features(
     ids = {} if video_ids is None else {"video_ids": video_ids}
     np.savez(out, **ids, **{key: value.astype(np.float32) for key, value in outputs.items()})
     return len(arrays["audio"])
-
-
-def write_run_outputs(
-    run_url: str,
-    root: str,
-    video_ids: list[str],
-    out: str | Path,
-    device: str = "auto",
-    batch_size: int = 256,
-) -> dict[str, object]:
-    """A run's outputs for every stored window of `video_ids` in the store at `root`,
-    written as `<out>/outputs.npz` (the OUT.npz arrays plus `video_ids` and `windows`,
-    one row per window); returns the file, the windows and the videos."""
-    loaded = load_run(run_url, device)
-    table = loaded.config.data.visual_table
-    keys = FeatureStore(root).table(table).table.keys_of_videos(video_ids)
-    outputs = predict_windows(loaded, keys, batch_size=batch_size, root=root)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    file = folder / "outputs.npz"
-    temporary = folder / ".outputs.tmp.npz"
-    np.savez(
-        temporary,
-        video_ids=keys.video_ids.astype(str),
-        windows=keys.windows,
-        **{key: value.astype(np.float32) for key, value in outputs.items()},
-    )
-    temporary.replace(file)  # a crash never leaves a half file under the final name
-    return {"file": str(file), "windows": len(keys), "videos": len(set(video_ids))}

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,6 +51,7 @@ from avvp.pipeline.extract import (
     build_extractors,
     extract_videos,
     feature_provenance,
+    stored_windows,
 )
 from avvp.pipeline.infer import LoadedRun, load_run, predict_windows
 from avvp.pipeline.llp import llp_video_ids
@@ -199,7 +199,7 @@ def parse_videos(
     root = root or loaded.root
     extract = parse_extract_config(loaded, config)
     summary = extract_videos(paths, root, extract, on_progress=on_progress)
-    result = parse_stored(paths, loaded, root, out, config, extract)
+    result = parse_stored(paths, loaded, root, out, config)
     result.extracted = summary.videos_extracted
     return result
 
@@ -210,14 +210,13 @@ def parse_stored(
     root: str,
     out: str | Path,
     config: ParseConfig | None = None,
-    extract: ExtractConfig | None = None,
 ) -> ParseResult:
     """Parse the input files whose windows are stored; every other file is a failed row
-    with the reason the extraction recorded."""
+    with the reason the extraction recorded. Ids are found as extraction found them
+    (`config.labels` names LLP files)."""
     config = config or ParseConfig()
     loaded = run if isinstance(run, LoadedRun) else load_run(run, config.device)
-    extract = extract or parse_extract_config(loaded, config)
-    inputs = find_videos(paths, llp_video_ids(extract.labels))
+    inputs = find_videos(paths, llp_video_ids(config.labels))
     manifest = VideoManifest(root).read()
     failing = FailureLog(root).read(STAGE).to_pydict()
     reasons = dict(zip(failing["path"], failing["reason"], strict=True))
@@ -279,18 +278,17 @@ def parse_stored(
 
 
 def _stored_windows(root: str, loaded: LoadedRun, video_ids: list[str]) -> dict[str, int]:
-    """Windows of each of `video_ids` present in every table the run reads (reads keys)."""
+    """Windows of each of `video_ids` present in every table the run reads."""
     data = loaded.config.data
-    wanted = pa.array(video_ids, pa.string())
-    counts: dict[str, int] | None = None
-    for table in (data.audio_table, data.visual_table, data.visual_st_table):
-        keys = FeatureStore(root).table(table).keys()
-        ids = pa.array(keys.video_ids, pa.string())
-        present = ids.filter(pc.is_in(ids, value_set=wanted))
-        here = dict(zip(*pc.value_counts(present).flatten(), strict=True)) if len(present) else {}
-        here = {str(video_id): int(n) for video_id, n in here.items()}
-        counts = here if counts is None else {v: min(n, here.get(v, 0)) for v, n in counts.items()}
-    return counts or {}
+    features = FeatureStore(root)
+    per_table = [
+        stored_windows(features.table(table), video_ids)
+        for table in (data.audio_table, data.visual_table, data.visual_st_table)
+    ]
+    return {
+        video_id: len(set.intersection(*(table.get(video_id, set()) for table in per_table)))
+        for video_id in per_table[0]
+    }
 
 
 def _video_events(
