@@ -55,6 +55,14 @@ IGNORED_ANNOTATIONS_NOTE = (
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Options several commands share, spelled once.
+StoreRoot = Annotated[str, typer.Option(metavar="ROOT", help="Store root.")]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+Device = Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")]
+DeviceOverride = Annotated[
+    str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ... \\[default: auto]")
+]
+
 
 def user_errors(func: F) -> F:
     """Turn the errors our stages raise for bad input into one readable line and exit 2,
@@ -173,9 +181,9 @@ def demo(
     ] = DEFAULT_ROOT,
     epochs: Annotated[
         int | None,
-        typer.Option(metavar="N", help="Epochs per model [default: 60 from clips, 15 features]."),
+        typer.Option(metavar="N", help="Epochs per model \\[default: 60 from clips, 15 features]."),
     ] = None,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
+    device: Device = "auto",
     size: Annotated[
         Size, typer.Option(help="Network sizes: auto (tiny on CPU, paper on GPU), tiny, paper.")
     ] = Size.auto,
@@ -248,7 +256,7 @@ def evaluate_predictions(
             metavar="DIR", help="Folder with LLP-format label files (default: the vendored LLP)."
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOutput = False,
 ) -> None:
     """Score a prediction file with the official AVVP metrics."""
     from avvp.pipeline.evaluate import evaluate_prediction_file, format_metrics_table
@@ -271,7 +279,7 @@ def store_info(
     root: Annotated[
         str, typer.Argument(metavar="ROOT", help="Store root (local path or fsspec URL).")
     ],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOutput = False,
 ) -> None:
     """List the tables of a store (kind, rows, videos, shape, dtype, provenance) and its
     failures."""
@@ -338,7 +346,7 @@ def train(
         str | None,
         typer.Option(
             metavar="MODEL",
-            help="mmcse, valor, or a preset name such as mmcse-vggish-resnet [default: mmcse].",
+            help="mmcse, valor, or a preset name such as mmcse-vggish-resnet \\[default: mmcse].",
         ),
     ] = None,
     config: Annotated[
@@ -368,7 +376,7 @@ def train(
         str | None,
         typer.Option(
             metavar="SOURCE",
-            help="Pseudo-label source (valor, synthetic, ...) [default: valor, or the "
+            help="Pseudo-label source (valor, synthetic, ...) \\[default: valor, or the "
             "store's only source].",
         ),
     ] = None,
@@ -376,12 +384,13 @@ def train(
         str | None,
         typer.Option(
             metavar="SET",
-            help="Dense annotations for validation [default: corrected, or the store's only set].",
+            help="Dense annotations for validation \\[default: corrected, or the store's "
+            "only set].",
         ),
     ] = None,
     device: Annotated[
         str | None,
-        typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1, ... [default: auto]"),
+        typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:1, ... \\[default: auto]"),
     ] = None,
     force: Annotated[bool, typer.Option(help="Train again even if this run exists.")] = False,
     as_json: Annotated[
@@ -510,24 +519,22 @@ def evaluate(
         typer.Option(metavar="FILE", help="TOML/YAML/JSON file of EvaluateConfig settings."),
     ] = None,
     split: Annotated[
-        str | None, typer.Option(metavar="SPLIT", help="val or test [default: test].")
+        str | None, typer.Option(metavar="SPLIT", help="val or test \\[default: test].")
     ] = None,
     annotations: Annotated[
         str | None,
         typer.Option(
-            metavar="SET", help="corrected, published or synthetic [default: the run's own]."
+            metavar="SET", help="corrected, published or synthetic \\[default: the run's own]."
         ),
     ] = None,
     filter_rule: Annotated[
         FilterRule | None, typer.Option("--filter", help="Default: the model's own protocol.")
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ... [default: auto]")
-    ] = None,
+    device: DeviceOverride = None,
     force: Annotated[
         bool, typer.Option(help="Score again even if these rows were scored before.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOutput = False,
 ) -> None:
     """Score a trained run on a split with the official AVVP metrics (cached per rows read)."""
     from avvp.pipeline.config import load_config
@@ -596,7 +603,7 @@ def infer_features(
         ),
     ],
     out: Annotated[Path, typer.Option(metavar="OUT.npz", help="Where to write the outputs.")],
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
+    device: Device = "auto",
 ) -> None:
     """Run a checkpoint on feature arrays and write its outputs (scored by
     `avvp evaluate-predictions OUT.npz` when FEATURES.npz has video_ids)."""
@@ -613,7 +620,7 @@ def profile(
         str, typer.Option(metavar="MODEL", help="mmcse, valor, or a preset name.")
     ] = "mmcse",
     batch_size: Annotated[int, typer.Option(metavar="N", help="Batch for the timings.")] = 64,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
+    device: Device = "auto",
 ) -> None:
     """Parameters, FLOPs per 10-s video, forward and training-step time."""
     from avvp.pipeline.profile import profile_model
@@ -656,7 +663,7 @@ def synth_clips(
 @app.command("import-labels")
 @user_errors
 def import_labels(
-    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    store: StoreRoot = DEFAULT_ROOT,
     labels: Annotated[
         Path | None,
         typer.Option(metavar="DIR", help="Folder of LLP-format files (default: vendored LLP)."),
@@ -694,7 +701,7 @@ def extract(
     paths: Annotated[
         list[Path], typer.Argument(metavar="PATH...", help="Video files and/or folders.")
     ],
-    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    store: StoreRoot = DEFAULT_ROOT,
     config: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="TOML/YAML/JSON file of ExtractConfig settings."),
@@ -703,7 +710,7 @@ def extract(
         str | None,
         typer.Option(
             metavar="NAMES",
-            help="Comma-separated: clip, r2plus1d, clap, clap-segments [default: "
+            help="Comma-separated: clip, r2plus1d, clap, clap-segments \\[default: "
             "clip,r2plus1d,clap].",
         ),
     ] = None,
@@ -729,11 +736,9 @@ def extract(
             "vendored LLP).",
         ),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ... [default: auto]")
-    ] = None,
+    device: DeviceOverride = None,
     batch_size: Annotated[
-        int | None, typer.Option(metavar="N", help="Windows per forward pass [default: 16].")
+        int | None, typer.Option(metavar="N", help="Windows per forward pass \\[default: 16].")
     ] = None,
     workers: Annotated[
         int | None, typer.Option(metavar="N", help="Decoding processes (default: up to 8).")
@@ -820,7 +825,7 @@ def import_line(result: Any) -> str:
 @app.command("fetch-valor")
 @user_errors
 def fetch_valor(
-    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    store: StoreRoot = DEFAULT_ROOT,
     url: Annotated[
         list[str] | None,
         typer.Option(
@@ -836,7 +841,7 @@ def fetch_valor(
     cache: Annotated[
         Path | None,
         typer.Option(
-            metavar="DIR", help="Where downloads are kept [default: ~/.cache/avvp/downloads]."
+            metavar="DIR", help="Where downloads are kept \\[default: ~/.cache/avvp/downloads]."
         ),
     ] = None,
     sha256: Annotated[
@@ -854,7 +859,7 @@ def fetch_valor(
             "of features extracted from the videos)."
         ),
     ] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOutput = False,
 ) -> None:
     """Download VALOR's released CLIP and CLAP features and pseudo-labels into the store.
 
@@ -947,9 +952,9 @@ class FeaturePreset(StrEnum):
 @user_errors
 def import_features(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder of <id>.npy files.")],
-    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    store: StoreRoot = DEFAULT_ROOT,
     table: Annotated[
-        str | None, typer.Option(metavar="NAME", help="Feature table [default: the preset's].")
+        str | None, typer.Option(metavar="NAME", help="Feature table \\[default: the preset's].")
     ] = None,
     preset: Annotated[
         FeaturePreset | None,
@@ -1007,10 +1012,10 @@ def pseudo_labels_import(
         ),
     ],
     source: Annotated[str, typer.Option(metavar="NAME", help="The source's name.")],
-    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    store: StoreRoot = DEFAULT_ROOT,
     modality: Annotated[
         Modality | None,
-        typer.Option(help="The folder holds this modality only [default: audio/ and visual/]."),
+        typer.Option(help="The folder holds this modality only \\[default: audio/ and visual/]."),
     ] = None,
     labels: Annotated[
         Path | None,
@@ -1051,7 +1056,7 @@ def pseudo_labels_import(
 @labels_app.command("generate")
 @user_errors
 def pseudo_labels_generate(
-    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    store: StoreRoot = DEFAULT_ROOT,
     labels: Annotated[
         Path | None,
         typer.Option(
@@ -1074,8 +1079,8 @@ def pseudo_labels_generate(
         Path | None,
         typer.Option(metavar="DIR", help="Local roberta-base folder (CLAP's text tower)."),
     ] = None,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    device: Device = "auto",
+    as_json: JsonOutput = False,
 ) -> None:
     """VALOR's zero-shot pseudo-labels from stored CLIP and CLAP segment embeddings.
 
@@ -1118,7 +1123,7 @@ def pseudo_labels_generate(
 @labels_app.command("dense")
 @user_errors
 def pseudo_labels_dense(
-    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    store: StoreRoot = DEFAULT_ROOT,
     labels: Annotated[
         Path | None,
         typer.Option(
@@ -1148,17 +1153,17 @@ def pseudo_labels_dense(
 @user_errors
 def pseudo_labels_score(
     source: Annotated[str, typer.Option(metavar="NAME", help="The pseudo-label source.")],
-    store: Annotated[str, typer.Option(metavar="ROOT", help="Store root.")] = DEFAULT_ROOT,
+    store: StoreRoot = DEFAULT_ROOT,
     split: Annotated[str, typer.Option(metavar="SPLIT", help="val or test.")] = "test",
     annotations: Annotated[
         str | None,
         typer.Option(
             metavar="SET",
-            help="Dense annotations: corrected, published, ... [default: corrected, or the "
+            help="Dense annotations: corrected, published, ... \\[default: corrected, or the "
             "only set stored].",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOutput = False,
 ) -> None:
     """The official segment- and event-level F-scores of a pseudo-label source itself
     against dense annotations: which source is better, before training."""
@@ -1234,7 +1239,7 @@ def run_flow(
     dask_workers: Annotated[
         int | None, typer.Option(metavar="N", help="Workers of the local Dask cluster.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOutput = False,
 ) -> None:
     """Run the extract-and-train flow in this process (Prefect's embedded API, no server).
 
@@ -1269,7 +1274,7 @@ def serve(
         str | None,
         typer.Option(
             metavar="URL",
-            help="The Prefect API, e.g. http://127.0.0.1:4200/api [default: PREFECT_API_URL].",
+            help="The Prefect API, e.g. http://127.0.0.1:4200/api \\[default: PREFECT_API_URL].",
         ),
     ] = None,
     task_runner: Annotated[
@@ -1312,7 +1317,7 @@ def parse(
     ),
     store: Annotated[
         str | None,
-        typer.Option(metavar="ROOT", help="Store for the videos' features [default: the run's]."),
+        typer.Option(metavar="ROOT", help="Store for the videos' features \\[default: the run's]."),
     ] = None,
     threshold: Annotated[
         float, typer.Option(metavar="P", help="Segment and video-level threshold.")
@@ -1321,11 +1326,11 @@ def parse(
         list[str] | None,
         typer.Option(metavar="NAME=PATH", help="Weight file of an extractor (repeat)."),
     ] = None,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
+    device: Device = "auto",
     timelines: Annotated[
         bool, typer.Option(help="Draw timelines/<video_id>.png per video.")
     ] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOutput = False,
 ) -> None:
     """Parse new videos of any length with a trained run: events, videos.csv, timelines.
 
@@ -1382,7 +1387,7 @@ def parse(
 @user_errors
 def report(
     run: Annotated[str, typer.Argument(metavar="RUN", help="A trained run folder.")],
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")] = "auto",
+    device: Device = "auto",
     timeline_videos: Annotated[
         int, typer.Option(metavar="N", help="Test videos drawn as timelines.")
     ] = 4,

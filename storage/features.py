@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 from avvp.contract import SEGMENTS_PER_WINDOW
 
 from .provenance import Provenance
-from .table import Keys, TensorTable, WriteResult, as_keys, list_tables, open_root
+from .table import Keys, TableView, TensorTable, WriteResult, as_keys, list_tables, open_root
 
 KIND = "features"
 
@@ -31,19 +31,8 @@ class FeatureBatch(NamedTuple):
     has_audio: np.ndarray  # (N,) bool
 
 
-class FeatureTable:
+class FeatureTable(TableView):
     """One extractor's features; reads return rows in request order."""
-
-    def __init__(self, table: TensorTable) -> None:
-        self.table = table
-
-    @property
-    def url(self) -> str:
-        return self.table.url
-
-    @property
-    def provenance(self) -> Provenance | None:
-        return self.table.provenance
 
     def write(
         self,
@@ -71,16 +60,6 @@ class FeatureTable:
             },
             provenance=provenance,
         )
-
-    def keys(self) -> Keys:
-        return self.table.keys()
-
-    def video_ids(self) -> list[str]:
-        return self.table.video_ids()
-
-    def fingerprint(self, video_ids: Iterable[str] | None = None) -> str:
-        """Digest of the provenance and the rows of `video_ids` (default: all rows)."""
-        return self.table.fingerprint(video_ids)
 
     def read(self, keys: Keys | Iterable[tuple[str, int]]) -> np.ndarray:
         """Features of the given keys as one contiguous (N, *shape) array."""

@@ -23,7 +23,16 @@ import pyarrow as pa
 from numpy.typing import ArrayLike
 
 from .provenance import Provenance
-from .table import Keys, TensorTable, WriteResult, as_keys, check_table_name, list_tables, open_root
+from .table import (
+    Keys,
+    TableView,
+    TensorTable,
+    WriteResult,
+    as_keys,
+    check_table_name,
+    list_tables,
+    open_root,
+)
 
 KIND = "labels"
 WEAK_TABLE = "weak"
@@ -41,13 +50,8 @@ class SegmentLabels(NamedTuple):
     visual: np.ndarray  # (N, segments, classes) uint8
 
 
-class WeakLabelTable:
-    def __init__(self, table: TensorTable) -> None:
-        self.table = table
-
-    @property
-    def provenance(self) -> Provenance | None:
-        return self.table.provenance
+class WeakLabelTable(TableView):
+    """Weak (video-level) labels and the split of each video."""
 
     def write(
         self,
@@ -64,10 +68,6 @@ class WeakLabelTable:
             provenance=replace_dtype(provenance, "uint8"),
         )
 
-    def fingerprint(self, video_ids: Iterable[str] | None = None) -> str:
-        """Digest of the provenance and the rows of `video_ids` (default: all rows)."""
-        return self.table.fingerprint(video_ids)
-
     def read(self, video_ids: Iterable[str] | None = None) -> WeakLabels:
         """Weak labels of the given videos in request order, or of all stored videos."""
         keys = self.table.keys() if video_ids is None else Keys.of(video_ids)
@@ -75,13 +75,8 @@ class WeakLabelTable:
         return WeakLabels(keys.video_ids, columns["labels"], columns["split"])
 
 
-class SegmentLabelTable:
-    def __init__(self, table: TensorTable) -> None:
-        self.table = table
-
-    @property
-    def provenance(self) -> Provenance | None:
-        return self.table.provenance
+class SegmentLabelTable(TableView):
+    """Segment labels of one source, per window: audio and visual (segments, classes)."""
 
     def write(
         self,
@@ -97,16 +92,6 @@ class SegmentLabelTable:
             scalars={},
             provenance=replace_dtype(provenance, "uint8"),
         )
-
-    def keys(self) -> Keys:
-        return self.table.keys()
-
-    def video_ids(self) -> list[str]:
-        return self.table.video_ids()
-
-    def fingerprint(self, video_ids: Iterable[str] | None = None) -> str:
-        """Digest of the provenance and the rows of `video_ids` (default: all rows)."""
-        return self.table.fingerprint(video_ids)
 
     def read(self, keys: Keys | Iterable[tuple[str, int]]) -> SegmentLabels:
         keys = as_keys(keys)

@@ -598,6 +598,32 @@ class TensorTable:
         )
 
 
+class TableView:
+    """What every typed view of one `TensorTable` (features, weak labels, segment labels)
+    answers the same way; the subclasses add their columns' reads and writes."""
+
+    def __init__(self, table: TensorTable) -> None:
+        self.table = table
+
+    @property
+    def url(self) -> str:
+        return self.table.url
+
+    @property
+    def provenance(self) -> Provenance | None:
+        return self.table.provenance
+
+    def keys(self) -> Keys:
+        return self.table.keys()
+
+    def video_ids(self) -> list[str]:
+        return self.table.video_ids()
+
+    def fingerprint(self, video_ids: Iterable[str] | None = None) -> str:
+        """Digest of the provenance and the rows of `video_ids` (default: all rows)."""
+        return self.table.fingerprint(video_ids)
+
+
 def _row_hash_array(table: pa.Table) -> pa.FixedSizeBinaryArray:
     """Each row's BLAKE2b digest over its key and every other column's value.
 

@@ -255,6 +255,27 @@ def test_help_pages_show_readable_metavariables() -> None:
         assert "{" not in usage, usage
 
 
+def test_help_pages_keep_the_bracketed_defaults_written_in_option_help() -> None:
+    # Rich reads "[default: x]" as a style tag and drops it unless it is escaped.
+    import typer.main
+
+    def commands(command: Any, prefix: str) -> list[tuple[str, Any]]:
+        found = [(prefix, command)] if prefix else []
+        for name, sub in getattr(command, "commands", {}).items():
+            found += commands(sub, f"{prefix} {name}".strip())
+        return found
+
+    checked = 0
+    for line, command in commands(typer.main.get_command(app), ""):
+        code, output = invoke(*line.split(), "--help")
+        shown = " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
+        for param in command.params:
+            for written in re.findall(r"\\?\[default: [^\]]*\]", param.help or ""):
+                assert written.lstrip("\\") in shown, (line, param.name, written)
+                checked += 1
+    assert checked >= 10
+
+
 def test_extract_takes_a_weight_file_per_extractor_and_names_a_missing_one(
     tmp_path: Path,
 ) -> None:
