@@ -20,9 +20,10 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+
+from support import StartStop
 
 _RANGE_FROM = re.compile(r"bytes=(\d+)-")
 
@@ -42,7 +43,7 @@ class _Payload:
     pending_cuts: list[int] = field(default_factory=list)
 
 
-class PayloadServer:
+class PayloadServer(StartStop):
     """Serves registered payloads until `stop` (or the end of its `with` block)."""
 
     def __init__(self) -> None:
@@ -71,18 +72,6 @@ class PayloadServer:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-
-    def __enter__(self) -> PayloadServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def url(self, path: str) -> str:
         if self._httpd is None:

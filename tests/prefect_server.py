@@ -29,11 +29,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from support import StartStop
 
 # The `prefect` console script of the interpreter running the tests (the dev venv).
 PREFECT = Path(sys.executable).parent / "prefect"
@@ -140,7 +140,7 @@ def _tail(path: Path, n_chars: int = 4000) -> str:
     return text[-n_chars:]
 
 
-class Background:
+class Background(StartStop):
     """A long-running command (`avvp serve`, `prefect worker start`, a script calling
     `serve`) in its own session, output to `log_path`, stopped by its PID.
 
@@ -229,20 +229,8 @@ class Background:
         with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
             os.killpg(pgid, signum)
 
-    def __enter__(self) -> Background:
-        self.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class PrefectServer:
+class PrefectServer(StartStop):
     """`prefect server start` on 127.0.0.1 with PREFECT_HOME=`home`, until `stop`."""
 
     def __init__(
@@ -326,18 +314,6 @@ class PrefectServer:
     def client(self, timeout_s: float = 10.0) -> httpx.Client:
         """An httpx client whose relative URLs are this server's API paths."""
         return httpx.Client(base_url=self.api_url + "/", timeout=timeout_s)
-
-    def __enter__(self) -> PrefectServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True)
