@@ -46,14 +46,38 @@ from avvp.storage import FeatureStore
 IMAGE_SIZE = 224
 
 
+def build_extractors(args: argparse.Namespace) -> list[FeatureExtractor]:
+    """The `--extractors`, built once with the `--preset`, weights and `--device`."""
+    weights = RandomInit() if args.random_weights else None
+    return [
+        create_extractor(name, preset=args.preset, weights=weights, device=args.device)
+        for name in args.extractors.split(",")
+    ]
+
+
+def sample_rates(extractors: list[FeatureExtractor]) -> set[int]:
+    """The audio rates the extractors read (none for the visual ones)."""
+    return {e.input.sample_rate for e in extractors} - {None}
+
+
+def find_ffmpeg(skipped: str) -> str | None:
+    """imageio-ffmpeg's ffmpeg program; None, after printing `skipped`, without it."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        print(skipped)
+        return None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
 def one_video_at_a_time(paths: list[Path], extractors: list[FeatureExtractor], out: Path) -> float:
     """The loop baseline; returns its seconds."""
-    sample_rates = {e.input.sample_rate for e in extractors} - {None}
+    rates = sample_rates(extractors)
     for extractor in extractors:
         (out / extractor.name).mkdir(parents=True)
     started = time.perf_counter()
     for path in paths:
-        with open_video(path, sample_rates=sample_rates) as stream:
+        with open_video(path, sample_rates=rates) as stream:
             windows = list(stream.windows())
         for extractor in extractors:
             features = [
@@ -67,11 +91,7 @@ def one_video_at_a_time(paths: list[Path], extractors: list[FeatureExtractor], o
 
 
 def pipeline(args: argparse.Namespace, folder: Path) -> None:
-    weights = RandomInit() if args.random_weights else None
-    extractors = [
-        create_extractor(name, preset=args.preset, weights=weights, device=args.device)
-        for name in args.extractors.split(",")
-    ]
+    extractors = build_extractors(args)
     *paths, warm_up = write_synthetic_clips(folder / "clips", n=args.n + 1, seconds=10)
     config = ExtractConfig(workers=args.workers, batch_size=args.batch_size, device=args.device)
     # Both paths run once on a clip of their own first, so neither pays first-call costs
@@ -166,16 +186,13 @@ def decode_anchors(path: Path, folder: Path, ffmpeg: str) -> int:
 
 
 def decode(args: argparse.Namespace, folder: Path) -> None:
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        print("decoding: skipped, needs imageio-ffmpeg (pip install -e '.[bench]')")
+    ffmpeg = find_ffmpeg("decoding: skipped, needs imageio-ffmpeg (pip install -e '.[bench]')")
+    if ffmpeg is None:
         return
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     paths = write_synthetic_clips(folder / "decode", n=args.n, seconds=10)
     timings = {}
     for name, run in (
-        ("ours (streaming windows)", lambda p: decode_ours(p)),
+        ("ours (streaming windows)", decode_ours),
         ("ffmpeg JPEGs + PIL", lambda p: decode_anchors(p, folder / "jpegs", ffmpeg)),
     ):
         (folder / "jpegs").mkdir(exist_ok=True)
@@ -190,14 +207,9 @@ def decode(args: argparse.Namespace, folder: Path) -> None:
 
 
 def batch_sizes(args: argparse.Namespace, folder: Path) -> None:
-    weights = RandomInit() if args.random_weights else None
     (clip,) = write_synthetic_clips(folder / "batch", n=1, seconds=10)
-    extractors = [
-        create_extractor(name, preset=args.preset, weights=weights, device=args.device)
-        for name in args.extractors.split(",")
-    ]
-    rates = {e.input.sample_rate for e in extractors} - {None}
-    with open_video(clip, sample_rates=rates) as stream:
+    extractors = build_extractors(args)
+    with open_video(clip, sample_rates=sample_rates(extractors)) as stream:
         window = next(iter(stream.windows()))
     print(f"ms per window by windows per embed call ({args.device}, preset {args.preset}):")
     for extractor in extractors:
@@ -231,12 +243,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def memory(args: argparse.Namespace, folder: Path) -> None:
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        print("memory: skipped, needs imageio-ffmpeg to write the long videos ('.[bench]')")
+    ffmpeg = find_ffmpeg(
+        "memory: skipped, needs imageio-ffmpeg to write the long videos ('.[bench]')"
+    )
+    if ffmpeg is None:
         return
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     peaks = {}
     for minutes in (2, 20):
         video = folder / f"long-{minutes}min.mp4"

@@ -6,11 +6,13 @@ imported into a fresh store two ways, alternately, `--repeats` times each:
 
 1. in place: `fetch_valor --from-zip` (digest of each archive, safety check, members
    read straight from the zips);
-2. extracted first: `zipfile.extractall` of both archives to disk, then
-   `import_features` and `import_pseudo_labels` on the extracted folders (what a user
-   does who unzips the release first), the extraction counted in its time.
+2. extracted first: `zipfile.extractall` of both archives to disk, then LLP's labels
+   (`import_llp_labels`, as `fetch_valor` does), `import_features` and
+   `import_pseudo_labels` on the extracted folders (what a user does who unzips the
+   release first), the extraction counted in its time.
 
-Both write the same tables; the median videos/s of each and their ratio are printed.
+Both write the same tables (the two feature tables, the `valor` pseudo-labels and LLP's
+weak and dense labels); the median videos/s of each and their ratio are printed.
 
     python benchmarks/fetch_import.py [--videos 2000] [--repeats 3]
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avvp.pipeline.llp_labels import import_llp_labels
 from avvp.pipeline.release import (
     FetchConfig,
     ImportFeaturesConfig,
@@ -57,6 +60,8 @@ def extracted_first(release: SyntheticRelease, root: Path, scratch: Path) -> flo
     for archive in (release.clip_zip, release.clap_zip):
         with zipfile.ZipFile(archive) as opened:
             opened.extractall(scratch)
+    # fetch_valor writes LLP's labels too: the reference does the same work.
+    import_llp_labels(str(root), labels)
     for top, preset, modality in (
         ("CLIP", "valor-clip", "visual"),
         ("CLAP", "valor-clap", "audio"),

@@ -25,15 +25,25 @@ import avvp
 RESULTS_FOLDER = "prefect-results"
 
 
+# The package's own sources. In a checkout the root package is the repository folder
+# (pyproject's package-dir), so walking all of it would also hash `.venv`, `tests` and
+# stale `build/lib` copies; naming the modules and rooms reads the same files whether
+# avvp runs from a checkout or from an installed wheel.
+SOURCE_MODULES = ("__init__.py", "contract.py")
+SOURCE_ROOMS = ("extractors", "flows", "model", "pipeline", "storage")
+
+
 @functools.cache
 def code_version() -> str:
     """Digest of the installed avvp sources: a changed stage never reuses old results."""
     package = Path(avvp.__file__).parent
+    sources = [package / name for name in SOURCE_MODULES]
+    for room in SOURCE_ROOMS:
+        sources.extend((package / room).rglob("*.py"))
     digest = hashlib.sha256(avvp.__version__.encode())
-    for path in sorted(package.rglob("*.py")):
-        if ".venv" not in path.parts and "tests" not in path.parts:
-            digest.update(path.relative_to(package).as_posix().encode())
-            digest.update(path.read_bytes())
+    for path in sorted(sources):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 

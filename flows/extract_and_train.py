@@ -193,11 +193,11 @@ def publish_artifacts(summary: dict[str, Any]) -> None:
         description="videos that failed in this run",
     )
     create_markdown_artifact(key="summary", markdown=summary_markdown(summary))
-    report = summary.get("report")
-    if report and "://" not in report["html"]:
+    run_url = summary["train"]["run_url"]
+    if "://" not in run_url:
         # The report's figures, by their file URLs (they live in the run folder).
-        folder = Path(report["html"]).parent.parent
-        for name in report["figures"]:
+        folder = Path(run_url)
+        for name in summary["report"]["figures"]:
             # Artifact keys allow lowercase letters, digits and dashes only.
             key = re.sub(r"[^a-z0-9-]+", "-", Path(name).stem.lower())
             create_image_artifact(

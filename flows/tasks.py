@@ -21,6 +21,7 @@ from prefect.states import State
 
 from avvp.flows.cache import folder_digest, task_key
 from avvp.pipeline.chain import ChainConfig
+from avvp.pipeline.dataset import resolve_device
 from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run, plan_evaluation
 from avvp.pipeline.extract import (
     ExtractConfig,
@@ -61,8 +62,7 @@ def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
 @contextlib.contextmanager
 def gpu_slot(device: str) -> Iterator[None]:
     """Hold one slot of the `gpu` limit while working on CUDA (no limit: no wait)."""
-    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if not on_gpu:
+    if resolve_device(device).type != "cuda":
         yield
         return
     with concurrency(GPU_LIMIT, occupy=1, strict=False):

@@ -411,6 +411,18 @@ class ReconstructionDecoders(nn.Module):
         }
 
 
+class _Encoded(NamedTuple):
+    """What MMCSE's steps before the head give: the projected features (B, T, C), the
+    class features, the FGSE streams (2, B, T, K, C) and the last layer's maps."""
+
+    audio_feature: torch.Tensor
+    visual_feature: torch.Tensor
+    audio_classes: ClassFeatures
+    visual_classes: ClassFeatures
+    streams: torch.Tensor
+    maps: dict[str, torch.Tensor]
+
+
 class MMCSE(nn.Module):
     """The MM-CSE parser. forward(audio, visual, visual_st, with_aux) -> ParserOutput.
 
@@ -471,13 +483,12 @@ class MMCSE(nn.Module):
         with_aux: bool = False,
     ) -> ParserOutput:
         """Parse a batch of windows; input shapes as described by `InputSpec`."""
-        audio_feature, visual_feature = self.features(audio, visual, visual_st)
-        audio_classes = self.audio_classes(audio_feature)
-        visual_classes = self.visual_classes(visual_feature)
-        streams, maps = self.encoder(audio_classes.tokens, visual_classes.tokens, with_aux)
-        output = self.head(streams)
+        encoded = self._encode(audio, visual, visual_st, with_aux)
+        output = self.head(encoded.streams)
         if not with_aux:
             return output
+        audio_feature, visual_feature = encoded.audio_feature, encoded.visual_feature
+        audio_classes, visual_classes = encoded.audio_classes, encoded.visual_classes
         aux: dict[str, torch.Tensor] = {}
         if self.decoders is not None:
             aux.update(
@@ -488,9 +499,24 @@ class MMCSE(nn.Module):
         if self.config.mmcse.decoupling and self.config.mmcse.background:
             aux["loss_a_ort"] = self.audio_classes.orthogonality_loss(audio_classes.branches)
             aux["loss_v_ort"] = self.visual_classes.orthogonality_loss(visual_classes.branches)
-        aux.update(maps)
+        aux.update(encoded.maps)
         output.aux = aux
         return output
+
+    def _encode(
+        self,
+        audio: torch.Tensor,
+        visual: torch.Tensor,
+        visual_st: torch.Tensor,
+        with_maps: bool,
+    ) -> _Encoded:
+        """The steps before the head, shared by `forward` and `forward_internals` so a
+        report inspects exactly the tensors the parser computes."""
+        audio_feature, visual_feature = self.features(audio, visual, visual_st)
+        audio_classes = self.audio_classes(audio_feature)
+        visual_classes = self.visual_classes(visual_feature)
+        streams, maps = self.encoder(audio_classes.tokens, visual_classes.tokens, with_maps)
+        return _Encoded(audio_feature, visual_feature, audio_classes, visual_classes, streams, maps)
 
 
 def build_mmcse(config: ModelConfig) -> MMCSE:
@@ -525,8 +551,10 @@ def forward_internals(
     """MMCSE.forward's steps with the CAFD class features and the last layer's SECM maps
     kept. The maps are asked for as forward(with_aux=True) asks for them, so the outputs
     equal that forward's; the training-only decoders and losses are not run."""
-    audio_feature, visual_feature = model.features(audio, visual, visual_st)
-    audio_classes = model.audio_classes(audio_feature)
-    visual_classes = model.visual_classes(visual_feature)
-    streams, maps = model.encoder(audio_classes.tokens, visual_classes.tokens, True)
-    return MMCSEInternals(model.head(streams), audio_classes.tokens, visual_classes.tokens, maps)
+    encoded = model._encode(audio, visual, visual_st, with_maps=True)
+    return MMCSEInternals(
+        model.head(encoded.streams),
+        encoded.audio_classes.tokens,
+        encoded.visual_classes.tokens,
+        encoded.maps,
+    )

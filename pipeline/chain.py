@@ -184,20 +184,34 @@ def report_lines(report: dict[str, Any] | None) -> list[str]:
     return [f"- report: `{report['html']}`", f"- plots in `{folder}/`: {figures}"]
 
 
+def extraction_counts(extraction: dict[str, Any]) -> tuple[int, int, int]:
+    """Videos found, extracted and failed by a flow run's extraction stage (a run given
+    no videos has no `videos_extracted` or `failures`)."""
+    return (
+        extraction["videos_found"],
+        len(extraction.get("videos_extracted", [])),
+        len(extraction.get("failures", [])),
+    )
+
+
+def train_outcome(train: dict[str, Any]) -> str:
+    """`trained` when this flow run trained its run; `reused` when the train task's
+    result came from the cache or training found the run already finished."""
+    return "trained" if train["task"] == "ran" and not train["reused"] else "reused"
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """A flow run's summary for people: what was done, where the run and its files are."""
     extraction, train = summary["extraction"], summary["train"]
-    trained = train["task"] == "ran" and not train["reused"]
+    found, extracted, failed = extraction_counts(extraction)
     lines = [
         f"# extract-and-train on `{summary['store']}`",
         "",
-        f"- videos: {extraction['videos_found']} found, "
-        f"{len(extraction.get('videos_extracted', []))} extracted in {extraction['ran']} "
-        f"shard tasks ({extraction['cached']} from the cache), "
-        f"{len(extraction.get('failures', []))} failed",
+        f"- videos: {found} found, {extracted} extracted in {extraction['ran']} shard tasks "
+        f"({extraction['cached']} from the cache), {failed} failed",
         f"- pseudo-labels: `{summary['pseudo_labels']['source']}` "
         f"({summary['pseudo_labels']['method']})",
-        f"- run `{train['run_id']}` ({'trained' if trained else 'reused'}): `{train['run_url']}`",
+        f"- run `{train['run_id']}` ({train_outcome(train)}): `{train['run_url']}`",
         f"- summary file: `{summary.get('summary_file', '')}`",
         *report_lines(summary.get("report")),
         "",

@@ -1036,7 +1036,7 @@ def pseudo_labels_import(
         )
     )
     result = import_pseudo_labels(folder, store, config)
-    skipped = [item for staged in result.staged for item in staged.skipped]
+    skipped = result.skipped
     print_skipped(skipped)
     for staged in result.staged:
         console.print(import_line(staged), highlight=False)
@@ -1187,16 +1187,16 @@ class TaskRunnerChoice(StrEnum):
 
 def print_chain_summary(summary: dict[str, Any]) -> None:
     """What one extract-and-train run did, and its metrics."""
+    from avvp.pipeline.chain import extraction_counts, train_outcome
+
     extraction, train = summary["extraction"], summary["train"]
+    found, extracted, failed = extraction_counts(extraction)
     console.print(
-        f"videos: {extraction['videos_found']} found, "
-        f"{len(extraction.get('videos_extracted', []))} extracted ({extraction['ran']} shard "
-        f"tasks ran, {extraction['cached']} cached), {len(extraction.get('failures', []))} "
-        f"failed",
+        f"videos: {found} found, {extracted} extracted ({extraction['ran']} shard tasks ran, "
+        f"{extraction['cached']} cached), {failed} failed",
         highlight=False,
     )
-    done = "trained" if train["task"] == "ran" and not train["reused"] else "reused"
-    console.print(f"run ({done}): {train['run_url']}", highlight=False)
+    console.print(f"run ({train_outcome(train)}): {train['run_url']}", highlight=False)
     console.print(f"summary: {summary['summary_file']}", highlight=False)
     if summary["evaluate"]:
         metrics = {split: e["metrics"] for split, e in summary["evaluate"].items()}

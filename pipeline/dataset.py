@@ -234,16 +234,20 @@ class WindowFeatures:
 
 
 def load_window_features(
-    root: str, data: DataConfig, keys: Keys, device: torch.device
+    root: FeatureStore | str, data: DataConfig, keys: Keys, device: torch.device
 ) -> WindowFeatures:
-    """The given windows' features from the tables `data` names, checked finite."""
-    features = FeatureStore(root)
+    """The given windows' features from the tables `data` names, checked finite.
+
+    root: a store path, or an open FeatureStore, whose tables keep their key indexes
+    between calls (a caller reading many chunks builds them once).
+    """
+    features = root if isinstance(root, FeatureStore) else FeatureStore(root)
     audio = features.table(data.audio_table).read_batch(keys)
     visual = features.table(data.visual_table).read(keys)
     visual_st = features.table(data.visual_st_table).read(keys)
     for name, array in (("audio", audio.features), ("visual", visual), ("visual_st", visual_st)):
         if not np.isfinite(array).all():
-            raise ValueError(f"{root}: NaN or infinite values in the {name} features read")
+            raise ValueError(f"{features.root}: NaN or infinite values in the {name} features read")
     return WindowFeatures(
         keys=keys,
         audio=_on_device(audio.features, device),

@@ -114,7 +114,7 @@ def download(
     A reused file reports once, `(size, size)`. `retries` counts retries after broken
     connections, not HTTP errors, which raise at once.
     """
-    expected = _checked_sha256(sha256)
+    expected = None if sha256 is None else checked_sha256(sha256)
     final = cache_path(url, cache)
     if final.is_file():
         return _reuse(url, final, expected, on_progress)
@@ -268,10 +268,11 @@ def _content_length(got: requests.Response) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _checked_sha256(sha256: str | None) -> str | None:
-    # Checked before the transfer: a typo should not cost a multi-GB download.
-    if sha256 is None:
-        return None
+def checked_sha256(sha256: str) -> str:
+    """`sha256` as 64 lowercase hex digits, or ValueError.
+
+    Checked before the transfer: a typo should not cost a multi-GB download.
+    """
     normalised = sha256.strip().lower()
     if not _SHA256_HEX.fullmatch(normalised):
         raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")

@@ -38,7 +38,7 @@ from avvp.pipeline.dataset import (
 from avvp.pipeline.infer import load_run, predict
 from avvp.pipeline.llp import AnnotationError, AudioAnnotations, LLPAnnotations
 from avvp.pipeline.train_config import TrainConfig
-from avvp.storage import open_run
+from avvp.storage import RunDir, open_run
 
 __all__ = [
     "METRIC_KEYS",
@@ -227,6 +227,8 @@ class RunEvaluation(BaseModel):
 class EvaluationPlan:
     """What `evaluate_run` will read and the key its cached result is filed under."""
 
+    root: str  # the run's store, which holds the rows scored
+    run: RunDir
     trained: TrainConfig
     data: DataConfig  # the run's data settings with the annotations to score against
     filter_rule: str
@@ -250,7 +252,7 @@ def plan_evaluation(run_url: str, config: EvaluateConfig | None = None) -> Evalu
         json.dumps([run.run_id, config.split, annotations, rule, inputs], sort_keys=True).encode()
     ).hexdigest()
     return EvaluationPlan(
-        trained, data, rule, f"eval-{config.split}-{annotations}-{rule}", inputs, key
+        root, run, trained, data, rule, f"eval-{config.split}-{annotations}-{rule}", inputs, key
     )
 
 
@@ -265,7 +267,7 @@ def evaluate_run(
     """
     config = config or EvaluateConfig()
     plan = plan_evaluation(run_url, config)
-    root, run = open_run(run_url)
+    run = plan.run
     evaluation = RunEvaluation(
         run_url=run.url,
         split=config.split,
@@ -279,7 +281,7 @@ def evaluate_run(
         if cached.get("cache_key") == plan.cache_key:
             return evaluation.model_copy(update={"metrics": cached["metrics"], "reused": True})
     loaded = load_run(run_url, config.device)
-    tensors = load_split(root, plan.data, config.split, loaded.device, with_dense=True)
+    tensors = load_split(plan.root, plan.data, config.split, loaded.device, with_dense=True)
     outputs = predict(
         loaded.model,
         tensors.audio,

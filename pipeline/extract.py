@@ -57,8 +57,6 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -66,6 +64,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from avvp.contract import FPS, WINDOW_SECONDS
 from avvp.extractors import FeatureExtractor, WindowInput, create_extractor, extractor_class
 from avvp.pipeline import tables
+from avvp.pipeline.dataset import resolve_device
 from avvp.pipeline.decode import DecodeError, Window, open_video
 from avvp.pipeline.llp import llp_video_ids
 from avvp.pipeline.videos import VideoInput, file_digest, find_videos
@@ -161,7 +160,7 @@ class ExtractConfig(BaseModel):
         if self.workers is not None:
             return self.workers
         cpus = os.cpu_count() or 1
-        on_gpu = self.device != "cpu" and (self.device != "auto" or torch.cuda.is_available())
+        on_gpu = resolve_device(self.device).type != "cpu"
         # Measured on 2 cores (benchmarks/extract.py): a decoding process beside CPU
         # extraction slows the extractors' two threads more than it saves.
         return min(8, cpus) if on_gpu else max(0, min(8, cpus // 2 - 1))
@@ -340,7 +339,7 @@ def plan_extraction(
             tasks.append(task)
     store = FeatureStore(root)
     stored = {
-        name: stored_windows(store.table(TABLE_FOR_EXTRACTOR[name]), [t.video_id for t in tasks])
+        name: store.table(TABLE_FOR_EXTRACTOR[name]).stored_windows([t.video_id for t in tasks])
         for name in config.extractors
     }
     skipped, missing, updates = [], [], []
@@ -601,21 +600,6 @@ def _video_task(
     return task, None
 
 
-def stored_windows(table: FeatureTable, video_ids: Sequence[str]) -> dict[str, set[int]]:
-    """Windows stored per video, for the given videos only (reads the key columns);
-    videos the table lacks are absent."""
-    keys = table.keys()
-    wanted = pc.is_in(
-        pa.array(keys.video_ids, pa.string()), value_set=pa.array(list(video_ids), pa.string())
-    ).to_numpy(zero_copy_only=False)
-    result: dict[str, set[int]] = {}
-    for video_id, window in zip(
-        keys.video_ids[wanted].tolist(), keys.windows[wanted].tolist(), strict=True
-    ):
-        result.setdefault(video_id, set()).add(window)
-    return result
-
-
 def _complete(windows: Sequence[int], known: VideoRecord | None) -> bool:
     """All of the video's windows are stored (see the skip rule in the module docstring)."""
     count = known.windows if known is not None else len(windows)
@@ -752,8 +736,6 @@ class BatchSizer:
     """
 
     LIMIT = 16  # more windows per call add memory and, on a CPU, little speed
-    # A size no faster per window than the best one so far ends the search.
-    SLOWER = 1.0
 
     def __init__(self, setting: int | str) -> None:
         self.fixed = None if setting == "auto" else int(setting)
@@ -774,7 +756,8 @@ class BatchSizer:
         self._per_window[size] = seconds / size
         if self._trials:
             return
-        still_faster = self._per_window[size] <= self.SLOWER * self._per_window[self._best()]
+        # A size no faster per window than the best one so far ends the search.
+        still_faster = self._per_window[size] <= self._per_window[self._best()]
         if still_faster and size * 2 <= self.LIMIT:
             self._trials.append(size * 2)
 
@@ -782,15 +765,15 @@ class BatchSizer:
         return min(self._per_window, key=self._per_window.get)
 
 
-# One sizer per built extractor and setting, so that the sizes found by one shard serve
-# the next shards of the process instead of being searched for again.
-_SIZERS: weakref.WeakKeyDictionary[FeatureExtractor, dict[int | str, BatchSizer]] = (
-    weakref.WeakKeyDictionary()
-)
+# One "auto" sizer per built extractor, so that the size found by one shard serves the
+# next shards of the process instead of being searched for again.
+_SIZERS: weakref.WeakKeyDictionary[FeatureExtractor, BatchSizer] = weakref.WeakKeyDictionary()
 
 
 def _batch_sizer(extractor: FeatureExtractor, setting: int | str) -> BatchSizer:
-    return _SIZERS.setdefault(extractor, {}).setdefault(setting, BatchSizer(setting))
+    if setting != "auto":
+        return BatchSizer(setting)  # a fixed size has nothing to remember
+    return _SIZERS.setdefault(extractor, BatchSizer(setting))
 
 
 class _TableWriter:

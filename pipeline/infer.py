@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from avvp.pipeline.checkpoints import load_checkpoint, read_checkpoint, read_feature_file
-from avvp.pipeline.dataset import autocast, load_window_features, resolve_device
+from avvp.pipeline.dataset import WindowFeatures, autocast, load_window_features, resolve_device
 from avvp.pipeline.train_config import TrainConfig
 from avvp.storage import Keys, RunDir, open_run
 
@@ -70,6 +70,13 @@ def predict_windows(
     """Outputs for the given (video, window) keys of a store (default: the run's own),
     read from the feature tables the run was trained on."""
     features = load_window_features(root or loaded.root, loaded.config.data, keys, loaded.device)
+    return predict_loaded(loaded, features, batch_size)
+
+
+def predict_loaded(
+    loaded: LoadedRun, features: WindowFeatures, batch_size: int = 256
+) -> dict[str, np.ndarray]:
+    """The run's outputs for windows' features already on its device."""
     return predict(
         loaded.model,
         features.audio,

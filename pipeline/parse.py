@@ -29,7 +29,6 @@ Written to `out`, each file under a temporary name first:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from avvp.contract import SEGMENT_SECONDS, SEGMENTS_PER_WINDOW
 from avvp.model.classes import LLP_CLASSES
 from avvp.model.events import segment_events
 from avvp.model.metrics import binarize_predictions
+from avvp.pipeline.dataset import load_window_features
 from avvp.pipeline.extract import (
     STAGE,
     TABLE_FOR_EXTRACTOR,
@@ -51,17 +51,15 @@ from avvp.pipeline.extract import (
     build_extractors,
     extract_videos,
     feature_provenance,
-    stored_windows,
 )
-from avvp.pipeline.infer import LoadedRun, load_run, predict_windows
+from avvp.pipeline.infer import LoadedRun, load_run, predict_loaded
 from avvp.pipeline.llp import llp_video_ids
-from avvp.pipeline.plots import TimelineEvent, plot_timeline
+from avvp.pipeline.plots import MODALITIES, TimelineEvent, atomic_write, plot_timeline
 from avvp.pipeline.videos import find_videos
-from avvp.storage import FeatureStore
+from avvp.storage import FeatureStore, Keys
 from avvp.storage.failures import FailureLog
 from avvp.storage.videos import VideoManifest
 
-MODALITIES = ("audio", "visual", "audio-visual")
 EVENT_SCHEMA = pa.schema(
     [
         ("video_id", pa.string()),
@@ -206,7 +204,7 @@ def parse_videos(
 
 def parse_stored(
     paths: Sequence[str | Path],
-    run: LoadedRun | str,
+    loaded: LoadedRun,
     root: str,
     out: str | Path,
     config: ParseConfig | None = None,
@@ -215,12 +213,13 @@ def parse_stored(
     with the reason the extraction recorded. Ids are found as extraction found them
     (`config.labels` names LLP files)."""
     config = config or ParseConfig()
-    loaded = run if isinstance(run, LoadedRun) else load_run(run, config.device)
     inputs = find_videos(paths, llp_video_ids(config.labels))
     manifest = VideoManifest(root).read()
     failing = FailureLog(root).read(STAGE).to_pydict()
     reasons = dict(zip(failing["path"], failing["reason"], strict=True))
-    stored = _stored_windows(root, loaded, [video.video_id for video in inputs])
+    # One store for the whole parse, so each table's key index is built once.
+    store = FeatureStore(root)
+    stored = _stored_windows(store, loaded, [video.video_id for video in inputs])
     rows: list[ParsedVideo] = []
     for video in inputs:
         record = manifest.get(video.video_id)
@@ -251,7 +250,7 @@ def parse_stored(
     events: list[dict[str, object]] = []
     files = []
     by_id = {row.video_id: row for row in rows if row.status == "ok"}
-    for video_id, video_events in _video_events(loaded, root, list(by_id), config):
+    for video_id, video_events in _video_events(loaded, store, list(by_id), config):
         row = by_id[video_id]
         if row.duration_s is not None:  # a last, partial segment ends with the video
             for event in video_events:
@@ -261,12 +260,12 @@ def parse_stored(
         if config.timelines:
             files.append(_timeline(out, row, video_events))
     table = pa.Table.from_pylist(events, schema=EVENT_SCHEMA)
-    _atomic(out / "events.parquet", lambda path: pq.write_table(table, path))
-    _atomic(out / "events.csv", lambda path: pacsv.write_csv(table, path))
+    atomic_write(out / "events.parquet", lambda path: pq.write_table(table, path))
+    atomic_write(out / "events.csv", lambda path: pacsv.write_csv(table, path))
     videos = pa.Table.from_pylist(
         [row.model_dump(exclude={"events"}) for row in rows], schema=VIDEO_SCHEMA
     )
-    _atomic(out / "videos.csv", lambda path: pacsv.write_csv(videos, path))
+    atomic_write(out / "videos.csv", lambda path: pacsv.write_csv(videos, path))
     counts = {modality: sum(e["modality"] == modality for e in events) for modality in MODALITIES}
     return ParseResult(
         out=str(out),
@@ -277,12 +276,11 @@ def parse_stored(
     )
 
 
-def _stored_windows(root: str, loaded: LoadedRun, video_ids: list[str]) -> dict[str, int]:
+def _stored_windows(store: FeatureStore, loaded: LoadedRun, video_ids: list[str]) -> dict[str, int]:
     """Windows of each of `video_ids` present in every table the run reads."""
     data = loaded.config.data
-    features = FeatureStore(root)
     per_table = [
-        stored_windows(features.table(table), video_ids)
+        store.table(table).stored_windows(video_ids)
         for table in (data.audio_table, data.visual_table, data.visual_st_table)
     ]
     return {
@@ -292,22 +290,19 @@ def _stored_windows(root: str, loaded: LoadedRun, video_ids: list[str]) -> dict[
 
 
 def _video_events(
-    loaded: LoadedRun, root: str, video_ids: list[str], config: ParseConfig
+    loaded: LoadedRun, store: FeatureStore, video_ids: list[str], config: ParseConfig
 ) -> Iterator[tuple[str, list[dict[str, object]]]]:
     """(video id, its events) for every video. Features are read `chunk_windows` at a
     time, whatever the videos' lengths; a video's events are cut once its last window
     is in (what is kept per window until then is its 2 x 10 x 25 on/off and scores)."""
     if not video_ids:
         return
-    table = FeatureStore(root).table(loaded.config.data.audio_table)
-    keys = table.table.keys_of_videos(video_ids)
+    keys = store.table(loaded.config.data.audio_table).table.keys_of_videos(video_ids)
     rule = loaded.config.filter_resolved()
     pending: dict[str, list[tuple[np.ndarray, np.ndarray, int, bool]]] = {}
     for start in range(0, len(keys), config.chunk_windows):
         chunk = keys[start : start + config.chunk_windows]
-        outputs = predict_windows(loaded, chunk, batch_size=config.batch_windows, root=root)
-        # Only the small columns: the features were read by predict_windows.
-        facts = table.table.read(chunk, ["valid_segments", "has_audio"])
+        outputs, valid_segments, has_audio = _predict_chunk(loaded, store, chunk, config)
         on = binarize_predictions(
             outputs["frame_prob"],
             outputs["global_prob"],
@@ -319,9 +314,20 @@ def _video_events(
         for row, video_id in enumerate(chunk.video_ids.tolist()):
             if pending and video_id not in pending:
                 yield from _finish(pending)
-            window = (on[row], prob[row], facts["valid_segments"][row], facts["has_audio"][row])
+            window = (on[row], prob[row], valid_segments[row], has_audio[row])
             pending.setdefault(video_id, []).append(window)
     yield from _finish(pending)
+
+
+def _predict_chunk(
+    loaded: LoadedRun, store: FeatureStore, chunk: Keys, config: ParseConfig
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The run's outputs for `chunk` (as `predict_windows` gives them), and its windows'
+    valid segments and has_audio, read with the features. A function of its own so the
+    chunk's device tensors are freed before the next chunk is read."""
+    features = load_window_features(store, loaded.config.data, chunk, loaded.device)
+    outputs = predict_loaded(loaded, features, config.batch_windows)
+    return outputs, features.valid_segments.cpu().numpy(), features.has_audio.cpu().numpy()
 
 
 def _finish(
@@ -376,15 +382,11 @@ def _timeline(out: Path, video: ParsedVideo, events: list[dict[str, object]]) ->
         out / name,
         duration,
         [
-            TimelineEvent(e["modality"], e["class"], e["onset_s"], min(e["offset_s"], duration))
+            # Offsets are already within the video: parse_stored clips them to its
+            # duration, and without one they end with its last window.
+            TimelineEvent(e["modality"], e["class"], e["onset_s"], e["offset_s"])
             for e in events
         ],
         title=f"{video.video_id} ({duration:.1f} s)",
     )
     return name
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    write(str(temporary))
-    os.replace(temporary, path)

@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,23 +208,19 @@ def prompt_embeddings(
     root: str | os.PathLike[str],
     extractor: FeatureExtractor,
     prompts: Sequence[str],
-    *,
-    names: Sequence[str] | None = None,
 ) -> PromptEmbeddings:
     """The text embeddings of `prompts` by `extractor`'s text tower, computed once.
 
     Kept in the store as table `prompts/<extractor>-v<version>-<weights>-<digest>`, one
-    row per prompt keyed by `names` (default: the LLP class names, in class order) with
+    row per prompt (one per LLP class, in class order) keyed by its class name with
     window 0. Its provenance records the extractor, its version, preset and weights
     identity, the logit scale and the digest of the names and prompts; a later call
     with the same extractor weights and prompts reads the rows back and runs no network.
     """
     prompts = list(prompts)
-    names = list(LLP_CLASSES if names is None else names)
-    if len(names) != len(prompts) or len(set(names)) != len(names):
-        raise ValueError(
-            f"need one distinct name per prompt, got {len(names)} names for {len(prompts)} prompts"
-        )
+    names = list(LLP_CLASSES)
+    if len(names) != len(prompts):
+        raise ValueError(f"need one prompt per class, got {len(prompts)} for {len(names)} classes")
     digest = _digest({"names": names, "prompts": prompts})
     expected = _prompt_provenance(extractor, digest)
     short = short_weights_identity(extractor.weights_identity, extractor.preset)
@@ -316,14 +311,6 @@ def _check_same_weights(root: str, name: str, table: FeatureTable, tower: Featur
         )
 
 
-def _windows_by_video(keys: Keys, wanted: set[str]) -> dict[str, tuple[int, ...]]:
-    windows: defaultdict[str, list[int]] = defaultdict(list)
-    for video_id, window in keys:
-        if video_id in wanted:
-            windows[video_id].append(window)
-    return {video_id: tuple(sorted(found)) for video_id, found in windows.items()}
-
-
 def _segment_mask(valid_segments: np.ndarray) -> np.ndarray:
     """(N, T, 1): True on the segments of each window that hold real content."""
     return (np.arange(SEGMENTS_PER_WINDOW)[None, :] < valid_segments[:, None])[..., None]
@@ -396,9 +383,8 @@ def generate_pseudo_labels(
         candidates = list(dict.fromkeys(video_ids))
     weak_ids = set(weak_table.table.video_ids())
     with_weak = [video_id for video_id in candidates if video_id in weak_ids]
-    wanted = set(with_weak)
-    visual_windows = _windows_by_video(visual_table.keys(), wanted)
-    audio_windows = _windows_by_video(audio_table.keys(), wanted)
+    visual_windows = visual_table.stored_windows(with_weak)
+    audio_windows = audio_table.stored_windows(with_weak)
     complete = [
         video_id
         for video_id in with_weak

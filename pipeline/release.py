@@ -41,19 +41,20 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from avvp.contract import NUM_CLASSES, SEGMENTS_PER_WINDOW
 from avvp.pipeline import tables
-from avvp.pipeline.download import Downloaded, download
+from avvp.pipeline.download import Downloaded, checked_sha256, download
 from avvp.pipeline.llp import llp_video_ids
 from avvp.pipeline.llp_labels import import_llp_labels
 from avvp.pipeline.videos import file_digest
-from avvp.storage import FeatureStore, FeatureTable, Keys, LabelStore, Provenance
+from avvp.storage import FeatureStore, Keys, LabelStore, Provenance
 from avvp.storage.table import TensorTable
 
 RELEASE_VERSION = "1"
@@ -132,6 +133,10 @@ class LabelImportResult(BaseModel):
     videos_written: int
     waiting: dict[str, int]  # modality still missing -> videos waiting for it
 
+    @property
+    def skipped(self) -> list[SkippedFile]:
+        return [s for result in self.staged for s in result.skipped]
+
 
 class FetchResult(BaseModel):
     """What `fetch_valor` did (JSON-serialisable)."""
@@ -147,7 +152,7 @@ class FetchResult(BaseModel):
     def skipped(self) -> list[SkippedFile]:
         return [
             *(s for result in self.features for s in result.skipped),
-            *(s for result in self.labels.staged for s in result.skipped),
+            *self.labels.skipped,
         ]
 
 
@@ -252,6 +257,12 @@ class FetchConfig(BaseModel):
     features: bool = Field(
         True, description="import the features too (False: only the pseudo-labels)"
     )
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digests(cls, digests: list[str]) -> list[str]:
+        # Once, before any archive is hashed or downloaded, for both kinds of archive.
+        return [checked_sha256(digest) for digest in digests]
 
     @model_validator(mode="after")
     def _one_digest_per_archive(self) -> FetchConfig:
@@ -393,19 +404,21 @@ def _known(
 
 def import_feature_entries(
     root: str | os.PathLike[str],
-    table_name: str,
     entries: Sequence[NpyEntry],
     config: ImportFeaturesConfig,
     known_ids: frozenset[str],
     *,
     extras: dict[str, object] | None = None,
 ) -> ImportResult:
-    """Import released feature files into one table (see the module docstring)."""
+    """Import released feature files into the table `config.table` (see the module
+    docstring)."""
+    # Narrows the types only: the config's validator has set both.
+    assert config.table is not None and config.shape is not None
+    table_name, shape = config.table, config.shape
     table = FeatureStore(root).table(table_name)
     stored_provenance = table.provenance
-    shape = tuple(config.shape or ())
     result = ImportResult(table=table_name)
-    stored = set(table.video_ids()) if stored_provenance is not None else set()
+    stored = set(table.video_ids())
     pending: list[tuple[str, np.ndarray]] = []
     provenance: Provenance | None = None
 
@@ -437,12 +450,12 @@ def import_feature_entries(
             result.skipped.append(SkippedFile(name=item.name, reason=str(problem)))
             continue
         if provenance is None:
-            # The table keeps the release's precision; a new table takes the first file's.
+            # The table keeps the release's precision (a stored provenance always has its
+            # dtype); a new table takes the first file's.
             dtype = stored_provenance.dtype if stored_provenance else array.dtype.name
-            provenance = config.provenance(dtype or array.dtype.name)
+            provenance = config.provenance(dtype)
             if extras:
                 provenance.extras.update(extras)
-            _refuse_other_provenance(table, provenance)
         pending.append((item.video_id, array))
         stored.add(item.video_id)
         if len(pending) * array.nbytes >= PART_BYTES:
@@ -451,24 +464,12 @@ def import_feature_entries(
     return result
 
 
-def _refuse_other_provenance(table: FeatureTable, provenance: Provenance) -> None:
-    stored = table.provenance
-    differences = stored.differences(provenance) if stored is not None else []
-    if differences:
-        raise ValueError(
-            f"{table.url} holds rows of another origin (stored != imported): "
-            f"{'; '.join(differences)}. Import into another --table or another --store"
-        )
-
-
 def import_features(
     folder: str | Path, root: str | os.PathLike[str], config: ImportFeaturesConfig
 ) -> ImportResult:
     """A folder of `<id>.npy` feature files into the table `config.table`."""
     entries = folder_entries(folder)
-    return import_feature_entries(
-        root, str(config.table), entries, config, llp_video_ids(config.labels)
-    )
+    return import_feature_entries(root, entries, config, llp_video_ids(config.labels))
 
 
 # ---- labels ------------------------------------------------------------------------
@@ -490,7 +491,7 @@ def stage_label_entries(
     """Check and stage one modality's label files (see the module docstring)."""
     table = staged_table(root, source, modality)
     result = ImportResult(table=f"{STAGED_PREFIX}{source}-{modality}")
-    done = set(table.video_ids()) if table.provenance is not None else set()
+    done = set(table.video_ids())
     done |= set(LabelStore(root).segments(tables.pseudo_label_table(source)).video_ids())
     ids: list[str] = []
     arrays: list[np.ndarray] = []
@@ -513,7 +514,8 @@ def stage_label_entries(
             Keys.of(ids),
             tensors={"labels": np.stack(arrays)},
             scalars={},
-            provenance=_uint8_labels(provenance),
+            # The table fills in dtype and shape (uint8, 10 x 25) from the stacked labels.
+            provenance=provenance,
         )
         result.imported = len(ids)
     return result
@@ -527,10 +529,7 @@ def join_staged_labels(
     Returns (videos written, {missing modality: videos waiting for it}).
     """
     audio, visual = (staged_table(root, source, m) for m in ("audio", "visual"))
-    staged = {
-        modality: set(table.video_ids()) if table.provenance is not None else set()
-        for modality, table in (("audio", audio), ("visual", visual))
-    }
+    staged = {"audio": set(audio.video_ids()), "visual": set(visual.video_ids())}
     target = LabelStore(root).segments(tables.pseudo_label_table(source))
     written = set(target.video_ids())
     ready = sorted((staged["audio"] & staged["visual"]) - written)
@@ -548,16 +547,6 @@ def join_staged_labels(
         "audio": len(staged["visual"] - staged["audio"] - written),
     }
     return len(ready), {modality: count for modality, count in waiting.items() if count}
-
-
-def _uint8_labels(provenance: Provenance) -> Provenance:
-    return Provenance(
-        source=provenance.source,
-        version=provenance.version,
-        dtype="uint8",
-        shape=LABEL_SHAPE,
-        extras=dict(provenance.extras),
-    )
 
 
 def import_pseudo_labels(
@@ -588,7 +577,7 @@ def import_pseudo_labels(
         stage_label_entries(root, config.source, modality, folder_entries(path), known, provenance)
         for modality, path in parts
     ]
-    written, waiting = join_staged_labels(root, config.source, _uint8_labels(provenance))
+    written, waiting = join_staged_labels(root, config.source, provenance)
     return LabelImportResult(
         source=config.source, staged=staged, videos_written=written, waiting=waiting
     )
@@ -628,7 +617,7 @@ def fetch_valor(
         for path, digest, expected in zip(
             paths, digests, config.sha256 or [None] * len(paths), strict=True
         ):
-            if expected is not None and digest.removeprefix("sha256:") != expected.lower():
+            if expected is not None and digest.removeprefix("sha256:") != expected:
                 raise ValueError(
                     f"{path} has sha256 {digest.removeprefix('sha256:')}, not the expected "
                     f"{expected}; nothing was imported"
@@ -637,7 +626,7 @@ def fetch_valor(
         for url, expected in zip(
             config.urls, config.sha256 or [None] * len(config.urls), strict=True
         ):
-            report = None if on_download is None else _bound(on_download, url)
+            report = None if on_download is None else partial(on_download, url)
             downloads.append(
                 download(url, Path(config.cache).expanduser(), sha256=expected, on_progress=report)
             )
@@ -664,12 +653,10 @@ def fetch_valor(
             extras={a.modality: a.digest for a in archives},
         )
         for archive in sorted(archives, key=lambda a: a.preset != "valor-clip"):
-            preset = FEATURE_PRESETS[archive.preset]
             if config.features:
                 features.append(
                     import_feature_entries(
                         root,
-                        preset.table,
                         archive.features,
                         ImportFeaturesConfig(preset=archive.preset),
                         known,
@@ -681,9 +668,13 @@ def fetch_valor(
                     root, VALOR_SOURCE, archive.modality, archive.labels, known, label_provenance
                 )
             )
-        written, waiting = join_staged_labels(root, VALOR_SOURCE, _uint8_labels(label_provenance))
+        written, waiting = join_staged_labels(root, VALOR_SOURCE, label_provenance)
     store_tables = set(FeatureStore(root).table_names())
-    needed = (tables.AUDIO_MAP_TABLE, tables.VISUAL_TABLE, tables.VISUAL_ST_TABLE)
+    # Imported here: the dataset module loads torch, which nothing else here needs.
+    from avvp.pipeline.dataset import DataConfig
+
+    data = DataConfig()
+    needed = (data.audio_table, data.visual_table, data.visual_st_table)
     return FetchResult(
         archives={str(path): digest for path, digest in zip(paths, digests, strict=True)},
         downloads=[
@@ -697,12 +688,6 @@ def fetch_valor(
         labels_written=labels_written,
         missing_tables=[name for name in needed if name not in store_tables],
     )
-
-
-def _bound(
-    on_download: Callable[[str, int, int | None], None], url: str
-) -> Callable[[int, int | None], None]:
-    return lambda done, total: on_download(url, done, total)
 
 
 def _open_archive(stack: ExitStack, path: Path, digest: str) -> _Archive:

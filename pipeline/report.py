@@ -42,14 +42,19 @@ from avvp.model.mmcse import MMCSE, forward_internals
 from avvp.pipeline.dataset import SplitTensors, load_split
 from avvp.pipeline.evaluate import EvaluateConfig, RunEvaluation, evaluate_run
 from avvp.pipeline.infer import LoadedRun, load_run, predict
-from avvp.pipeline.plots import TimelineEvent, plot_cooccurrence, plot_timeline, plot_tsne
+from avvp.pipeline.plots import (
+    TRACKS,
+    TimelineEvent,
+    plot_cooccurrence,
+    plot_timeline,
+    plot_tsne,
+)
 from avvp.storage import RunDir
 
 REPORT_FOLDER = "report"
 HTML_NAME = "report.html"
 TIMELINES_NAME = "timelines.json"
 CO_OCCURRENCE_NAME = "co_occurrence_av"
-TRACK_NAMES: tuple[str, ...] = ("audio", "visual")
 # Names of figure files from earlier reports that this one may not rewrite (fewer
 # timeline videos, a model without SECM): removed so the folder shows this report only.
 _OWN_PREFIXES = ("timeline_", "tsne_", CO_OCCURRENCE_NAME)
@@ -203,7 +208,7 @@ def track_events(track: np.ndarray, class_names: tuple[str, ...]) -> list[Timeli
     modality, klass = events.index
     return [
         TimelineEvent(
-            TRACK_NAMES[m],
+            TRACKS[m],
             class_names[k],
             float(onset * SEGMENT_SECONDS),
             float(offset * SEGMENT_SECONDS),
@@ -339,7 +344,7 @@ def co_occurrence_and_class_features(
     requests: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int, int]] = {}
     if options.decoupling:
         assert split.dense is not None
-        for index, modality in enumerate(TRACK_NAMES):
+        for index, modality in enumerate(TRACKS):
             rows, segments, candidates = sample_truth_segments(split, index, max_segments, seed)
             which, labels = np.nonzero(split.dense[rows, index, segments])
             requests[modality] = (rows[which], segments[which], labels, candidates, len(rows))

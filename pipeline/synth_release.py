@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avvp.model.events import runs_of_ones
+from avvp.model.events import segment_events
 from avvp.pipeline.synth_clips import PlantedEvent, write_llp_label_files
 from avvp.pipeline.synthetic import SyntheticLLP, SyntheticLLPConfig, generate_synthetic_llp
 
@@ -93,9 +93,12 @@ def write_synthetic_release(
 
 def dense_events(dense: np.ndarray) -> list[PlantedEvent]:
     """The events (runs of ones) of one video's (2, T, K) segment labels."""
-    events = []
-    for m, modality in enumerate(MODALITIES):
-        start, end, valid = runs_of_ones(dense[m].T.astype(bool))
-        for k, slot in zip(*np.nonzero(valid), strict=True):
-            events.append(PlantedEvent(int(k), modality, int(start[k, slot]), int(end[k, slot])))
-    return events
+    # Time last: events come out by modality, then class, then onset.
+    events = segment_events(dense.transpose(0, 2, 1))
+    modalities, classes = events.index
+    return [
+        PlantedEvent(int(k), MODALITIES[m], int(onset), int(offset))
+        for m, k, onset, offset in zip(
+            modalities, classes, events.onset, events.offset, strict=True
+        )
+    ]

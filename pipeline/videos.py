@@ -34,24 +34,24 @@ _MEDIA_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"\x30\x26\xb2\x75"),  # ASF / WMV
     (0, b"OggS"),
 )
+# One read covers every signature and the sync bytes of three MPEG-TS packets.
+_MEDIA_HEAD_BYTES = 188 * 3 + 1
 
 
 def looks_like_media(path: Path) -> bool:
     """The file starts like a media container (see `_MEDIA_SIGNATURES`)."""
     try:
         with open(path, "rb") as stream:
-            head = stream.read(16)
+            head = stream.read(_MEDIA_HEAD_BYTES)
     except OSError:
         return False
-    if len(head) >= 1 and head[0] == 0x47 and _mpeg_ts(path):
+    if _mpeg_ts(head):
         return True
     return any(head[offset : offset + len(magic)] == magic for offset, magic in _MEDIA_SIGNATURES)
 
 
-def _mpeg_ts(path: Path) -> bool:
+def _mpeg_ts(head: bytes) -> bool:
     # A transport stream repeats its sync byte 0x47 every 188 bytes.
-    with open(path, "rb") as stream:
-        head = stream.read(188 * 3 + 1)
     return len(head) > 376 and head[0] == head[188] == head[376] == 0x47
 
 
@@ -82,12 +82,13 @@ def find_videos(
             )
         elif path.is_dir():
             for candidate in sorted(path.rglob("*")):
-                # Dot files are editor and OS leftovers (macOS `._clip.mp4`), not videos.
-                hidden = any(part.startswith(".") for part in candidate.relative_to(path).parts)
-                video = candidate.is_file() and (
+                # Dot files are editor and OS leftovers (macOS `._clip.mp4`), not videos;
+                # skipped before their content is sniffed.
+                if any(part.startswith(".") for part in candidate.relative_to(path).parts):
+                    continue
+                if candidate.is_file() and (
                     candidate.suffix.lower() in VIDEO_EXTENSIONS or looks_like_media(candidate)
-                )
-                if video and not hidden:
+                ):
                     found.setdefault(
                         candidate.resolve(),
                         VideoInput(candidate.absolute(), video_id_for(candidate, path, llp_ids)),

@@ -8,12 +8,13 @@ Layout, crash safety and provenance rules are those of `avvp.storage.table`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from os import PathLike
 from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
 from avvp.contract import SEGMENTS_PER_WINDOW
@@ -75,6 +76,20 @@ class FeatureTable(TableView):
     def read_videos(self, video_ids: Iterable[str]) -> FeatureBatch:
         """All windows of the given videos, videos in request order, windows ascending."""
         return self.read_batch(self.table.keys_of_videos(video_ids))
+
+    def stored_windows(self, video_ids: Sequence[str]) -> dict[str, set[int]]:
+        """Windows stored per video, for the given videos only (reads the key columns);
+        videos the table lacks are absent."""
+        keys = self.keys()
+        wanted = pc.is_in(
+            pa.array(keys.video_ids, pa.string()), value_set=pa.array(list(video_ids), pa.string())
+        ).to_numpy(zero_copy_only=False)
+        result: dict[str, set[int]] = {}
+        for video_id, window in zip(
+            keys.video_ids[wanted].tolist(), keys.windows[wanted].tolist(), strict=True
+        ):
+            result.setdefault(video_id, set()).add(window)
+        return result
 
     def compact(self) -> int:
         return self.table.compact()

@@ -49,5 +49,5 @@ def store_info(root: str | PathLike[str]) -> dict[str, Any]:
             }
     log = FailureLog(root)
     failures = {stage: log.read(stage).num_rows for stage in log.stages()}
-    videos = len(VideoManifest(root).read())
+    videos = VideoManifest(root).count()
     return {"root": str(root), "tables": tables, "failures": failures, "videos": videos}

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .table import TensorTable
@@ -46,6 +47,18 @@ class RecordTable:
         return folder.write_part(
             lambda temporary: pq.write_table(table, temporary, filesystem=folder.fs)
         )
+
+    def count(self) -> int:
+        """How many distinct keys are recorded; reads only the key column of each part."""
+        parts = [
+            pq.read_table(
+                f"{self.folder.path}/{name}", columns=[self.key], filesystem=self.folder.fs
+            )
+            for name in self.folder.part_names()
+        ]
+        if not parts:
+            return 0
+        return pc.count_distinct(pa.concat_tables(parts)[self.key], mode="all").as_py()
 
     def latest(self) -> pa.Table:
         """The newest row of each key, in the order those rows were recorded."""

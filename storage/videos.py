@@ -62,6 +62,10 @@ class VideoManifest:
         rows = self._table.latest().drop_columns(["recorded_at"]).to_pylist()
         return {row["video_id"]: VideoRecord(**row) for row in rows}
 
+    def count(self) -> int:
+        """How many video ids the manifest knows, without building their records."""
+        return self._table.count()
+
     def record(self, records: Iterable[VideoRecord]) -> str | None:
         """Add the records that differ from the stored ones as one part (None: no change)."""
         stored = self.read()

@@ -52,9 +52,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def prefect_env(
-    home: Path, api_url: str | None = None, *, logging_level: str = "WARNING"
-) -> dict[str, str]:
+def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     """os.environ for a Prefect process that uses only `home` (and `api_url`, if given).
 
     Without `api_url` a flow run in that process starts Prefect's embedded (ephemeral)
@@ -76,7 +74,7 @@ def prefect_env(
             # `serve` polls for scheduled runs every 10 s by default; 1 s cuts ~9 s
             # from every deployment run a test triggers.
             "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-            "PREFECT_LOGGING_LEVEL": logging_level,
+            "PREFECT_LOGGING_LEVEL": "WARNING",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
             "PREFECT_CLI_COLORS": "false",
             "PREFECT_CLI_PROMPT": "false",
@@ -233,19 +231,11 @@ class Background(StartStop):
 class PrefectServer(StartStop):
     """`prefect server start` on 127.0.0.1 with PREFECT_HOME=`home`, until `stop`."""
 
-    def __init__(
-        self,
-        home: Path,
-        *,
-        port: int | None = None,
-        startup_timeout_s: float = SERVER_STARTUP_TIMEOUT_S,
-    ) -> None:
+    def __init__(self, home: Path, *, startup_timeout_s: float = SERVER_STARTUP_TIMEOUT_S) -> None:
         self.home = home
-        self._fixed_port = port
-        self.port = port if port is not None else 0
+        self.port = 0  # a free one, chosen by `start`
         self.startup_timeout_s = startup_timeout_s
         self.log_path = home / "server.log"
-        self.startup_s: float | None = None  # how long the last start took
         self._process: Background | None = None
 
     @property
@@ -267,11 +257,10 @@ class PrefectServer(StartStop):
         self.home.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
         # Another process may take the free port before the server binds it; a new
-        # port then fixes it (not so for a port the caller chose).
-        attempts = 1 if self._fixed_port is not None else 3
+        # port then fixes it.
+        attempts = 3
         for attempt in range(1, attempts + 1):
-            if self._fixed_port is None:
-                self.port = free_port()
+            self.port = free_port()
             self._process = Background(
                 [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
                 env=prefect_env(self.home),
@@ -279,7 +268,6 @@ class PrefectServer(StartStop):
             )
             self._process.start()
             if self._wait_until_healthy(began + self.startup_timeout_s):
-                self.startup_s = time.monotonic() - began
                 return
             exited = self._process.returncode() is not None
             self._process.stop()
@@ -331,8 +319,6 @@ def run_deployment(
     name: str,
     params: Mapping[str, Any],
     timeout_s: float,
-    *,
-    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`prefect deployment run NAME --param k=v ... --watch`; exit status 0 means the run
     ended COMPLETED, 1 any other final state or a watch timeout."""
@@ -345,7 +331,6 @@ def run_deployment(
     return subprocess.run(
         argv,
         env=server.env,
-        cwd=cwd,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
+import click
 import numpy as np
 import pytest
 import torch
@@ -217,15 +217,16 @@ def test_profile_reports_parameters_flops_and_times() -> None:
 SOURCE_ROOMS = ("pipeline", "storage", "extractors", "model", "flows")
 
 
-def registered_commands() -> set[str]:
-    """Every command line the CLI accepts: `train`, `store info`, `synth clips`, ..."""
+def registered_commands() -> dict[str, click.Command]:
+    """Every command line the CLI accepts (`train`, `store info`, `synth clips`, ...),
+    with the command it runs."""
     import typer.main
 
-    def walk(command: Any, prefix: str) -> set[str]:
-        names = {prefix} if prefix else set()
+    def walk(command: click.Command, prefix: str) -> dict[str, click.Command]:
+        found = {prefix: command} if prefix else {}
         for name, sub in getattr(command, "commands", {}).items():
-            names |= walk(sub, f"{prefix} {name}".strip())
-        return names
+            found |= walk(sub, f"{prefix} {name}".strip())
+        return found
 
     return walk(typer.main.get_command(app), "")
 
@@ -257,16 +258,8 @@ def test_help_pages_show_readable_metavariables() -> None:
 
 def test_help_pages_keep_the_bracketed_defaults_written_in_option_help() -> None:
     # Rich reads "[default: x]" as a style tag and drops it unless it is escaped.
-    import typer.main
-
-    def commands(command: Any, prefix: str) -> list[tuple[str, Any]]:
-        found = [(prefix, command)] if prefix else []
-        for name, sub in getattr(command, "commands", {}).items():
-            found += commands(sub, f"{prefix} {name}".strip())
-        return found
-
     checked = 0
-    for line, command in commands(typer.main.get_command(app), ""):
+    for line, command in registered_commands().items():
         code, output = invoke(*line.split(), "--help")
         shown = " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
         for param in command.params:

@@ -34,8 +34,6 @@ from support import REPO
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 COMPOSE = REPO / "docker" / "compose.yaml"
 SERVER, WORKER = "prefect-server", "worker"
-# The Prefect minor the compose file was written for, while pyproject has no prefect pin.
-DEFAULT_PREFECT_MINOR = "3.9"
 
 
 @dataclass(frozen=True)
@@ -486,12 +484,10 @@ def test_worker_shared_memory_is_raised_for_decoding_workers() -> None:
 
 
 def test_server_image_matches_the_prefect_minor_pinned_in_pyproject() -> None:
-    prefect = dependencies().get("prefect")
-    minor = DEFAULT_PREFECT_MINOR
-    if prefect is not None:
-        pins = [spec.version for spec in prefect.specifier if spec.operator == "=="]
-        assert pins, f"pyproject's {prefect} names no minor version to match"
-        minor = ".".join(pins[0].split(".")[:2])
+    prefect = dependencies()["prefect"]
+    pins = [spec.version for spec in prefect.specifier if spec.operator == "=="]
+    assert pins, f"pyproject's {prefect} names no minor version to match"
+    minor = ".".join(pins[0].split(".")[:2])
     name, _, tag = service(SERVER)["image"].partition(":")
     assert name == "prefecthq/prefect"
     assert re.fullmatch(rf"{re.escape(minor)}(\.\d+)?-python3\.\d+", tag), (

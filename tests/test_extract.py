@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -371,12 +370,10 @@ def test_auto_batch_size_doubles_while_faster_per_window_then_keeps_the_fastest(
 def test_auto_batch_size_never_passes_its_limit() -> None:
     sizer = BatchSizer("auto")
     for _ in range(20):
-        sizer.record(sizer.size, sizer.size * 0.01 / sizer.size)  # ever faster
+        sizer.record(sizer.size, 0.01)  # ever faster
     assert sizer.size == BatchSizer.LIMIT
 
 
 def test_the_extraction_summary_is_json(extracted) -> None:
     _, summary, _ = extracted
-    assert (
-        json.loads(json.dumps(summary.model_dump(mode="json")))["videos_found"] == len(WINDOWS) + 1
-    )
+    assert ExtractSummary.model_validate_json(summary.model_dump_json()) == summary

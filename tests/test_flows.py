@@ -45,6 +45,15 @@ def chain(clips: Path, store: Path, **extract: Any) -> ChainConfig:
     )
 
 
+@pytest.fixture(scope="module")
+def chained(
+    clips: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[ChainConfig, dict[str, Any]]:
+    """The chain run once on `clips`: its config and summary, for tests that only read."""
+    config = chain(clips, tmp_path_factory.mktemp("chained") / "store")
+    return config, run_chain(config)
+
+
 def feature_fingerprints(store: Path) -> dict[str, str]:
     features = FeatureStore(store)
     return {name: features.table(name).fingerprint() for name in features.table_names()}
@@ -107,13 +116,14 @@ def test_only_transient_errors_are_retried() -> None:
     assert not tasks.is_transient(RuntimeError("a bug"))
 
 
-def test_the_stage_commands_reuse_what_the_flow_made(clips: Path, tmp_path: Path) -> None:
+def test_the_stage_commands_reuse_what_the_flow_made(
+    chained: tuple[ChainConfig, dict[str, Any]],
+) -> None:
     from avvp.pipeline.evaluate import evaluate_run
     from avvp.pipeline.extract import extract_videos
     from avvp.pipeline.train import train
 
-    config = chain(clips, tmp_path / "store")
-    summary = run_chain(config)
+    config, summary = chained
     stored = extract_videos(config.videos, config.store, config.extract_config())
     assert stored.videos_skipped == 8 and stored.videos_extracted == 0
     trained = train(config.store, config.train_config("dense"))
@@ -122,11 +132,13 @@ def test_the_stage_commands_reuse_what_the_flow_made(clips: Path, tmp_path: Path
     assert scored.reused and scored.metrics == summary["evaluate"]["test"]["metrics"]
 
 
-def test_the_parse_folder_flow_gives_the_events_of_avvp_parse(clips: Path, tmp_path: Path) -> None:
+def test_the_parse_folder_flow_gives_the_events_of_avvp_parse(
+    clips: Path, chained: tuple[ChainConfig, dict[str, Any]], tmp_path: Path
+) -> None:
     from avvp.flows.parse_folder import parse_folder
     from avvp.pipeline.parse import ParseConfig, parse_videos
 
-    run = run_chain(chain(clips, tmp_path / "store"))["train"]["run_url"]
+    run = chained[1]["train"]["run_url"]
     flowed = parse_folder(
         videos=str(clips / "videos"), run=run, out=str(tmp_path / "flow"), config=ON_CPU
     )

@@ -84,6 +84,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
+@pytest.mark.slow
 def test_parse_writes_one_row_per_file_events_inside_each_video_and_exits_1_without_traceback(
     clips_demo, odd_folder: Path, tmp_path: Path
 ) -> None:
@@ -127,6 +128,7 @@ def test_parse_writes_one_row_per_file_events_inside_each_video_and_exits_1_with
         assert status != "ok" or timeline.stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_parsing_the_same_folder_again_reuses_the_features_and_gives_the_same_events(
     clips_demo, odd_folder: Path, tmp_path: Path
 ) -> None:
@@ -178,6 +180,7 @@ def test_a_video_without_audio_gets_no_audio_or_audio_visual_events() -> None:
     assert [e["modality"] for e in events] == ["visual"]
 
 
+@pytest.mark.slow
 def test_a_trained_demo_run_finds_most_planted_events_of_the_test_clips(
     clips_demo, tmp_path: Path
 ) -> None:

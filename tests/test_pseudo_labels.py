@@ -262,24 +262,33 @@ def write_embeddings(root, video_ids, towers, *, audio=True, clip_weights=None):
     clip_provenance = feature_provenance(towers["clip"], "float16")
     if clip_weights is not None:
         clip_provenance = replace(clip_provenance, weights=clip_weights)
-    store.table(tables.VISUAL_TABLE).write(
-        ids,
-        windows,
-        embeddings_for(plans["visual"], weak, CLIP_THRESHOLDS, CLIP_LOGIT_SCALE, CLIP_DIM),
-        valid,
-        has_audio,
-        clip_provenance,
-    )
-    if audio:
-        clap_scale = towers["clap"].logit_scale_a
-        store.table(tables.AUDIO_SEGMENT_TABLE).write(
-            ids,
-            windows,
-            embeddings_for(plans["audio"], weak, CLAP_THRESHOLDS, clap_scale, CLAP_DIM),
-            valid,
-            has_audio,
-            feature_provenance(towers["clap"], "float16"),
+    # Per modality: table, planned events, thresholds, logit scale, width, provenance.
+    modalities = [
+        (
+            tables.VISUAL_TABLE,
+            "visual",
+            CLIP_THRESHOLDS,
+            CLIP_LOGIT_SCALE,
+            CLIP_DIM,
+            clip_provenance,
         )
+    ]
+    if audio:
+        clap = towers["clap"]
+        clap_provenance = feature_provenance(clap, "float16")
+        modalities.append(
+            (
+                tables.AUDIO_SEGMENT_TABLE,
+                "audio",
+                CLAP_THRESHOLDS,
+                clap.logit_scale_a,
+                CLAP_DIM,
+                clap_provenance,
+            )
+        )
+    for table, modality, thresholds, scale, dim, provenance in modalities:
+        embeddings = embeddings_for(plans[modality], weak, thresholds, scale, dim)
+        store.table(table).write(ids, windows, embeddings, valid, has_audio, provenance)
     real = np.arange(T)[None, :, None] < valid[:, None, None]
     expected_visual = plans["visual"] & weak[:, None, :] & real
     expected_audio = plans["audio"] & weak[:, None, :] & real & has_audio[:, None, None]

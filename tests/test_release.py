@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import tiny_config
 from typer.testing import CliRunner
 
 from avvp.model.metrics import segment_and_event_f1
@@ -35,11 +36,9 @@ from avvp.pipeline.synth_release import (
 )
 from avvp.pipeline.synthetic import SyntheticLLPConfig
 from avvp.pipeline.train import train
-from avvp.pipeline.train_config import TrainConfig
 from avvp.storage import FeatureStore, LabelStore, store_info
 
 FEW = SyntheticLLPConfig(n_train=24, n_val=8, n_test=8, seed=5)
-TINY_SIZES = {"hidden_dim": 32, "class_dim": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32}
 
 
 @pytest.fixture(scope="module")
@@ -267,21 +266,10 @@ def test_fetch_then_import_r2plus1d_then_train_evaluate_and_score_the_labels(
     )
     assert imported.exit_code == 0, imported.output
 
-    config = TrainConfig.model_validate(
-        {
-            "model": "mmcse",
-            "architecture": TINY_SIZES,
-            "data": DataConfig(),
-            "epochs": 2,
-            "batch_size": 8,
-            "device": "cpu",
-            "optim": {"warmup_epochs": 1},
-        }
-    )
-    result = train(str(root), config)
-    run_config = result.run_url
-    assert Path(run_config).exists()
-    scored = evaluate_run(result.run_url, EvaluateConfig(split="test", device="cpu"))
+    result = train(str(root), tiny_config("mmcse", data=DataConfig(), batch_size=8))
+    run_url = result.run_url
+    assert Path(run_url).exists()
+    scored = evaluate_run(run_url, EvaluateConfig(split="test", device="cpu"))
     assert scored.annotations == "corrected" and len(scored.metrics) == 11
     assert all(0.0 <= value <= 100.0 for value in scored.metrics.values())
 

@@ -13,39 +13,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import TINY_SIZES, synthetic_data, tiny_config
 
 from avvp.model.config import ModelConfig, get_model_config
 from avvp.model.metrics import METRIC_KEYS
 from avvp.model.mmcse import MMCSE, forward_internals
-from avvp.pipeline.dataset import DataConfig, load_split
+from avvp.pipeline.dataset import load_split
 from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run
 from avvp.pipeline.infer import load_run
 from avvp.pipeline.plots import TimelineEvent, plot_timeline, timeline_bars
 from avvp.pipeline.report import ReportConfig, ReportResult, write_report
 from avvp.pipeline.synthetic import SyntheticLLPConfig, write_synthetic_llp
 from avvp.pipeline.train import train
-from avvp.pipeline.train_config import TrainConfig
 
 SMALL = SyntheticLLPConfig(n_train=64, n_val=24, n_test=24, seed=3)
-TINY_SIZES = {"hidden_dim": 32, "class_dim": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32}
-DATA = DataConfig(pseudo_labels="synthetic", annotations="synthetic")
+DATA = synthetic_data()
 ON_CPU = ReportConfig(device="cpu")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TRACKS = ("audio", "visual")
-
-
-def tiny_config(model: str) -> TrainConfig:
-    return TrainConfig.model_validate(
-        {
-            "model": model,
-            "architecture": TINY_SIZES,
-            "data": DATA,
-            "epochs": 2,
-            "batch_size": 16,
-            "device": "cpu",
-            "optim": {"warmup_epochs": 1},
-        }
-    )
 
 
 @pytest.fixture(scope="module")

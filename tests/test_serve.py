@@ -36,6 +36,7 @@ def give_back(clips: Path, aside: Path) -> None:
         shutil.copy(aside / name, clips / name)
 
 
+@pytest.mark.slow
 def test_the_served_deployment_runs_the_chain_and_reruns_do_only_new_work(
     tmp_path: Path,
 ) -> None:
@@ -121,15 +122,12 @@ def test_the_served_deployment_runs_the_chain_and_reruns_do_only_new_work(
             assert len(videos) == 1 + 10 and all(',"ok",' in line for line in videos[1:])
 
 
-@pytest.mark.parametrize("missing", ["PREFECT_API_URL"])
-def test_serve_without_a_server_says_how_to_start_one(
-    missing: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_serve_without_a_server_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from avvp.pipeline.cli import app
 
-    monkeypatch.delenv(missing, raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 2
     assert "prefect server start" in result.output and "--api-url" in result.output
