@@ -1,17 +1,18 @@
-"""Parsing speed: `parse_videos` on a folder of generated clips against a
+"""Parsing speed: the parse-folder chain on a folder of generated clips against a
 one-video-at-a-time loop, and the latency of one 10-s clip end to end.
 
 Set-up (not timed): `--n` synthetic 10-s clips and a few more, the tiny extractors, and
 a tiny MM-CSE run trained for one epoch on the extra clips (the speed of parsing does
 not depend on how well the run learned).
 
-1. Batched: `parse_videos(folder, run, out)` into a fresh store: extraction of every
+1. Batched: the parse-folder chain (`avvp parse`) into a fresh store: extraction of every
    window (batched extractors, streaming decode), the run on all windows in large
    batches, events, `events.parquet/csv`, `videos.csv` (timelines off: drawing PNGs is
    not parsing).
 2. Loop: per video, decode its windows, embed each window with each extractor, run the
    model on the video's windows, cut its events with the same `video_events`.
-3. Latency: `parse_videos` on one new 10-s clip, in this warm process (models built).
+3. Latency: the parse-folder chain on one new 10-s clip, in this warm process (models
+   built).
 
 Both paths use the same built extractors and the same run; their event counts are
 checked equal before the ratio is printed.
@@ -31,17 +32,25 @@ import numpy as np
 import torch
 
 from avvp.model.metrics import binarize_predictions
-from avvp.pipeline.chain import ChainConfig
+from avvp.pipeline.chain import (
+    EXTRACT_AND_TRAIN,
+    PARSE_FOLDER,
+    ChainConfig,
+    ParseFolderConfig,
+    run_local,
+)
 from avvp.pipeline.decode import open_video
 from avvp.pipeline.extract import build_extractors, window_input
 from avvp.pipeline.infer import load_run, predict
-from avvp.pipeline.parse import ParseConfig, parse_extract_config, parse_videos, video_events
+from avvp.pipeline.parse import ParseConfig, parse_extract_config, video_events
 from avvp.pipeline.synth_clips import write_synthetic_clips
 
 
-def train_tiny_run(work: Path, device: str) -> str:
-    from avvp.flows.runner import run_chain
+def quiet(level: str, message: str) -> None:
+    """Progress lines of the chain runs: not part of the figures."""
 
+
+def train_tiny_run(work: Path, device: str) -> str:
     clips = work / "train-clips"
     write_synthetic_clips(clips, n=12, seconds=10, seed=7)
     chain = ChainConfig(
@@ -58,7 +67,7 @@ def train_tiny_run(work: Path, device: str) -> str:
             "splits": ["test"],
         },
     )
-    return run_chain(chain)["train"]["run_url"]
+    return run_local(EXTRACT_AND_TRAIN, chain, quiet).train.run_url
 
 
 def one_video_at_a_time(paths: list[Path], run_url: str, config: ParseConfig) -> tuple[float, int]:
@@ -106,7 +115,14 @@ def batched(paths: list[Path], run_url: str, config: ParseConfig, work: Path) ->
     for folder in (store, out):
         shutil.rmtree(folder, ignore_errors=True)
     started = time.perf_counter()
-    result = parse_videos(paths, run_url, out, root=str(store), config=config)
+    params = ParseFolderConfig(
+        videos=[str(path) for path in paths],
+        run=run_url,
+        out=str(out),
+        store=str(store),
+        config=config.model_dump(),
+    )
+    result = run_local(PARSE_FOLDER, params, quiet).parse
     seconds = time.perf_counter() - started
     assert not result.failed, result.failed
     return seconds, sum(result.events.values())
@@ -141,7 +157,7 @@ def main() -> None:
             f"median of {args.repeats} ({batched_events} events)"
         )
         print(f"  one video at a time: {loop_rate:8.2f} videos/s")
-        print(f"  parse_videos:        {batched_rate:8.2f} videos/s")
+        print(f"  parse-folder chain:  {batched_rate:8.2f} videos/s")
         print(f"  ratio batched / loop: {batched_rate / loop_rate:.2f}")
         print(f"  latency of one 10-s clip end to end: {latency_s:.2f} s")
 

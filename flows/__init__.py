@@ -1,9 +1,13 @@
-"""Prefect flows over the pipeline's stages: wiring only, the work stays in `pipeline/`.
+"""The Prefect adapter of the chain (`avvp.pipeline.chain`, the only room it imports):
+no stage is known here, only nodes, plans and units.
 
-- `extract_and_train` (`extract-and-train`): videos -> features -> labels ->
-  pseudo-labels -> train -> evaluate -> publish.
-- `parse_folder` (`parse-folder`): new videos -> features -> a trained run's outputs.
-- `runner`: `run_chain` (in-process, Prefect's embedded API) and `serve_deployments`.
+- `tasks`: each node's plan and units as Prefect tasks (`PrefectExecutor`): cache keys
+  from the plans, transient-only retries, GPU slots, progress lines and artifacts.
+- `chain_flow`: a chain as a flow's body: artifacts, and a Failed final state when
+  inputs failed.
+- `extract_and_train` (`extract-and-train`) and `parse_folder` (`parse-folder`): the
+  flows, with the chains' parameters as theirs.
+- `runner`: the flows in this process (Prefect's embedded API) and `serve_deployments`.
 """
 
 import os

@@ -1,5 +1,6 @@
 """Running the flows: in this process on Prefect's embedded API (`avvp run`, `avvp
-demo`), or served as deployments against a Prefect server (`avvp serve`)."""
+demo`, `avvp parse --runner prefect`), or served as deployments against a Prefect
+server (`avvp serve`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ from typing import Any, Literal
 
 from prefect import Flow, serve
 from prefect.task_runners import TaskRunner
+from pydantic import BaseModel
 
 from avvp.flows.extract_and_train import extract_and_train
 from avvp.flows.parse_folder import parse_folder
-from avvp.pipeline.chain import ChainConfig
+from avvp.pipeline.chain import (
+    EXTRACT_AND_TRAIN,
+    PARSE_FOLDER,
+    Chain,
+    ChainConfig,
+    ExtractAndTrainSummary,
+    ParseFolderConfig,
+    ParseFolderSummary,
+)
 
 TaskRunnerName = Literal["default", "dask"]
 DEPLOYMENT = "default"
@@ -37,15 +47,30 @@ def with_runner(flow: Flow[..., Any], runner: TaskRunner[Any] | None) -> Flow[..
     return flow if runner is None else flow.with_options(task_runner=runner)
 
 
-def run_chain(
+def _run(flow: Flow[..., Any], chain: Chain[Any, Any], params: BaseModel) -> Any:
+    """The flow in this process; its summary, also when inputs failed (the flow run then
+    ends Failed, with the summary as its data). Any other failure is raised."""
+    state = flow(**params.model_dump(mode="json"), return_state=True)
+    data = state.result(raise_on_failure=False)
+    if isinstance(data, BaseException):
+        raise data
+    return chain.summary.model_validate(data)
+
+
+def run_extract_and_train(
     chain: ChainConfig,
     runner: TaskRunnerName = "default",
     dask_address: str | None = None,
     dask_workers: int | None = None,
-) -> dict[str, Any]:
+) -> ExtractAndTrainSummary:
     """`extract-and-train` in this process; returns its summary."""
     flow = with_runner(extract_and_train, task_runner(runner, dask_address, dask_workers))
-    return flow(**chain.model_dump(mode="json"))
+    return _run(flow, EXTRACT_AND_TRAIN, chain)
+
+
+def run_parse_folder(params: ParseFolderConfig) -> ParseFolderSummary:
+    """`parse-folder` in this process; returns its summary."""
+    return _run(parse_folder, PARSE_FOLDER, params)
 
 
 def serve_deployments(runner: TaskRunnerName = "default", dask_address: str | None = None) -> None:

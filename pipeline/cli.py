@@ -196,44 +196,29 @@ def demo(
     """Synthetic clips -> features -> MM-CSE and VALOR trained and scored, offline.
 
     From clips, the extract-and-train flow runs in this process (Prefect's embedded
-    API) once per model: the second run finds the features stored.
+    API) once per model: the second run finds the features stored. From features, the
+    same chain runs without Prefect.
     """
-    from rich.progress import Progress
-
     from avvp.pipeline.demo import DEMO_EPOCHS, run_demo
 
     chain_runner = None
     if source == DemoSource.clips:
-        from avvp.flows.runner import run_chain as chain_runner
+        from avvp.flows.runner import run_extract_and_train as chain_runner
 
-    total_epochs = DEMO_EPOCHS[source.value] if epochs is None else epochs
-    # Off a terminal a bar would only be drawn once, finished, at the end.
-    with Progress(console=err_console, disable=not err_console.is_terminal) as progress:
-        tasks: dict[str, Any] = {}
-
-        def on_step(message: str) -> None:
-            progress.console.log(message)
-
-        def on_epoch(model: str, report: Any) -> None:
-            if model not in tasks:
-                tasks[model] = progress.add_task(f"training {model}", total=total_epochs)
-            progress.update(tasks[model], advance=1)
-
-        result = run_demo(
-            root,
-            epochs=total_epochs,
-            device=device,
-            size=size.value,
-            on_step=on_step,
-            on_epoch=on_epoch,
-            source=source.value,
-            n_clips=clips,
-            run_chain=chain_runner,
-        )
+    result = run_demo(
+        root,
+        epochs=DEMO_EPOCHS[source.value] if epochs is None else epochs,
+        device=device,
+        size=size.value,
+        on_step=lambda message: err_console.print(message, highlight=False),
+        source=source.value,
+        n_clips=clips,
+        run_chain=chain_runner,
+    )
     sizes = ", ".join(f"{n} {split}" for split, n in result.num_videos.items())
     console.print(f"store: [bold]{result.root}[/]  videos: {sizes}")
     for model, run in result.runs.items():
-        console.print(f"{model} run: {run}")
+        console.print(f"{model} run: {run}", highlight=False)
     console.print(metrics_table(f"test split of the synthetic {source.value}", result.metrics))
 
 
@@ -496,7 +481,7 @@ class TrainingProgress:
         self.say(line)
 
     def epoch(self, report: Any) -> None:
-        done = report.epoch + 1
+        done = report.epoch  # counted from 1
         status = f"loss {report.loss:.4f}  val Seg-type {report.val['Seg-type']:.1f}"
         if self.bar is not None:
             self.bar.update(self.task, advance=1, status=status)
@@ -547,6 +532,8 @@ def evaluate(
         device=device,
     )
     result = evaluate_run(run, load_config(EvaluateConfig, config, overrides), force=force)
+    if result.warning:
+        err_console.print(f"warning: {result.warning}", style="yellow", highlight=False)
     if as_json:
         summary = {
             "run_id": result.run_id,
@@ -555,12 +542,22 @@ def evaluate(
             "split": result.split,
             "annotations": result.annotations,
             "filter": result.filter_rule,
+            "videos_in_split": result.videos_in_split,
+            "videos_scored": result.videos_scored,
+            "videos_without_features": result.videos_without_features,
+            "missing_examples": result.missing_examples,
+            "warning": result.warning,
             "metrics": result.metrics,
         }
         typer.echo(json.dumps(summary))
         return
     title = f"{result.split} split, {result.annotations} annotations, {result.filter_rule} filter"
     console.print(metrics_table(title, {Path(result.run_url).name: result.metrics}))
+    console.print(
+        f"scored {result.videos_scored} of {result.videos_in_split} videos of the "
+        f"{result.split} split",
+        highlight=False,
+    )
 
 
 def given(**options: Any) -> dict[str, Any]:
@@ -672,9 +669,9 @@ def import_labels(
     """Write LLP weak labels (with splits) and dense annotations into the label store."""
     from avvp.pipeline.llp_labels import import_llp_labels
 
-    written = import_llp_labels(store, labels)
-    for table, rows in written.items():
-        console.print(f"{table}: {rows} rows written")
+    result = import_llp_labels(store, labels)
+    for line in result.lines():
+        console.print(line, highlight=False)
 
 
 def parse_weights(values: list[str]) -> dict[str, str]:
@@ -816,10 +813,16 @@ def print_skipped(skipped: list[Any]) -> None:
 
 def import_line(result: Any) -> str:
     skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
+    replaced = f", {result.replaced} replaced" if result.replaced else ""
     return (
-        f"{result.table}: {result.imported} videos imported, {result.already_stored} already "
-        f"stored{skipped}"
+        f"{result.table}: {result.imported} videos imported{replaced}, {result.already_stored} "
+        f"already stored{skipped}"
     )
+
+
+def label_rows_line(table: str, written: int, replaced: int, unchanged: int, unit: str) -> str:
+    """'<table>: N <unit> written, M replaced, K unchanged' for a label write."""
+    return f"{table}: {written} {unit} written, {replaced} replaced, {unchanged} unchanged"
 
 
 @app.command("fetch-valor")
@@ -921,8 +924,18 @@ def fetch_valor(
             f", {count} without {modality} labels"
             for modality, count in result.labels.waiting.items()
         )
+        for line in result.llp_labels.lines():
+            console.print(line, highlight=False)
+        joined = result.labels
         console.print(
-            f"segment-valor: {result.labels.videos_written} videos written{waiting}",
+            label_rows_line(
+                "segment-valor",
+                joined.videos_written,
+                joined.videos_replaced,
+                joined.videos_unchanged,
+                "videos",
+            )
+            + waiting,
             highlight=False,
         )
         if result.missing_tables:
@@ -1041,7 +1054,14 @@ def pseudo_labels_import(
     for staged in result.staged:
         console.print(import_line(staged), highlight=False)
     console.print(
-        f"segment-{result.source}: {result.videos_written} videos written", highlight=False
+        label_rows_line(
+            f"segment-{result.source}",
+            result.videos_written,
+            result.videos_replaced,
+            result.videos_unchanged,
+            "videos",
+        ),
+        highlight=False,
     )
     for missing, count in result.waiting.items():
         console.print(
@@ -1109,8 +1129,8 @@ def pseudo_labels_generate(
         return
     console.print(
         f"{result.table}: {result.videos_labelled} videos labelled ({result.windows_written} "
-        f"windows), {result.videos_already_labelled} already labelled, "
-        f"{result.videos_without_weak_labels} without weak labels, "
+        f"windows written, {result.windows_replaced} replaced, {result.windows_unchanged} "
+        f"unchanged), {result.videos_without_weak_labels} without weak labels, "
         f"{result.videos_missing_embeddings} missing an embedding table's rows",
         highlight=False,
     )
@@ -1143,8 +1163,8 @@ def pseudo_labels_dense(
     result = write_dense_source(store, labels_dir=labels, annotations=annotations)
     console.print(
         f"segment-{result.source} (from {result.origin}): {result.videos} videos, "
-        f"{result.windows_written} windows written, {result.windows_already_stored} already "
-        "stored",
+        f"{result.windows_written} windows written, {result.windows_replaced} replaced, "
+        f"{result.windows_already_stored} unchanged",
         highlight=False,
     )
 
@@ -1185,22 +1205,29 @@ class TaskRunnerChoice(StrEnum):
     dask = "dask"
 
 
-def print_chain_summary(summary: dict[str, Any]) -> None:
-    """What one extract-and-train run did, and its metrics."""
-    from avvp.pipeline.chain import extraction_counts, train_outcome
+class ChainRunnerChoice(StrEnum):
+    prefect = "prefect"
+    local = "local"
 
-    extraction, train = summary["extraction"], summary["train"]
-    found, extracted, failed = extraction_counts(extraction)
-    console.print(
-        f"videos: {found} found, {extracted} extracted ({extraction['ran']} shard tasks ran, "
-        f"{extraction['cached']} cached), {failed} failed",
-        highlight=False,
-    )
-    console.print(f"run ({train_outcome(train)}): {train['run_url']}", highlight=False)
-    console.print(f"summary: {summary['summary_file']}", highlight=False)
-    if summary["evaluate"]:
-        metrics = {split: e["metrics"] for split, e in summary["evaluate"].items()}
+
+def print_chain_summary(summary: Any) -> None:
+    """What one chain run did, node by node, then its failures, warnings and metrics."""
+    for outcome in summary.nodes:
+        console.print(f"{outcome.node} ({outcome.status}): {outcome.line}", highlight=False)
+    console.print(f"summary: {summary.summary_file}", highlight=False)
+    for failure in summary.failures:
+        err_console.print(f"[red]failed:[/] {failure.path}: {failure.reason}", highlight=False)
+    for warning in summary.warnings:
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False)
+    metrics = getattr(summary, "metrics", None)
+    if metrics:
         console.print(metrics_table("metrics", metrics))
+
+
+def print_progress(level: str, message: str) -> None:
+    """A progress line of the local runner, on standard error."""
+    style = "yellow" if level == "warning" else None
+    err_console.print(message, style=style, highlight=False)
 
 
 @app.command("run")
@@ -1228,9 +1255,13 @@ def run_flow(
         Path | None,
         typer.Option(metavar="FILE", help="TOML/YAML/JSON file of the flow's parameters."),
     ] = None,
+    runner: Annotated[
+        ChainRunnerChoice,
+        typer.Option(help="prefect: the flow (embedded API); local: the same chain, no Prefect."),
+    ] = ChainRunnerChoice.prefect,
     task_runner: Annotated[
         TaskRunnerChoice,
-        typer.Option(help="default: tasks one at a time here; dask: shards over a cluster."),
+        typer.Option(help="prefect: default runs tasks one at a time; dask: shards on a cluster."),
     ] = TaskRunnerChoice.default,
     dask_address: Annotated[
         str | None,
@@ -1241,13 +1272,14 @@ def run_flow(
     ] = None,
     as_json: JsonOutput = False,
 ) -> None:
-    """Run the extract-and-train flow in this process (Prefect's embedded API, no server).
+    """Run the extract-and-train chain in this process (the flow on Prefect's embedded
+    API, or with --runner local the same chain without Prefect).
 
     The same flow as `prefect deployment run 'extract-and-train/default'` after
-    `avvp serve`; parameters mirror its --param names.
+    `avvp serve`; parameters mirror its --param names. Only what the store lacks is
+    done. Exit 1 when some inputs failed (the rest was done).
     """
-    from avvp.flows.runner import run_chain
-    from avvp.pipeline.chain import ChainConfig
+    from avvp.pipeline.chain import EXTRACT_AND_TRAIN, ChainConfig, run_local
     from avvp.pipeline.config import load_config
 
     overrides = given(
@@ -1260,11 +1292,18 @@ def run_flow(
         epochs=epochs,
     )
     chain = load_config(ChainConfig, config, overrides)
-    summary = run_chain(chain, task_runner.value, dask_address, dask_workers)
+    if runner == ChainRunnerChoice.local:
+        summary = run_local(EXTRACT_AND_TRAIN, chain, print_progress)
+    else:
+        from avvp.flows.runner import run_extract_and_train
+
+        summary = run_extract_and_train(chain, task_runner.value, dask_address, dask_workers)
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(summary.model_dump_json())
     else:
         print_chain_summary(summary)
+    if not summary.ok:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 @app.command()
@@ -1317,7 +1356,7 @@ def parse(
     ),
     store: Annotated[
         str | None,
-        typer.Option(metavar="ROOT", help="Store for the videos' features \\[default: the run's]."),
+        typer.Option(metavar="ROOT", help="The new videos' feature store \\[default: OUT/store]."),
     ] = None,
     threshold: Annotated[
         float, typer.Option(metavar="P", help="Segment and video-level threshold.")
@@ -1334,29 +1373,29 @@ def parse(
 ) -> None:
     """Parse new videos of any length with a trained run: events, videos.csv, timelines.
 
-    Extracts only the windows the store lacks, with the run's extractors. Exit 1 when
-    some files failed (the rest is parsed), 2 for usage errors.
+    Runs the parse-folder chain here: extracts, with the run's extractors, only the
+    windows its store lacks (a store of its own, OUT/store by default: never the
+    training store), then parses. Exit 1 when some files failed (the rest is parsed),
+    2 for usage errors.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from avvp.pipeline.chain import PARSE_FOLDER, ParseFolderConfig, run_local
 
-    from avvp.pipeline.parse import ParseConfig, parse_videos
-
-    config = ParseConfig(
+    params = ParseFolderConfig(
+        videos=[str(path) for path in folder],
+        run=run,
+        out=str(out),
+        store=store,
         threshold=threshold,
-        device=device,
-        weights=parse_weights(weights) if weights else {},
-        timelines=timelines,
+        config={
+            "device": device,
+            "weights": parse_weights(weights) if weights else {},
+            "timelines": timelines,
+        },
     )
-    columns = (TextColumn("extracting"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=err_console, disable=not err_console.is_terminal) as progress:
-        task = progress.add_task("parse", total=None)
-
-        def on_progress(update: Any) -> None:
-            progress.update(task, completed=update.done, total=update.total)
-
-        result = parse_videos(folder, run, out, root=store, config=config, on_progress=on_progress)
+    summary = run_local(PARSE_FOLDER, params, print_progress)
+    result = summary.parse
     if as_json:
-        typer.echo(json.dumps(result.model_dump()))
+        typer.echo(result.model_dump_json())
     else:
         table = Table(title=f"parsed into {result.out}", title_justify="left", box=box.SIMPLE_HEAD)
         for column in ("video", "status", "duration", "windows", "events", "reason"):
@@ -1379,7 +1418,7 @@ def parse(
             f"events: {counts}; {result.out}/events.csv, videos.csv, timelines/",
             highlight=False,
         )
-    if result.failed:
+    if not summary.ok:
         raise typer.Exit(EXIT_SOME_FAILED)
 
 

@@ -153,10 +153,16 @@ class SplitTensors:
         return len(self.keys)
 
 
+def split_videos(root: str, split: str) -> list[str]:
+    """The ids of a split's videos in the weak-label table, in the table's order (with
+    or without features: `split_keys` keeps those that have them)."""
+    weak = LabelStore(root).weak().read()
+    return [str(video) for video in weak.video_ids[weak.splits == split].tolist()]
+
+
 def split_keys(root: str, data: DataConfig, split: str) -> Keys:
     """The (video, window) keys of a split's videos that have all three features."""
-    weak = LabelStore(root).weak().read()
-    videos = set(weak.video_ids[weak.splits == split].tolist())
+    videos = set(split_videos(root, split))
     if not videos:
         raise ValueError(f"{root}: no video of split {split!r} in the weak-label table")
     features = FeatureStore(root)
@@ -181,10 +187,13 @@ def split_fingerprints(
     *,
     with_pseudo: bool = False,
     with_dense: bool = False,
+    keys: Keys | None = None,
 ) -> dict[str, str]:
     """Fingerprints of exactly the rows `load_split` reads for these arguments (the
-    split's videos that have all three features; see `read_fingerprints`)."""
-    video_ids = pc.unique(pa.array(split_keys(root, data, split).video_ids, pa.string()))
+    split's videos that have all three features; see `read_fingerprints`). keys: the
+    split's `split_keys`, when the caller has read them already."""
+    keys = split_keys(root, data, split) if keys is None else keys
+    video_ids = pc.unique(pa.array(keys.video_ids, pa.string()))
     return read_fingerprints(
         root, data, video_ids.to_pylist(), with_pseudo=with_pseudo, with_dense=with_dense
     )

@@ -1,12 +1,13 @@
 """`avvp demo`: the whole chain on synthetic data, offline, on a CPU in a few minutes.
 
 From clips (the default): write small synthetic video files with planted audio and
-visual events (`avvp synth clips`), extract CLIP, R(2+1)D and CLAP features with the
-tiny presets into a local store, import the clips' LLP-format labels, derive noisy
-segment pseudo-labels from the planted events (standing in for VALOR's), then train
-MM-CSE and the VALOR baseline for a few epochs and score the test split. From features
-(`source="features"`): the same chain on the feature-level synthetic mini-LLP, which
-skips decoding and extraction.
+visual events (`avvp synth clips`) and their LLP-format labels, and noisy segment
+pseudo-labels from the planted events (standing in for VALOR's); then the
+extract-and-train chain, once per parser, imports the labels, extracts CLIP, R(2+1)D
+and CLAP features with the tiny presets into a local store, trains MM-CSE and the
+VALOR baseline for a few epochs and scores the test split. From features
+(`source="features"`): the feature-level synthetic mini-LLP, on which the same chain
+has nothing to extract or import.
 
 The scores shown: "weak labels" (the trivial predictor that broadcasts each video's weak
 labels to every segment), each network at initialisation ("<name> init") and trained
@@ -28,16 +29,18 @@ import torch
 from avvp.model.factory import create_model
 from avvp.model.metrics import segment_and_event_f1
 from avvp.pipeline import tables
-from avvp.pipeline.chain import ChainConfig
+from avvp.pipeline.chain import (
+    EXTRACT_AND_TRAIN,
+    ChainConfig,
+    ExtractAndTrainSummary,
+    run_local,
+)
 from avvp.pipeline.dataset import DataConfig, load_split, resolve_device
-from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run, score_split
-from avvp.pipeline.extract import ExtractConfig, extract_videos
+from avvp.pipeline.evaluate import score_split
 from avvp.pipeline.infer import predict
 from avvp.pipeline.llp import LLPAnnotations, youtube_id
-from avvp.pipeline.llp_labels import import_llp_labels
 from avvp.pipeline.synth_clips import planted_dense_labels, write_synthetic_clips
 from avvp.pipeline.synthetic import SyntheticLLPConfig, noisy_pseudo_labels, write_synthetic_llp
-from avvp.pipeline.train import EpochReport, train
 from avvp.pipeline.train_config import ModelSize, TrainConfig
 from avvp.storage import LabelStore, Provenance
 
@@ -48,7 +51,7 @@ DEMO_CLIPS = 200
 DEMO_ACTIVE_CLASSES = 10  # fewer classes, more examples of each, in a small demo
 DemoSource = Literal["clips", "features"]
 # Epochs per model. From clips, 40 epochs stopped MM-CSE while its visual scores still
-# rose (best epoch 39, Seg-v 49); at 60 it settles (best epoch 52, Seg-v 84). The
+# rose (best epoch 40 of 40, Seg-v 49); at 60 it settles (best epoch 53, Seg-v 84). The
 # feature-level set is easy: both parsers reach Avg 95+ within 15 epochs.
 DEMO_EPOCHS: dict[str, int] = {"clips": 60, "features": 15}
 
@@ -59,6 +62,7 @@ class DemoResult:
     num_videos: dict[str, int]
     metrics: dict[str, dict[str, float]]  # predictor name -> the eleven metrics
     runs: dict[str, str]  # model name -> run folder
+    summaries: dict[str, ExtractAndTrainSummary]  # model name -> its chain's summary
 
 
 def weak_label_broadcast(weak: np.ndarray, num_segments: int) -> np.ndarray:
@@ -118,37 +122,31 @@ def write_demo_clips(root: str, n_clips: int, seed: int, say: Callable[[str], No
 
 
 def demo_chain(
-    root: str, folder: Path, model: str, train_config: TrainConfig, device: str
+    root: str, folder: Path | None, train_config: TrainConfig, device: str
 ) -> ChainConfig:
-    """The extract-and-train parameters of one demo model on the demo clips."""
-    train = train_config.model_dump(mode="json", exclude={"model", "epochs", "data"})
+    """The extract-and-train parameters of one demo model: from the clips in `folder`
+    (their labels imported, their videos extracted), or, without a folder, on the
+    synthetic features and labels already in the store."""
+    train = train_config.model_dump(mode="json", exclude={"model", "epochs"})
     return ChainConfig(
-        videos=[str(folder / "videos")],
-        labels=str(folder),
+        videos=[] if folder is None else [str(folder / "videos")],
+        labels=None if folder is None else str(folder),
         store=root,
         preset="tiny",
         pseudo_labels="synthetic",
-        model=model,
+        model=train_config.model,
         epochs=train_config.epochs,
         config={
             "extract": {"device": device},
             "train": train,
             "evaluate": {"device": device},
             "splits": ["test"],
+            "import_labels": folder is not None,
         },
     )
 
 
-def extract_clips_directly(root: str, folder: Path, device: str) -> None:
-    """The demo's extraction and label import without a flow runner."""
-    config = ExtractConfig(preset="tiny", device=device, labels=str(folder))
-    summary = extract_videos(folder / "videos", root, config)
-    if summary.failures:
-        raise ValueError(f"extraction failed for {len(summary.failures)} demo clips")
-    import_llp_labels(root, folder)
-
-
-ChainRunner = Callable[[ChainConfig], dict]
+ChainRunner = Callable[[ChainConfig], ExtractAndTrainSummary]
 
 
 def run_demo(
@@ -158,47 +156,30 @@ def run_demo(
     device: str = "auto",
     size: ModelSize = "auto",
     on_step: Callable[[str], None] | None = None,
-    on_epoch: Callable[[str, EpochReport], None] | None = None,
     source: DemoSource = "clips",
     n_clips: int = DEMO_CLIPS,
     run_chain: ChainRunner | None = None,
 ) -> DemoResult:
-    """The demo; from clips, `run_chain` (the extract-and-train flow) does the
-    extraction, labels, training and evaluation of each model when given."""
+    """The demo: synthetic data, then the extract-and-train chain once per model
+    (`run_chain`: the flow, or by default the local runner), then the baselines."""
     cfg = config or SyntheticLLPConfig()
     epochs = DEMO_EPOCHS[source] if epochs is None else epochs
     say = on_step or (lambda _: None)
+    runner = run_chain or (lambda params: run_local(EXTRACT_AND_TRAIN, params))
     folder = None
     if source == "clips":
         folder = write_demo_clips(root, n_clips, cfg.seed, say)
         data = CLIP_DATA
-        if run_chain is None:
-            say("extracting CLIP, R(2+1)D and CLAP features (tiny presets)")
-            extract_clips_directly(root, folder, device)
     else:
         say("generating the feature-level synthetic mini-LLP")
         write_synthetic_llp(root, cfg)
         data = SYNTHETIC_DATA
 
-    runs: dict[str, str] = {}
-    trained: dict[str, dict[str, float]] = {}
+    summaries: dict[str, ExtractAndTrainSummary] = {}
     for name, preset in DEMO_MODELS.items():
         train_config = demo_train_config(preset, epochs, device, size, data)
-        if run_chain is not None and folder is not None:
-            say(f"running the extract-and-train flow for {name} ({epochs} epochs)")
-            summary = run_chain(demo_chain(root, folder, preset, train_config, device))
-            runs[name] = summary["train"]["run_url"]
-            trained[name] = summary["evaluate"]["test"]["metrics"]
-            continue
-        say(f"training {name} for {epochs} epochs")
-        result = train(
-            root,
-            train_config,
-            on_epoch=(lambda report, name=name: on_epoch(name, report)) if on_epoch else None,
-        )
-        runs[name] = result.run_url
-        evaluation = evaluate_run(result.run_url, EvaluateConfig(split="test", device=device))
-        trained[name] = evaluation.metrics
+        say(f"running the extract-and-train chain for {name} ({epochs} epochs)")
+        summaries[name] = runner(demo_chain(root, folder, train_config, device))
 
     weak = LabelStore(root).weak().read()
     test = weak.splits == "test"
@@ -215,7 +196,13 @@ def run_demo(
         untrained = create_model(train_config.model_config_resolved()).to(target)
         outputs = predict(untrained, test_split.audio, test_split.visual, test_split.visual_st)
         metrics[f"{name} init"] = score_split(outputs, test_split, train_config.filter_resolved())
-        metrics[name] = trained[name]
+        metrics[name] = summaries[name].evaluate.splits["test"].metrics
 
     counts = {split: int((weak.splits == split).sum()) for split in ("train", "val", "test")}
-    return DemoResult(root=root, num_videos=counts, metrics=metrics, runs=runs)
+    return DemoResult(
+        root=root,
+        num_videos=counts,
+        metrics=metrics,
+        runs={name: summary.train.run_url for name, summary in summaries.items()},
+        summaries=summaries,
+    )

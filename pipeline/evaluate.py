@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +27,7 @@ from avvp.model.metrics import (
     binarize_predictions,
     segment_and_event_f1,
 )
+from avvp.pipeline.code_version import code_version
 from avvp.pipeline.dataset import (
     ANNOTATIONS,
     DataConfig,
@@ -34,6 +35,8 @@ from avvp.pipeline.dataset import (
     check_label_source,
     load_split,
     split_fingerprints,
+    split_keys,
+    split_videos,
 )
 from avvp.pipeline.infer import load_run, predict
 from avvp.pipeline.llp import AnnotationError, AudioAnnotations, LLPAnnotations
@@ -44,6 +47,8 @@ __all__ = [
     "METRIC_KEYS",
     "EvaluateConfig",
     "PredictionFileError",
+    "RunEvaluation",
+    "coverage_warning",
     "evaluate_prediction_file",
     "evaluate_run",
     "format_metrics_table",
@@ -54,6 +59,8 @@ __all__ = [
 PROB_KEYS: tuple[str, ...] = ("frame_prob", "global_prob", "v_prob")
 _TABLE_ROWS = (("Segment", "Seg"), ("Event", "Event"))
 _TABLE_COLUMNS = (("A", "a"), ("V", "v"), ("AV", "av"), ("Type", "type"), ("Event", "event"))
+# Ids of videos without features named in an evaluation's result and warning.
+MISSING_EXAMPLES = 5
 
 
 class PredictionFileError(ValueError):
@@ -221,6 +228,24 @@ class RunEvaluation(BaseModel):
     metrics: dict[str, float]
     run_id: str = ""
     reused: bool = False  # the same run on the same rows was scored before
+    videos_in_split: int = 0  # videos of the split in the weak-label table
+    videos_scored: int = 0  # those with features in all three tables: the ones scored
+    videos_without_features: int = 0
+    missing_examples: list[str] = Field(default_factory=list)  # first few, weak-table order
+    warning: str = ""  # empty when every video of the split was scored
+
+
+def coverage_warning(split: str, videos_in_split: int, missing: Sequence[str]) -> str:
+    """The line that says an evaluation scored only part of its split ("" if all)."""
+    if not missing:
+        return ""
+    examples = ", ".join(missing[:MISSING_EXAMPLES])
+    if len(missing) > MISSING_EXAMPLES:
+        examples += ", ..."
+    return (
+        f"scored {videos_in_split - len(missing)} of {videos_in_split} videos of the {split} "
+        f"split: {len(missing)} have no features ({examples}); extract them and evaluate again"
+    )
 
 
 @dataclass(frozen=True)
@@ -235,11 +260,27 @@ class EvaluationPlan:
     name: str  # eval-<split>-<annotations>-<rule>
     inputs: dict[str, str]  # fingerprints of the rows read
     cache_key: str
+    split: str = ""
+    videos_in_split: int = 0  # videos of the split in the weak-label table
+    missing: tuple[str, ...] = ()  # those without features, in weak-table order
+    checkpoint_sha256: str = ""
+    code_version: str = ""  # of avvp.pipeline.evaluate
+
+    def coverage(self) -> dict[str, Any]:
+        """How much of the split is scored: the coverage fields of `RunEvaluation`."""
+        return {
+            "videos_in_split": self.videos_in_split,
+            "videos_scored": self.videos_in_split - len(self.missing),
+            "videos_without_features": len(self.missing),
+            "missing_examples": list(self.missing[:MISSING_EXAMPLES]),
+            "warning": coverage_warning(self.split, self.videos_in_split, self.missing),
+        }
 
 
 def plan_evaluation(run_url: str, config: EvaluateConfig | None = None) -> EvaluationPlan:
-    """The cache key of an evaluation (run, split, annotations, filter and the
-    fingerprints of the rows it reads), found without scoring."""
+    """The cache key of an evaluation (run, checkpoint digest, split, annotations,
+    filter, the fingerprints of the rows it reads and the evaluation's code version),
+    and how many of the split's videos it scores, found without scoring."""
     config = config or EvaluateConfig()
     root, run = open_run(run_url)
     trained = TrainConfig.model_validate(run.read_json("config.json")["train"])
@@ -247,13 +288,42 @@ def plan_evaluation(run_url: str, config: EvaluateConfig | None = None) -> Evalu
     data = trained.data.model_copy(update={"annotations": annotations})
     check_label_source(root, ANNOTATIONS, annotations)
     rule = config.filter_rule or trained.filter_resolved()
-    inputs = split_fingerprints(root, data, config.split, with_dense=True)
+    videos = split_videos(root, config.split)
+    keys = split_keys(root, data, config.split)
+    inputs = split_fingerprints(root, data, config.split, with_dense=True, keys=keys)
+    scored = set(keys.video_ids.tolist())
+    checkpoint = hashlib.sha256(run.read_bytes("checkpoint.pt")).hexdigest()
+    code = code_version("avvp.pipeline.evaluate")
     key = hashlib.sha256(
-        json.dumps([run.run_id, config.split, annotations, rule, inputs], sort_keys=True).encode()
+        json.dumps(
+            [run.run_id, config.split, annotations, rule, inputs, checkpoint, code], sort_keys=True
+        ).encode()
     ).hexdigest()
     return EvaluationPlan(
-        root, run, trained, data, rule, f"eval-{config.split}-{annotations}-{rule}", inputs, key
+        root,
+        run,
+        trained,
+        data,
+        rule,
+        f"eval-{config.split}-{annotations}-{rule}",
+        inputs,
+        key,
+        split=config.split,
+        videos_in_split=len(videos),
+        missing=tuple(video for video in videos if video not in scored),
+        checkpoint_sha256=checkpoint,
+        code_version=code,
     )
+
+
+def cached_metrics(plan: EvaluationPlan) -> dict[str, float] | None:
+    """The metrics of the evaluation `plan` describes, if the run folder holds them
+    under its key (None: it must be scored)."""
+    name = f"{plan.name}.json"
+    if not plan.run.exists(name):
+        return None
+    cached = plan.run.read_json(name)
+    return cached["metrics"] if cached.get("cache_key") == plan.cache_key else None
 
 
 def evaluate_run(
@@ -261,9 +331,11 @@ def evaluate_run(
 ) -> RunEvaluation:
     """Score a trained run on a split; writes `eval-<split>-<annotations>-<rule>.json`.
 
-    The result is cached in the run folder under a key of the run, split, annotations,
-    filter and the fingerprints of the rows read: asking again reuses it until one of
-    those rows changes (or `force`).
+    The result is cached in the run folder under a key of the run, its checkpoint's
+    digest, split, annotations, filter, the fingerprints of the rows read and the
+    evaluation's code version: asking again reuses it until one of those changes (or
+    `force`). Only the split's videos with all three features are scored; the result
+    counts them (read afresh each time, cached or not) and warns when some are missing.
     """
     config = config or EvaluateConfig()
     plan = plan_evaluation(run_url, config)
@@ -275,11 +347,11 @@ def evaluate_run(
         filter_rule=plan.filter_rule,
         metrics={},
         run_id=run.run_id,
+        **plan.coverage(),
     )
-    if not force and run.exists(f"{plan.name}.json"):
-        cached = run.read_json(f"{plan.name}.json")
-        if cached.get("cache_key") == plan.cache_key:
-            return evaluation.model_copy(update={"metrics": cached["metrics"], "reused": True})
+    cached = None if force else cached_metrics(plan)
+    if cached is not None:
+        return evaluation.model_copy(update={"metrics": cached, "reused": True})
     loaded = load_run(run_url, config.device)
     tensors = load_split(plan.root, plan.data, config.split, loaded.device, with_dense=True)
     outputs = predict(
@@ -295,6 +367,13 @@ def evaluate_run(
     # Written last: a cache entry exists only for a finished evaluation.
     run.write_json(
         f"{plan.name}.json",
-        {"cache_key": plan.cache_key, "inputs": plan.inputs, "metrics": metrics},
+        {
+            "cache_key": plan.cache_key,
+            "inputs": plan.inputs,
+            "checkpoint_sha256": plan.checkpoint_sha256,
+            "code_version": plan.code_version,
+            "metrics": metrics,
+            **plan.coverage(),
+        },
     )
     return evaluation.model_copy(update={"metrics": metrics})

@@ -49,6 +49,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import time
 import weakref
@@ -67,7 +68,7 @@ from avvp.pipeline import tables
 from avvp.pipeline.dataset import resolve_device
 from avvp.pipeline.decode import DecodeError, Window, open_video
 from avvp.pipeline.llp import llp_video_ids
-from avvp.pipeline.videos import VideoInput, file_digest, find_videos
+from avvp.pipeline.videos import file_digest, find_videos
 from avvp.storage import (
     Failure,
     FailureLog,
@@ -87,6 +88,7 @@ TABLE_FOR_EXTRACTOR: dict[str, str] = {
     "clap-segments": tables.AUDIO_SEGMENT_TABLE,
 }
 DEFAULT_EXTRACTORS = ("clip", "r2plus1d", "clap")
+CONTENT_ID_HEX = 16  # 64 bits of the sha256: a collision among a store's files is unheard of
 
 ProgressStatus = Literal["skipped", "extracted", "failed"]
 
@@ -124,6 +126,11 @@ class ExtractConfig(BaseModel):
     labels: str | None = Field(
         None,
         description="LLP-format folder whose ids name LLP files (default: the vendored LLP)",
+    )
+    ids: Literal["name", "content"] = Field(
+        "name",
+        description="what a video's rows are stored under: the id of its name (DESIGN.md), "
+        "or its content digest (a parse's store: files of one name, different content)",
     )
 
     @field_validator("extractors")
@@ -325,11 +332,9 @@ def plan_extraction(
 ) -> ExtractionPlan:
     """Find the videos, decide which (video, table) pairs are missing, and shard them."""
     config = config or ExtractConfig()
-    inputs = find_videos(
-        [paths] if isinstance(paths, str | Path) else paths, llp_video_ids(config.labels)
-    )
-    unique, failures = _split_duplicate_ids(inputs)
     manifest = VideoManifest(root).read()
+    inputs = keyed_videos(paths, manifest, config)
+    unique, failures = _split_duplicate_ids(inputs)
     tasks: list[VideoTask] = []
     for video in unique:
         task, refusal = _video_task(video, manifest)
@@ -418,7 +423,10 @@ def extract_shard(
     loader = DataLoader(
         dataset,
         batch_size=None,
-        num_workers=min(config.decoding_workers(), len(shard.videos)),
+        # A daemonic process (a Dask worker) cannot start the loader's processes.
+        num_workers=0
+        if multiprocessing.current_process().daemon
+        else min(config.decoding_workers(), len(shard.videos)),
         collate_fn=_as_is,
     )
     for item in loader:
@@ -496,7 +504,7 @@ def extract_videos(
     if extractors is not None:
         config = config.model_copy(update={"extractors": [e.name for e in extractors]})
     built = list(extractors) if extractors is not None else build_extractors(config)
-    _writers(root, built, config.dtype, config.batch_size)  # refuse other settings first
+    check_extraction_settings(root, config, built)  # refuse other settings first
     plan = plan_extraction(paths, root, config)
     record_plan(plan, root)
     done = 0
@@ -531,6 +539,17 @@ def extract_videos(
     return summary
 
 
+def check_extraction_settings(
+    root: str | os.PathLike[str],
+    config: ExtractConfig,
+    extractors: Sequence[FeatureExtractor] | None = None,
+) -> None:
+    """Refuse, before any work, a table that holds rows of other settings than the
+    extractors of `config` (built ones, or built from `config`) would write."""
+    built = list(extractors) if extractors is not None else build_extractors(config)
+    _writers(root, built, config.dtype, config.batch_size)
+
+
 def _writers(
     root: str | os.PathLike[str],
     extractors: Sequence[FeatureExtractor],
@@ -548,12 +567,50 @@ def _writers(
     return writers
 
 
-def _split_duplicate_ids(videos: Sequence[VideoInput]) -> tuple[list[VideoInput], list[Failure]]:
-    """(videos whose id is given by one file, failures for ids given by several)."""
-    by_id: dict[str, list[VideoInput]] = {}
+class KeyedVideo(NamedTuple):
+    """An input file, the id it is known by, and the id its rows are stored under."""
+
+    path: Path
+    video_id: str  # the id of its name (videos.py)
+    key: str  # video_id, or the content id when the store keys videos by content
+    digest: str | None  # "sha256:<hex>" when already known
+
+
+def content_id(digest: str) -> str:
+    """The id a file's rows are stored under in a store keyed by content."""
+    return digest.removeprefix("sha256:")[:CONTENT_ID_HEX]
+
+
+def keyed_videos(
+    paths: Iterable[str | Path] | str | Path,
+    manifest: Mapping[str, VideoRecord],
+    config: ExtractConfig,
+) -> list[KeyedVideo]:
+    """The video files of `paths` (`find_videos`) with their ids and stored ids. Keyed by
+    content, a file's digest is read from the manifest when its path, size and
+    modification time match a record, and computed otherwise."""
+    found = find_videos(
+        [paths] if isinstance(paths, str | Path) else paths, llp_video_ids(config.labels)
+    )
+    if config.ids == "name":
+        return [KeyedVideo(video.path, video.video_id, video.video_id, None) for video in found]
+    known = {(r.path, r.size, r.mtime_ns): r.digest for r in manifest.values()}
+    keyed = []
+    for video in found:
+        stat = video.path.stat()
+        digest = known.get((str(video.path), stat.st_size, stat.st_mtime_ns))
+        digest = digest or file_digest(video.path)
+        keyed.append(KeyedVideo(video.path, video.video_id, content_id(digest), digest))
+    return keyed
+
+
+def _split_duplicate_ids(videos: Sequence[KeyedVideo]) -> tuple[list[KeyedVideo], list[Failure]]:
+    """(videos whose stored id is given by one file, failures for ids given by several).
+    Files of one content, in a store keyed by content, are one video: the first is kept."""
+    by_id: dict[str, list[KeyedVideo]] = {}
     for video in videos:
-        by_id.setdefault(video.video_id, []).append(video)
-    unique = [group[0] for group in by_id.values() if len(group) == 1]
+        by_id.setdefault(video.key, []).append(video)
+    unique = [group[0] for group in by_id.values() if len(group) == 1 or group[0].digest]
     failures = [
         Failure(
             video_id,
@@ -563,34 +620,34 @@ def _split_duplicate_ids(videos: Sequence[VideoInput]) -> tuple[list[VideoInput]
             "leave out all but one of these files",
         )
         for video_id, group in by_id.items()
-        if len(group) > 1
+        if len(group) > 1 and not group[0].digest
         for video in group
     ]
     return unique, failures
 
 
 def _video_task(
-    video: VideoInput, manifest: Mapping[str, VideoRecord]
+    video: KeyedVideo, manifest: Mapping[str, VideoRecord]
 ) -> tuple[VideoTask | None, Failure | None]:
     """The video's task, or why it is refused: another file's content holds its id."""
     stat = video.path.stat()
-    known = manifest.get(video.video_id)
+    known = manifest.get(video.key)
     unchanged = (
         known is not None
         and known.path == str(video.path)
         and (known.size, known.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
     )
-    digest = known.digest if unchanged else file_digest(video.path)
+    digest = video.digest or (known.digest if unchanged and known else file_digest(video.path))
     if known is not None and known.digest != digest:
         return None, Failure(
-            video.video_id,
+            video.key,
             str(video.path),
-            f"video id {video.video_id!r} is already stored for {known.path}, whose content "
+            f"video id {video.key!r} is already stored for {known.path}, whose content "
             f"differs from {video.path}; rename this file, or extract it into another store",
             f"stored {known.digest}, this file {digest}",
         )
     task = VideoTask(
-        video_id=video.video_id,
+        video_id=video.key,
         path=str(video.path),
         size=stat.st_size,
         mtime_ns=stat.st_mtime_ns,

@@ -9,6 +9,10 @@ any directory holding files of the same names and format):
 - AVVP_eval_audio.csv, AVVP_eval_visual.csv: `filename  onset  offset  event_labels`,
   integer seconds; an event covers segments onset..offset-1.
 
+A filename listed twice with different labels, in one weak-label file or in two of
+them (a split file and the full file), is an error naming both lines: which labels are
+meant cannot be guessed. Listed twice with the same labels, it counts once.
+
 Dense rows are matched to videos by exact filename, as the official evaluation does.
 Rows that match no val/test video, or whose onset is not before their offset, cover
 nothing there; they are kept out the same way here and reported in one warning. That is
@@ -27,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
@@ -74,6 +78,15 @@ class IgnoredRow:
     reason: str
 
 
+class _WeakRow(NamedTuple):
+    """One row of a weak-label file."""
+
+    line: int
+    filename: str
+    class_indices: list[int]
+    event_labels: str  # as written in the file
+
+
 @dataclass(frozen=True, eq=False)
 class _DenseEvents:
     """One dense annotation file, one entry per (row, class)."""
@@ -95,7 +108,7 @@ def llp_video_ids(source: str | Path | None = None) -> frozenset[str]:
 @functools.lru_cache(maxsize=8)
 def _llp_video_ids(source: str | None) -> frozenset[str]:
     full = _source_folder(source) / SPLIT_FILES["full"]
-    return frozenset(youtube_id(filename) for _, filename, _ in _read_weak(full))
+    return frozenset(youtube_id(row.filename) for row in _read_weak(full))
 
 
 def youtube_id(filename: str) -> str:
@@ -147,15 +160,13 @@ class LLPAnnotations:
                 f"unknown audio annotations {audio!r}: use one of {', '.join(AUDIO_FILES)}"
             )
         folder = _source_folder(source)
-        weak_files = {split: list(_read_weak(folder / name)) for split, name in SPLIT_FILES.items()}
+        weak_files = _read_weak_files(folder)
         full_file = str(folder / SPLIT_FILES["full"])
         weak_rows = weak_files["full"]
         weak_matrix = np.zeros((len(weak_rows), NUM_CLASSES), dtype=np.uint8)
-        for row, (_, _, class_indices) in enumerate(weak_rows):
-            weak_matrix[row, class_indices] = 1
-        splits = {
-            split: tuple(filename for _, filename, _ in rows) for split, rows in weak_files.items()
-        }
+        for row, weak_row in enumerate(weak_rows):
+            weak_matrix[row, weak_row.class_indices] = 1
+        splits = {split: tuple(row.filename for row in rows) for split, rows in weak_files.items()}
         annotated = frozenset(name for split in DENSELY_ANNOTATED_SPLITS for name in splits[split])
         dense = (
             _read_dense(folder / AUDIO_FILES[audio]),
@@ -168,11 +179,10 @@ class LLPAnnotations:
             audio=audio,
             splits=splits,
             ignored_rows=ignored,
-            _weak_row={filename: row for row, (_, filename, _) in enumerate(weak_rows)},
+            _weak_row={weak_row.filename: row for row, weak_row in enumerate(weak_rows)},
             _weak_matrix=weak_matrix,
             _filename_of_id={
-                _youtube_id_at(full_file, line, filename): filename
-                for line, filename, _ in weak_rows
+                _youtube_id_at(full_file, row.line, row.filename): row.filename for row in weak_rows
             },
             _annotated=annotated,
             _dense=dense,
@@ -293,10 +303,51 @@ def _class_indices(file: str, line: int, event_labels: str) -> list[int]:
     return [CLASS_INDEX[name] for name in names]
 
 
-def _read_weak(resource: Traversable) -> Iterator[tuple[int, str, list[int]]]:
-    """(line, filename, class indices) of each row of a weak-label file."""
+def _read_weak(resource: Traversable) -> Iterator[_WeakRow]:
+    """Each row of a weak-label file."""
     for line, (filename, event_labels) in _read_rows(resource, _WEAK_HEADER):
-        yield line, filename, _class_indices(str(resource), line, event_labels)
+        yield _WeakRow(
+            line, filename, _class_indices(str(resource), line, event_labels), event_labels
+        )
+
+
+def _read_weak_files(folder: Traversable) -> dict[str, list[_WeakRow]]:
+    """The rows of the four weak-label files per split, each filename once per file.
+
+    A filename listed again with the same labels (in any order) is dropped; listed with
+    other labels, in the same file or in another of the four, it is an AnnotationError
+    naming both files and lines.
+    """
+    first: dict[str, tuple[str, _WeakRow]] = {}  # filename -> where it was first listed
+    weak_files: dict[str, list[_WeakRow]] = {}
+    for split, name in SPLIT_FILES.items():
+        file = str(folder / name)
+        rows: dict[str, _WeakRow] = {}
+        for row in _read_weak(folder / name):
+            if row.filename in first:
+                _check_same_labels(*first[row.filename], file, row)
+            else:
+                first[row.filename] = (file, row)
+            rows.setdefault(row.filename, row)
+        weak_files[split] = list(rows.values())
+    return weak_files
+
+
+def _check_same_labels(file: str, row: _WeakRow, other_file: str, other: _WeakRow) -> None:
+    if set(row.class_indices) == set(other.class_indices):
+        return
+    if file == other_file:
+        where = (
+            f"{file}: {row.filename!r} is listed on line {row.line} with {row.event_labels} "
+            f"and on line {other.line} with {other.event_labels}"
+        )
+    else:
+        where = (
+            f"{row.filename!r} is listed in {file} on line {row.line} with "
+            f"{row.event_labels} and in {other_file} on line {other.line} with "
+            f"{other.event_labels}"
+        )
+    raise AnnotationError(f"{where}; keep one")
 
 
 def _youtube_id_at(file: str, line: int, filename: str) -> str:

@@ -1,13 +1,14 @@
 """Parsing new videos of any length with a trained run: events with their times.
 
-`parse_videos(paths, run_url, out)` is the stage (the `avvp parse` command and the
-`parse-folder` flow run the same steps):
+The `parse-folder` chain (`avvp.pipeline.chain`; the `avvp parse` command and the
+`parse-folder` flow) runs these steps:
 
 1. `parse_extract_config`: the extractors, preset and weights the run's features were
    made with, read from the provenance of the feature tables it was trained on. A store
    whose rows come from other settings is refused, naming both.
-2. Extraction of the windows the store lacks (`extract_videos`: streaming windows,
-   batched extractors, failures recorded per file).
+2. Extraction of the windows the parse's store lacks, into a store of the parse's own
+   (never the training store), where each file's rows are keyed by its content: files
+   of one name in two folders, or a file replaced by another of its name, never clash.
 3. `parse_stored`: the model on every 10-s window of every video that is now stored,
    in chunks of whole videos so memory stays flat with the folder's size; per window
    the run's own protocol (threshold, video-level filter); then per video the windows'
@@ -24,12 +25,15 @@ Written to `out`, each file under a temporary name first:
   (audio, visual, audio-visual), `class`, `onset_s`, `offset_s`, `score`;
 - `videos.csv`: one row per input file: `path`, `video_id`, `status` (ok, failed),
   `reason`, `duration_s`, `windows`, `has_audio`;
-- `timelines/<video_id>.png`: the audio and visual events over the video's time.
+- `timelines/<video_id>.png`: the audio and visual events over the video's time (two
+  files of one id, from two folders, get the start of their content id appended).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import hashlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +51,15 @@ from avvp.pipeline.extract import (
     STAGE,
     TABLE_FOR_EXTRACTOR,
     ExtractConfig,
-    ExtractProgress,
+    KeyedVideo,
     build_extractors,
-    extract_videos,
     feature_provenance,
+    keyed_videos,
 )
-from avvp.pipeline.infer import LoadedRun, load_run, predict_loaded
-from avvp.pipeline.llp import llp_video_ids
+from avvp.pipeline.infer import LoadedRun, predict_loaded
 from avvp.pipeline.plots import MODALITIES, TimelineEvent, atomic_write, plot_timeline
-from avvp.pipeline.videos import find_videos
-from avvp.storage import FeatureStore, Keys
+from avvp.pipeline.train_config import TrainConfig
+from avvp.storage import FeatureStore, Keys, open_run
 from avvp.storage.failures import FailureLog
 from avvp.storage.videos import VideoManifest
 
@@ -109,6 +112,7 @@ class ParsedVideo(BaseModel):
 
     path: str
     video_id: str
+    key: str = ""  # the content id its rows are stored under in the parse's store
     status: str  # ok | failed
     reason: str = ""
     duration_s: float | None = None
@@ -125,7 +129,6 @@ class ParseResult(BaseModel):
     videos: list[ParsedVideo]
     events: dict[str, int]  # modality -> events
     files: list[str]  # written, relative to `out`
-    extracted: int = 0  # videos whose windows were extracted by this parse
 
     @property
     def failed(self) -> list[ParsedVideo]:
@@ -179,27 +182,36 @@ def parse_extract_config(loaded: LoadedRun, config: ParseConfig) -> ExtractConfi
     return extract
 
 
-def parse_videos(
-    paths: Sequence[str | Path],
-    run_url: str,
-    out: str | Path,
-    *,
-    root: str | None = None,
-    config: ParseConfig | None = None,
-    on_progress: Callable[[ExtractProgress], None] | None = None,
-) -> ParseResult:
-    """Extract what the store lacks, then parse every input file (module docstring).
+def parse_keyed_videos(
+    paths: Sequence[str | Path], root: str, config: ParseConfig
+) -> list[KeyedVideo]:
+    """The files of `paths`, each with its id and the content id its rows are stored
+    under in the parse's store."""
+    keying = ExtractConfig(labels=config.labels, ids="content")
+    return keyed_videos(paths, VideoManifest(root).read(), keying)
 
-    root: the store for the videos' features (default: the run's own store).
-    """
-    config = config or ParseConfig()
-    loaded = load_run(run_url, config.device)
-    root = root or loaded.root
-    extract = parse_extract_config(loaded, config)
-    summary = extract_videos(paths, root, extract, on_progress=on_progress)
-    result = parse_stored(paths, loaded, root, out, config)
-    result.extracted = summary.videos_extracted
-    return result
+
+def parse_inputs(
+    paths: Sequence[str | Path], run_url: str, root: str, config: ParseConfig
+) -> dict[str, object]:
+    """What `parse_stored` reads, as digests: the run's checkpoint, the files and their
+    content ids, the fingerprints of their stored rows and their recorded failures."""
+    _, run = open_run(run_url)
+    data = TrainConfig.model_validate(run.read_json("config.json")["train"]).data
+    videos = parse_keyed_videos(paths, root, config)
+    keys = sorted({video.key for video in videos})
+    store = FeatureStore(root)
+    failing = FailureLog(root).read(STAGE).to_pydict()
+    reasons = dict(zip(failing["path"], failing["reason"], strict=True))
+    return {
+        "checkpoint": hashlib.sha256(run.read_bytes("checkpoint.pt")).hexdigest(),
+        "files": [(str(video.path), video.video_id, video.key) for video in videos],
+        "rows": {
+            table: store.table(table).fingerprint(keys)
+            for table in (data.audio_table, data.visual_table, data.visual_st_table)
+        },
+        "failures": {str(video.path): reasons.get(str(video.path), "") for video in videos},
+    }
 
 
 def parse_stored(
@@ -209,28 +221,29 @@ def parse_stored(
     out: str | Path,
     config: ParseConfig | None = None,
 ) -> ParseResult:
-    """Parse the input files whose windows are stored; every other file is a failed row
-    with the reason the extraction recorded. Ids are found as extraction found them
+    """Parse the input files whose windows are stored in the parse's store `root`
+    (keyed by content, as its extraction keyed them); every other file is a failed row
+    with the reason the extraction recorded. Each row shows the file's own id
     (`config.labels` names LLP files)."""
     config = config or ParseConfig()
-    inputs = find_videos(paths, llp_video_ids(config.labels))
+    inputs = parse_keyed_videos(paths, root, config)
     manifest = VideoManifest(root).read()
     failing = FailureLog(root).read(STAGE).to_pydict()
     reasons = dict(zip(failing["path"], failing["reason"], strict=True))
     # One store for the whole parse, so each table's key index is built once.
     store = FeatureStore(root)
-    stored = _stored_windows(store, loaded, [video.video_id for video in inputs])
+    stored = _stored_windows(store, loaded, sorted({video.key for video in inputs}))
     rows: list[ParsedVideo] = []
     for video in inputs:
-        record = manifest.get(video.video_id)
-        windows = stored.get(video.video_id, 0)
-        # A file failing now failed; else its id's windows are stored, and planning
-        # checked that the content stored under the id is this file's.
+        record = manifest.get(video.key)
+        windows = stored.get(video.key, 0)
+        # A file failing now failed; else its content's windows are stored.
         if str(video.path) not in reasons and record is not None and windows == record.windows:
             rows.append(
                 ParsedVideo(
                     path=str(video.path),
                     video_id=video.video_id,
+                    key=video.key,
                     status="ok",
                     duration_s=record.duration,
                     windows=windows,
@@ -241,7 +254,11 @@ def parse_stored(
             reason = reasons.get(str(video.path), "its windows are not in the store")
             rows.append(
                 ParsedVideo(
-                    path=str(video.path), video_id=video.video_id, status="failed", reason=reason
+                    path=str(video.path),
+                    video_id=video.video_id,
+                    key=video.key,
+                    status="failed",
+                    reason=reason,
                 )
             )
 
@@ -249,21 +266,29 @@ def parse_stored(
     out.mkdir(parents=True, exist_ok=True)
     events: list[dict[str, object]] = []
     files = []
-    by_id = {row.video_id: row for row in rows if row.status == "ok"}
-    for video_id, video_events in _video_events(loaded, store, list(by_id), config):
-        row = by_id[video_id]
-        if row.duration_s is not None:  # a last, partial segment ends with the video
-            for event in video_events:
-                event["offset_s"] = min(event["offset_s"], row.duration_s)
-        row.events = len(video_events)
-        events += [{"video_id": video_id, "path": row.path, **event} for event in video_events]
-        if config.timelines:
-            files.append(_timeline(out, row, video_events))
+    by_key: dict[str, list[ParsedVideo]] = {}
+    for row in rows:
+        if row.status == "ok":
+            by_key.setdefault(row.key, []).append(row)
+    names = Counter(row.video_id for row in rows)
+    for key, key_events in _video_events(loaded, store, list(by_key), config):
+        for row in by_key[key]:
+            video_events = [dict(event) for event in key_events]
+            if row.duration_s is not None:  # a last, partial segment ends with the video
+                for event in video_events:
+                    event["offset_s"] = min(event["offset_s"], row.duration_s)
+            row.events = len(video_events)
+            events += [
+                {"video_id": row.video_id, "path": row.path, **event} for event in video_events
+            ]
+            if config.timelines:
+                name = row.video_id if names[row.video_id] == 1 else f"{row.video_id}-{key[:8]}"
+                files.append(_timeline(out, row, name, video_events))
     table = pa.Table.from_pylist(events, schema=EVENT_SCHEMA)
     atomic_write(out / "events.parquet", lambda path: pq.write_table(table, path))
     atomic_write(out / "events.csv", lambda path: pacsv.write_csv(table, path))
     videos = pa.Table.from_pylist(
-        [row.model_dump(exclude={"events"}) for row in rows], schema=VIDEO_SCHEMA
+        [row.model_dump(exclude={"events", "key"}) for row in rows], schema=VIDEO_SCHEMA
     )
     atomic_write(out / "videos.csv", lambda path: pacsv.write_csv(videos, path))
     counts = {modality: sum(e["modality"] == modality for e in events) for modality in MODALITIES}
@@ -374,9 +399,11 @@ def video_events(
     return events
 
 
-def _timeline(out: Path, video: ParsedVideo, events: list[dict[str, object]]) -> str:
+def _timeline(
+    out: Path, video: ParsedVideo, file_name: str, events: list[dict[str, object]]
+) -> str:
     duration = video.duration_s or video.windows * SEGMENTS_PER_WINDOW * SEGMENT_SECONDS
-    name = f"timelines/{video.video_id}.png"
+    name = f"timelines/{file_name}.png"
     (out / name).parent.mkdir(parents=True, exist_ok=True)
     plot_timeline(
         out / name,

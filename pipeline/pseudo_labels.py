@@ -16,7 +16,10 @@ embeddings, the dense oracle, and the score of any source against dense annotati
   for any pseudo-label source and the pseudo-labels of synthetic data.
 - `score_label_source`: the eleven AVVP metrics of a source itself on one split.
 
-Every writer skips rows already stored, so a rerun writes nothing new.
+Labels are content: every writer replaces the stored rows whose labels changed (an
+edited planted_events.csv, or edited weak labels that restrict the generated labels),
+skips identical ones, and says how many rows were new, replaced and unchanged; a rerun
+on the same inputs writes nothing.
 """
 
 from __future__ import annotations
@@ -117,16 +120,19 @@ class GenerateConfig(BaseModel):
 class GenerateResult(BaseModel):
     """What one `generate_pseudo_labels` call did.
 
-    Counts are of videos; each video is in exactly one of labelled, already labelled,
-    without weak labels or missing embeddings. `input_fingerprints` digest exactly the
-    rows read to label the videos of this call.
+    Video counts: each video is in exactly one of labelled, without weak labels or
+    missing embeddings. Every labelled video is labelled again on each call; its windows
+    are new (`windows_written`), changed since the stored labels (`windows_replaced`,
+    e.g. after its weak labels were edited) or the same (`windows_unchanged`).
+    `input_fingerprints` digest exactly the rows read to label the videos of this call.
     """
 
     source: str  # read it back with pseudo_labels=<source>
     table: str  # labels/<table>
     videos_labelled: int
     windows_written: int
-    videos_already_labelled: int
+    windows_replaced: int
+    windows_unchanged: int
     videos_without_weak_labels: int
     videos_missing_embeddings: int  # absent from one of the two tables, or fewer windows there
     text_cache_used: bool  # both prompt sets read from the store, no text tower run
@@ -139,8 +145,9 @@ class DenseResult(BaseModel):
     source: str
     origin: str  # "planted-events" or the dense table copied, e.g. "dense-corrected"
     videos: int
-    windows_written: int
-    windows_already_stored: int
+    windows_written: int  # new windows
+    windows_replaced: int  # stored windows whose labels changed
+    windows_already_stored: int  # stored windows with the same labels
 
 
 class LabelScore(BaseModel):
@@ -350,9 +357,11 @@ def generate_pseudo_labels(
     downloading weights. Their weights must be those of the stored embeddings.
 
     Only videos with weak labels and with the same windows in both embedding tables are
-    labelled, every window of them; videos already in the output table are left alone.
-    Segments past a window's `valid_segments` stay 0, and so do the audio labels of a
-    video without an audio track (its CLAP rows embed silence).
+    labelled, every window of them, also videos already in the output table: their
+    labels depend on their weak labels, which may have been edited since, so changed
+    windows replace the stored ones and identical ones are left as they are. Segments
+    past a window's `valid_segments` stay 0, and so do the audio labels of a video
+    without an audio track (its CLAP rows embed silence).
     """
     config = config or GenerateConfig()
     root = str(root)
@@ -390,12 +399,9 @@ def generate_pseudo_labels(
         for video_id in with_weak
         if video_id in visual_windows and visual_windows[video_id] == audio_windows.get(video_id)
     ]
-    stored = set(output.video_ids()) if output.provenance is not None else set()
-    todo = [video_id for video_id in complete if video_id not in stored]
-
-    windows_written = 0
-    for start in range(0, len(todo), VIDEOS_PER_BATCH):
-        batch = todo[start : start + VIDEOS_PER_BATCH]
+    windows = {"written": 0, "replaced": 0, "unchanged": 0}
+    for start in range(0, len(complete), VIDEOS_PER_BATCH):
+        batch = complete[start : start + VIDEOS_PER_BATCH]
         visual = visual_table.read_videos(batch)
         audio = audio_table.read_videos(batch)
         row_of_video = {video_id: row for row, video_id in enumerate(batch)}
@@ -417,18 +423,21 @@ def generate_pseudo_labels(
         result = output.write(
             visual.keys.video_ids, visual.keys.windows, audio_labels, visual_labels, provenance
         )
-        windows_written += result.written
+        windows["written"] += result.written
+        windows["replaced"] += result.replaced
+        windows["unchanged"] += result.skipped
 
     return GenerateResult(
         source=source,
         table=name,
-        videos_labelled=len(todo),
-        windows_written=windows_written,
-        videos_already_labelled=len(complete) - len(todo),
+        videos_labelled=len(complete),
+        windows_written=windows["written"],
+        windows_replaced=windows["replaced"],
+        windows_unchanged=windows["unchanged"],
         videos_without_weak_labels=len(candidates) - len(with_weak),
         videos_missing_embeddings=len(with_weak) - len(complete),
         text_cache_used=visual_prompts.cached and audio_prompts.cached,
-        input_fingerprints={label: read.fingerprint(todo) for label, read in inputs.items()},
+        input_fingerprints={label: read.fingerprint(complete) for label, read in inputs.items()},
     )
 
 
@@ -442,9 +451,10 @@ def _generated_provenance(
     """What the generated table's rows come from.
 
     A table accepts writes of one provenance only, and later calls add the rows of
-    newly extracted videos, so the inputs are recorded by the fingerprints of their
-    provenance (`fingerprint([])`: settings, no rows), which stay fixed while rows are
-    added. The fingerprints of the rows each call read are in its `GenerateResult`.
+    newly extracted videos (and replace rows whose labels changed), so the inputs are
+    recorded by the fingerprints of their provenance (`fingerprint([])`: settings, no
+    rows), which stay fixed while rows are added or replaced. The fingerprints of the
+    rows each call read are in its `GenerateResult`.
     """
 
     def tower(extractor: FeatureExtractor, scale: float, prompts: Sequence[str]) -> dict:
@@ -527,7 +537,8 @@ def write_dense_source(
     When `labels_dir` holds `planted_events.csv` (written by `avvp synth clips`), the
     planted events of every clip in it, train clips included, every window of each;
     otherwise a copy of the stored `dense-<annotations>` rows (LLP's val and test).
-    The provenance's `origin` says which.
+    The provenance's `origin` says which. Windows whose labels changed since they were
+    stored (an edited planted_events.csv) replace the stored ones.
     """
     root = str(root)
     labels = LabelStore(root)
@@ -554,6 +565,7 @@ def write_dense_source(
         origin=origin,
         videos=len(set(keys.video_ids.tolist())),
         windows_written=result.written,
+        windows_replaced=result.replaced,
         windows_already_stored=result.skipped,
     )
 

@@ -20,8 +20,11 @@ Rules every import shares:
   `SkippedFile` each) and skipped; the rest is imported.
 - Every imported row is window 0 of its video (a released LLP clip is one 10-s window)
   with all 10 segments valid.
-- Ids already stored are not read again: importing twice does no work. Rows are
-  written in parts of bounded size, so memory does not grow with the release.
+- Features are keyed: ids already stored are not read again, so importing twice does
+  no work. Labels are content: every label file is read again (they are small), and a
+  video whose labels changed has its stored row replaced; identical rows are left
+  alone. Rows are written in parts of bounded size, so memory does not grow with the
+  release.
 - An archive is checked as a whole before anything is read: an entry whose name is
   absolute, climbs out with `..`, or is a symbolic link makes the whole archive refused
   (`UnsafeArchiveError`) and nothing is written. Members are read from the zip in
@@ -29,7 +32,9 @@ Rules every import shares:
 
 Labels of one modality wait in a `staged-<source>-<modality>` label table until the
 other modality of the same video arrives; then the video's row is written to the
-source's `segment-<source>` table, which is the one training reads.
+source's `segment-<source>` table, which is the one training reads. Every import joins
+all videos staged in both modalities again, so a changed file of either modality
+replaces the video's row there.
 """
 
 from __future__ import annotations
@@ -52,9 +57,9 @@ from avvp.contract import NUM_CLASSES, SEGMENTS_PER_WINDOW
 from avvp.pipeline import tables
 from avvp.pipeline.download import Downloaded, checked_sha256, download
 from avvp.pipeline.llp import llp_video_ids
-from avvp.pipeline.llp_labels import import_llp_labels
+from avvp.pipeline.llp_labels import LLPLabelsResult, import_llp_labels
 from avvp.pipeline.videos import file_digest
-from avvp.storage import FeatureStore, Keys, LabelStore, Provenance
+from avvp.storage import FeatureStore, Keys, LabelStore, Provenance, WriteResult
 from avvp.storage.table import TensorTable
 
 RELEASE_VERSION = "1"
@@ -116,21 +121,30 @@ class SkippedFile(BaseModel):
 
 
 class ImportResult(BaseModel):
-    """One import into one table (JSON-serialisable)."""
+    """One import into one table (JSON-serialisable).
+
+    Features: `imported` new videos, `already_stored` videos not read again. Labels:
+    `imported` new videos, `replaced` stored videos whose labels changed,
+    `already_stored` stored videos with the same labels.
+    """
 
     table: str
     imported: int = 0
+    replaced: int = 0
     already_stored: int = 0
     skipped: list[SkippedFile] = Field(default_factory=list)
 
 
 class LabelImportResult(BaseModel):
-    """Labels of one source: rows written to `segment-<source>`, and videos whose other
-    modality has not been imported yet."""
+    """Labels of one source: rows of `segment-<source>` written (new videos), replaced
+    (labels changed) and unchanged, and videos whose other modality has not been
+    imported yet."""
 
     source: str
     staged: list[ImportResult]
     videos_written: int
+    videos_replaced: int = 0
+    videos_unchanged: int = 0
     waiting: dict[str, int]  # modality still missing -> videos waiting for it
 
     @property
@@ -145,7 +159,7 @@ class FetchResult(BaseModel):
     downloads: list[dict[str, object]]
     features: list[ImportResult]
     labels: LabelImportResult
-    labels_written: dict[str, int]  # LLP weak labels and dense annotations
+    llp_labels: LLPLabelsResult  # LLP weak labels and dense annotations, per table
     missing_tables: list[str]  # tables `avvp train` needs that the release does not give
 
     @property
@@ -488,54 +502,68 @@ def stage_label_entries(
     known_ids: frozenset[str],
     provenance: Provenance,
 ) -> ImportResult:
-    """Check and stage one modality's label files (see the module docstring)."""
+    """Check and stage one modality's label files (see the module docstring).
+
+    Every file is read: labels are content, so a stored video whose file changed has its
+    staged row replaced, and an unchanged one is counted as already stored.
+    """
     table = staged_table(root, source, modality)
     result = ImportResult(table=f"{STAGED_PREFIX}{source}-{modality}")
-    done = set(table.video_ids())
-    done |= set(LabelStore(root).segments(tables.pseudo_label_table(source)).video_ids())
+    seen: set[str] = set()
     ids: list[str] = []
     arrays: list[np.ndarray] = []
     for item in _known(entries, known_ids):
         if isinstance(item, SkippedFile):
             result.skipped.append(item)
-        elif item.video_id in done:
-            result.already_stored += 1
-        else:
-            try:
-                arrays.append(read_checked(item, LABEL_SHAPE, "labels").astype(np.uint8))
-            except _Unusable as problem:
-                result.skipped.append(SkippedFile(name=item.name, reason=str(problem)))
-                continue
-            ids.append(item.video_id)
-            done.add(item.video_id)
+            continue
+        if item.video_id in seen:
+            result.skipped.append(
+                SkippedFile(
+                    name=item.name,
+                    reason=f"another file of id {item.video_id!r} was imported instead",
+                )
+            )
+            continue
+        try:
+            arrays.append(read_checked(item, LABEL_SHAPE, "labels").astype(np.uint8))
+        except _Unusable as problem:
+            result.skipped.append(SkippedFile(name=item.name, reason=str(problem)))
+            continue
+        ids.append(item.video_id)
+        seen.add(item.video_id)
     if ids:
         # Labels are small (250 bytes a video): one part for the whole folder.
-        table.write(
+        written = table.write(
             Keys.of(ids),
             tensors={"labels": np.stack(arrays)},
             scalars={},
             # The table fills in dtype and shape (uint8, 10 x 25) from the stacked labels.
             provenance=provenance,
+            replace=True,
         )
-        result.imported = len(ids)
+        result.imported, result.replaced = written.written, written.replaced
+        result.already_stored = written.skipped
     return result
 
 
 def join_staged_labels(
     root: str | os.PathLike[str], source: str, provenance: Provenance
-) -> tuple[int, dict[str, int]]:
-    """Write `segment-<source>` rows for videos staged in both modalities.
+) -> tuple[WriteResult, dict[str, int]]:
+    """Write the `segment-<source>` rows of every video staged in both modalities.
 
-    Returns (videos written, {missing modality: videos waiting for it}).
+    Rows whose staged labels changed replace the stored ones; identical rows are
+    skipped. Returns (the write's counts, in videos: written new, replaced, skipped as
+    unchanged; {missing modality: videos waiting for it}).
     """
     audio, visual = (staged_table(root, source, m) for m in ("audio", "visual"))
     staged = {"audio": set(audio.video_ids()), "visual": set(visual.video_ids())}
     target = LabelStore(root).segments(tables.pseudo_label_table(source))
-    written = set(target.video_ids())
-    ready = sorted((staged["audio"] & staged["visual"]) - written)
+    joined = set(target.video_ids())
+    ready = sorted(staged["audio"] & staged["visual"])
+    result = WriteResult(0, 0, None)
     if ready:
         keys = Keys.of(ready)
-        target.write(
+        result = target.write(
             ready,
             np.zeros(len(ready), np.int32),
             audio.read(keys, ["labels"])["labels"],
@@ -543,10 +571,23 @@ def join_staged_labels(
             provenance,
         )
     waiting = {
-        "visual": len(staged["audio"] - staged["visual"] - written),
-        "audio": len(staged["visual"] - staged["audio"] - written),
+        "visual": len(staged["audio"] - staged["visual"] - joined),
+        "audio": len(staged["visual"] - staged["audio"] - joined),
     }
-    return len(ready), {modality: count for modality, count in waiting.items() if count}
+    return result, {modality: count for modality, count in waiting.items() if count}
+
+
+def _label_import_result(
+    source: str, staged: list[ImportResult], joined: WriteResult, waiting: dict[str, int]
+) -> LabelImportResult:
+    return LabelImportResult(
+        source=source,
+        staged=staged,
+        videos_written=joined.written,
+        videos_replaced=joined.replaced,
+        videos_unchanged=joined.skipped,
+        waiting=waiting,
+    )
 
 
 def import_pseudo_labels(
@@ -577,10 +618,8 @@ def import_pseudo_labels(
         stage_label_entries(root, config.source, modality, folder_entries(path), known, provenance)
         for modality, path in parts
     ]
-    written, waiting = join_staged_labels(root, config.source, provenance)
-    return LabelImportResult(
-        source=config.source, staged=staged, videos_written=written, waiting=waiting
-    )
+    joined, waiting = join_staged_labels(root, config.source, provenance)
+    return _label_import_result(config.source, staged, joined, waiting)
 
 
 # ---- VALOR's release ---------------------------------------------------------------
@@ -643,15 +682,14 @@ def fetch_valor(
                 f"VALOR's release is one CLIP archive and one CLAP archive; got "
                 f"{', '.join(f'{a.path.name} ({a.preset})' for a in archives)}"
             )
-        labels_written = import_llp_labels(str(root), config.labels)
+        llp_labels = import_llp_labels(str(root), config.labels)
         known = llp_video_ids(config.labels)
         features = []
         staged = []
-        label_provenance = Provenance(
-            source="valor-release",
-            version=RELEASE_VERSION,
-            extras={a.modality: a.digest for a in archives},
-        )
+        # Labels are content: the archives' digests are not part of the labels'
+        # provenance (a table holds one provenance), so a release whose label files
+        # changed replaces the changed rows; the digests are in the result's `archives`.
+        label_provenance = Provenance(source="valor-release", version=RELEASE_VERSION)
         for archive in sorted(archives, key=lambda a: a.preset != "valor-clip"):
             if config.features:
                 features.append(
@@ -668,7 +706,7 @@ def fetch_valor(
                     root, VALOR_SOURCE, archive.modality, archive.labels, known, label_provenance
                 )
             )
-        written, waiting = join_staged_labels(root, VALOR_SOURCE, label_provenance)
+        joined, waiting = join_staged_labels(root, VALOR_SOURCE, label_provenance)
     store_tables = set(FeatureStore(root).table_names())
     # Imported here: the dataset module loads torch, which nothing else here needs.
     from avvp.pipeline.dataset import DataConfig
@@ -682,10 +720,8 @@ def fetch_valor(
             for d in downloads
         ],
         features=features,
-        labels=LabelImportResult(
-            source=VALOR_SOURCE, staged=staged, videos_written=written, waiting=waiting
-        ),
-        labels_written=labels_written,
+        labels=_label_import_result(VALOR_SOURCE, staged, joined, waiting),
+        llp_labels=llp_labels,
         missing_tables=[name for name in needed if name not in store_tables],
     )
 

@@ -553,6 +553,18 @@ def metrics_table_html(evaluation: RunEvaluation) -> str:
     return "\n".join(lines)
 
 
+def coverage_html(evaluation: RunEvaluation) -> str:
+    """The line under a split's metrics table: how many of its videos were scored."""
+    split = html.escape(evaluation.split)
+    line = (
+        f"<p class='coverage' id='coverage-{split}'>scored {evaluation.videos_scored} of "
+        f"{evaluation.videos_in_split} videos of the {split} split</p>"
+    )
+    if evaluation.warning:
+        line += f"\n<p class='note'>{html.escape(evaluation.warning)}</p>"
+    return line
+
+
 def _metric_cell(metrics: dict[str, float], key: str, extra: str = "") -> str:
     return f"<td data-metric='{key}'{extra}>{metrics[key]:.2f}</td>"
 
@@ -588,7 +600,8 @@ def report_html(
             "event-level F-scores for audio, visual and audio-visual events, their mean "
             "(Type@AV) and the pooled Event@AV; Avg is the mean of the ten.</p>"
         )
-        parts += [metrics_table_html(evaluation) for evaluation in evaluations.values()]
+        for evaluation in evaluations.values():
+            parts += [metrics_table_html(evaluation), coverage_html(evaluation)]
     else:
         parts.append("<p class='note'>No split was evaluated.</p>")
     parts.append(f"<h2>Figures ({escape(config.figure_split)} split)</h2>")
@@ -657,7 +670,7 @@ def _summary_table(loaded: LoadedRun, resolved: dict[str, Any], summary: dict[st
     if summary:
         metric = summary.get("selection_metric", "?")
         value = summary.get("val", {}).get(metric)
-        chosen = f"epoch {summary.get('best_epoch')}"
+        chosen = f"epoch {summary.get('best_epoch')} of {trained.epochs}"
         if value is not None:
             chosen += f" (val {metric} {value:.2f})"
         rows.append(("checkpoint", chosen))

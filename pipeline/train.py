@@ -6,7 +6,8 @@ Python loops building targets. Model selection is on validation segment-level
 Type@AV, as in the official code.
 
 Progress: `on_estimate` gets, during the first epoch, the run's expected length timed
-on its first batches; `on_epoch` gets each epoch's loss, validation metrics and time;
+on its first batches; `on_epoch` gets each epoch's loss, validation metrics and time
+(epochs are numbered from 1 everywhere: reports, `best_epoch`, history.json);
 `on_note` gets choices made for the caller (a label source picked because the store
 holds only that one).
 """
@@ -27,6 +28,7 @@ from pydantic import BaseModel, Field
 from avvp import __version__
 from avvp.model.factory import create_model, needs_aux, training_loss
 from avvp.pipeline.checkpoints import checkpoint_bytes
+from avvp.pipeline.code_version import code_version
 from avvp.pipeline.dataset import (
     autocast,
     load_split,
@@ -37,7 +39,7 @@ from avvp.pipeline.dataset import (
 from avvp.pipeline.evaluate import score_split
 from avvp.pipeline.infer import predict
 from avvp.pipeline.train_config import OptimConfig, TrainConfig
-from avvp.storage import RunStore
+from avvp.storage import RunDir, RunStore
 
 SELECTION_METRIC = "Seg-type"
 # Batches of the first epoch timed for the run's estimate (after one warm-up batch).
@@ -75,6 +77,10 @@ def learning_rate_factor(optim: OptimConfig, epochs: int) -> Callable[[int], flo
 
 @dataclass
 class EpochReport:
+    """One finished epoch. `epoch` is its number counted from 1 (1..epochs), the
+    numbering of `TrainResult.best_epoch`, metrics.json's `best_epoch`, history.json,
+    the checkpoint's `epoch` and every progress line."""
+
     epoch: int
     loss: float
     lr: float
@@ -97,7 +103,7 @@ class TrainResult(BaseModel):
 
     run_url: str
     run_id: str
-    best_epoch: int
+    best_epoch: int  # counted from 1, as EpochReport.epoch
     best_val: dict[str, float]
     history: list[EpochReport] = Field(default_factory=list)
     reused: bool = False
@@ -105,23 +111,35 @@ class TrainResult(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+# A finished run's own files; metrics.json is written last.
+RUN_FILES = ("config.json", "checkpoint.pt", "metrics.json")
+
+
+def is_finished(run: RunDir) -> bool:
+    """The run folder holds a finished run (a deleted file makes it train again)."""
+    return all(run.exists(name) for name in RUN_FILES)
+
+
 def run_id_for(config: TrainConfig, inputs: dict[str, Any]) -> str:
-    """Same config and same rows read -> same run id, so a rerun does no work twice.
-    The device is left out: where a run trains does not change what it is."""
+    """Same config, same rows read and same training code (`run_inputs` holds both) ->
+    same run id, so a rerun does no work twice. The device is left out: where a run
+    trains does not change what it is."""
     settings = config.model_dump_json(exclude={"device"})
     digest = hashlib.sha256((settings + json.dumps(inputs, sort_keys=True)).encode()).hexdigest()
     return f"{config.model}-{digest[:12]}"
 
 
-def run_inputs(root: str, config: TrainConfig) -> dict[str, dict[str, str]]:
+def run_inputs(root: str, config: TrainConfig) -> dict[str, Any]:
     """Fingerprints of exactly the rows a run reads (`config` resolved): the train
     split's features, weak and pseudo-labels, and the validation split's features,
-    weak labels and dense annotations. A row added or changed there makes a new run;
+    weak labels and dense annotations; and under "code" the version of the training
+    code. A row added or changed there, or changed training code, makes a new run;
     rows of other videos (the test split, say) do not."""
     data = config.data
     return {
         data.train_split: split_fingerprints(root, data, data.train_split, with_pseudo=True),
         data.val_split: split_fingerprints(root, data, data.val_split, with_dense=True),
+        "code": code_version("avvp.pipeline.train"),
     }
 
 
@@ -160,7 +178,7 @@ def train(
     inputs = run_inputs(root, config)
     run_id = run_id_for(config, inputs)
     run = RunStore(root).run(run_id)
-    if run.exists("metrics.json") and not force:
+    if is_finished(run) and not force:
         summary = run.read_json("metrics.json")
         return TrainResult(
             run_url=run.url,
@@ -195,14 +213,14 @@ def train(
     )
     # Validation windows in training-batch equivalents, for the estimate.
     validation_batches = _FORWARD_SHARE * len(val_split) / config.batch_size
-    for epoch in range(config.epochs):
+    for epoch in range(1, config.epochs + 1):
         epoch_started = time.perf_counter()
         model.train()
         order = torch.randperm(len(train_split), generator=generator).to(device)
         # Summed on the device: a .item() per step would stall the GPU every step.
         total, batches = torch.zeros((), device=device), 0
         for start in range(0, len(order), config.batch_size):
-            if epoch == 0:
+            if epoch == 1:
                 timer.before_batch(batches)
             rows = order[start : start + config.batch_size]
             with autocast(device, config.amp):
@@ -227,7 +245,7 @@ def train(
             optimizer.step()
             total += loss.total.detach()
             batches += 1
-            estimate = timer.after_batch(batches, validation_batches) if epoch == 0 else None
+            estimate = timer.after_batch(batches, validation_batches) if epoch == 1 else None
             if estimate is not None and on_estimate is not None:
                 on_estimate(estimate)
         lr = optimizer.param_groups[0]["lr"]

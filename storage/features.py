@@ -44,7 +44,8 @@ class FeatureTable(TableView):
         has_audio: ArrayLike,
         provenance: Provenance,
     ) -> WriteResult:
-        """Store the windows not stored yet as one new part (see `TensorTable.write`)."""
+        """Store the windows not stored yet as one new part (see `TensorTable.write`);
+        windows already stored are skipped, whatever their values (features are keyed)."""
         keys = Keys.of(video_ids, windows)
         valid = np.asarray(valid_segments)
         if valid.size and (valid.min() < 1 or valid.max() > SEGMENTS_PER_WINDOW):

@@ -9,6 +9,11 @@
 Label tables keep a provenance like feature tables (source name, version, ...); its
 dtype and shape describe every tensor column of the table. Layout and crash safety are
 those of `avvp.storage.table`.
+
+Labels are content, not keys: a write replaces the stored rows whose labels (or split)
+changed, skips identical ones and adds new keys (`TensorTable.write(replace=True)`), so
+an edited label file imported again changes exactly the rows it changes. Its
+`WriteResult` counts them: `written` new, `replaced` changed, `skipped` unchanged.
 """
 
 from __future__ import annotations
@@ -60,12 +65,14 @@ class WeakLabelTable(TableView):
         splits: Iterable[str],
         provenance: Provenance,
     ) -> WriteResult:
+        """Store each video's labels and split; changed rows replace the stored ones."""
         keys = Keys.of(video_ids)
         return self.table.write(
             keys,
             tensors={"labels": labels},
             scalars={"split": pa.array(list(splits), pa.string())},
             provenance=replace_dtype(provenance, "uint8"),
+            replace=True,
         )
 
     def read(self, video_ids: Iterable[str] | None = None) -> WeakLabels:
@@ -86,11 +93,13 @@ class SegmentLabelTable(TableView):
         visual: ArrayLike,
         provenance: Provenance,
     ) -> WriteResult:
+        """Store each window's labels; changed rows replace the stored ones."""
         return self.table.write(
             Keys.of(video_ids, windows),
             tensors={"audio": audio, "visual": visual},
             scalars={},
             provenance=replace_dtype(provenance, "uint8"),
+            replace=True,
         )
 
     def read(self, keys: Keys | Iterable[tuple[str, int]]) -> SegmentLabels:

@@ -20,10 +20,16 @@ Crash safety: a part is written under a `.tmp-` name in its table folder and ren
 to `part-...` once complete; readers list only `part-*.parquet`, so they never see a
 half part. Temporary leftovers are removed by `cleanup` (and by `compact`).
 
-Duplicates: a write skips keys already stored and refuses a call that repeats a key.
-Should a key still appear in two parts (a compaction interrupted after writing the
-merged part but before deleting its inputs, or two writers racing), readers keep the
-row of the first part in name order, so no key is ever seen twice.
+Duplicates: a write refuses a call that repeats a key, and by default skips keys already
+stored. With `replace=True` (labels are content) a stored key whose new row differs
+(its row hash) is written again in the new part; identical rows are skipped. A key may
+thus sit in several parts (also after a compaction interrupted between writing the
+merged part and deleting its inputs, or two writers racing): readers see the row of
+the newest part, the last in name order (names sort by time), so no key is ever seen
+twice and a replaced row is what every reader gets. A merged part takes the place of
+the newest part it merges (it carries that part's time): while its inputs remain, each
+key still resolves to the same row, and a write begun after the compaction listed the
+parts stays newer than the merge.
 
 Fingerprints: every row carries `row_hash`, a 16-byte BLAKE2b digest of its key and of
 every other column's value, computed when it is written. A table's fingerprint digests
@@ -180,9 +186,10 @@ def list_tables(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
 
 
 class WriteResult(NamedTuple):
-    written: int
-    skipped: int
-    part: str | None  # the new part's file name, None when every row was already stored
+    written: int  # rows of keys not stored before
+    skipped: int  # rows not written: identical to the stored row (or, without replace, stored)
+    part: str | None  # the new part's file name, None when no row was written
+    replaced: int = 0  # rows of stored keys written again because their content changed
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,7 +206,7 @@ class _Part:
 
 @dataclass(frozen=True, eq=False)
 class _Index:
-    """All parts' keys and row groups, concatenated in part-name order."""
+    """All parts' keys and row groups, concatenated in part-name order (oldest first)."""
 
     parts: tuple[_Part, ...]
     part_starts: np.ndarray  # first row of each part, then the row count
@@ -209,7 +216,9 @@ class _Index:
     video_ids: pa.Array
     windows: np.ndarray
     joined: pa.Array
-    visible: np.ndarray  # True on the first occurrence of each key
+    visible: np.ndarray  # True on the last (newest) occurrence of each key
+    visible_rows: np.ndarray  # positions of the visible rows, ascending
+    visible_joined: pa.Array  # joined keys of the visible rows, each key once
     row_hashes: np.ndarray  # (rows, ROW_HASH_BYTES) uint8
 
     @classmethod
@@ -226,6 +235,11 @@ class _Index:
             [part.row_hashes for part in parts] + [np.zeros((0, ROW_HASH_BYTES), np.uint8)]
         )
         joined = _joined(video_ids, windows)
+        # The newest occurrence is the first one counted from the end.
+        count = len(joined)
+        newest_first = joined.take(pa.array(np.arange(count - 1, -1, -1)))
+        visible = (_positions_in(newest_first, newest_first) == np.arange(count))[::-1].copy()
+        visible_rows = np.flatnonzero(visible)
         return cls(
             parts=tuple(parts),
             part_starts=part_starts,
@@ -235,12 +249,22 @@ class _Index:
             video_ids=video_ids,
             windows=windows,
             joined=joined,
-            visible=_positions_in(joined, joined) == np.arange(len(joined)),
+            visible=visible,
+            visible_rows=visible_rows,
+            visible_joined=joined.take(pa.array(visible_rows)),
             row_hashes=row_hashes,
         )
 
     def rows_of(self, keys: Keys) -> np.ndarray:
-        return _positions_in(keys.joined(), self.joined)
+        """The visible (newest) row of each key, -1 where the key is not stored."""
+        return self.rows_of_joined(keys.joined())
+
+    def rows_of_joined(self, joined: pa.Array) -> np.ndarray:
+        found = _positions_in(joined, self.visible_joined)
+        rows = np.full(len(found), -1, np.int64)
+        hit = found >= 0
+        rows[hit] = self.visible_rows[found[hit]]
+        return rows
 
     def visible_keys(self) -> Keys:
         ids = self.video_ids.filter(pa.array(self.visible))
@@ -370,8 +394,14 @@ class TensorTable:
         tensors: Mapping[str, ArrayLike],
         scalars: Mapping[str, pa.Array],
         provenance: Provenance,
+        *,
+        replace: bool = False,
     ) -> WriteResult:
         """Append the rows whose keys are not stored yet as one new part.
+
+        replace: also write again the rows of stored keys whose content differs from the
+        stored (visible) row, so that readers see the new content; rows identical to the
+        stored ones are skipped either way. Without it every stored key is skipped.
 
         Tensor arrays are (N, *shape); `provenance.dtype`/`shape` fill in from the first
         tensor when None. Arrays are cast to that dtype: floats may narrow, integer values
@@ -397,27 +427,28 @@ class TensorTable:
         index = self._index()
         if index.parts:
             self._check_provenance(index.parts[0].provenance, provenance)
-        new = _positions_in(joined, index.joined) < 0
-        written = int(new.sum())
-        if not written:
-            return WriteResult(0, count, None)
+        stored_rows = index.rows_of_joined(joined)
+        new = stored_rows < 0
+        changed = np.zeros(count, bool)
+        hashes = None
+        if replace and not new.all():
+            # Every incoming row's hash, compared with the stored row's.
+            hashes = _row_hash_array(pa.table(_columns(keys, arrays, scalars, None)))
+            stored = ~new
+            changed[stored] = (
+                index.row_hashes[stored_rows[stored]] != _hash_bytes(hashes)[stored]
+            ).any(axis=1)
+        take = new | changed
+        written, replaced = int(new.sum()), int(changed.sum())
+        if not take.any():
+            return WriteResult(0, count, None, 0)
 
-        everything = written == count
-        columns = {
-            "video_id": pa.array(keys.video_ids[new], pa.string()),
-            "window": pa.array(keys.windows[new], pa.int32()),
-            **{
-                name: pa.FixedShapeTensorArray.from_numpy_ndarray(
-                    array if everything else array[new]
-                )
-                for name, array in arrays.items()
-            },
-            **{
-                name: column if everything else column.filter(pa.array(new))
-                for name, column in scalars.items()
-            },
-        }
-        table = pa.table({**columns, ROW_HASH_COLUMN: _row_hash_array(pa.table(columns))})
+        columns = _columns(keys, arrays, scalars, None if take.all() else take)
+        if hashes is None:
+            hashes = _row_hash_array(pa.table(columns))
+        elif not take.all():
+            hashes = hashes.filter(pa.array(take))
+        table = pa.table({**columns, ROW_HASH_COLUMN: hashes})
         table = table.replace_schema_metadata({PROVENANCE_KEY: provenance.to_json()})
         if index.parts and not _same_columns(table.schema, index.parts[0].schema):
             raise StoreError(
@@ -433,7 +464,7 @@ class TensorTable:
                 **_write_options(table.schema),
             )
         )
-        return WriteResult(written, count - written, part)
+        return WriteResult(written, count - written - replaced, part, replaced)
 
     def _complete(self, provenance: Provenance, tensors: Mapping[str, ArrayLike]) -> Provenance:
         first = np.asarray(next(iter(tensors.values())))
@@ -475,11 +506,16 @@ class TensorTable:
                 f"{self.url} to rebuild it with the new settings."
             )
 
-    def write_part(self, write_to: Callable[[str], None]) -> str:
-        """Run `write_to(temporary path)`, then publish the file as a new part."""
+    def write_part(self, write_to: Callable[[str], None], *, time_ns: int | None = None) -> str:
+        """Run `write_to(temporary path)`, then publish the file as a new part.
+
+        The part's name starts with `time_ns` (default: now), which orders it among the
+        table's parts.
+        """
         token = uuid.uuid4().hex
         temporary = f"{self.path}/{TEMP_PREFIX}{token}{PART_SUFFIX}"
-        name = f"{PART_PREFIX}{time.time_ns():020d}-{token[:12]}{PART_SUFFIX}"
+        stamp = time.time_ns() if time_ns is None else time_ns
+        name = f"{PART_PREFIX}{stamp:020d}-{token[:12]}{PART_SUFFIX}"
         self.fs.makedirs(self.path, exist_ok=True)
         try:
             write_to(temporary)
@@ -495,8 +531,11 @@ class TensorTable:
     def compact(self) -> int:
         """Merge all parts into one; returns how many parts were merged (0: nothing to do).
 
-        The merged part is published before its inputs are deleted; if deleting stops
-        half-way, readers keep seeing each key once (see the module docstring).
+        The merged part holds the visible (newest) row of each key and takes the place
+        of the newest input: it carries that part's time, so it sorts after every other
+        input and before any part written meanwhile. It is published before its inputs
+        are deleted; if deleting stops half-way, readers keep seeing each key once, with
+        the same row as before (see the module docstring).
         """
         self.cleanup()
         index = self._index()
@@ -521,7 +560,7 @@ class TensorTable:
                             row_group_size=_rows_per_group(schema),
                         )
 
-        self.write_part(merge)
+        self.write_part(merge, time_ns=_part_time(index.parts[-1].name))
         for part in index.parts:
             self.fs.rm(f"{self.path}/{part.name}")
         return len(index.parts)
@@ -622,6 +661,35 @@ class TableView:
     def fingerprint(self, video_ids: Iterable[str] | None = None) -> str:
         """Digest of the provenance and the rows of `video_ids` (default: all rows)."""
         return self.table.fingerprint(video_ids)
+
+
+def _part_time(name: str) -> int | None:
+    """The time a part's name starts with (None for a name not made by `write_part`)."""
+    stamp = name[len(PART_PREFIX) :].split("-", 1)[0]
+    return int(stamp) if stamp.isdigit() else None
+
+
+def _columns(
+    keys: Keys,
+    arrays: Mapping[str, np.ndarray],
+    scalars: Mapping[str, pa.Array],
+    rows: np.ndarray | None,
+) -> dict[str, pa.Array]:
+    """The Arrow columns of a write, of the rows where `rows` is True (None: all)."""
+    if rows is None:
+        return {
+            "video_id": pa.array(keys.video_ids, pa.string()),
+            "window": pa.array(keys.windows, pa.int32()),
+            **{n: pa.FixedShapeTensorArray.from_numpy_ndarray(a) for n, a in arrays.items()},
+            **scalars,
+        }
+    mask = pa.array(rows)
+    return {
+        "video_id": pa.array(keys.video_ids[rows], pa.string()),
+        "window": pa.array(keys.windows[rows], pa.int32()),
+        **{n: pa.FixedShapeTensorArray.from_numpy_ndarray(a[rows]) for n, a in arrays.items()},
+        **{n: column.filter(mask) for n, column in scalars.items()},
+    }
 
 
 def _row_hash_array(table: pa.Table) -> pa.FixedSizeBinaryArray:

@@ -35,8 +35,8 @@ def clips_demo(tmp_path_factory: pytest.TempPathFactory):
     """The demo exactly as `avvp demo` runs it on a CPU (200 clips, 60 epochs, tiny
     sizes, through the extract-and-train flow): (store root, DemoResult). Shared by the
     demo, parse and report tests, which only read it."""
-    from avvp.flows.runner import run_chain
+    from avvp.flows.runner import run_extract_and_train
     from avvp.pipeline.demo import run_demo
 
     root = tmp_path_factory.mktemp("demo")
-    return root, run_demo(str(root), device="cpu", run_chain=run_chain)
+    return root, run_demo(str(root), device="cpu", run_chain=run_extract_and_train)

@@ -422,15 +422,18 @@ def test_training_off_a_terminal_prints_its_estimate_and_one_line_per_epoch(
     assert lines.index(estimate[0]) < lines.index(epochs[0])
 
 
+def trained_run(store: str) -> dict:
+    """`avvp train --json` of one tiny epoch on `store`."""
+    result = runner.invoke(
+        app, ["train", "--store", store, "--epochs", "1", *TINY_TRAINING, "--json"]
+    )
+    return json.loads(result.stdout)
+
+
 def test_evaluate_with_annotations_the_store_lacks_lists_the_ones_it_holds(
     single_source_store: str,
 ) -> None:
-    summary = json.loads(
-        runner.invoke(
-            app,
-            ["train", "--store", single_source_store, "--epochs", "1", *TINY_TRAINING, "--json"],
-        ).stdout
-    )
+    summary = trained_run(single_source_store)
     code, output = invoke("evaluate", summary["run"], "--annotations", "published")
     assert code == 2
     assert "no dense annotation set 'published'" in output and "it holds 'synthetic'" in output
@@ -439,6 +442,25 @@ def test_evaluate_with_annotations_the_store_lacks_lists_the_ones_it_holds(
     assert scored["reused"] is False
     again = invoke_json("evaluate", summary["run"], "--device", "cpu", "--json")
     assert again["reused"] is True and again["metrics"] == scored["metrics"]
+    assert (scored["videos_in_split"], scored["videos_scored"], scored["warning"]) == (8, 8, "")
+
+
+def test_evaluate_warns_when_videos_of_the_split_have_no_features(
+    single_source_store: str,
+) -> None:
+    summary = trained_run(single_source_store)
+    weak = LabelStore(single_source_store).weak()
+    weak.write(["nofeat0001"], np.zeros((1, 25), np.uint8), ["test"], weak.provenance)
+    result = runner.invoke(app, ["evaluate", summary["run"], "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)
+    assert (scored["videos_in_split"], scored["videos_scored"]) == (9, 8)
+    assert scored["videos_without_features"] == 1
+    assert scored["missing_examples"] == ["nofeat0001"]
+    warning = "warning: scored 8 of 9 videos of the test split: 1 have no features (nofeat0001)"
+    assert warning in " ".join(result.stderr.split()), result.stderr
+    code, output = invoke("evaluate", summary["run"], "--device", "cpu")
+    assert code == 0 and "scored 8 of 9 videos of the test split" in output, output
 
 
 def test_infer_features_output_is_scored_by_evaluate_predictions(

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from avvp.pipeline.chain import read_summaries
 from avvp.pipeline.demo import DEMO_CLIPS, run_demo
 from avvp.pipeline.evaluate import METRIC_KEYS
 from avvp.pipeline.synthetic import SyntheticLLPConfig
@@ -39,8 +38,10 @@ def test_the_demo_from_clips_extracts_trains_and_scores_every_predictor(clips_de
     assert tables == {"clip-vit-l-14", "r2plus1d-18", "clap-htsat-fusion"}
     assert (root / "clips" / "videos" / "synclip0200.mp4").is_file()
     # Through the flow: each parser's run published a summary, the second extracted nothing.
-    first, second = read_summaries(str(root), "extract-and-train")
-    assert first["extraction"]["videos_extracted"] and second["extraction"]["shards"] == 0
+    first, second = result.summaries.values()
+    assert first.extract.videos_extracted == DEMO_CLIPS and first.ok
+    assert second.outcome("extract").status == "stored"
+    assert all(Path(summary.summary_file).is_file() for summary in (first, second))
 
 
 @pytest.mark.slow
@@ -58,12 +59,12 @@ def test_both_trained_parsers_beat_the_weak_label_baseline_on_all_eleven_metrics
 
 @pytest.mark.slow
 def test_the_flow_writes_each_demo_runs_report_with_its_figures(clips_demo) -> None:
-    root, result = clips_demo
-    for summary in read_summaries(str(root), "extract-and-train"):
-        report = summary["report"]
-        html = Path(report["html"])
+    _, result = clips_demo
+    for summary in result.summaries.values():
+        html = Path(summary.train.run_url, summary.report.html)
         assert html.stat().st_size > 10_000
-        figures = [html.parent.parent / name for name in report["figures"]]
+        figures = [Path(summary.train.run_url, name) for name in summary.report.files]
+        figures = [path for path in figures if path.suffix == ".png"]
         assert any("timeline" in path.name for path in figures)
         for path in figures:
             assert path.stat().st_size > 5_000 and path.read_bytes()[:4] == b"\x89PNG"

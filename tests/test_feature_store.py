@@ -118,6 +118,20 @@ def test_second_write_of_stored_keys_is_skipped_not_duplicated(tmp_path):
     )
 
 
+def test_a_feature_table_skips_stored_keys_even_with_other_values(tmp_path):
+    table = FeatureStore(tmp_path).table("clip")
+    batch = rows(6)
+    write(table, batch)
+    fingerprint = table.fingerprint()
+    changed = {**batch, "features": batch["features"] + 1}
+
+    result = write(table, changed)
+
+    assert result == (0, 6, None, 0)
+    np.testing.assert_array_equal(table.read(table.keys()), batch["features"])
+    assert table.fingerprint() == fingerprint and len(table.table.part_names()) == 1
+
+
 def test_write_repeating_a_key_in_one_call_is_refused(tmp_path):
     table = FeatureStore(tmp_path).table("clip")
     batch = rows(4)

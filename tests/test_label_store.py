@@ -124,3 +124,100 @@ def test_store_info_lists_feature_and_label_tables_with_counts(tmp_path):
         "weak": ("labels", 4, 4, [CLASSES], "uint8"),
     }
     assert tables["clip"]["provenance"]["weights"] == "openai"
+
+
+def test_a_changed_label_row_replaces_the_stored_one_for_readers(tmp_path):
+    store = LabelStore(tmp_path)
+    weak = store.weak()
+    video_ids, labels, splits = weak_rows(6)
+    weak.write(video_ids, labels, splits, Provenance("llp", "1"))
+    edited, edited_splits = labels.copy(), list(splits)
+    edited[2] = 1 - edited[2]
+    edited_splits[4] = "train" if splits[4] != "train" else "val"
+
+    result = weak.write(
+        [*video_ids, "new"],
+        np.vstack([edited, labels[:1]]),
+        [*edited_splits, "test"],
+        Provenance("llp", "1"),
+    )
+
+    assert (result.written, result.replaced, result.skipped) == (1, 2, 4)
+    got = weak.read([*video_ids, "new"])
+    np.testing.assert_array_equal(got.labels, np.vstack([edited, labels[:1]]))
+    assert got.splits.tolist() == [*edited_splits, "test"]
+    assert sorted(weak.keys().video_ids.tolist()) == sorted([*video_ids, "new"])
+    assert len(weak.table.part_names()) == 2
+
+    segments = store.segments("segment-dense")
+    rows = segment_rows(3)
+    segments.write(**rows, provenance=Provenance("dense", "1"))
+    rows["visual"][1, 4, 7] = 1 - rows["visual"][1, 4, 7]
+    again = segments.write(**rows, provenance=Provenance("dense", "1"))
+    assert (again.written, again.replaced, again.skipped) == (0, 1, 2)
+    np.testing.assert_array_equal(segments.read_videos(rows["video_ids"]).visual, rows["visual"])
+
+
+def test_label_fingerprint_changes_with_a_changed_row_and_not_with_an_identical_write(tmp_path):
+    weak = LabelStore(tmp_path).weak()
+    video_ids, labels, splits = weak_rows(5)
+    weak.write(video_ids, labels, splits, Provenance("llp", "1"))
+    before, before_others = weak.fingerprint(), weak.fingerprint(video_ids[:3])
+
+    same = weak.write(video_ids, labels, splits, Provenance("llp", "1"))
+
+    assert (same.written, same.replaced, same.skipped, same.part) == (0, 0, 5, None)
+    assert weak.fingerprint() == before
+    labels[3, 0] = 1 - labels[3, 0]
+    weak.write(video_ids, labels, splits, Provenance("llp", "1"))
+    assert weak.fingerprint() != before
+    assert weak.fingerprint(video_ids[:3]) == before_others
+    labels[3, 0] = 1 - labels[3, 0]  # back to the first labels: back to the first digest
+    weak.write(video_ids, labels, splits, Provenance("llp", "1"))
+    assert weak.fingerprint() == before
+
+
+def test_compaction_keeps_the_newest_row_of_a_replaced_key(tmp_path):
+    weak = LabelStore(tmp_path).weak()
+    video_ids, labels, splits = weak_rows(4)
+    weak.write(video_ids, labels, splits, Provenance("llp", "1"))
+    edited = labels.copy()
+    edited[1] = 1 - edited[1]
+    weak.write(video_ids, edited, splits, Provenance("llp", "1"))
+    weak.write(["later"], labels[:1], ["test"], Provenance("llp", "1"))
+    fingerprint = weak.fingerprint()
+
+    merged = weak.table.compact()
+
+    assert merged == 3 and len(weak.table.part_names()) == 1
+    np.testing.assert_array_equal(weak.read(video_ids).labels, edited)
+    assert weak.fingerprint() == fingerprint
+    assert len(weak.keys()) == 5
+
+
+def test_interrupted_compaction_still_shows_the_replaced_row(tmp_path, monkeypatch):
+    weak = LabelStore(tmp_path).weak()
+    video_ids, labels, splits = weak_rows(4)
+    weak.write(video_ids, labels, splits, Provenance("llp", "1"))
+    edited = labels.copy()
+    edited[2] = 1 - edited[2]
+    weak.write(video_ids, edited, splits, Provenance("llp", "1"))
+    fingerprint = weak.fingerprint()
+    fs = weak.table.fs
+    real_rm = fs.rm
+
+    def crash(path, *args, **kwargs):
+        raise OSError("simulated crash before deleting the merged inputs")
+
+    monkeypatch.setattr(fs, "rm", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        weak.table.compact()
+    monkeypatch.setattr(fs, "rm", real_rm)
+
+    assert len(weak.table.part_names()) == 3  # the merged part beside both inputs
+    np.testing.assert_array_equal(weak.read(video_ids).labels, edited)
+    assert weak.fingerprint() == fingerprint and len(weak.keys()) == 4
+    labels_again = edited.copy()
+    labels_again[0] = 1 - labels_again[0]
+    weak.write(video_ids, labels_again, splits, Provenance("llp", "1"))
+    np.testing.assert_array_equal(weak.read(video_ids).labels, labels_again)

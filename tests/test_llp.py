@@ -199,3 +199,57 @@ def test_wrong_header_and_missing_file_are_named(tmp_path: Path) -> None:
         LLPAnnotations.load(tmp_path)
     with pytest.raises(AnnotationError, match=r"AVVP_eval_audio\.published\.csv is missing"):
         LLPAnnotations.load(tmp_path, audio="published")
+
+
+def test_a_filename_listed_twice_with_other_labels_names_the_file_and_both_lines(
+    tmp_path: Path,
+) -> None:
+    write_llp_folder(tmp_path)
+    (tmp_path / SPLIT_FILES["train"]).write_text(
+        WEAK_HEADER + "trainvideo1_0_10\tDog\nother000001_0_10\tCat\nthird000001_0_10\tCat\n"
+        "trainvideo1_0_10\tSpeech,Dog\n"
+    )
+    with pytest.raises(
+        AnnotationError,
+        match=r"AVVP_train\.csv: 'trainvideo1_0_10' is listed on line 2 with Dog and on line 5 "
+        r"with Speech,Dog; keep one",
+    ):
+        LLPAnnotations.load(tmp_path)
+
+
+def test_a_split_file_and_the_full_file_disagreeing_on_labels_is_an_error_naming_both(
+    tmp_path: Path,
+) -> None:
+    write_llp_folder(tmp_path)
+    (tmp_path / SPLIT_FILES["full"]).write_text(
+        WEAK_HEADER + "trainvideo1_0_10\tDog\nvalvideo001_0_10\tSpeech\ntestvideo01_5_15\tCat\n"
+    )
+    with pytest.raises(AnnotationError) as raised:
+        LLPAnnotations.load(tmp_path)
+    message = str(raised.value)
+    assert "'valvideo001_0_10' is listed in" in message
+    assert f"{SPLIT_FILES['val']} on line 2 with Speech,Dog" in message
+    assert f"{SPLIT_FILES['full']} on line 3 with Speech; keep one" in message
+
+
+def test_a_filename_repeated_with_the_same_labels_loads_and_counts_once(tmp_path: Path) -> None:
+    write_llp_folder(tmp_path)
+    (tmp_path / SPLIT_FILES["val"]).write_text(
+        WEAK_HEADER + "valvideo001_0_10\tSpeech,Dog\nvalvideo001_0_10\tDog,Speech\n"
+    )
+    full = (tmp_path / SPLIT_FILES["full"]).read_text()
+    (tmp_path / SPLIT_FILES["full"]).write_text(full + "valvideo001_0_10\tSpeech,Dog\n")
+
+    llp = LLPAnnotations.load(tmp_path)
+
+    assert llp.split("val") == ["valvideo001_0_10"]
+    assert llp.split("full") == ["trainvideo1_0_10", "valvideo001_0_10", "testvideo01_5_15"]
+    labels = llp.weak_labels(["valvideo001_0_10"])[0]
+    assert np.flatnonzero(labels).tolist() == sorted([CLASS_INDEX["Speech"], CLASS_INDEX["Dog"]])
+
+
+def test_the_vendored_weak_label_files_list_no_filename_with_two_label_sets(
+    corrected: LLPAnnotations,
+) -> None:
+    # The load checks every filename of the four weak-label files against the others.
+    assert len(set(corrected.split("full"))) == len(corrected.split("full")) == 11_849

@@ -15,9 +15,10 @@ from support import SAMPLES
 from typer.testing import CliRunner
 
 from avvp.model.classes import CLASS_INDEX, LLP_CLASSES
+from avvp.pipeline.chain import PARSE_FOLDER, ParseFolderConfig, ParseFolderSummary, run_local
 from avvp.pipeline.cli import app
 from avvp.pipeline.llp import LLPAnnotations
-from avvp.pipeline.parse import ParseConfig, parse_videos, video_events
+from avvp.pipeline.parse import video_events
 from avvp.pipeline.synth_clips import (
     PLANTED_EVENTS_FILE,
     PlantedEvent,
@@ -27,7 +28,20 @@ from avvp.pipeline.synth_clips import (
 )
 
 K = len(LLP_CLASSES)
-ON_CPU = ParseConfig(device="cpu")
+
+
+def parse(
+    paths: list[Path], run: str, out: Path, store: Path | None = None, **config: object
+) -> ParseFolderSummary:
+    """The parse-folder chain here, as `avvp parse` runs it."""
+    params = ParseFolderConfig(
+        videos=[str(path) for path in paths],
+        run=run,
+        out=str(out),
+        store=None if store is None else str(store),
+        config={"device": "cpu", **config},
+    )
+    return run_local(PARSE_FOLDER, params)
 
 
 def encode_audio_only(path: Path, seconds: float) -> Path:
@@ -133,17 +147,19 @@ def test_parsing_the_same_folder_again_reuses_the_features_and_gives_the_same_ev
     clips_demo, odd_folder: Path, tmp_path: Path
 ) -> None:
     _, demo = clips_demo
-    store = str(tmp_path / "store")
-    first = parse_videos(
-        [odd_folder], demo.runs["MM-CSE"], tmp_path / "a", root=store, config=ON_CPU
-    )
-    again = parse_videos(
-        [odd_folder], demo.runs["MM-CSE"], tmp_path / "b", root=store, config=ON_CPU
-    )
-    assert first.extracted == 4 and again.extracted == 0  # long, silent, cut, the LLP clip
+    store = tmp_path / "store"
+    first = parse([odd_folder], demo.runs["MM-CSE"], tmp_path / "a", store)
+    again = parse([odd_folder], demo.runs["MM-CSE"], tmp_path / "b", store)
+    assert first.extract.videos_extracted == 4  # long, silent, cut, the LLP clip
+    # Only the four failing files are tried again, and they fail again.
+    assert again.extract.videos_extracted == 0 and again.extract.videos_decoded == 4
+    assert len(again.failures) == 4
     assert (tmp_path / "a" / "events.csv").read_bytes() == (
         tmp_path / "b" / "events.csv"
     ).read_bytes()
+    # The same output folder again: the parse finds its outputs in place.
+    same = parse([odd_folder], demo.runs["MM-CSE"], tmp_path / "b", store)
+    assert same.outcome("parse").status == "stored" and same.parse == again.parse
 
 
 def window_arrays(windows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -192,9 +208,10 @@ def test_a_trained_demo_run_finds_most_planted_events_of_the_test_clips(
     for name in test:
         video = name.split("_")[0] + ".mp4"
         (folder / video).symlink_to(clips / "videos" / video)
-    config = ParseConfig(device="cpu", labels=str(clips), timelines=False)
-    result = parse_videos([folder], demo.runs["MM-CSE"], tmp_path / "out", config=config)
-    assert result.extracted == 0 and not result.failed  # the demo's store holds them
+    summary = parse(
+        [folder], demo.runs["MM-CSE"], tmp_path / "out", labels=str(clips), timelines=False
+    )
+    assert summary.ok and summary.extract.videos_extracted == len(test)  # a store of its own
     found = pq.read_table(tmp_path / "out" / "events.parquet").to_pylist()
     with (clips / PLANTED_EVENTS_FILE).open() as stream:
         planted = [row for row in csv.DictReader(stream, delimiter="\t") if row["filename"] in test]

@@ -360,13 +360,36 @@ def test_generate_again_reads_the_text_cache_and_writes_no_rows(tmp_path, towers
 
     assert {name: texts.calls for name, texts in known_texts.items()} == {"clip": 1, "clap": 1}
     assert again.text_cache_used
-    assert (again.videos_labelled, again.windows_written, again.videos_already_labelled) == (
-        0,
-        0,
-        3,
-    )
+    windows = (again.windows_written, again.windows_replaced, again.windows_unchanged)
+    assert (again.videos_labelled, *windows) == (3, 0, 0, 4)
     assert table.table.part_names() == parts
     assert again.source == first.source
+
+
+def test_generate_after_a_weak_label_edit_replaces_the_rows_it_restricts(
+    tmp_path, towers, known_texts
+):
+    expected = labelled_store(tmp_path, towers)
+    first = generate_pseudo_labels(tmp_path, TINY, clip=towers["clip"], clap=towers["clap"])
+    table = LabelStore(tmp_path).segments(first.table)
+    assert table.read([("vid_one", 0)]).visual[..., CLASS_INDEX["Dog"]].any()
+    weak = weak_matrix(["vid_one"])
+    weak[0, CLASS_INDEX["Dog"]] = 0  # vid_one: Speech, Dog -> Speech
+    LabelStore(tmp_path).weak().write(["vid_one"], weak, ["train"], Provenance("test-weak", "1"))
+
+    again = generate_pseudo_labels(tmp_path, TINY, clip=towers["clip"], clap=towers["clap"])
+
+    windows = (again.windows_written, again.windows_replaced, again.windows_unchanged)
+    assert (again.videos_labelled, *windows) == (3, 0, 1, 3)
+    assert again.input_fingerprints["labels/weak"] != first.input_fingerprints["labels/weak"]
+    stored = table.read([("vid_one", 0)])
+    audio, visual = (labels.copy() for labels in expected[("vid_one", 0)])
+    audio[:, CLASS_INDEX["Dog"]] = visual[:, CLASS_INDEX["Dog"]] = 0
+    np.testing.assert_array_equal(stored.audio[0], audio)
+    np.testing.assert_array_equal(stored.visual[0], visual)
+    np.testing.assert_array_equal(
+        table.read([("vid_long", 1)]).visual[0], expected[("vid_long", 1)][1]
+    )
 
 
 def test_generate_labels_newly_extracted_videos_into_the_same_source(tmp_path, towers, known_texts):
@@ -377,7 +400,8 @@ def test_generate_labels_newly_extracted_videos_into_the_same_source(tmp_path, t
 
     later = generate_pseudo_labels(tmp_path, TINY, clip=towers["clip"], clap=towers["clap"])
 
-    assert (later.videos_labelled, later.videos_already_labelled) == (1, 3)
+    windows = (later.windows_written, later.windows_replaced, later.windows_unchanged)
+    assert (later.videos_labelled, *windows) == (4, 1, 0, 4)
     assert later.input_fingerprints != first.input_fingerprints
     stored = LabelStore(tmp_path).segments(later.table).read_videos(["vid_new"])
     np.testing.assert_array_equal(stored.audio[0], expected[("vid_new", 0)][0])
@@ -471,8 +495,9 @@ def test_dense_source_from_planted_events_covers_every_clip(tmp_path, synthetic_
     again = write_dense_source(tmp_path, labels_dir=synthetic_clips)
 
     assert (result.source, result.origin, result.videos) == ("dense", "planted-events", 4)
-    assert (result.windows_written, again.windows_written, again.windows_already_stored) == (
-        4,
+    assert result.windows_written == 4
+    assert (again.windows_written, again.windows_replaced, again.windows_already_stored) == (
+        0,
         0,
         4,
     )
@@ -483,6 +508,39 @@ def test_dense_source_from_planted_events_covers_every_clip(tmp_path, synthetic_
     np.testing.assert_array_equal(stored.audio, truth[:, 0])
     np.testing.assert_array_equal(stored.visual, truth[:, 1])
     assert table.provenance.extras["origin"] == "planted-events"
+
+
+def test_an_edited_planted_events_file_replaces_the_windows_it_changes(tmp_path, synthetic_clips):
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    planted = (synthetic_clips / PLANTED_EVENTS_FILE).read_text().splitlines(keepends=True)
+    (folder / PLANTED_EVENTS_FILE).write_text("".join(planted))
+    write_dense_source(tmp_path / "store", labels_dir=folder)
+    names = [f"synclip{i:04d}_0_10" for i in range(1, 5)]
+    before = planted_dense_labels(folder, names)
+    edited = planted[1].split("\t")
+    edited[2], edited[3] = "0", "10"  # the first event now lasts the whole clip
+    (folder / PLANTED_EVENTS_FILE).write_text(
+        "".join([planted[0], "\t".join(edited), *planted[2:]])
+    )
+    after = planted_dense_labels(folder, names)
+    changed = [name for n, name in enumerate(names) if (before[n] != after[n]).any()]
+    assert changed == [edited[0]]
+
+    result = write_dense_source(tmp_path / "store", labels_dir=folder)
+
+    assert (result.windows_written, result.windows_replaced, result.windows_already_stored) == (
+        0,
+        1,
+        3,
+    )
+    stored = (
+        LabelStore(tmp_path / "store")
+        .segments("segment-dense")
+        .read_videos([name[:11] for name in names])
+    )
+    np.testing.assert_array_equal(stored.audio, after[:, 0])
+    np.testing.assert_array_equal(stored.visual, after[:, 1])
 
 
 def test_dense_source_from_planted_events_of_a_long_clip_fills_every_window(tmp_path):
@@ -628,7 +686,9 @@ def test_the_cli_regenerates_labels_of_extracted_clips_and_trains_on_them(tmp_pa
     result = json.loads(first.stdout)
     assert result["videos_labelled"] == 8 and not result["text_cache_used"]
     again = json.loads(runner.invoke(app, [*generate, "--device", "cpu", "--json"]).stdout)
-    assert again["text_cache_used"] and again["videos_already_labelled"] == 8
+    assert again["text_cache_used"] and again["videos_labelled"] == 8
+    assert (again["windows_written"], again["windows_replaced"]) == (0, 0)
+    assert again["windows_unchanged"] == 8
 
     trained = runner.invoke(
         app,

@@ -92,9 +92,49 @@ def test_a_second_fetch_does_no_work(release: SyntheticRelease, tmp_path: Path) 
     again = fetch_valor(tmp_path, from_zips(release))
     assert [r.imported for r in again.features] == [0, 0]
     assert [r.already_stored for r in again.features] == [len(release.data.video_ids)] * 2
-    assert again.labels.videos_written == 0
-    assert set(again.labels_written.values()) == {0}
+    count = len(release.data.video_ids)
+    labels = again.labels
+    assert (labels.videos_written, labels.videos_replaced, labels.videos_unchanged) == (0, 0, count)
+    assert [(r.imported, r.replaced, r.already_stored) for r in labels.staged] == [
+        (0, 0, count)
+    ] * 2
+    assert {(rows.written, rows.replaced) for rows in again.llp_labels.tables.values()} == {(0, 0)}
     assert fingerprints(tmp_path) == before
+
+
+def test_a_fetch_of_a_release_with_one_changed_label_file_replaces_that_row(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    root = tmp_path / "store"
+    fetch_valor(root, from_zips(release))
+    data, ids = release.data, release.data.video_ids.tolist()
+    audio = data.pseudo[:, 0].copy()
+    audio[3, 2, 5] = 1 - audio[3, 2, 5]
+    clap = write_valor_archive(
+        tmp_path / "CLAP.zip",
+        "CLAP",
+        {i: data.audio_map[n].astype(np.float32) for n, i in enumerate(ids)},
+        {i: audio[n] for n, i in enumerate(ids)},
+    )
+
+    again = fetch_valor(
+        root, FetchConfig(from_zips=[str(release.clip_zip), str(clap)], labels=str(release.labels))
+    )
+
+    labels = again.labels
+    assert (labels.videos_written, labels.videos_replaced, labels.videos_unchanged) == (
+        0,
+        1,
+        len(ids) - 1,
+    )
+    staged = {r.table: (r.imported, r.replaced, r.already_stored) for r in labels.staged}
+    assert staged == {
+        "staged-valor-visual": (0, 0, len(ids)),
+        "staged-valor-audio": (0, 1, len(ids) - 1),
+    }
+    valor = LabelStore(root).segments(tables.pseudo_label_table("valor")).read_videos(ids)
+    np.testing.assert_array_equal(valor.audio, audio)
+    np.testing.assert_array_equal(valor.visual, data.pseudo[:, 1])
 
 
 def test_ids_unknown_to_the_annotations_are_reported_and_skipped(
@@ -245,6 +285,37 @@ def test_label_folders_of_one_modality_wait_for_the_other_one(
     np.testing.assert_array_equal(labels.audio, data.dense[:, 0])
     np.testing.assert_array_equal(labels.visual, data.dense[:, 1])
     assert import_pseudo_labels(tmp_path / "audio", root, audio).videos_written == 0
+
+
+def test_importing_an_edited_label_file_replaces_that_video_and_says_so(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    data, root = release.data, tmp_path / "store"
+    for m, modality in enumerate(("audio", "visual")):
+        (tmp_path / "labels" / modality).mkdir(parents=True)
+        for n, video_id in enumerate(data.video_ids):
+            np.save(tmp_path / "labels" / modality / f"{video_id}.npy", data.dense[n, m])
+    config = ImportLabelsConfig(source="mine", labels=str(release.labels))
+    import_pseudo_labels(tmp_path / "labels", root, config)
+    edited = data.dense[2, 1].copy()
+    edited[:, 0] = 1 - edited[:, 0]
+    np.save(tmp_path / "labels" / "visual" / f"{data.video_ids[2]}.npy", edited)
+
+    cli = CliRunner().invoke(
+        app,
+        ["pseudo-labels", "import", str(tmp_path / "labels"), "--source", "mine"]
+        + ["--store", str(root), "--labels", str(release.labels)],
+    )
+
+    count = len(data.video_ids)
+    assert cli.exit_code == 0, cli.output
+    assert f"staged-mine-visual: 0 videos imported, 1 replaced, {count - 1} already" in cli.stdout
+    assert f"segment-mine: 0 videos written, 1 replaced, {count - 1} unchanged" in cli.stdout
+    stored = LabelStore(root).segments("segment-mine").read_videos(data.video_ids)
+    expected = data.dense[:, 1].copy()
+    expected[2] = edited
+    np.testing.assert_array_equal(stored.visual, expected)
+    np.testing.assert_array_equal(stored.audio, data.dense[:, 0])
 
 
 def test_fetch_then_import_r2plus1d_then_train_evaluate_and_score_the_labels(

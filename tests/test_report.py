@@ -19,10 +19,10 @@ from avvp.model.config import ModelConfig, get_model_config
 from avvp.model.metrics import METRIC_KEYS
 from avvp.model.mmcse import MMCSE, forward_internals
 from avvp.pipeline.dataset import load_split
-from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run
+from avvp.pipeline.evaluate import EvaluateConfig, RunEvaluation, evaluate_run
 from avvp.pipeline.infer import load_run
 from avvp.pipeline.plots import TimelineEvent, plot_timeline, timeline_bars
-from avvp.pipeline.report import ReportConfig, ReportResult, write_report
+from avvp.pipeline.report import ReportConfig, ReportResult, coverage_html, write_report
 from avvp.pipeline.synthetic import SyntheticLLPConfig, write_synthetic_llp
 from avvp.pipeline.train import train
 
@@ -115,6 +115,34 @@ def test_the_page_holds_both_metrics_tables_with_the_numbers_of_evaluate_run(
         assert table is not None, split
         cells = dict(re.findall(r"data-metric='([^']+)'[^>]*>([^<]+)<", table.group(0)))
         assert cells == {key: f"{evaluation.metrics[key]:.2f}" for key in METRIC_KEYS}
+        count = getattr(SMALL, f"n_{split}")
+        assert (evaluation.videos_in_split, evaluation.videos_scored) == (count, count)
+        assert f"scored {count} of {count} videos of the {split} split" in text
+
+
+def test_a_split_scored_in_part_says_so_under_its_table() -> None:
+    evaluation = RunEvaluation(
+        run_url="runs/x",
+        split="test",
+        annotations="corrected",
+        filter_rule="mmcse",
+        metrics={},
+        videos_in_split=2,
+        videos_scored=1,
+        videos_without_features=1,
+        missing_examples=["synclip0004"],
+        warning="scored 1 of 2 videos of the test split: 1 have no features (synclip0004); "
+        "extract them and evaluate again",
+    )
+    text = coverage_html(evaluation)
+    assert "scored 1 of 2 videos of the test split</p>" in text
+    assert f"<p class='note'>{html.escape(evaluation.warning)}</p>" in text
+
+
+def test_the_page_names_the_chosen_epoch_counted_from_1(mmcse_report: ReportResult) -> None:
+    metrics = json.loads(Path(mmcse_report.run_url, "metrics.json").read_text())
+    assert metrics["best_epoch"] in (1, 2)  # tiny_config trains 2 epochs
+    assert f"epoch {metrics['best_epoch']} of 2 (val Seg-type" in page(mmcse_report)
 
 
 def test_the_co_occurrence_map_is_the_mean_audio_to_visual_secm_attention_rows_summing_to_1(

@@ -1,5 +1,6 @@
 """End to end: a real Prefect server on 127.0.0.1, `avvp serve`, and the deployment run
-from Prefect's command line, then three re-runs checked by the work each one did."""
+from Prefect's command line, then three re-runs checked by the work each one did, and
+a parse-folder run whose every file fails, which `--watch` reports as not successful."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from prefect_server import Background, PrefectServer, run_deployment, wait_for_deployment
+from prefect_server import (
+    Background,
+    PrefectServer,
+    flow_run_states,
+    run_deployment,
+    wait_for_deployment,
+)
 
 from avvp.pipeline import tables
-from avvp.pipeline.chain import read_summaries
+from avvp.pipeline.chain import ExtractAndTrainSummary, summaries_folder
 from avvp.pipeline.synth_clips import write_synthetic_clips
 from avvp.storage import FeatureStore, LabelStore
 
@@ -59,35 +66,36 @@ def test_the_served_deployment_runs_the_chain_and_reruns_do_only_new_work(
         with serving:
             wait_for_deployment(server, DEPLOYMENT, timeout_s=120, serving=serving)
 
-            def run() -> dict:
+            def run() -> ExtractAndTrainSummary:
                 done = run_deployment(server, DEPLOYMENT, params, timeout_s=400)
                 assert done.returncode == 0, done.stdout[-3000:] + serving.log_tail()
-                return read_summaries(str(store), "extract-and-train")[-1]
+                folder = summaries_folder(str(store), "extract-and-train")
+                return ExtractAndTrainSummary.model_validate(folder.read_json(folder.names()[-1]))
+
+            def ran(summary: ExtractAndTrainSummary) -> set[str]:
+                return set(summary.ran())
 
             first = run()
             clip_rows = FeatureStore(store).table(tables.VISUAL_TABLE).video_ids()
-            assert len(clip_rows) == 8 and first["extraction"]["ran"] == 1  # one shard
-            assert first["pseudo_labels"]["source"] == "dense"
+            assert len(clip_rows) == 8 and first.outcome("extract").units == 1  # one shard
+            assert first.pseudo_labels.source == "dense"
             assert LabelStore(store).segments("segment-dense").video_ids()
-            run_folder = Path(first["train"]["run_url"])
-            assert (run_folder / "checkpoint.pt").is_file() and first["train"]["task"] == "ran"
-            assert set(first["evaluate"]) == {"val", "test"}
-            assert len(first["evaluate"]["test"]["metrics"]) == 11
+            run_folder = Path(first.train.run_url)
+            assert (run_folder / "checkpoint.pt").is_file() and "train" in ran(first)
+            assert set(first.evaluate.splits) == {"val", "test"}
+            assert len(first.evaluate.splits["test"].metrics) == 11
             with server.client() as client:
                 shown = client.post("/artifacts/filter", json={}).json()
             keys = {artifact["key"] for artifact in shown}
             assert {"metrics-val", "metrics-test", "failures", "summary"} <= keys
-            assert "report-co-occurrence-av" in keys
+            assert {"extract-progress", "report-co-occurrence-av"} <= keys
             summary = next(a for a in shown if a["key"] == "summary")["data"]
-            assert first["train"]["run_url"] in summary
+            assert first.train.run_url in summary
 
-            # Nothing new: no shard task at all, and the training is Prefect's cache hit.
+            # Nothing new: every stage only plans, and the run is the same.
             second = run()
-            assert (second["extraction"]["shards"], second["extraction"]["ran"]) == (0, 0)
-            assert second["extraction"]["videos_skipped"] == 8
-            assert second["train"]["task"] == "cached"
-            assert second["train"]["run_id"] == first["train"]["run_id"]
-            assert {e["task"] for e in second["evaluate"].values()} == {"cached"}
+            assert ran(second) == set() and second.extract.videos_skipped == 8
+            assert second.train.run_id == first.train.run_id
 
             # A new clip that no label file names: only its windows are extracted; training
             # reads none of its rows, so the run is the same and is not trained again.
@@ -95,31 +103,48 @@ def test_the_served_deployment_runs_the_chain_and_reruns_do_only_new_work(
             write_synthetic_clips(other, n=1, seconds=10, seed=11)
             shutil.copy(other / "videos" / "synclip0001.mp4", clips / "videos" / "unnamed.mp4")
             third = run()
-            assert third["extraction"]["videos_extracted"] == ["unnamed"]
-            assert set(third["extraction"]["windows_written"].values()) == {1}
-            assert third["train"]["task"] == "cached"
-            assert third["train"]["run_id"] == first["train"]["run_id"]
+            assert ran(third) == {"extract"} and third.extract.videos_extracted == 1
+            assert set(third.extract.windows_written.values()) == {1}
+            assert third.train.run_id == first.train.run_id
 
             # A new train-split clip in the label files: only it is extracted, and the
             # training reads new rows, so a new run trains.
             give_back(clips, tmp_path / "aside")
             fourth = run()
-            assert fourth["extraction"]["videos_extracted"] == [HELD_BACK]
-            assert set(fourth["extraction"]["windows_written"].values()) == {1}
-            assert fourth["train"]["task"] == "ran" and not fourth["train"]["reused"]
-            assert fourth["train"]["run_id"] != first["train"]["run_id"]
+            assert fourth.extract.videos_extracted == 1
+            assert set(fourth.extract.windows_written.values()) == {1}
+            assert "train" in ran(fourth) and not fourth.train.reused
+            assert fourth.train.run_id != first.train.run_id
 
             # The second deployment parses the folder with the new run.
             wait_for_deployment(server, "parse-folder/default", timeout_s=60, serving=serving)
             parse = {
                 "videos": str(clips / "videos"),
-                "run": fourth["train"]["run_url"],
+                "run": fourth.train.run_url,
                 "out": str(tmp_path / "parsed"),
             }
             parsed = run_deployment(server, "parse-folder/default", parse, timeout_s=300)
             assert parsed.returncode == 0, parsed.stdout[-3000:] + serving.log_tail()
             videos = (tmp_path / "parsed" / "videos.csv").read_text().splitlines()
             assert len(videos) == 1 + 10 and all(',"ok",' in line for line in videos[1:])
+
+            # A folder in which every file fails: the run does all it can, then ends
+            # Failed, with a message counting the failures, and --watch exits 1.
+            broken = tmp_path / "broken"
+            broken.mkdir()
+            for name in ("a.mp4", "b.mp4"):
+                (broken / name).write_bytes(b"no video here" * 64)
+            failing = {**parse, "videos": str(broken), "out": str(tmp_path / "broken-out")}
+            watched = run_deployment(server, "parse-folder/default", failing, timeout_s=300)
+            assert watched.returncode == 1, watched.stdout[-3000:] + serving.log_tail()
+            assert "Failed" in watched.stdout
+            last = flow_run_states(server, "parse-folder")[-1]
+            assert last.state_type == "FAILED"
+            with server.client() as client:
+                state = client.get(f"flow_runs/{last.id}").json()["state"]
+            assert "2 input(s) failed" in state["message"]
+            videos = (tmp_path / "broken-out" / "videos.csv").read_text().splitlines()
+            assert len(videos) == 1 + 2 and all(',"failed",' in line for line in videos[1:])
 
 
 def test_serve_without_a_server_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch) -> None:

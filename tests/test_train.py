@@ -12,16 +12,17 @@ import torch
 from support import TINY_SIZES, synthetic_data, tiny_config
 
 from avvp.pipeline.checkpoints import load_checkpoint
+from avvp.pipeline.code_version import code_version
 from avvp.pipeline.config import load_config
 from avvp.pipeline.dataset import read_fingerprints
-from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run
+from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run, plan_evaluation
 from avvp.pipeline.infer import load_run, predict_windows
 from avvp.pipeline.synthetic import (
     SyntheticLLP,
     SyntheticLLPConfig,
     write_synthetic_llp,
 )
-from avvp.pipeline.train import learning_rate_factor, train
+from avvp.pipeline.train import EpochReport, learning_rate_factor, planned_run_id, train
 from avvp.pipeline.train_config import OptimConfig, TrainConfig, load_train_config
 from avvp.storage import FeatureStore, LabelStore, RunStore
 
@@ -41,7 +42,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_a_run_folder_holds_config_checkpoint_metrics_and_the_fingerprints_it_read(
     store: str,
 ) -> None:
-    result = train(store, tiny_config("mmcse-clapclip"))
+    reports: list[EpochReport] = []
+    result = train(store, tiny_config("mmcse-clapclip"), on_epoch=reports.append)
     run = RunStore(store).run(result.run_id)
     assert {"config.json", "checkpoint.pt", "metrics.json", "inputs.json", "history.json"} <= set(
         run.names()
@@ -59,6 +61,25 @@ def test_a_run_folder_holds_config_checkpoint_metrics_and_the_fingerprints_it_re
     model, state = load_checkpoint(run.read_bytes("checkpoint.pt"))
     assert state["epoch"] == metrics["best_epoch"]
     assert sum(p.numel() for p in model.parameters()) > 0
+    assert inputs["code"] == code_version("avvp.pipeline.train")
+
+
+def test_epochs_are_numbered_from_1_in_reports_history_metrics_and_checkpoint(
+    store: str,
+) -> None:
+    reports: list[EpochReport] = []
+    result = train(store, tiny_config("valor-clapclip", seed=21), on_epoch=reports.append)
+    assert not result.reused
+    assert [report.epoch for report in reports] == [1, 2]
+    assert [report.epoch for report in result.history] == [1, 2]
+    run = RunStore(store).run(result.run_id)
+    assert [entry["epoch"] for entry in run.read_json("history.json")] == [1, 2]
+    best = run.read_json("metrics.json")["best_epoch"]
+    assert best == result.best_epoch and best in (1, 2)
+    assert load_checkpoint(run.read_bytes("checkpoint.pt"))[1]["epoch"] == best
+    best_report = reports[best - 1]
+    assert best_report.val == result.best_val
+    assert train(store, tiny_config("valor-clapclip", seed=21)).best_epoch == best
 
 
 def test_training_twice_with_one_config_reuses_the_finished_run(store: str) -> None:
@@ -91,9 +112,64 @@ def test_evaluate_run_scores_the_test_split_and_writes_its_report(store: str) ->
     assert "Segment" in run.read_text("eval-test-synthetic-valor.txt")
     assert not evaluation.reused and evaluation.run_id == result.run_id
     assert json.loads(json.dumps(evaluation.model_dump()))["metrics"] == evaluation.metrics
+    assert evaluation.videos_in_split == evaluation.videos_scored == SMALL.n_test
+    assert evaluation.videos_without_features == 0 and evaluation.missing_examples == []
+    assert evaluation.warning == ""
     again = evaluate_run(result.run_url, ON_CPU)
     assert again.reused and again.metrics == evaluation.metrics
+    assert again.videos_scored == SMALL.n_test and again.warning == ""
     assert not evaluate_run(result.run_url, ON_CPU, force=True).reused
+
+
+def test_another_checkpoint_in_the_run_folder_makes_a_new_evaluation(store: str) -> None:
+    result = train(store, tiny_config("valor-clapclip", epochs=1))
+    other = train(store, tiny_config("valor-clapclip", epochs=1, seed=12))
+    assert other.run_id != result.run_id
+    run = RunStore(store).run(result.run_id)
+    evaluate_run(result.run_url, ON_CPU)
+    key = plan_evaluation(result.run_url, ON_CPU).cache_key
+    assert evaluate_run(result.run_url, ON_CPU).reused
+    original = run.read_bytes("checkpoint.pt")
+    replaced = RunStore(store).run(other.run_id).read_bytes("checkpoint.pt")
+    assert replaced != original
+    run.write_bytes("checkpoint.pt", replaced)
+    try:
+        assert plan_evaluation(result.run_url, ON_CPU).cache_key != key
+        rescored = evaluate_run(result.run_url, ON_CPU)
+        assert not rescored.reused
+        assert rescored.metrics == evaluate_run(other.run_url, ON_CPU).metrics
+    finally:
+        run.write_bytes("checkpoint.pt", original)
+    assert plan_evaluation(result.run_url, ON_CPU).cache_key == key
+
+
+def test_the_evaluation_key_holds_the_evaluation_code_version(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = train(store, tiny_config("valor-clapclip", epochs=1))
+    key = plan_evaluation(result.run_url, ON_CPU).cache_key
+    assert plan_evaluation(result.run_url, ON_CPU).code_version == code_version(
+        "avvp.pipeline.evaluate"
+    )
+    monkeypatch.setattr("avvp.pipeline.evaluate.code_version", lambda *modules: "0" * 12)
+    assert plan_evaluation(result.run_url, ON_CPU).cache_key != key
+
+
+def test_the_run_id_changes_with_the_training_code(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tiny_config("valor-clapclip", epochs=1, seed=13)
+    first = train(store, config)
+    assert first.run_id == planned_run_id(store, config)
+    assert RunStore(store).run(first.run_id).read_json("inputs.json")["code"] == code_version(
+        "avvp.pipeline.train"
+    )
+    monkeypatch.setattr("avvp.pipeline.train.code_version", lambda *modules: "0" * 12)
+    planned = planned_run_id(store, config)
+    assert planned != first.run_id
+    second = train(store, config)
+    assert not second.reused and second.run_id == planned
+    assert RunStore(store).run(planned).read_json("inputs.json")["code"] == "0" * 12
 
 
 def test_evaluate_run_refuses_a_folder_that_is_not_a_run(store: str) -> None:
@@ -189,6 +265,36 @@ def test_a_new_train_video_makes_a_new_run_and_a_new_test_video_does_not(
     add_video(root, data, 1, "newtest0001", "test")
     third = train(root, config)
     assert third.reused and third.run_id == second.run_id
+
+
+def test_an_evaluation_counts_the_videos_of_its_split_without_features(
+    growing_store: tuple[str, SyntheticLLP],
+) -> None:
+    root, data = growing_store
+    result = train(root, tiny_config("valor-clapclip", epochs=1))
+    first = evaluate_run(result.run_url, ON_CPU)
+    assert (first.videos_in_split, first.videos_scored, first.warning) == (8, 8, "")
+
+    # A test video whose extraction failed: weak labels, no features. The rows scored
+    # are the same, so the cached scores are reused, with counts read afresh.
+    weak = LabelStore(root).weak()
+    weak.write(["nofeat0001"], data.weak[1:2], ["test"], weak.provenance)
+    cached = evaluate_run(result.run_url, ON_CPU)
+    assert cached.reused and cached.metrics == first.metrics
+    assert (cached.videos_in_split, cached.videos_scored) == (9, 8)
+    assert cached.videos_without_features == 1 and cached.missing_examples == ["nofeat0001"]
+    assert cached.warning == (
+        "scored 8 of 9 videos of the test split: 1 have no features (nofeat0001); "
+        "extract them and evaluate again"
+    )
+    assert evaluate_run(result.run_url, ON_CPU, force=True).videos_scored == 8
+    stored = RunStore(root).run(result.run_id).read_json("eval-test-synthetic-valor.json")
+    assert (stored["videos_in_split"], stored["videos_scored"]) == (9, 8)
+
+    add_video(root, data, 1, "nofeat0001", "test")  # its features extracted after all
+    complete = evaluate_run(result.run_url, ON_CPU)
+    assert not complete.reused
+    assert (complete.videos_in_split, complete.videos_scored, complete.warning) == (9, 9, "")
 
 
 def test_regenerated_pseudo_labels_of_one_video_make_a_new_run(
