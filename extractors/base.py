@@ -213,10 +213,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-# A `pickle_module` for torch.load whose unpickler only builds allowed globals.
+def _restricted_load(file: Any, **kwargs: Any) -> Any:
+    return _RestrictedUnpickler(file, **kwargs).load()
+
+
+# A `pickle_module` for torch.load whose unpickler only builds allowed globals. torch
+# reads a zip checkpoint with `Unpickler` and a legacy (non-zip) file first with `load`:
+# both must be the restricted ones, or a legacy-format file runs what it names.
 RESTRICTED_PICKLE = types.ModuleType("avvp_restricted_pickle")
 RESTRICTED_PICKLE.Unpickler = _RestrictedUnpickler  # type: ignore[attr-defined]
-RESTRICTED_PICKLE.load = pickle.load  # type: ignore[attr-defined]
+RESTRICTED_PICKLE.load = _restricted_load  # type: ignore[attr-defined]
 
 
 def load_tensor_checkpoint(path: Path) -> Any:

@@ -165,14 +165,6 @@ def metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
     return table
 
 
-def duration_text(seconds: float) -> str:
-    """45 s, 12 min, 1 h 05 min."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    minutes = round(seconds / 60)
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
 @app.command()
 @user_errors
 def demo(
@@ -471,6 +463,8 @@ class TrainingProgress:
         self.say(f"note: {message}")
 
     def estimate(self, estimate: Any) -> None:
+        from avvp.pipeline.chain.stage import duration_text
+
         line = (
             f"training {self.model} for {estimate.epochs} epochs on {estimate.device}: about "
             f"{duration_text(estimate.seconds)} ({duration_text(estimate.epoch_seconds)} per "
@@ -481,6 +475,8 @@ class TrainingProgress:
         self.say(line)
 
     def epoch(self, report: Any) -> None:
+        from avvp.pipeline.chain.stage import duration_text
+
         done = report.epoch  # counted from 1
         status = f"loss {report.loss:.4f}  val Seg-type {report.val['Seg-type']:.1f}"
         if self.bar is not None:

@@ -160,9 +160,10 @@ def split_videos(root: str, split: str) -> list[str]:
     return [str(video) for video in weak.video_ids[weak.splits == split].tolist()]
 
 
-def split_keys(root: str, data: DataConfig, split: str) -> Keys:
-    """The (video, window) keys of a split's videos that have all three features."""
-    videos = set(split_videos(root, split))
+def split_keys(root: str, data: DataConfig, split: str, *, videos: list[str] | None = None) -> Keys:
+    """The (video, window) keys of a split's videos that have all three features.
+    videos: the split's `split_videos`, when the caller has read them already."""
+    videos = set(split_videos(root, split) if videos is None else videos)
     if not videos:
         raise ValueError(f"{root}: no video of split {split!r} in the weak-label table")
     features = FeatureStore(root)

@@ -289,7 +289,7 @@ def plan_evaluation(run_url: str, config: EvaluateConfig | None = None) -> Evalu
     check_label_source(root, ANNOTATIONS, annotations)
     rule = config.filter_rule or trained.filter_resolved()
     videos = split_videos(root, config.split)
-    keys = split_keys(root, data, config.split)
+    keys = split_keys(root, data, config.split, videos=videos)
     inputs = split_fingerprints(root, data, config.split, with_dense=True, keys=keys)
     scored = set(keys.video_ids.tolist())
     checkpoint = hashlib.sha256(run.read_bytes("checkpoint.pt")).hexdigest()
@@ -316,14 +316,29 @@ def plan_evaluation(run_url: str, config: EvaluateConfig | None = None) -> Evalu
     )
 
 
-def cached_metrics(plan: EvaluationPlan) -> dict[str, float] | None:
-    """The metrics of the evaluation `plan` describes, if the run folder holds them
-    under its key (None: it must be scored)."""
+def planned_evaluation(plan: EvaluationPlan, metrics: dict[str, float]) -> RunEvaluation:
+    """The result of the evaluation `plan` describes, with its metrics."""
+    return RunEvaluation(
+        run_url=plan.run.url,
+        split=plan.split,
+        annotations=str(plan.data.annotations),
+        filter_rule=plan.filter_rule,
+        metrics=metrics,
+        run_id=plan.run.run_id,
+        **plan.coverage(),
+    )
+
+
+def stored_evaluation(plan: EvaluationPlan) -> RunEvaluation | None:
+    """The evaluation `plan` describes, if the run folder holds it under its key
+    (None: it must be scored)."""
     name = f"{plan.name}.json"
     if not plan.run.exists(name):
         return None
     cached = plan.run.read_json(name)
-    return cached["metrics"] if cached.get("cache_key") == plan.cache_key else None
+    if cached.get("cache_key") != plan.cache_key:
+        return None
+    return planned_evaluation(plan, cached["metrics"]).model_copy(update={"reused": True})
 
 
 def evaluate_run(
@@ -340,18 +355,9 @@ def evaluate_run(
     config = config or EvaluateConfig()
     plan = plan_evaluation(run_url, config)
     run = plan.run
-    evaluation = RunEvaluation(
-        run_url=run.url,
-        split=config.split,
-        annotations=str(plan.data.annotations),
-        filter_rule=plan.filter_rule,
-        metrics={},
-        run_id=run.run_id,
-        **plan.coverage(),
-    )
-    cached = None if force else cached_metrics(plan)
-    if cached is not None:
-        return evaluation.model_copy(update={"metrics": cached, "reused": True})
+    stored = None if force else stored_evaluation(plan)
+    if stored is not None:
+        return stored
     loaded = load_run(run_url, config.device)
     tensors = load_split(plan.root, plan.data, config.split, loaded.device, with_dense=True)
     outputs = predict(
@@ -376,4 +382,4 @@ def evaluate_run(
             **plan.coverage(),
         },
     )
-    return evaluation.model_copy(update={"metrics": metrics})
+    return planned_evaluation(plan, metrics)

@@ -334,7 +334,7 @@ def plan_extraction(
     config = config or ExtractConfig()
     manifest = VideoManifest(root).read()
     inputs = keyed_videos(paths, manifest, config)
-    unique, failures = _split_duplicate_ids(inputs)
+    unique, failures = _split_duplicate_ids(inputs, by_content=config.ids == "content")
     tasks: list[VideoTask] = []
     for video in unique:
         task, refusal = _video_task(video, manifest)
@@ -604,13 +604,17 @@ def keyed_videos(
     return keyed
 
 
-def _split_duplicate_ids(videos: Sequence[KeyedVideo]) -> tuple[list[KeyedVideo], list[Failure]]:
+def _split_duplicate_ids(
+    videos: Sequence[KeyedVideo], by_content: bool
+) -> tuple[list[KeyedVideo], list[Failure]]:
     """(videos whose stored id is given by one file, failures for ids given by several).
     Files of one content, in a store keyed by content, are one video: the first is kept."""
     by_id: dict[str, list[KeyedVideo]] = {}
     for video in videos:
         by_id.setdefault(video.key, []).append(video)
-    unique = [group[0] for group in by_id.values() if len(group) == 1 or group[0].digest]
+    if by_content:
+        return [group[0] for group in by_id.values()], []
+    unique = [group[0] for group in by_id.values() if len(group) == 1]
     failures = [
         Failure(
             video_id,
@@ -620,7 +624,7 @@ def _split_duplicate_ids(videos: Sequence[KeyedVideo]) -> tuple[list[KeyedVideo]
             "leave out all but one of these files",
         )
         for video_id, group in by_id.items()
-        if len(group) > 1 and not group[0].digest
+        if len(group) > 1
         for video in group
     ]
     return unique, failures

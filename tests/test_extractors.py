@@ -433,3 +433,29 @@ def test_protocol_4_checkpoints_naming_other_globals_are_refused(tmp_path: Path)
         load_tensor_checkpoint(file)
     torch.save({"weights": torch.ones(2), "epoch": np.int64(3)}, file, pickle_protocol=4)
     assert torch.equal(load_tensor_checkpoint(file)["weights"], torch.ones(2))
+
+
+class _Touch:
+    """A pickle payload: unpickling it creates `path` (the proof that code ran)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_legacy_format_checkpoint_with_a_payload_runs_nothing(
+    tmp_path: Path, protocol: int
+) -> None:
+    """A plain pickle (torch's legacy, non-zip format) naming code is refused by the
+    restricted unpickler before any of it runs."""
+    from avvp.extractors.base import load_tensor_checkpoint
+
+    marker = tmp_path / "payload-ran"
+    file = tmp_path / "legacy.pt"
+    file.write_bytes(pickle.dumps({"weights": _Touch(marker)}, protocol=protocol))
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        load_tensor_checkpoint(file)
+    assert not marker.exists()

@@ -15,7 +15,6 @@ The Prefect adapter (`avvp.flows`) imports this room only.
 """
 
 from avvp.pipeline.chain.graph import (
-    CHAINS,
     DEFAULT_PARSE_OUT,
     DEFAULT_STORE,
     EXTRACT_AND_TRAIN,
@@ -46,7 +45,6 @@ from avvp.pipeline.chain.summary import (
 )
 
 __all__ = [
-    "CHAINS",
     "DEFAULT_PARSE_OUT",
     "DEFAULT_STORE",
     "EXTRACT_AND_TRAIN",

@@ -246,10 +246,6 @@ class Chain(Generic[ParamsT, SummaryT]):
                 raise ValueError(f"{self.name}: node {node.name} comes after undeclared {early}")
             declared.add(node.name)
 
-    @property
-    def edges(self) -> list[tuple[str, str]]:
-        return [(before, node.name) for node in self.nodes for before in node.after]
-
 
 def _stage(name: str) -> Stage[Any, Any]:
     return STAGES[name]
@@ -319,7 +315,3 @@ PARSE_FOLDER: Chain[ParseFolderConfig, ParseFolderSummary] = Chain(
         ),
     ),
 )
-
-CHAINS: dict[str, Chain[Any, Any]] = {
-    chain.name: chain for chain in (EXTRACT_AND_TRAIN, PARSE_FOLDER)
-}

@@ -55,7 +55,7 @@ def run_chain(chain: Chain[ParamsT, SummaryT], params: ParamsT, executor: Execut
     warnings: list[str] = []
     for node in chain.nodes:
         started = time.perf_counter()
-        config = node.configure(params, results)
+        config = node.stage.config_type.model_validate(node.configure(params, results))
         plan = executor.plan(node, store, config)
         reporter = executor.reporter(node, plan)
         outputs = executor.run_units(node, store, config, plan, reporter) if plan.units else []

@@ -280,6 +280,14 @@ def stamp_holds(stamp: Stamp | None, key: str, store: str, folder: RunDir) -> bo
     return all(folder.exists(name) for name in stamp.files)
 
 
+def stamped_plan(stage: str, key: str, store: str, folder: RunDir, name: str, label: str) -> Plan:
+    """The plan of a one-unit stage whose runs leave the stamp `folder/name`: done when
+    that stamp holds for `key`, else one unit (`label` names it in logs)."""
+    if stamp_holds(read_stamp(folder, name), key, store, folder):
+        return Plan(stage=stage, key=key)
+    return Plan(stage=stage, key=key, units=[Unit(key=key, label=label)])
+
+
 def write_stamp(
     folder: RunDir,
     name: str,

@@ -30,7 +30,7 @@ from avvp.pipeline.chain.stage import (
     Unit,
     digest,
     read_stamp,
-    stamp_holds,
+    stamped_plan,
     stamps_folder,
     table_fingerprint,
     write_stamp,
@@ -39,9 +39,9 @@ from avvp.pipeline.dataset import PSEUDO_LABELS, check_label_source
 from avvp.pipeline.evaluate import (
     EvaluateConfig,
     RunEvaluation,
-    cached_metrics,
     evaluate_run,
     plan_evaluation,
+    stored_evaluation,
 )
 from avvp.pipeline.extract import (
     ExtractConfig,
@@ -142,9 +142,7 @@ class LabelsStage(Stage[LabelsInput, LabelsResult]):
             return Plan(stage=self.name, key=digest(weak))
         key = digest(self.name, files_digest(config.folder), self.code_version())
         folder = stamps_folder(store, self.name)
-        if stamp_holds(read_stamp(folder, f"{key}.json"), key, store, folder):
-            return Plan(stage=self.name, key=key)
-        return Plan(stage=self.name, key=key, units=[Unit(key=key, label="label files")])
+        return stamped_plan(self.name, key, store, folder, f"{key}.json", "label files")
 
     def run(
         self, store: str, config: LabelsInput, unit: Unit, reporter: Reporter
@@ -299,9 +297,7 @@ class PseudoLabelsStage(Stage[PseudoLabelsInput, PseudoLabelsResult]):
             return Plan(stage=self.name, key=digest(table_fingerprint(store, table)))
         key = digest(self.name, config, self._inputs(store, config), self.code_version())
         folder = stamps_folder(store, self.name)
-        if stamp_holds(read_stamp(folder, f"{key}.json"), key, store, folder):
-            return Plan(stage=self.name, key=key)
-        return Plan(stage=self.name, key=key, units=[Unit(key=key, label=config.method)])
+        return stamped_plan(self.name, key, store, folder, f"{key}.json", config.method)
 
     def _inputs(self, store: str, config: PseudoLabelsInput) -> dict[str, Any]:
         """What the method reads, as digests and fingerprints."""
@@ -474,13 +470,23 @@ class EvaluateStage(Stage[EvaluateInput, Evaluations]):
 
     def plan(self, store: str, config: EvaluateInput) -> Plan:
         url = run_url(store, config.run_id)
-        keys, units = {}, []
+        keys, units, stored = {}, [], {}
         for split in config.splits:
             planned = plan_evaluation(url, config.split_config(split))
             keys[split] = planned.cache_key
-            if cached_metrics(planned) is None:
+            evaluation = stored_evaluation(planned)
+            if evaluation is None:
                 units.append(Unit(key=planned.cache_key, label=split, item={"split": split}))
-        return Plan(stage=self.name, key=digest(keys), units=units, items=len(units), noun="splits")
+            else:
+                stored[split] = evaluation.model_dump(mode="json")
+        return Plan(
+            stage=self.name,
+            key=digest(keys),
+            units=units,
+            items=len(units),
+            noun="splits",
+            facts={"stored": stored},
+        )
 
     def run(
         self, store: str, config: EvaluateInput, unit: Unit, reporter: Reporter
@@ -493,17 +499,15 @@ class EvaluateStage(Stage[EvaluateInput, Evaluations]):
     def finish(
         self, store: str, config: EvaluateInput, plan: Plan, results: list[BaseModel]
     ) -> Evaluations:
-        ran = {
-            evaluation.split: evaluation
-            for evaluation in (RunEvaluation.model_validate(result) for result in results)
+        # The splits found stored when planning, and those scored since.
+        evaluations = {
+            split: RunEvaluation.model_validate(evaluation)
+            for split, evaluation in plan.facts["stored"].items()
         }
-        url = run_url(store, config.run_id)
-        return Evaluations(
-            splits={
-                split: ran.get(split) or evaluate_run(url, config.split_config(split))
-                for split in config.splits
-            }
-        )
+        for result in results:
+            evaluation = RunEvaluation.model_validate(result)
+            evaluations[evaluation.split] = evaluation
+        return Evaluations(splits={split: evaluations[split] for split in config.splits})
 
     def summary_line(self, result: Evaluations) -> str:
         return ", ".join(
@@ -553,9 +557,7 @@ class ReportStage(Stage[ReportInput, ReportResult]):
         settings = config.config.model_dump(mode="json", exclude={"device", "batch_size"})
         key = digest(self.name, config.run_id, evaluations, settings, self.code_version())
         folder = _report_folder(store, config.run_id)
-        if stamp_holds(read_stamp(folder, STAMP), key, store, folder):
-            return Plan(stage=self.name, key=key)
-        return Plan(stage=self.name, key=key, units=[Unit(key=key, label=config.run_id)])
+        return stamped_plan(self.name, key, store, folder, STAMP, config.run_id)
 
     def run(self, store: str, config: ReportInput, unit: Unit, reporter: Reporter) -> ReportResult:
         return write_report(run_url(store, config.run_id), config.config)
@@ -614,10 +616,7 @@ class ParseStage(Stage[ParseInput, ParseResult]):
         inputs = parse_inputs(config.videos, config.run, store, config.config)
         settings = config.config.model_dump(mode="json", exclude={"device", "batch_windows"})
         key = digest(self.name, inputs, settings, self.code_version())
-        folder = _out_folder(config.out)
-        if stamp_holds(read_stamp(folder, STAMP), key, store, folder):
-            return Plan(stage=self.name, key=key)
-        return Plan(stage=self.name, key=key, units=[Unit(key=key, label=config.out)])
+        return stamped_plan(self.name, key, store, _out_folder(config.out), STAMP, config.out)
 
     def run(self, store: str, config: ParseInput, unit: Unit, reporter: Reporter) -> ParseResult:
         loaded = load_run(config.run, config.config.device)

@@ -87,13 +87,6 @@ class ChainSummary(BaseModel):
             f"{self.chain} was done"
         )
 
-    def lines(self) -> list[str]:
-        """The run for people, one line per node, then failures and warnings."""
-        lines = [f"{outcome.node} ({outcome.status}): {outcome.line}" for outcome in self.nodes]
-        lines += [f"failed: {f.path}: {f.reason}" for f in self.failures]
-        lines += [f"warning: {warning}" for warning in self.warnings]
-        return lines
-
     def markdown(self) -> str:
         lines = [f"# {self.chain} on `{self.store}`", ""]
         lines += [f"- **{o.node}** ({o.status}): {o.line}" for o in self.nodes]
