@@ -18,18 +18,24 @@ import contextlib
 import enum
 import functools
 import hashlib
+import io
 import logging
 import pickle
+import pickletools
+import re
+import struct
+import tarfile
+import threading
 import types
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 import numpy as np
 import torch
+from torch import _weights_only_unpickler
 
 logger = logging.getLogger(__name__)
 
@@ -190,66 +196,279 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-# Globals a checkpoint of tensors and plain numbers may name. torch's weights-only reader
-# would enforce the same kind of list, but it cannot parse pickle protocol 4, in which
-# some releases (LAION-CLAP's) are written; Python's own unpickler can, restricted here.
-_ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._tensor", "_rebuild_from_type_v2"),
-    ("torch", "Size"),
-    ("torch", "device"),
-    ("torch.storage", "UntypedStorage"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy", "dtype"),
-} | {("torch", name) for name in dir(torch) if name.endswith("Storage")}
+class WeightsFileError(ValueError):
+    """A weight or checkpoint file refused unread: not tensors and plain data saved by torch."""
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint")
-        return super().find_class(module, name)
+# Why pickle instructions are rewritten by hand: torch's weights-only unpickler (the only
+# unpickler any weight or checkpoint file meets here) reads just the instructions of
+# pickle protocol 2, torch.save's default, while some releases (LAION-CLAP's) were
+# pickled with protocol 4. `_protocol_2` parses a pickle with `pickletools.genops`, which
+# executes nothing, and rewrites the few protocol 3-5 instructions such files use into
+# their protocol-2 equivalents; every other instruction torch does not read is refused.
+# What the rewritten stream may build is decided by torch's unpickler alone.
+_PASSED_THROUGH = frozenset(
+    {
+        "APPEND", "APPENDS", "BINFLOAT", "BININT", "BININT1", "BININT2", "BINPERSID",
+        "BUILD", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_SET", "EMPTY_TUPLE", "GLOBAL", "LONG1",
+        "MARK", "NEWFALSE", "NEWOBJ", "NEWTRUE", "NONE", "REDUCE", "SETITEM", "SETITEMS",
+        "SHORT_BINSTRING", "STOP", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3",
+    }
+)  # fmt: skip
+_STRINGS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"})
+_BYTES = frozenset({"SHORT_BINBYTES", "BINBYTES", "BINBYTES8"})
+_DAMAGED = "it is cut short, damaged or not written by torch.save"
 
 
-def _restricted_load(file: Any, **kwargs: Any) -> Any:
-    return _RestrictedUnpickler(file, **kwargs).load()
+class _Refused(pickle.UnpicklingError):
+    """Why a pickle was refused, worded for the one-line message that names the file."""
 
 
-# A `pickle_module` for torch.load whose unpickler only builds allowed globals. torch
-# reads a zip checkpoint with `Unpickler` and a legacy (non-zip) file first with `load`:
-# both must be the restricted ones, or a legacy-format file runs what it names.
-RESTRICTED_PICKLE = types.ModuleType("avvp_restricted_pickle")
-RESTRICTED_PICKLE.Unpickler = _RestrictedUnpickler  # type: ignore[attr-defined]
-RESTRICTED_PICKLE.load = _restricted_load  # type: ignore[attr-defined]
+class _RecordingReader:
+    """``read``/``readline`` of a file that keep the bytes read since the last ``take``."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._taken = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        self._taken += data
+        return data
+
+    def readline(self) -> bytes:
+        line = self._file.readline()
+        self._taken += line
+        return line
+
+    def take(self) -> bytes:
+        taken = bytes(self._taken)
+        self._taken.clear()
+        return taken
 
 
-def load_tensor_checkpoint(path: Path) -> Any:
-    """torch.load for files of tensors and plain numbers only, in any pickle protocol."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected pickle protocol")
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Protocol 4 files: same allowlist idea, enforced by our restricted unpickler.
-            return torch.load(  # noqa: S614 - restricted unpickler, see _ALLOWED_GLOBALS
-                path, map_location="cpu", weights_only=False, pickle_module=RESTRICTED_PICKLE
-            )
+def _unicode(text: str) -> bytes:
+    data = text.encode("utf-8", "surrogatepass")
+    return pickle.BINUNICODE + struct.pack("<I", len(data)) + data
 
 
-def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    """A plain state dict saved with ``torch.save``, loaded without running pickled code."""
+def _protocol_2(file: BinaryIO) -> bytes:
+    """The next pickle of ``file`` (read up to its STOP, no further) in protocol 2."""
+    reader = _RecordingReader(file)
+    out = bytearray()
+    # Strings are held back until the next instruction: STACK_GLOBAL, protocol 4's way of
+    # naming a global, takes the two strings under it, and torch's reader cannot pop
+    # strings it was already given. Memo entries of strings stay here for the same reason,
+    # and a later GET of one pushes the string itself.
+    pending: list[str] = []
+    memo_strings: dict[int, str] = {}
+    memo: set[int] = set()  # the indices in use: MEMOIZE takes the next one
+
+    def flush() -> None:
+        for text in pending:
+            out.extend(_unicode(text))
+        pending.clear()
+
+    def put(index: int) -> None:
+        memo.add(index)
+        if pending:
+            memo_strings[index] = pending[-1]
+        else:
+            memo_strings.pop(index, None)
+            out.extend(pickle.LONG_BINPUT + struct.pack("<I", index))
+
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a bad or foreign file
-        raise ValueError(
-            f"{path} is not a readable PyTorch weight file ({error.__class__.__name__}); "
-            "re-download it"
-        ) from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict")
-    return loaded.get("state_dict", loaded)
+        for opcode, arg, _ in pickletools.genops(reader):
+            raw = reader.take()
+            name = opcode.name
+            if name in _STRINGS:
+                pending.append(arg)
+            elif name == "MEMOIZE":
+                put(len(memo))
+            elif name in ("BINPUT", "LONG_BINPUT"):
+                put(arg)
+            elif name in ("BINGET", "LONG_BINGET") and arg in memo_strings:
+                pending.append(memo_strings[arg])
+            elif name == "STACK_GLOBAL":
+                if len(pending) < 2 or any("\n" in part for part in pending[-2:]):
+                    raise _Refused("it names a Python object in a way torch.save never writes")
+                module, qualname = pending[-2:]
+                del pending[-2:]
+                flush()
+                out.extend(pickle.GLOBAL + f"{module}\n{qualname}\n".encode())
+            elif name in _BYTES:
+                # Protocol 2 writes bytes (a numpy scalar's value) as _codecs.encode(text,
+                # "latin1"), which torch's reader allows.
+                flush()
+                out.extend(pickle.GLOBAL + b"_codecs\nencode\n")
+                out.extend(_unicode(arg.decode("latin-1")) + _unicode("latin1"))
+                out.extend(pickle.TUPLE2 + pickle.REDUCE)
+            elif name == "PROTO":
+                out.extend(pickle.PROTO + b"\x02")
+            elif name in _PASSED_THROUGH or name in ("BINGET", "LONG_BINGET"):
+                flush()
+                out.extend(raw)
+            elif name != "FRAME":  # frames only group instructions for faster reads
+                raise _Refused(
+                    f"it uses the pickle instruction {name}, which a file of tensors never holds"
+                )
+    except ValueError:  # genops' word for an unknown instruction or a stream cut short
+        raise _Refused(_DAMAGED) from None
+    return bytes(out)
+
+
+class _WeightsOnlyUnpickler(_weights_only_unpickler.Unpickler):
+    """torch's weights-only unpickler, given the next pickle of its file in protocol 2."""
+
+    def __init__(self, file: BinaryIO, *, encoding: str = "bytes") -> None:
+        super().__init__(file, encoding=encoding)
+        self._source = file
+
+    def load(self) -> Any:
+        rewritten = io.BytesIO(_protocol_2(self._source))
+        self.read, self.readline = rewritten.read, rewritten.readline
+        try:
+            return super().load()
+        except pickle.UnpicklingError as error:
+            # torch's words name the global it refused, then suggest allowlisting it.
+            named = re.search(r"GLOBAL (\S+)", str(error))
+            if named is None:
+                raise _Refused(
+                    "it holds a pickled object that a file of tensors never holds"
+                ) from None
+            raise _Refused(
+                f"it names a Python object, {named[1]}, that a file of tensors never holds"
+            ) from None
+
+
+def _weights_only_load(file: BinaryIO, **kwargs: Any) -> Any:
+    return _WeightsOnlyUnpickler(file, **kwargs).load()
+
+
+# The `pickle_module` torch.load is given: torch still reads the zip or legacy container
+# and its storages, and every pickle in it (the legacy format has several, read with
+# `load`) goes through torch's weights-only unpickler.
+_WEIGHTS_ONLY_PICKLE = types.ModuleType("avvp_weights_only_pickle")
+_WEIGHTS_ONLY_PICKLE.Unpickler = _WeightsOnlyUnpickler  # type: ignore[attr-defined]
+_WEIGHTS_ONLY_PICKLE.load = _weights_only_load  # type: ignore[attr-defined]
+
+# numpy scalars (an epoch, a best score) sit beside the weights in some releases: their
+# rebuild function and numeric dtypes are allowed too. numpy 2 moved `scalar` to _core.
+_NUMPY_SCALAR = np.core.multiarray.scalar
+_NUMPY_GLOBALS: list[Any] = [
+    _NUMPY_SCALAR,
+    (_NUMPY_SCALAR, "numpy._core.multiarray.scalar"),
+    np.dtype,
+    *{type(np.dtype(code)) for code in "?" + np.typecodes["AllInteger"] + np.typecodes["AllFloat"]},
+]
+# torch.serialization.safe_globals edits one process-wide list: loads in two threads
+# would take each other's entries away, so they take turns.
+_LOAD_LOCK = threading.Lock()
+
+
+def is_torchscript(file: Path | BinaryIO) -> bool:
+    """Whether torch.load would hand ``file`` to torch.jit.load: torch's own two tests."""
+    with contextlib.ExitStack() as stack:
+        handle = stack.enter_context(open(file, "rb")) if isinstance(file, Path) else file
+        start = handle.tell()
+        try:
+            if not torch.serialization._is_zipfile(handle):
+                return False
+            with torch.serialization._open_zipfile_reader(handle) as reader:
+                return torch.serialization._is_torchscript_zip(reader)
+        except RuntimeError:  # a damaged zip is no TorchScript archive either
+            return False
+        finally:
+            handle.seek(start)
+
+
+def load_tensor_file(
+    source: Path | bytes,
+    *,
+    expected: str,
+    fix: str,
+    name: str | Path | None = None,
+    map_location: str | torch.device = "cpu",
+) -> Any:
+    """Tensors and plain data that torch.save wrote (any pickle protocol), read by torch's
+    weights-only unpickler: a file naming anything else runs none of it.
+
+    A refused file raises ``WeightsFileError``, one line: "<name> is not <expected>
+    (<why>): <fix>"; ``name`` defaults to the path (give it for bytes).
+    """
+    shown = name if name is not None or not isinstance(source, Path) else source
+    with contextlib.ExitStack() as stack:
+        if isinstance(source, Path):
+            file: BinaryIO = stack.enter_context(open(source, "rb"))
+        else:
+            file = io.BytesIO(source)
+        if not file.read(1):
+            raise WeightsFileError(f"{shown} is not {expected} (it is empty): {fix}")
+        file.seek(0)
+        # The same open file is tested and loaded, so what was tested is what is loaded.
+        if is_torchscript(file):
+            raise WeightsFileError(
+                f"{shown} is not {expected} (it is a TorchScript program, which holds code): {fix}"
+            )
+        # torch reads its pre-1.0 .tar format by unpacking the archive, and refuses it
+        # when weights_only=True: so does this reader.
+        if tarfile.is_tarfile(file):
+            raise WeightsFileError(
+                f"{shown} is not {expected} (it is in torch's old .tar format): {fix}"
+            )
+        try:
+            with _LOAD_LOCK, torch.serialization.safe_globals(_NUMPY_GLOBALS):
+                return torch.load(  # weights only: every pickle goes through torch's reader
+                    file, map_location, pickle_module=_WEIGHTS_ONLY_PICKLE, weights_only=False
+                )
+        except _Refused as refused:
+            raise WeightsFileError(f"{shown} is not {expected} ({refused}): {fix}") from None
+        except MemoryError:
+            raise
+        except Exception:  # torch's container readers raise many types for a damaged file
+            raise WeightsFileError(f"{shown} is not {expected} ({_DAMAGED}): {fix}") from None
+
+
+def load_state_dict_file(path: Path, expected: str, fix: str) -> dict[str, torch.Tensor]:
+    """A state dict saved with ``torch.save`` (or under a "state_dict" key), read as
+    ``load_tensor_file`` reads, with the same one-line refusals."""
+    loaded = load_tensor_file(path, expected=expected, fix=fix)
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict):
+        raise WeightsFileError(
+            f"{path} is not {expected} (it holds a {type(loaded).__name__}, not a state dict): "
+            f"{fix}"
+        )
+    return state
+
+
+def copy_weights(
+    module: torch.nn.Module, state: dict[str, Any], path: Path, expected: str, fix: str
+) -> None:
+    """Load ``state`` into ``module`` (strictly); weights of another network are refused
+    in one line that says how they differ, instead of torch's list of every key."""
+    wanted = module.state_dict()
+    missing = sorted(wanted.keys() - state.keys())
+    unexpected = sorted(state.keys() - wanted.keys())
+    misfit = sorted(
+        key
+        for key in wanted.keys() & state.keys()
+        if not isinstance(state[key], torch.Tensor) or state[key].shape != wanted[key].shape
+    )
+    differences = [
+        f"{label} {len(keys)}, e.g. {keys[0]}"
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("of another shape or type", misfit),
+        )
+        if keys
+    ]
+    if differences:
+        raise WeightsFileError(
+            f"{path} is not {expected} (tensors {'; '.join(differences)}): {fix}"
+        )
+    module.load_state_dict(state)
 
 
 @dataclass(frozen=True)

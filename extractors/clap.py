@@ -55,8 +55,9 @@ from avvp.extractors.base import (
     WeightsNotFoundError,
     WeightsSource,
     WindowInput,
+    copy_weights,
     hf_cached_file,
-    load_tensor_checkpoint,
+    load_state_dict_file,
     resolve_weights,
     rounded_linspace,
     seeded,
@@ -66,6 +67,8 @@ logger = logging.getLogger(__name__)
 
 _PRIVATE_PACKAGE = f"{__package__}._laion_module"
 _CHECKPOINT_URL = "https://huggingface.co/lukewys/laion_clap/resolve/main/630k-fusion-best.pt"
+_EXPECTED = "a LAION-CLAP HTSAT-tiny fusion checkpoint"
+_FIX = f"use 630k-fusion-best.pt from {_CHECKPOINT_URL}"
 _ROBERTA = "roberta-base"
 TEXT_CONTEXT = 77
 JOINT_DIM = 512
@@ -321,33 +324,21 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The LAION checkpoint's state dict, without its DistributedDataParallel prefix.
 
     The release is pickled with protocol 4 and holds numpy scalars beside the weights,
-    so it is read by the restricted unpickler of `load_tensor_checkpoint`.
+    both of which `load_state_dict_file` reads.
     """
-    try:
-        loaded = load_tensor_checkpoint(path)
-    except Exception as error:  # anything pickle can raise for a foreign file
-        raise ValueError(
-            f"{path} is not a readable CLAP checkpoint ({error.__class__.__name__}: {error}); "
-            f"re-download it from {_CHECKPOINT_URL}"
-        ) from None
-    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no state dict; use the file from {_CHECKPOINT_URL}")
+    state = load_state_dict_file(path, _EXPECTED, _FIX)
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
 def _load_part(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    # The checkpoint holds both towers (and more); each tower takes its own tensors.
     wanted = module.state_dict().keys()
-    try:
-        module.load_state_dict({key: state[key] for key in wanted if key in state})
-    except RuntimeError as error:
-        raise ValueError(
-            f"{path} does not match LAION-CLAP HTSAT-tiny fusion ({error}); use "
-            f"630k-fusion-best.pt from {_CHECKPOINT_URL}"
-        ) from None
+    copy_weights(module, {key: state[key] for key in wanted if key in state}, path, _EXPECTED, _FIX)
 
 
 def _build_audio_tower(preset: Preset, weights: Path | RandomInit) -> ClapAudioTower:
+    # The file is read first: a bad one is refused before the tower is built.
+    state = _read_checkpoint(weights) if isinstance(weights, Path) else None
     htsat = _htsat_module()
     shape = HTSAT_SHAPES[preset]
     seed = weights.seed if isinstance(weights, RandomInit) else 0
@@ -370,8 +361,8 @@ def _build_audio_tower(preset: Preset, weights: Path | RandomInit) -> ClapAudioT
                 fusion_type="aff_2d",
             )
         )
-    if isinstance(weights, Path):
-        _load_part(tower, _read_checkpoint(weights), weights)
+    if state is not None:
+        _load_part(tower, state, weights)
     return tower
 
 

@@ -10,7 +10,6 @@ pseudo-labels: logit = ``logit_scale`` x cosine.
 from __future__ import annotations
 
 import enum
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,9 +22,13 @@ from avvp.extractors.base import (
     Preset,
     RandomInit,
     WeightsArg,
+    WeightsFileError,
     WeightsSource,
     WindowInput,
+    copy_weights,
     hf_cached_file,
+    is_torchscript,
+    load_state_dict_file,
     resolve_weights,
     seeded,
 )
@@ -41,6 +44,9 @@ _OPENAI_URL = (
     "https://openaipublic.azureedge.net/clip/models/"
     "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt"
 )
+_EXPECTED = "CLIP ViT-L/14 weights"
+_FIX = f"use ViT-L-14.pt from {_OPENAI_URL}"
+
 # open_clip fetches the OpenAI weights from this hub repo when it can, else from the URL
 # above into ~/.cache/clip; either copy is accepted.
 _OPENAI_HF_REPO = "timm/vit_large_patch14_clip_224.openai"
@@ -78,16 +84,42 @@ class ClipWeights(enum.Enum):
     )
 
 
-def _is_torchscript(path: Path) -> bool:
-    # OpenAI ships ViT-L-14.pt as a TorchScript archive, which torch refuses to open
-    # with weights_only=True; a TorchScript zip carries its code next to the data.
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+def _openai_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The CLIP weights in ``path``, read without running anything it holds.
+
+    OpenAI ships ViT-L-14.pt as a TorchScript archive (recognised as torch.load does and
+    read only by torch.jit.load, which has no Python unpickler); open_clip's hub copies
+    are safetensors or a state dict, read by torch's weights-only unpickler.
+    """
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(path)
+        except (SafetensorError, OSError):
+            raise WeightsFileError(
+                f"{path} is not {_EXPECTED} (it is not a readable safetensors file): {_FIX}"
+            ) from None
+    elif is_torchscript(path):
+        try:
+            state = torch.jit.load(path, map_location="cpu").state_dict()
+        except RuntimeError:
+            raise WeightsFileError(
+                f"{path} is not {_EXPECTED} (it is a damaged TorchScript archive): {_FIX}"
+            ) from None
+        # Attributes OpenAI's scripted model keeps beside its weights.
+        for key in ("input_resolution", "context_length", "vocab_size"):
+            state.pop(key, None)
+    else:
+        state = load_state_dict_file(path, _EXPECTED, _FIX)
+    # DataParallel saves every key under "module.".
+    return {key.removeprefix("module."): value for key, value in state.items()}
 
 
 def _build_network(preset: Preset, weights: Path | RandomInit) -> torch.nn.Module:
+    # The file is read first: a bad one is refused before seconds of building ViT-L/14.
+    state = _openai_state_dict(weights) if isinstance(weights, Path) else None
     import open_clip  # pulls in transformers and timm (seconds): only when a model is built
 
     seed = weights.seed if isinstance(weights, RandomInit) else 0
@@ -100,20 +132,10 @@ def _build_network(preset: Preset, weights: Path | RandomInit) -> torch.nn.Modul
                 quick_gelu=True,
             )
         # The OpenAI weights were trained with QuickGELU, which plain "ViT-L-14" lacks.
-        if isinstance(weights, RandomInit):
-            return open_clip.create_model("ViT-L-14", pretrained=None, force_quick_gelu=True)
-        try:
-            return open_clip.create_model(
-                "ViT-L-14",
-                pretrained=str(weights),
-                force_quick_gelu=True,
-                weights_only=not _is_torchscript(weights),
-            )
-        except Exception as error:  # open_clip and torch raise many types for a bad file
-            raise ValueError(
-                f"{weights} does not hold CLIP ViT-L/14 weights ({error.__class__.__name__}: "
-                f"{error}); use ViT-L-14.pt from {_OPENAI_URL}"
-            ) from None
+        network = open_clip.create_model("ViT-L-14", pretrained=None, force_quick_gelu=True)
+    if state is not None:
+        copy_weights(network, state, weights, _EXPECTED, _FIX)
+    return network
 
 
 class ClipExtractor(FeatureExtractor):

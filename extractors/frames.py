@@ -3,6 +3,13 @@
 From the N frames of one window at 8 FPS: pick ``count`` of them at
 ``round(linspace(0, N - 1, count))``, scale to [0, 1] floats, resize to ``size`` x
 ``size`` without crop (bilinear, antialias off) and normalise per channel.
+
+Frames are converted and resized one at a time, through one float buffer: in float at
+the size they come in, a window's 80 frames would take 16 bytes a pixel all at once,
+and a fresh buffer per frame leaves the heap in pieces that later ones do not fit (the
+decoder already scales frames larger than 960 x 480 down, see
+`avvp.pipeline.decode`; smaller ones, LLP's 320 x 240 among them, arrive as the source
+has them). Each frame's result is the one a batched resize gives, bit for bit.
 """
 
 from __future__ import annotations
@@ -51,12 +58,15 @@ class FrameSampler:
 
     def __call__(self, frames: Any) -> torch.Tensor:
         video = as_frame_tensor(frames)
-        picked = video[torch.from_numpy(rounded_linspace(0, video.shape[0] - 1, self.count))]
-        images = picked.permute(0, 3, 1, 2).float().div(255)
-        images = tvf.resize(
-            images,
-            [self.size, self.size],
-            interpolation=InterpolationMode.BILINEAR,
-            antialias=False,
-        )
+        picked = rounded_linspace(0, video.shape[0] - 1, self.count).tolist()
+        images = torch.empty(self.count, 3, self.size, self.size)
+        image = torch.empty(1, 3, *video.shape[1:3])
+        for row, index in enumerate(picked):
+            image[0].copy_(video[index].permute(2, 0, 1)).div_(255)
+            images[row] = tvf.resize(
+                image,
+                [self.size, self.size],
+                interpolation=InterpolationMode.BILINEAR,
+                antialias=False,
+            )[0]
         return tvf.normalize(images, list(self.mean), list(self.std))

@@ -25,6 +25,7 @@ from avvp.extractors.base import (
     WeightsArg,
     WeightsSource,
     WindowInput,
+    copy_weights,
     load_state_dict_file,
     resolve_weights,
     seeded,
@@ -71,20 +72,16 @@ class ClipStackTransform:
 
 
 def _build_network(preset: Preset, weights: Path | RandomInit) -> torch.nn.Module:
+    expected, fix = "R(2+1)D-18 weights", f"use {_KINETICS_FILE} from {_KINETICS_URL}"
+    state = load_state_dict_file(weights, expected, fix) if isinstance(weights, Path) else None
     seed = weights.seed if isinstance(weights, RandomInit) else 0
     with seeded(seed):
         if preset == "tiny":
             network = VideoResNet(BasicBlock, [Conv2Plus1D] * 4, [1, 1, 1, 1], R2Plus1dStem)
         else:
             network = r2plus1d_18()
-    if isinstance(weights, Path):
-        try:
-            network.load_state_dict(load_state_dict_file(weights))
-        except RuntimeError as error:
-            raise ValueError(
-                f"{weights} does not hold R(2+1)D-18 weights ({error}); use {_KINETICS_FILE} "
-                f"from {_KINETICS_URL}"
-            ) from None
+    if state is not None:
+        copy_weights(network, state, weights, expected, fix)
     network.fc = torch.nn.Identity()
     return network
 

@@ -1,10 +1,11 @@
-"""avvp checkpoints: a parser's config and weights in one file that loads with
-`torch.load(..., weights_only=True)` (tensors and plain data only: checkpoints are
-untrusted input)."""
+"""avvp checkpoints: a parser's config and weights in one file of tensors and plain data,
+read only by torch's weights-only unpickler (checkpoints are untrusted input)."""
 
 from __future__ import annotations
 
 import io
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,13 @@ import numpy as np
 import torch
 
 from avvp import __version__
+from avvp.extractors.base import WeightsFileError, load_tensor_file
 from avvp.model.config import ModelConfig
 from avvp.model.factory import create_model, from_official_state_dict
 
 CHECKPOINT_FORMAT = "avvp-checkpoint/1"
+_CHECKPOINT_FIX = "train the run again, or import or download the file again"
+_NETWORK_NAMES = {"mmcse": "MM-CSE", "valor": "VALOR"}
 
 
 def checkpoint_bytes(
@@ -35,17 +39,34 @@ def checkpoint_bytes(
 
 
 def load_checkpoint(
-    data: bytes, map_location: str | torch.device = "cpu"
+    data: bytes | Path,
+    map_location: str | torch.device = "cpu",
+    name: str | Path = "the checkpoint",
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a parser from checkpoint bytes written by `checkpoint_bytes`."""
-    state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    """Rebuild a parser from a checkpoint written by `checkpoint_bytes` (its bytes or its
+    file); a file that is not one raises a ValueError of one line naming `name`."""
+    state = load_tensor_file(
+        data,
+        expected="an avvp checkpoint",
+        fix=_CHECKPOINT_FIX,
+        name=name,
+        map_location=map_location,
+    )
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            "not an avvp checkpoint; import official weights with `avvp import-checkpoint`"
+        raise WeightsFileError(
+            f"{name} is not an avvp checkpoint; import official weights with "
+            "`avvp import-checkpoint`"
         )
-    config = ModelConfig.from_dict(state["model_config"])
-    model = create_model(config)
-    model.load_state_dict(state["state_dict"])
+    try:
+        config = ModelConfig.from_dict(state["model_config"])
+        model = create_model(config)
+        model.load_state_dict(state["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        # Only a damaged or hand-made file gets here: checkpoint_bytes writes both.
+        raise WeightsFileError(
+            f"{name} is not an avvp checkpoint (its model config or weights do not fit "
+            f"each other): {_CHECKPOINT_FIX}"
+        ) from None
     return model, state
 
 
@@ -56,10 +77,7 @@ def read_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
-    try:
-        return load_checkpoint(path.read_bytes(), map_location)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+    return load_checkpoint(path, map_location, path)
 
 
 def import_checkpoint(source: str | Path, kind: str, out: str | Path) -> ModelConfig:
@@ -71,12 +89,11 @@ def import_checkpoint(source: str | Path, kind: str, out: str | Path) -> ModelCo
     source = Path(source)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such checkpoint file")
-    try:
-        official = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for foreign or unsafe files
-        raise ValueError(
-            f"{source}: not a PyTorch checkpoint loadable with weights_only=True ({error})"
-        ) from None
+    official = load_tensor_file(
+        source,
+        expected=f"an official {_NETWORK_NAMES.get(kind, kind)} checkpoint",
+        fix="pass the state dict file the official code saved (torch.save)",
+    )
     if not isinstance(official, dict):
         raise ValueError(f"{source}: expected a state dict, found {type(official).__name__}")
     try:
@@ -92,6 +109,32 @@ def import_checkpoint(source: str | Path, kind: str, out: str | Path) -> ModelCo
 
 
 FEATURE_KEYS = ("audio", "visual", "visual_st")
+_FEATURES = (
+    "a FEATURES.npz (a NumPy .npz archive, as numpy.savez writes, of audio, visual and "
+    "visual_st arrays and video_ids)"
+)
+
+
+def _open_npz(path: Path) -> Any:
+    """The .npz archive at `path`, or a one-line ValueError saying what it is instead."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile):
+        # np.load's words for these (e.g. "Cannot load file containing pickled data")
+        # describe its own fallbacks, not the file.
+        raise ValueError(f"{path} is not {_FEATURES}: it is not a readable .npz archive") from None
+    if isinstance(archive, np.ndarray):
+        raise ValueError(f"{path} is not {_FEATURES}: it holds a single .npy array")
+    return archive
+
+
+def _read_array(npz: Any, path: Path, key: str) -> np.ndarray:
+    try:
+        return np.asarray(npz[key], dtype=np.float32)
+    except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile, zlib.error):
+        raise ValueError(
+            f"{path} is not {_FEATURES}: its `{key}` is cut short, damaged or not numbers"
+        ) from None
 
 
 def read_feature_file(
@@ -102,18 +145,22 @@ def read_feature_file(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such feature file")
-    with np.load(path, allow_pickle=False) as npz:
+    with _open_npz(path) as npz:
         missing = [key for key in FEATURE_KEYS if key not in npz.files]
         if missing:
             raise ValueError(
                 f"{path} lacks {', '.join(missing)} (has {', '.join(npz.files)}); a FEATURES.npz "
                 "holds audio, visual and visual_st arrays (and video_ids)"
             )
-        arrays = {key: np.asarray(npz[key], dtype=np.float32) for key in FEATURE_KEYS}
+        arrays = {key: _read_array(npz, path, key) for key in FEATURE_KEYS}
         try:
             video_ids = npz["video_ids"] if "video_ids" in npz.files else None
         except ValueError:  # an object array, which allow_pickle=False refuses
             video_ids = np.zeros(0, dtype=object)
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error):
+            raise ValueError(
+                f"{path} is not {_FEATURES}: its `video_ids` is cut short or damaged"
+            ) from None
     n = len(arrays["audio"])
     if video_ids is not None and (video_ids.dtype.kind != "U" or video_ids.shape != (n,)):
         raise ValueError(

@@ -55,18 +55,59 @@ IGNORED_ANNOTATIONS_NOTE = (
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
 # Options several commands share, spelled once.
-StoreRoot = Annotated[str, typer.Option(metavar="ROOT", help="Store root.")]
+def writable_store(root: str | None) -> str | None:
+    """Refuse a store that cannot be written (a file, a read-only or full disk) before
+    any work starts (None: the command's default, checked when it is known)."""
+    from avvp.storage import check_store_root
+
+    if root is None:
+        return None
+    try:
+        check_store_root(root)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    return root
+
+
+def writable_run(run: str) -> str:
+    """Refuse a run folder whose results could not be written, before computing them."""
+    from avvp.storage import check_store_root
+
+    try:
+        check_store_root(run, create=False)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    return run
+
+
+StoreRoot = Annotated[
+    str, typer.Option(metavar="ROOT", help="Store root.", callback=writable_store)
+]
+ReadStoreRoot = Annotated[str, typer.Option(metavar="ROOT", help="Store root.")]
+StoreArgument = Annotated[
+    str, typer.Argument(metavar="ROOT", help="Store root (local path or fsspec URL).")
+]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 Device = Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ...")]
 DeviceOverride = Annotated[
     str | None, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, ... \\[default: auto]")
 ]
+RetryFailed = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed",
+        help="Try again the files that failed on an earlier run (by default they are "
+        "skipped while unchanged).",
+    ),
+]
 
 
 def user_errors(func: F) -> F:
-    """Turn the errors our stages raise for bad input into one readable line and exit 2,
-    and every warning raised meanwhile into one plain line on standard error.
+    """Turn the errors our stages raise for bad input, and a disk that cannot be written,
+    into one readable line and exit 2, and every warning raised meanwhile into one plain
+    line on standard error.
 
     Stages raise ValueError / FileNotFoundError / KeyError subclasses with messages that
     name the file and the fix; a traceback would only hide that message, and a raw
@@ -84,6 +125,17 @@ def user_errors(func: F) -> F:
                 if isinstance(exc, ValidationError):
                     message = settings_errors(exc)
                 err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+                raise typer.Exit(EXIT_USAGE) from None
+            except OSError as exc:
+                # A disk that fills or turns read-only mid-run: what is stored stays whole
+                # (parts and run files are published by rename), so say what and where.
+                where = f"{exc.filename}: " if exc.filename else ""
+                err_console.print(
+                    f"[bold red]error:[/] {where}{exc.strerror or exc}; free space, fix the "
+                    "folder's permissions or choose another folder, then run again (what was "
+                    "stored is kept)",
+                    highlight=False,
+                )
                 raise typer.Exit(EXIT_USAGE) from None
             finally:
                 print_warnings(caught)
@@ -253,9 +305,7 @@ def evaluate_predictions(
 @store_app.command("info")
 @user_errors
 def store_info(
-    root: Annotated[
-        str, typer.Argument(metavar="ROOT", help="Store root (local path or fsspec URL).")
-    ],
+    root: StoreArgument,
     as_json: JsonOutput = False,
 ) -> None:
     """List the tables of a store (kind, rows, videos, shape, dtype, provenance) and its
@@ -299,6 +349,36 @@ def store_info(
 STORE_COLUMNS = ("table", "kind", "rows", "videos", "shape", "dtype", "made by")
 
 
+@store_app.command("check")
+@user_errors
+def store_check(
+    root: StoreArgument,
+    repair: Annotated[
+        bool, typer.Option(help="Move unreadable parts to ROOT/broken/ (asks first).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Repair without asking.")] = False,
+) -> None:
+    """Find table parts that cannot be read (a cut, empty or foreign file); with --repair,
+    move them out of the store's tables so the steps that wrote them can run again.
+    Exit 1 while unreadable parts remain."""
+    from avvp.storage import check_store, set_aside
+
+    broken = check_store(root)
+    for part in broken:
+        err_console.print(f"unreadable: {part.path}: {part.reason}", highlight=False)
+    if not broken:
+        console.print(f"{root}: every part is readable")
+        return
+    if repair and (yes or typer.confirm(f"Move {len(broken)} unreadable part(s) aside?")):
+        folder = set_aside(root, broken)
+        console.print(
+            f"moved {len(broken)} unreadable part(s) to {folder}; re-run the steps that "
+            "wrote them (their rows are missing now)"
+        )
+        return
+    raise typer.Exit(EXIT_SOME_FAILED)
+
+
 def store_table(root: str, rows: list[list[str]], with_made_by: bool) -> Table:
     # No vertical rules: two spaces between columns leave the names room in 80 columns.
     table = Table(title=f"store {root}", title_justify="left", box=box.SIMPLE_HEAD)
@@ -317,7 +397,10 @@ def store_table(root: str, rows: list[list[str]], with_made_by: bool) -> Table:
 @user_errors
 def train(
     store: Annotated[
-        str, typer.Option(metavar="ROOT", help="Store root with features and labels.")
+        str,
+        typer.Option(
+            metavar="ROOT", help="Store root with features and labels.", callback=writable_store
+        ),
     ] = DEFAULT_ROOT,
     model: Annotated[
         str | None,
@@ -494,7 +577,10 @@ class TrainingProgress:
 @app.command()
 @user_errors
 def evaluate(
-    run: Annotated[str, typer.Argument(metavar="RUN", help="Run folder, <store>/runs/<id>.")],
+    run: Annotated[
+        str,
+        typer.Argument(metavar="RUN", help="Run folder, <store>/runs/<id>.", callback=writable_run),
+    ],
     config: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="TOML/YAML/JSON file of EvaluateConfig settings."),
@@ -736,6 +822,7 @@ def extract(
     workers: Annotated[
         int | None, typer.Option(metavar="N", help="Decoding processes (default: up to 8).")
     ] = None,
+    retry_failed: RetryFailed = False,
 ) -> None:
     """Decode videos at 8 FPS and store CLIP, R(2+1)D and CLAP features of missing windows."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -752,6 +839,7 @@ def extract(
         device=device,
         batch_size=batch_size,
         workers=workers,
+        retry_failed=retry_failed or None,
     )
     extract_config = load_config(ExtractConfig, config, overrides)
     columns = (
@@ -794,7 +882,8 @@ def extract(
         console.print(
             f"the failed files are listed above and in {store}/failures/extract/ (its "
             "`detail` column has the decoders' own words); re-encode or replace them, e.g. "
-            "`ffmpeg -i FILE -c:v libx264 -c:a aac FILE.mp4`, and run this again"
+            "`ffmpeg -i FILE -c:v libx264 -c:a aac FILE.mp4`, and run this again (a file "
+            "that failed is skipped while it is unchanged; --retry-failed tries it again)"
         )
         raise typer.Exit(EXIT_SOME_FAILED)
 
@@ -864,7 +953,8 @@ def fetch_valor(
 
     The archives are read in place (nothing is extracted to disk); downloads resume
     after an interruption. Writes clip-vit-l-14, clap-htsat-fusion, the `valor`
-    pseudo-labels and LLP's labels. Exit 1 when some files were skipped.
+    pseudo-labels and LLP's labels, or nothing when an archive is damaged. Exit 1 when
+    some files were skipped or an archive could not be used.
     """
     from rich.progress import (
         BarColumn,
@@ -876,7 +966,7 @@ def fetch_valor(
     )
 
     from avvp.pipeline.download import DownloadError
-    from avvp.pipeline.release import FetchConfig, fetch_valor
+    from avvp.pipeline.release import CorruptArchiveError, FetchConfig, fetch_valor
 
     fetch_config = FetchConfig(
         **given(
@@ -895,19 +985,26 @@ def fetch_valor(
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, disable=not err_console.is_terminal) as progress:
-        tasks: dict[str, Any] = {}
+    # Started by the first mirror download only: huggingface_hub draws its own bar for
+    # the Hub's files, which a live display would hold back until the download ends.
+    progress = Progress(*columns, console=err_console, disable=not err_console.is_terminal)
+    tasks: dict[str, Any] = {}
 
-        def on_download(address: str, done: int, total: int | None) -> None:
-            if address not in tasks:
-                tasks[address] = progress.add_task(address.rsplit("/", 1)[-1], total=total)
-            progress.update(tasks[address], completed=done, total=total)
+    def on_download(address: str, done: int, total: int | None) -> None:
+        if not tasks:
+            progress.start()
+        if address not in tasks:
+            tasks[address] = progress.add_task(address.rsplit("/", 1)[-1], total=total)
+        progress.update(tasks[address], completed=done, total=total)
 
-        try:
-            result = fetch_valor(store, fetch_config, on_download=on_download)
-        except DownloadError as error:
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False)
-            raise typer.Exit(EXIT_SOME_FAILED) from None
+    try:
+        result = fetch_valor(store, fetch_config, on_download=on_download)
+    except (DownloadError, CorruptArchiveError) as error:
+        # Failed inputs (exit 1), not usage errors: the same command works on good bytes.
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise typer.Exit(EXIT_SOME_FAILED) from None
+    finally:
+        progress.stop()
     print_skipped(result.skipped)
     if as_json:
         typer.echo(json.dumps(result.model_dump()))
@@ -1169,7 +1266,7 @@ def pseudo_labels_dense(
 @user_errors
 def pseudo_labels_score(
     source: Annotated[str, typer.Option(metavar="NAME", help="The pseudo-label source.")],
-    store: StoreRoot = DEFAULT_ROOT,
+    store: ReadStoreRoot = DEFAULT_ROOT,
     split: Annotated[str, typer.Option(metavar="SPLIT", help="val or test.")] = "test",
     annotations: Annotated[
         str | None,
@@ -1237,7 +1334,9 @@ def run_flow(
         str | None,
         typer.Option(metavar="DIR", help="LLP-format annotation files (default: vendored LLP)."),
     ] = None,
-    store: Annotated[str | None, typer.Option(metavar="ROOT", help="Store root.")] = None,
+    store: Annotated[
+        str | None, typer.Option(metavar="ROOT", help="Store root.", callback=writable_store)
+    ] = None,
     preset: Annotated[
         str | None, typer.Option(metavar="PRESET", help="Extractors: paper or tiny.")
     ] = None,
@@ -1266,6 +1365,7 @@ def run_flow(
     dask_workers: Annotated[
         int | None, typer.Option(metavar="N", help="Workers of the local Dask cluster.")
     ] = None,
+    retry_failed: RetryFailed = False,
     as_json: JsonOutput = False,
 ) -> None:
     """Run the extract-and-train chain in this process (the flow on Prefect's embedded
@@ -1286,6 +1386,7 @@ def run_flow(
         pseudo_labels=pseudo_labels,
         model=model,
         epochs=epochs,
+        config={"extract": {"retry_failed": True}} if retry_failed else None,
     )
     chain = load_config(ChainConfig, config, overrides)
     if runner == ChainRunnerChoice.local:
@@ -1365,6 +1466,7 @@ def parse(
     timelines: Annotated[
         bool, typer.Option(help="Draw timelines/<video_id>.png per video.")
     ] = True,
+    retry_failed: RetryFailed = False,
     as_json: JsonOutput = False,
 ) -> None:
     """Parse new videos of any length with a trained run: events, videos.csv, timelines.
@@ -1386,6 +1488,7 @@ def parse(
             "device": device,
             "weights": parse_weights(weights) if weights else {},
             "timelines": timelines,
+            "extract": {"retry_failed": True} if retry_failed else {},
         },
     )
     summary = run_local(PARSE_FOLDER, params, print_progress)
@@ -1414,6 +1517,9 @@ def parse(
             f"events: {counts}; {result.out}/events.csv, videos.csv, timelines/",
             highlight=False,
         )
+    # As `avvp extract` words them: a file parsed only in part (cut short), for one.
+    for warning in summary.warnings:
+        err_console.print(f"[yellow]warning[/] {warning}", highlight=False)
     if not summary.ok:
         raise typer.Exit(EXIT_SOME_FAILED)
 
@@ -1421,7 +1527,9 @@ def parse(
 @app.command()
 @user_errors
 def report(
-    run: Annotated[str, typer.Argument(metavar="RUN", help="A trained run folder.")],
+    run: Annotated[
+        str, typer.Argument(metavar="RUN", help="A trained run folder.", callback=writable_run)
+    ],
     device: Device = "auto",
     timeline_videos: Annotated[
         int, typer.Option(metavar="N", help="Test videos drawn as timelines.")

@@ -36,7 +36,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such configuration file")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 text ({error.reason} at byte offset {error.start}); save the "
+            "file as UTF-8"
+        ) from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)

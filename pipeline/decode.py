@@ -16,14 +16,32 @@ Rules (the feature extractors and the feature store rely on them):
   its time, and variable frame rates are handled because only timestamps count). There
   is one output frame for each t_i before the end of the video: a 10.0-s clip gives 80
   frames at 0, 0.125, ..., 9.875 s. Timestamps are compared with a 1-ms tolerance, which
-  absorbs float rounding and is far below any frame interval. Frames keep the source
-  resolution: the extractors' recipes resize from it, and a window's worth (80 frames)
-  is all that is held at once.
+  absorbs float rounding and is far below any frame interval.
+- Frame size (`decoded_size`): a frame whose shorter side is over 480 pixels, or whose
+  longer side is over 960, is scaled down inside the decoder (swscale's bilinear filter
+  in decord and in PyAV alike: their frames differ at a few pixels of sharp colour
+  edges) by the one factor that brings both within those limits, keeping its aspect
+  ratio; smaller frames keep the source resolution, untouched. The extractors squash
+  each frame to 224 x 224 (CLIP) or 112 x 112 (R(2+1)D), so every one of them still
+  resizes down from at least twice its size, and LLP clips (320 x 240 and below) give
+  the very frames, and features, they gave before the rule. A window's worth (80
+  frames) of at most 960 x 480 is all that is held at once, whatever the source
+  resolution, and a large source decodes on as few threads as keep about 64 MB of its
+  pictures in flight (each frame thread holds some): a 4K or 8K video costs about the
+  memory of a 320 x 240 one (benchmarks/extract.py measures it).
+- decord decodes ahead on a thread of its own after every read, without a bound, until
+  the end of the file (dmlc/decord issues 157, 197, 208: a long video ends up decoded
+  into memory while the extractors work on one window). Seeking stops it, so each read
+  ends with a seek to the keyframe the next window decodes from: memory does not grow
+  with length. A file whose keyframes are more than 20 s apart would then decode much
+  of itself again for every window, so PyAV decodes it instead, in one pass.
 - Rotation metadata (display matrix) is applied so frames come out upright. decord 0.6
   already does this itself for multiples of 90 degrees, but for some frame sizes (80 x 48
   turned by 90 degrees, for one) it fails an internal size check: the rest of the file
   then goes to PyAV, as a file decord cannot read at all does (both cases are tested).
   The PyAV path rotates by the decoded frame's `rotation`, as FFmpeg's autorotate does.
+  A turned video whose frames are scaled goes to PyAV from the start: decord 0.6 scales
+  turned pictures wrongly (into the unturned shape).
   Mirror flags and angles that are not multiples of 90 degrees are not applied.
 - Audio is always read with PyAV, averaged over channels and resampled with
   torchaudio.functional.resample to every requested rate, then cut or zero-padded to
@@ -56,10 +74,13 @@ Rules (the feature extractors and the feature store rely on them):
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -85,6 +106,18 @@ TIME_TOLERANCE_S = 1e-3
 CUT_SHORT_TOLERANCE_S = 0.5
 # torchaudio.functional.resample's defaults, which fix how far its filter reaches.
 _LOWPASS_FILTER_WIDTH, _ROLLOFF = 6, 0.99
+# The largest frames decoded as they are (module docstring, frame size): at least twice
+# the largest extractor input (224 x 224) either way, and 480p (854 x 480) untouched.
+MAX_SHORT_SIDE, MAX_LONG_SIDE = 480, 960
+# What the decoder's frame threads may hold of a scaled (large) source's pictures:
+# 4K gets 5 threads, 8K one (module docstring, frame size).
+SOURCE_PICTURES_BYTES = 64 << 20
+# decord re-decodes each window from the keyframe before it (module docstring): a file
+# whose keyframes are further apart than this goes to PyAV, which decodes in one pass.
+MAX_KEYFRAME_GAP_S = 2 * WINDOW_SECONDS
+# What changes from run to run in the decoders' messages: decord's log time stamps
+# ("[15:12:17] "), and the addresses in libav's log contexts ("[h264 @ 0x55d5c1f0]").
+_RUN_VARYING = re.compile(r"\[\d{2}:\d{2}:\d{2}\]\s*|\s*@\s*0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")
 
 
 class DecodeError(RuntimeError):
@@ -182,9 +215,21 @@ class VideoStream:
         rates = sorted({int(rate) for rate in sample_rates})
         if fps <= 0 or any(rate <= 0 for rate in rates):
             raise ValueError(f"fps ({fps}) and sample rates ({rates}) must be positive")
-        declared = _probe(path)
+        source = _probe(path)
         self._path, self._fps, self._reasons = path, fps, []
-        self._frames = self._first_frame_reader(path, fps)
+        width, height = decoded_size(source.width, source.height)
+        self._scale = None
+        if (width, height) != (source.width, source.height):
+            threads = _decoder_threads(source.width, source.height)
+            self._scale = _Scale(width, height, threads)
+        # decord 0.6 scales a rotated picture wrongly (into the unrotated shape, and with
+        # the wrong crop when given the turned one): PyAV scales those, then turns them.
+        self._readers = [
+            reader
+            for reader in _FRAME_READERS
+            if not (reader is _DecordFrames and self._scale and source.rotation % 360)
+        ]
+        self._frames = self._first_frame_reader()
         self._audio: _AudioReader | None = None
         try:
             duration = self._frames.duration
@@ -200,7 +245,7 @@ class VideoStream:
             path=path,
             fps=fps,
             duration=duration,
-            declared_duration=declared,
+            declared_duration=source.declared_duration,
             frame_count=self._frames.count,
             has_audio=self._audio.has_audio,
             valid_segments=valid_segments,
@@ -251,13 +296,13 @@ class VideoStream:
     ) -> None:
         self.close()
 
-    def _first_frame_reader(self, path: Path, fps: float) -> _FrameReader:
-        for reader in _FRAME_READERS:
+    def _first_frame_reader(self) -> _FrameReader:
+        for reader in self._readers:
             try:
-                return reader(path, fps)
+                return reader(self._path, self._fps, self._scale)
             except _BackendError as error:
                 self._reasons.append(f"{reader.name}: {error}")
-        raise DecodeError(path, "corrupt video data", "; ".join(self._reasons))
+        raise DecodeError(self._path, "corrupt video data", "; ".join(self._reasons))
 
     def _window_frames(self, outputs: np.ndarray) -> np.ndarray:
         """Frames of these output indices, from decord, else PyAV from here on."""
@@ -268,17 +313,17 @@ class VideoStream:
                 self._reasons.append(f"{self._frames.name}: {error}")
                 failed_at = error.at if error.at is not None else outputs[0] / self._fps
                 self._frames.close()
-                fallback = _FRAME_READERS.index(type(self._frames)) + 1
-                if fallback == len(_FRAME_READERS):
+                fallback = self._readers.index(type(self._frames)) + 1
+                if fallback == len(self._readers):
                     raise DecodeError(
                         self._path,
                         f"corrupt video data at {failed_at:.1f} s",
                         "; ".join(self._reasons),
                     ) from None
                 try:
-                    self._frames = _FRAME_READERS[fallback](self._path, self._fps)
+                    self._frames = self._readers[fallback](self._path, self._fps, self._scale)
                 except _BackendError as next_error:
-                    self._reasons.append(f"{_FRAME_READERS[fallback].name}: {next_error}")
+                    self._reasons.append(f"{self._readers[fallback].name}: {next_error}")
                     raise DecodeError(
                         self._path,
                         f"corrupt video data at {failed_at:.1f} s",
@@ -333,9 +378,45 @@ def upright(frame: np.ndarray, rotation: float) -> np.ndarray:
     return np.rot90(frame, k=round(rotation / 90) % 4)
 
 
-def _probe(path: Path) -> float | None:
-    """Check with PyAV that `path` is a media file with a video stream; return the
-    duration its header declares (the video stream's, else the container's), if any."""
+def decoded_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) of the frames decoded from a picture of `width` x `height`: the
+    same, or scaled down to fit MAX_SHORT_SIDE and MAX_LONG_SIDE (module docstring)."""
+    if width <= 0 or height <= 0:  # not known before decoding: frames come as they are
+        return width, height
+    scale = min(1.0, MAX_SHORT_SIDE / min(width, height), MAX_LONG_SIDE / max(width, height))
+    if scale == 1.0:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+class _Scale(NamedTuple):
+    """How a large source is decoded: the frames' (width, height) before they are turned
+    upright, and the decoder's threads."""
+
+    width: int
+    height: int
+    threads: int
+
+
+def _decoder_threads(width: int, height: int) -> int:
+    """Threads to decode a `width` x `height` source with: each frame thread holds
+    pictures of the source's size, so a large one gets as many as keep about
+    SOURCE_PICTURES_BYTES of them (in 8-bit 4:2:0) in flight, one CPU each at most."""
+    picture = width * height * 3 // 2
+    return max(1, min(os.cpu_count() or 1, SOURCE_PICTURES_BYTES // picture))
+
+
+class _Source(NamedTuple):
+    """What the probe found: the header's duration, and the stored picture."""
+
+    declared_duration: float | None  # the video stream's, else the container's, if any
+    width: int
+    height: int
+    rotation: float  # display rotation; read from the first frame only when scaling
+
+
+def _probe(path: Path) -> _Source:
+    """Check with PyAV that `path` is a media file with a video stream, and describe it."""
     if not path.is_file():
         raise DecodeError(path, "no such file")
     if path.stat().st_size == 0:
@@ -347,12 +428,27 @@ def _probe(path: Path) -> float | None:
                 raise DecodeError(path, f"no video stream ({other})")
             stream = container.streams.video[0]
             if stream.duration and stream.time_base:
-                return float(stream.duration * stream.time_base)
-            return container.duration / av.time_base if container.duration else None
+                declared = float(stream.duration * stream.time_base)
+            else:
+                declared = container.duration / av.time_base if container.duration else None
+            width, height = stream.codec_context.width, stream.codec_context.height
+            rotation = 0.0
+            if decoded_size(width, height) != (width, height):
+                rotation = _first_frame_rotation(container, stream)
+            return _Source(declared, width, height, rotation)
     except av.FFmpegError as error:
         raise DecodeError(
-            path, "not a media file (or one cut before its index)", f"pyav: {error}"
+            path, "not a media file (or one cut before its index)", f"pyav: {_first_line(error)}"
         ) from None
+
+
+def _first_frame_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> float:
+    # A first frame that does not decode leaves the verdict to the frame readers.
+    try:
+        frame = next(container.decode(stream), None)
+    except av.FFmpegError:
+        return 0.0
+    return float(frame.rotation) if frame is not None else 0.0
 
 
 def _frame_grid(
@@ -373,7 +469,8 @@ def _frame_grid(
 
 
 class _FrameReader:
-    """Frames by output index: `shown` maps output frames to source frames."""
+    """Frames by output index: `shown` maps output frames to source frames. Built with
+    (path, fps, scale): how to scale a large source, or None to keep its frames."""
 
     name: str
     shown: np.ndarray
@@ -394,27 +491,47 @@ class _FrameReader:
 class _DecordFrames(_FrameReader):
     name = "decord"
 
-    def __init__(self, path: Path, fps: float) -> None:
+    def __init__(self, path: Path, fps: float, scale: _Scale | None) -> None:
         if decord is None:
             raise _BackendError("decord is not installed")
+        options = {}
+        if scale is not None:
+            options = {"width": scale.width, "height": scale.height, "num_threads": scale.threads}
         try:
-            self._reader = decord.VideoReader(str(path))
+            self._reader = decord.VideoReader(str(path), **options)
             if len(self._reader) == 0:
                 raise _BackendError("no video frames")
             spans = self._reader.get_frame_timestamp(np.arange(len(self._reader)))
+            keys = np.asarray(self._reader.get_key_indices(), dtype=np.int64)
         except (RuntimeError, decord.DECORDError) as error:
             raise _BackendError(_first_line(error)) from None
-        self.shown, self.duration = _frame_grid(
-            spans[:, 0].astype(np.float64), fps, float(spans[0, 1] - spans[0, 0])
-        )
+        starts = spans[:, 0].astype(np.float64)
+        self.shown, self.duration = _frame_grid(starts, fps, float(spans[0, 1] - spans[0, 0]))
+        self._keys = keys if keys.size and keys[0] == 0 else np.insert(keys, 0, 0)
+        gap = float(np.diff([*starts[self._keys], starts[0] + self.duration]).max())
+        if gap > MAX_KEYFRAME_GAP_S:
+            raise _BackendError(
+                f"keyframes up to {gap:.0f} s apart: each window would decode again from "
+                "the last one"
+            )
         self._fps = fps
 
     def read(self, outputs: np.ndarray) -> np.ndarray:
         needed, position = np.unique(self.shown[outputs], return_inverse=True)
+        following = outputs[-1] + 1
+        # The keyframe the next window decodes from: decord 0.6 seeks to it correctly
+        # (to other frames, it reads later frames from the wrong place).
+        start = self.shown[following] if following < self.count else 0
+        keyframe = int(self._keys[np.searchsorted(self._keys, start, side="right") - 1])
         try:
-            return self._reader.get_batch(needed.tolist()).asnumpy()[position]
+            batch = self._reader.get_batch(needed.tolist())
+            self._reader.seek(keyframe)  # stops the decoding ahead (module docstring)
+            # decord's own buffer, shared: asnumpy() would copy the window.
+            frames = torch.utils.dlpack.from_dlpack(batch.to_dlpack()).numpy()
         except (RuntimeError, decord.DECORDError) as error:
             raise _BackendError(_first_line(error), at=outputs[0] / self._fps) from None
+        # Below 8 source frames a second, some are shown twice: only then is a copy made.
+        return frames if len(needed) == len(outputs) else frames[position]
 
     def close(self) -> None:
         self._reader = None
@@ -426,7 +543,12 @@ class _PyAVFrames(_FrameReader):
 
     name = "pyav"
 
-    def __init__(self, path: Path, fps: float) -> None:
+    def __init__(self, path: Path, fps: float, scale: _Scale | None) -> None:
+        self._scale: dict[str, int | str] = {}
+        if scale is not None:
+            # swscale's bilinear filter, as decord's scaling (module docstring).
+            self._scale = {"width": scale.width, "height": scale.height}
+            self._scale["interpolation"] = "BILINEAR"
         try:
             self._container = av.open(str(path))
             if not self._container.streams.video:
@@ -448,6 +570,8 @@ class _PyAVFrames(_FrameReader):
             )
             self._container.seek(0)
             stream.thread_type = "AUTO"
+            if scale is not None:
+                stream.codec_context.thread_count = scale.threads
             self._decoded = self._container.decode(stream)
         except av.FFmpegError as error:
             raise _BackendError(_first_line(error)) from None
@@ -468,7 +592,7 @@ class _PyAVFrames(_FrameReader):
                 self._last_pts = frame.pts
                 if frame.pts in wanted:
                     self._kept[frame.pts] = upright(
-                        frame.to_ndarray(format="rgb24"), frame.rotation
+                        frame.to_ndarray(format="rgb24", **self._scale), frame.rotation
                     )
         except av.FFmpegError as error:
             at = (self._last_pts - int(self._pts[0])) * self._time_base
@@ -561,13 +685,19 @@ class _AudioReader:
     def _fill(self, end: int) -> bool:
         """Decode until the buffer reaches source sample `end` or the track ends;
         whether the buffer holds any sample."""
-        while self._chunks is not None and self._buffer_start + len(self._buffer) < end:
+        # One concatenation per window: joining each decoded frame's few samples to the
+        # buffer as they come would copy a window's audio hundreds of times.
+        pieces, reached = [self._buffer], self._buffer_start + len(self._buffer)
+        while self._chunks is not None and reached < end:
             chunk = next(self._chunks, None)
             if chunk is None:
                 self._chunks = None
                 break
-            self._buffer = np.concatenate([self._buffer, chunk])
-        return self._buffer_start + len(self._buffer) > 0
+            pieces.append(chunk)
+            reached += len(chunk)
+        if len(pieces) > 1:
+            self._buffer = np.concatenate(pieces)
+        return reached > 0
 
     def _drop_before(self, start: int) -> None:
         drop = min(max(0, start - self._buffer_start), len(self._buffer))
@@ -597,5 +727,7 @@ def _fit_length(array: np.ndarray, length: int, mode: str) -> np.ndarray:
 
 
 def _first_line(error: Exception) -> str:
+    """The decoder's message, first line, without what changes from run to run (so one
+    bad file keeps one failure row)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+    return _RUN_VARYING.sub("", lines[0]).strip() if lines else type(error).__name__

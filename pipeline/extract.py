@@ -23,8 +23,10 @@ windows its table lacks, yielding one item per window and a closing item per vid
 videos on the device and writes a table's rows as one part once `flush_windows` rows
 of finished videos have gathered (and at the end), always whole videos: a video fails
 as a whole (its rows are dropped) and is found complete or absent in each table. Memory
-holds a few windows' network inputs per worker and the embedded rows of the videos in
-flight, whatever their length.
+holds a few windows' network inputs per worker (frames no larger than the decoder's
+960 x 480, see `avvp.pipeline.decode`) and the embedded rows of the videos in flight,
+in the tables' dtype: 123 kB a window with the default extractors in float16, 15 MB
+for a 20-minute video.
 
 Which videos are skipped, without decoding: those present in every requested table
 with all their windows (the manifest's count, or 0..k without a gap for videos stored
@@ -32,6 +34,17 @@ before the manifest). Every writer of feature tables writes all windows of a vid
 one part, and parts appear atomically, so a video found in a table is complete there.
 A video missing from some tables is decoded, and only the tables that lack it are
 embedded and written.
+
+Failed files: a file that failed while it was decoded or embedded is recorded with its
+content digest (`FailureLog`), and later runs pass over it, as failed, while its content
+is unchanged, unless `config.retry_failed`; a replaced file is tried again. Files
+refused before any work (below) are checked again by every run. A file being decoded
+is marked in the store first (`WorkMarkers`, by the process decoding it), and the mark
+is removed when its decoding ends, however it ends, unless the process is killed (out
+of memory, a crash). Planning turns a mark left by a process that is gone into a
+failure of that file (`CRASHED`), skipped like any other, so a file that kills the
+process is not tried again and again; a mark of a running process (another run at
+work) is left alone.
 
 A video without an audio track decodes to zero audio of the right length: the CLAP
 tables hold the features of that silence, and every table stores `has_audio` False for
@@ -79,6 +92,7 @@ from avvp.storage import (
     VideoManifest,
     VideoRecord,
 )
+from avvp.storage.failures import WorkMarker, WorkMarkers
 
 STAGE = "extract"
 TABLE_FOR_EXTRACTOR: dict[str, str] = {
@@ -89,6 +103,10 @@ TABLE_FOR_EXTRACTOR: dict[str, str] = {
 }
 DEFAULT_EXTRACTORS = ("clip", "r2plus1d", "clap")
 CONTENT_ID_HEX = 16  # 64 bits of the sha256: a collision among a store's files is unheard of
+CRASHED = (
+    "the extraction process ended while working on this file (out of memory or a crash); "
+    "skipped — pass --retry-failed to try it again"
+)
 
 ProgressStatus = Literal["skipped", "extracted", "failed"]
 
@@ -131,6 +149,11 @@ class ExtractConfig(BaseModel):
         "name",
         description="what a video's rows are stored under: the id of its name (DESIGN.md), "
         "or its content digest (a parse's store: files of one name, different content)",
+    )
+    retry_failed: bool = Field(
+        False,
+        description="try again the files that failed on an earlier run (by default they "
+        "are skipped while their content is unchanged)",
     )
 
     @field_validator("extractors")
@@ -231,9 +254,11 @@ class ExtractionPlan(BaseModel):
 
     videos_found: int
     skipped: list[VideoTask]  # complete in every table
-    failures: list[Failure]  # refused before any work
+    failures: list[Failure]  # refused before any work, or found to have ended a process
     shards: list[Shard]
     manifest_updates: list[VideoRecord]  # complete videos the manifest lacks
+    failed_before: list[Failure] = Field(default_factory=list)  # recorded, not tried again
+    ended_markers: list[str] = Field(default_factory=list)  # abandoned marks now handled
 
 
 class ShardResult(BaseModel):
@@ -254,6 +279,7 @@ class ExtractSummary(BaseModel):
     videos_skipped: int = 0  # complete in every requested table: not decoded
     videos_decoded: int = 0  # handed to the decoders (failed ones included)
     videos_extracted: int = 0  # decoded, embedded and written
+    videos_failed_before: int = 0  # failed on an earlier run: not tried again, in failures
     shards: int = 0
     windows_written: dict[str, int] = Field(default_factory=dict)  # table -> new rows
     failures: list[Failure] = Field(default_factory=list)
@@ -347,14 +373,28 @@ def plan_extraction(
         name: store.table(TABLE_FOR_EXTRACTOR[name]).stored_windows([t.video_id for t in tasks])
         for name in config.extractors
     }
-    skipped, missing, updates = [], [], []
+    # Marks left by ended processes, for this call's files (module docstring, failed files).
+    ended: dict[str, list[WorkMarker]] = {}
+    paths = {task.path for task in tasks}
+    for marker in WorkMarkers(root, STAGE).abandoned():
+        if marker.path in paths:
+            ended.setdefault(marker.path, []).append(marker)
+    failed_before = {} if config.retry_failed else _failed_before(root)
+    skipped, missing, updates, not_again = [], [], [], []
     for task in tasks:
         task.stored = {name: sorted(stored[name].get(task.video_id, ())) for name in stored}
         known = manifest.get(task.video_id)
+        crashed = [m for m in ended.get(task.path, ()) if m.digest == task.digest]
+        before = failed_before.get(task.path)
         if all(_complete(windows, known) for windows in task.stored.values()):
             skipped.append(task)
             if known is None:
                 updates.append(_record_from_tables(task))
+        elif crashed and not config.retry_failed:
+            detail = f"{crashed[-1].process} left it unfinished"
+            failures.append(Failure(task.video_id, task.path, CRASHED, detail, task.digest))
+        elif before is not None and before.digest == task.digest:
+            not_again.append(before)
         else:
             missing.append(task)
     shards = [
@@ -367,14 +407,30 @@ def plan_extraction(
         failures=failures,
         shards=shards,
         manifest_updates=updates,
+        failed_before=not_again,
+        ended_markers=[marker.name for markers in ended.values() for marker in markers],
     )
 
 
+def _failed_before(root: str | os.PathLike[str]) -> dict[str, Failure]:
+    """The failures recorded for files that were worked on (they carry a digest)."""
+    rows = FailureLog(root).read(STAGE).to_pylist()
+    return {
+        row["path"]: Failure(*(row[field] for field in Failure._fields))
+        for row in rows
+        if row["digest"]
+    }
+
+
 def record_plan(plan: ExtractionPlan, root: str | os.PathLike[str]) -> None:
-    """Write what planning found: refused files, skipped ones (no longer failing), and
-    the manifest rows of complete videos stored before the manifest existed."""
+    """Write what planning found: refused files and those that ended a process, skipped
+    ones (no longer failing), and the manifest rows of complete videos stored before the
+    manifest existed; then remove the marks of ended processes it handled."""
     VideoManifest(root).record(plan.manifest_updates)
     FailureLog(root).record(STAGE, plan.failures, resolved=[task.path for task in plan.skipped])
+    markers = WorkMarkers(root, STAGE)
+    for name in plan.ended_markers:
+        markers.finish(name)
 
 
 def extract_shard(
@@ -419,7 +475,9 @@ def extract_shard(
         manifest.record(finished)
         finished.clear()
 
-    dataset = _ShardWindows(shard.videos, {e.name: (e.input, e.transform) for e in built})
+    dataset = _ShardWindows(
+        shard.videos, {e.name: (e.input, e.transform) for e in built}, WorkMarkers(root, STAGE)
+    )
     loader = DataLoader(
         dataset,
         batch_size=None,
@@ -475,9 +533,14 @@ def summarize(
         videos_skipped=len(plan.skipped),
         videos_decoded=sum(len(shard.videos) for shard in plan.shards),
         videos_extracted=sum(len(result.extracted) for result in results),
+        videos_failed_before=len(plan.failed_before),
         shards=len(plan.shards),
         windows_written=written,
-        failures=[*plan.failures, *(f for result in results for f in result.failures)],
+        failures=[
+            *plan.failures,
+            *plan.failed_before,
+            *(failure for result in results for failure in result.failures),
+        ],
         warnings=[warning for result in results for warning in result.warnings],
         seconds=sum(result.seconds for result in results),
     )
@@ -526,7 +589,7 @@ def extract_videos(
                 )
             )
 
-    for failure in plan.failures:
+    for failure in [*plan.failures, *plan.failed_before]:
         report(VideoOutcome(failure.video_id, failure.path, "failed", 0, failure.reason))
     for task in plan.skipped:
         report(VideoOutcome(task.video_id, task.path, "skipped", 0))
@@ -715,15 +778,17 @@ class _ShardWindows(IterableDataset):
     """The windows of a shard's videos, decoded and preprocessed, video after video.
 
     Each loader worker takes every n-th video. Holds only the extractors' transforms and
-    input specs, so workers receive no network.
+    input specs, so workers receive no network. The process decoding a video marks it in
+    `markers` while it does (module docstring, failed files).
     """
 
     def __init__(
         self,
         videos: Sequence[VideoTask],
         specs: Mapping[str, tuple[WindowInput, Callable[[Any], torch.Tensor]]],
+        markers: WorkMarkers,
     ) -> None:
-        self.videos, self.specs = list(videos), dict(specs)
+        self.videos, self.specs, self.markers = list(videos), dict(specs), markers
         inputs = [spec for spec, _ in self.specs.values()]
         self.fps = next((spec.fps for spec in inputs if spec.fps is not None), FPS)
         self.sample_rates = sorted({spec.sample_rate for spec in inputs} - {None})
@@ -732,7 +797,11 @@ class _ShardWindows(IterableDataset):
         worker = get_worker_info()
         mine = self.videos if worker is None else self.videos[worker.id :: worker.num_workers]
         for task in mine:
-            yield from self._video(task)
+            marker = self.markers.start(task.video_id, task.path, task.digest)
+            try:
+                yield from self._video(task)
+            finally:  # also when the loader stops early: only a killed process keeps it
+                self.markers.finish(marker)
 
     def _video(self, task: VideoTask) -> Iterator[_WindowItem | _VideoEnd]:
         try:
@@ -778,7 +847,8 @@ class _ShardWindows(IterableDataset):
 
 
 def _failed(task: VideoTask, reason: str, detail: str) -> _VideoEnd:
-    return _VideoEnd(task.video_id, None, Failure(task.video_id, task.path, reason, detail))
+    failure = Failure(task.video_id, task.path, reason, detail, task.digest)
+    return _VideoEnd(task.video_id, None, failure)
 
 
 def _as_is(item: Any) -> Any:
@@ -915,5 +985,8 @@ class _TableWriter:
         features = features.cpu().numpy()  # waits for the device: the timing is complete
         self.batch.record(len(batch), time.perf_counter() - started)
         for (row, _), feature in zip(batch, features, strict=True):
-            # A copy: a view would keep the whole batch's output alive.
-            self._rows.setdefault(row.video_id, []).append((row, feature.copy()))
+            # A copy (a view would keep the whole batch's output alive), in the table's
+            # dtype already, as the write would convert it: a long video's rows wait
+            # for its end in half the memory.
+            stored = feature.astype(self.provenance.dtype)
+            self._rows.setdefault(row.video_id, []).append((row, stored))

@@ -60,7 +60,7 @@ def load_run(run_url: str, device: str = "auto") -> LoadedRun:
         raise FileNotFoundError(f"{run.url} holds no checkpoint.pt: is it a finished run?")
     config = TrainConfig.model_validate(run.read_json("config.json")["train"])
     target = resolve_device(device)
-    model, _ = load_checkpoint(run.read_bytes("checkpoint.pt"), target)
+    model, _ = load_checkpoint(run.read_bytes("checkpoint.pt"), target, f"{run.url}/checkpoint.pt")
     return LoadedRun(root, run, config, model.to(target).eval(), target)
 
 

@@ -277,19 +277,26 @@ def _read_rows(resource: Traversable, header: tuple[str, ...]) -> Iterator[tuple
         )
     with resource.open("r", encoding="utf-8", newline="") as stream:
         rows = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
-        first = tuple(next(rows, []))
-        if first != header:
+        try:
+            first = tuple(next(rows, []))
+            if first != header:
+                raise AnnotationError(
+                    f"{resource}, line 1: header {first} should be the tab-separated columns "
+                    f"{header}"
+                )
+            for fields in rows:
+                if fields:
+                    if len(fields) != len(header):
+                        raise AnnotationError(
+                            f"{resource}, line {rows.line_num}: expected {len(header)} "
+                            f"tab-separated fields {header}, found {len(fields)}: {tuple(fields)}"
+                        )
+                    yield rows.line_num, fields
+        except UnicodeDecodeError as error:
             raise AnnotationError(
-                f"{resource}, line 1: header {first} should be the tab-separated columns {header}"
-            )
-        for fields in rows:
-            if fields:
-                if len(fields) != len(header):
-                    raise AnnotationError(
-                        f"{resource}, line {rows.line_num}: expected {len(header)} tab-separated "
-                        f"fields {header}, found {len(fields)}: {tuple(fields)}"
-                    )
-                yield rows.line_num, fields
+                f"{resource}: not UTF-8 text ({error.reason} at "
+                f"byte 0x{error.object[error.start]:02x}); save the file as UTF-8"
+            ) from None
 
 
 def _class_indices(file: str, line: int, event_labels: str) -> list[int]:
@@ -319,6 +326,7 @@ def _read_weak_files(folder: Traversable) -> dict[str, list[_WeakRow]]:
     naming both files and lines.
     """
     first: dict[str, tuple[str, _WeakRow]] = {}  # filename -> where it was first listed
+    split_of: dict[str, tuple[str, _WeakRow]] = {}  # filename -> its train/val/test file
     weak_files: dict[str, list[_WeakRow]] = {}
     for split, name in SPLIT_FILES.items():
         file = str(folder / name)
@@ -328,6 +336,14 @@ def _read_weak_files(folder: Traversable) -> dict[str, list[_WeakRow]]:
                 _check_same_labels(*first[row.filename], file, row)
             else:
                 first[row.filename] = (file, row)
+            if split != "full":
+                other_file, other = split_of.setdefault(row.filename, (file, row))
+                if other_file != file:
+                    raise AnnotationError(
+                        f"{row.filename!r} is listed in two split files, {other_file} (line "
+                        f"{other.line}) and {file} (line {row.line}); a video belongs to one "
+                        "split: delete one of the two lines"
+                    )
             rows.setdefault(row.filename, row)
         weak_files[split] = list(rows.values())
     return weak_files

@@ -1,15 +1,15 @@
 """One malloc arena for the `avvp` process, so CPU extraction stays flat in memory.
 
 glibc gives each thread that allocates its own heap ("arena"). Torch's OpenMP threads
-allocate and free a window's activations in different threads, and memory freed into
-one arena is not reused by another, so the resident memory of a long CPU extraction
-creeps up with the video's length although nothing stays alive. Measured here
-(benchmarks/extract.py, tiny presets, 2 cores): a 20-minute 320 x 240 video peaked at
-2,230 MiB against 1,750 for a 2-minute one (1.28x) with glibc's default arenas, and at
-1,950 against 1,750 (1.11x) with one arena, at the same speed (54 s). The limit must be
-set before the threads first allocate, so the command line sets it when it starts,
-before torch is imported; an application that embeds avvp can call this first, or set
-MALLOC_ARENA_MAX=1. Elsewhere (macOS, musl) it does nothing.
+and the decoders' threads allocate and free in different threads, and memory freed
+into one arena is not reused by another, so a CPU extraction holds more than it uses.
+Measured here (`avvp extract --preset tiny --device cpu` on 320 x 240 videos, 2 cores):
+peaks of 1,388 and 1,478 MiB for 2 and 20 minutes with one arena, 1,486 and 1,501 with
+glibc's default arenas, at the same speed. (Memory no longer grows with a video's
+length either way: that came from decord decoding ahead, see avvp.pipeline.decode.)
+The limit must be set before the threads first allocate, so the command line sets it
+when it starts, before torch is imported; an application that embeds avvp can call
+this first, or set MALLOC_ARENA_MAX=1. Elsewhere (macOS, musl) it does nothing.
 """
 
 from __future__ import annotations

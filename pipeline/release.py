@@ -25,10 +25,17 @@ Rules every import shares:
   video whose labels changed has its stored row replaced; identical rows are left
   alone. Rows are written in parts of bounded size, so memory does not grow with the
   release.
+- A file's header must not declare more data than the file holds: a 200-byte file
+  claiming gigabytes is skipped, never allocated for.
 - An archive is checked as a whole before anything is read: an entry whose name is
   absolute, climbs out with `..`, or is a symbolic link makes the whole archive refused
   (`UnsafeArchiveError`) and nothing is written. Members are read from the zip in
   place; nothing is extracted to disk.
+- A release imports whole or not at all: before the first write, every member the
+  import will read is read to its end, so zipfile checks its compressed data and CRC;
+  a damaged one refuses the import (`CorruptArchiveError`) with the store as it was.
+  The sha256 of every archive imported is recorded in the store (`releases/valor`,
+  one row per archive) and in the provenance of the feature tables it fills.
 
 Labels of one modality wait in a `staged-<source>-<modality>` label table until the
 other modality of the same video arrives; then the video's row is written to the
@@ -39,40 +46,63 @@ replaces the video's row there.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import IO, Literal, NamedTuple
 
 import numpy as np
+import pyarrow as pa
+from huggingface_hub import hf_hub_url
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from avvp.contract import NUM_CLASSES, SEGMENTS_PER_WINDOW
 from avvp.pipeline import tables
-from avvp.pipeline.download import Downloaded, checked_sha256, download
+from avvp.pipeline.download import Downloaded, checked_sha256, discard, download
 from avvp.pipeline.llp import llp_video_ids
 from avvp.pipeline.llp_labels import LLPLabelsResult, import_llp_labels
 from avvp.pipeline.videos import file_digest
 from avvp.storage import FeatureStore, Keys, LabelStore, Provenance, WriteResult
+from avvp.storage.records import RecordTable
 from avvp.storage.table import TensorTable
 
 RELEASE_VERSION = "1"
 VALOR_SOURCE = "valor"
-VALOR_URLS = (
-    "https://huggingface.co/datasets/NTUBarista/valor_features/resolve/main/CLIP.zip",
-    "https://huggingface.co/datasets/NTUBarista/valor_features/resolve/main/CLAP.zip",
+VALOR_DATASET = "NTUBarista/valor_features"
+# On huggingface.co, or on the Hub HF_ENDPOINT names (a mirror of it).
+VALOR_URLS = tuple(
+    hf_hub_url(VALOR_DATASET, name, repo_type="dataset") for name in ("CLIP.zip", "CLAP.zip")
 )
 LABEL_SHAPE = (SEGMENTS_PER_WINDOW, NUM_CLASSES)
 STAGED_PREFIX = "staged-"
 # A part of a few tens of MB: large enough for fast Parquet reads, small enough that an
 # import of thousands of videos holds one part in memory at a time.
 PART_BYTES = 64 << 20
+_VERIFY_READ_BYTES = 1 << 20
+# What zipfile raises for a member it cannot read back: a bad CRC or header
+# (BadZipFile), damaged deflate data (zlib.error), a stream that ends early (EOFError),
+# an unsupported method or an encrypted member, a failing disk.
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError)
+# The archives each fetch imported, by digest: `<root>/releases/valor/`.
+RELEASES_KIND = "releases"
+RELEASE_SCHEMA = pa.schema(
+    [
+        ("sha256", pa.string()),
+        ("archive", pa.string()),  # the file's name, e.g. CLIP.zip
+        ("origin", pa.string()),  # the URL it was downloaded from, or the local path
+        ("size", pa.int64()),
+        ("recorded_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 Modality = Literal["audio", "visual"]
 
@@ -111,6 +141,10 @@ VALOR_ARCHIVES: dict[tuple[int, ...], tuple[str, Modality]] = {
 
 class UnsafeArchiveError(ValueError):
     """An archive with entries that could write outside a folder if extracted."""
+
+
+class CorruptArchiveError(ValueError):
+    """An archive with a member that does not read back (bad CRC, damaged data)."""
 
 
 class SkippedFile(BaseModel):
@@ -175,11 +209,13 @@ class _Unusable(Exception):
 
 
 class NpyEntry(NamedTuple):
-    """One released `<id>.npy`: its id, the name shown in messages, and how to open it."""
+    """One released `<id>.npy`: its id, the name shown in messages, how to open it, and
+    its size in bytes."""
 
     video_id: str
     name: str
     open: Callable[[], IO[bytes]]
+    size: int
 
 
 # ---- configs -----------------------------------------------------------------------
@@ -305,7 +341,7 @@ def folder_entries(folder: str | Path) -> list[NpyEntry]:
     files = sorted(folder.glob("*.npy"))
     if not files:
         raise FileNotFoundError(f"{folder} holds no .npy files (expected <video id>.npy)")
-    return [NpyEntry(path.stem, str(path), _opener(path)) for path in files]
+    return [NpyEntry(path.stem, str(path), _opener(path), path.stat().st_size) for path in files]
 
 
 def _opener(path: Path) -> Callable[[], IO[bytes]]:
@@ -346,9 +382,8 @@ def archive_entries(archive: zipfile.ZipFile, path: str | Path, folder: str) -> 
     for info in archive.infolist():
         match = pattern.fullmatch(info.filename)
         if match and not info.is_dir():
-            entries.append(
-                NpyEntry(match[1], f"{path}!{info.filename}", _member_opener(archive, info))
-            )
+            name = f"{path}!{info.filename}"
+            entries.append(NpyEntry(match[1], name, _member_opener(archive, info), info.file_size))
     return sorted(entries, key=lambda entry: entry.video_id)
 
 
@@ -378,16 +413,21 @@ def read_checked(entry: NpyEntry, shape: tuple[int, ...], kind: str) -> np.ndarr
         found, fortran, dtype = _read_header(stream)
         if tuple(found) != tuple(shape):
             raise _Unusable(f"shape {_shape_text(found)}, expected {_shape_text(shape)}")
-        if dtype.hasobject:
-            raise _Unusable("holds Python objects, not numbers")
-        wanted = int(np.prod(found)) * dtype.itemsize
+        if kind == "features" and dtype.kind != "f":
+            raise _Unusable(f"holds {dtype}, not floating-point features")
+        if dtype.kind not in "biuf":
+            raise _Unusable(f"holds {dtype}, not integer or floating-point labels")
+        # In Python's integers: a crafted shape must not overflow into a small size.
+        wanted = math.prod(found) * dtype.itemsize
+        held = entry.size - stream.tell()
+        if wanted > held:
+            # Checked before reading: the read would allocate what the header claims.
+            raise _Unusable(
+                f"is cut short: its header declares {wanted} data bytes, it holds {held}"
+            )
         data = stream.read(wanted)
-    if len(data) != wanted:
-        raise _Unusable(f"is cut short ({len(data)} of {wanted} data bytes)")
     array = np.frombuffer(data, dtype).reshape(found, order="F" if fortran else "C")
     if kind == "features":
-        if dtype.kind != "f":
-            raise _Unusable(f"holds {dtype}, not floating-point features")
         if not np.isfinite(array).all():
             raise _Unusable("holds NaN or Inf values")
     elif not np.isin(array, (0, 1)).all():
@@ -633,6 +673,7 @@ class _Archive:
     modality: Modality
     features: list[NpyEntry]
     labels: list[NpyEntry]
+    download: Downloaded | None  # None: a local archive (--from-zip)
 
 
 def fetch_valor(
@@ -674,7 +715,10 @@ def fetch_valor(
 
     with ExitStack() as stack:
         archives = [
-            _open_archive(stack, path, digest) for path, digest in zip(paths, digests, strict=True)
+            _open_archive(stack, path, digest, done)
+            for path, digest, done in zip(
+                paths, digests, downloads or [None] * len(paths), strict=True
+            )
         ]
         kinds = sorted(archive.preset for archive in archives)
         if kinds != sorted(VALOR_ARCHIVES[shape][0] for shape in VALOR_ARCHIVES):
@@ -682,13 +726,15 @@ def fetch_valor(
                 f"VALOR's release is one CLIP archive and one CLAP archive; got "
                 f"{', '.join(f'{a.path.name} ({a.preset})' for a in archives)}"
             )
+        for archive in archives:
+            _verify_members(archive, _members_to_read(root, archive, config.features))
         llp_labels = import_llp_labels(str(root), config.labels)
         known = llp_video_ids(config.labels)
         features = []
         staged = []
         # Labels are content: the archives' digests are not part of the labels'
         # provenance (a table holds one provenance), so a release whose label files
-        # changed replaces the changed rows; the digests are in the result's `archives`.
+        # changed replaces the changed rows; the digests are in `releases/valor`.
         label_provenance = Provenance(source="valor-release", version=RELEASE_VERSION)
         for archive in sorted(archives, key=lambda a: a.preset != "valor-clip"):
             if config.features:
@@ -707,6 +753,7 @@ def fetch_valor(
                 )
             )
         joined, waiting = join_staged_labels(root, VALOR_SOURCE, label_provenance)
+    _record_archives(root, archives)
     store_tables = set(FeatureStore(root).table_names())
     # Imported here: the dataset module loads torch, which nothing else here needs.
     from avvp.pipeline.dataset import DataConfig
@@ -726,7 +773,7 @@ def fetch_valor(
     )
 
 
-def _open_archive(stack: ExitStack, path: Path, digest: str) -> _Archive:
+def _open_archive(stack: ExitStack, path: Path, digest: str, done: Downloaded | None) -> _Archive:
     try:
         archive = stack.enter_context(zipfile.ZipFile(path))
     except zipfile.BadZipFile:
@@ -740,7 +787,67 @@ def _open_archive(stack: ExitStack, path: Path, digest: str) -> _Archive:
             "feature archives"
         )
     kind = _archive_kind(path, features)
-    return _Archive(path, digest, kind[0], kind[1], features, labels)
+    return _Archive(path, digest, kind[0], kind[1], features, labels, done)
+
+
+def _members_to_read(
+    root: str | os.PathLike[str], archive: _Archive, features: bool
+) -> list[NpyEntry]:
+    """The members the import will read: every label file, and the features of videos
+    the archive's table does not hold yet (stored ones are not read again)."""
+    if not features:
+        return archive.labels
+    stored = set(FeatureStore(root).table(FEATURE_PRESETS[archive.preset].table).video_ids())
+    return [entry for entry in archive.features if entry.video_id not in stored] + archive.labels
+
+
+def _verify_members(archive: _Archive, members: Iterable[NpyEntry]) -> None:
+    """Read each member to its end, where zipfile checks its CRC, or CorruptArchiveError.
+
+    By hand: `ZipFile.testzip` reads every member, also those the import skips, and
+    lets zlib's errors escape without the member's name.
+    """
+    for entry in members:
+        try:
+            with entry.open() as stream:
+                while stream.read(_VERIFY_READ_BYTES):
+                    pass
+        except _DAMAGED as error:
+            member = entry.name.rsplit("!", 1)[-1]
+            fix = "get a fresh copy of the archive (check it with --sha256) and run this again"
+            if archive.download is not None:
+                # A damaged download is no use to any later run: the next one fetches it anew.
+                discard(archive.download.path)
+                fix = "the download was removed from the cache: run this again to fetch it anew"
+            raise CorruptArchiveError(
+                f"{archive.path} is damaged: its member {member} does not read back ({error}). "
+                f"Nothing was imported; {fix}"
+            ) from None
+
+
+def _record_archives(root: str | os.PathLike[str], archives: Sequence[_Archive]) -> None:
+    """Add the archives not yet recorded under `releases/valor` (module docstring)."""
+    table = releases_table(root)
+    recorded = set(table.latest()["sha256"].to_pylist())
+    now = datetime.now(UTC)
+    table.append(
+        [
+            {
+                "sha256": archive.digest.removeprefix("sha256:"),
+                "archive": archive.path.name,
+                "origin": archive.download.url if archive.download else str(archive.path),
+                "size": archive.path.stat().st_size,
+                "recorded_at": now,
+            }
+            for archive in archives
+            if archive.digest.removeprefix("sha256:") not in recorded
+        ]
+    )
+
+
+def releases_table(root: str | os.PathLike[str]) -> RecordTable:
+    """The archives imported into the store at `root`: one row per sha256."""
+    return RecordTable(root, RELEASES_KIND, VALOR_SOURCE, RELEASE_SCHEMA, "sha256")
 
 
 def _archive_kind(path: Path, features: Sequence[NpyEntry]) -> tuple[str, Modality]:
@@ -749,7 +856,8 @@ def _archive_kind(path: Path, features: Sequence[NpyEntry]) -> tuple[str, Modali
         try:
             with entry.open() as stream:
                 shape, _, _ = _read_header(stream)
-        except _Unusable:
+        except (_Unusable, *_DAMAGED):
+            # A damaged member stops the import when it is verified, if it is to be read.
             continue
         if tuple(shape) in VALOR_ARCHIVES:
             return VALOR_ARCHIVES[tuple(shape)]

@@ -43,12 +43,16 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 def write_valor_archive(
-    path: Path, top: str, features: dict[str, np.ndarray], labels: dict[str, np.ndarray]
+    path: Path,
+    top: str,
+    features: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    compression: int = zipfile.ZIP_STORED,
 ) -> Path:
     """A zip in VALOR's layout: `<top>/features/<id>.npy`, `<top>/segment_pseudo_labels/`."""
-    # Stored, not deflated: float features barely compress, and VALOR's archives are
-    # read member by member in place.
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+    # Stored by default, not deflated: float features barely compress, and VALOR's
+    # archives are read member by member in place.
+    with zipfile.ZipFile(path, "w", compression) as archive:
         for folder, arrays in (("features", features), ("segment_pseudo_labels", labels)):
             for video_id, array in arrays.items():
                 archive.writestr(f"{top}/{folder}/{video_id}.npy", npy_bytes(array))

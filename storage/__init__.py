@@ -6,20 +6,32 @@ Knows arrays, ids and files (local paths or fsspec URLs); imports nothing else o
 - `provenance`: `Provenance`, the producer and settings a table's rows come from.
 - `features`: `FeatureStore` / `FeatureTable`, one table per extractor.
 - `labels`: `LabelStore` with weak video labels and segment labels per source.
-- `info`: `store_info`, a cheap summary of every table under a root.
+- `info`: `store_info`, a cheap summary of every table under a root; `check_store` and
+  `set_aside` find and move away parts that cannot be read.
 - `runs`: `RunStore` / `RunDir`, run folders written file by file, atomically.
 - `records`: small append-only tables whose keys keep their newest row, under
   `failures` (per stage) and `videos` (the manifest of input videos).
 """
 
 from .features import FeatureBatch, FeatureStore, FeatureTable
-from .info import store_info
+from .info import BrokenPart, check_store, set_aside, store_info
 from .labels import LabelStore, SegmentLabels, WeakLabels
 from .provenance import Provenance
 from .runs import RunDir, RunStore, open_run
-from .table import Keys, MissingKeysError, ProvenanceMismatchError, StoreError, WriteResult
+from .table import (
+    BrokenPartError,
+    Keys,
+    MissingKeysError,
+    ProvenanceMismatchError,
+    StoreError,
+    StoreLocationError,
+    WriteResult,
+    check_store_root,
+)
 
 __all__ = [
+    "BrokenPart",
+    "BrokenPartError",
     "FeatureBatch",
     "FeatureStore",
     "FeatureTable",
@@ -32,9 +44,13 @@ __all__ = [
     "RunStore",
     "SegmentLabels",
     "StoreError",
+    "StoreLocationError",
     "WeakLabels",
     "WriteResult",
+    "check_store",
+    "check_store_root",
     "open_run",
+    "set_aside",
     "store_info",
 ]
 

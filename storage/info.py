@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from os import PathLike
-from typing import Any
+from typing import Any, NamedTuple
 
-from . import features, labels
+from . import failures, features, labels, videos
 from .failures import FailureLog
-from .table import TensorTable, list_tables, open_root
+from .table import (
+    BROKEN_FOLDER,
+    BrokenPartError,
+    TensorTable,
+    check_store_root,
+    list_tables,
+    open_root,
+)
 from .videos import VideoManifest
+
+# Every folder of tables a store holds: tensor tables and record tables alike.
+TABLE_KINDS = (features.KIND, labels.KIND, failures.KIND, videos.KIND)
+
+
+class BrokenPart(NamedTuple):
+    path: str  # relative to the store root: <kind>/<table>/<part>
+    reason: str
 
 
 def store_info(root: str | PathLike[str]) -> dict[str, Any]:
@@ -22,12 +37,7 @@ def store_info(root: str | PathLike[str]) -> dict[str, Any]:
     tensor column (label tables with `audio` and `visual` columns share them). Tables
     without any part are left out. Raises FileNotFoundError when the root does not exist.
     """
-    fs, path = open_root(root)
-    if not fs.isdir(path):
-        raise FileNotFoundError(
-            f"{root}: no such store (the folder does not exist); check the path, or create "
-            "a store with `avvp extract`, `avvp import-labels` or `avvp demo`"
-        )
+    fs, path = _existing_store(root)
     feature_names = list_tables(fs, f"{path}/{features.KIND}")
     tables: dict[str, dict[str, Any]] = {}
     for kind in (features.KIND, labels.KIND):
@@ -51,3 +61,43 @@ def store_info(root: str | PathLike[str]) -> dict[str, Any]:
     failures = {stage: log.read(stage).num_rows for stage in log.stages()}
     videos = VideoManifest(root).count()
     return {"root": str(root), "tables": tables, "failures": failures, "videos": videos}
+
+
+def check_store(root: str | PathLike[str]) -> list[BrokenPart]:
+    """Every part of every table whose Parquet footer cannot be read (a cut or empty file,
+    or one that is not Parquet), with the reason; reads footers only, so it is quick on
+    stores of any size."""
+    fs, path = _existing_store(root)
+    broken = []
+    for kind in TABLE_KINDS:
+        for name in list_tables(fs, f"{path}/{kind}"):
+            table = TensorTable.open(root, kind, name)
+            for part in table.part_names():
+                try:
+                    table.read_part(part, columns=[])
+                except BrokenPartError as error:
+                    broken.append(BrokenPart(f"{kind}/{name}/{part}", error.detail))
+    return broken
+
+
+def set_aside(root: str | PathLike[str], parts: list[BrokenPart]) -> str:
+    """Move broken parts to `<root>/broken/<kind>/<table>/`, out of every reader's sight
+    but not deleted; returns that folder."""
+    fs, path = _existing_store(root)
+    check_store_root(root)
+    for part in parts:
+        target = f"{path}/{BROKEN_FOLDER}/{part.path}"
+        fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        fs.mv(f"{path}/{part.path}", target)
+    return f"{str(root).rstrip('/')}/{BROKEN_FOLDER}"
+
+
+def _existing_store(root: str | PathLike[str]) -> tuple[Any, str]:
+    check_store_root(root, writable=False)
+    fs, path = open_root(root)
+    if not fs.isdir(path):
+        raise FileNotFoundError(
+            f"{root}: no such store (the folder does not exist); check the path, or create "
+            "a store with `avvp extract`, `avvp import-labels` or `avvp demo`"
+        )
+    return fs, path

@@ -50,12 +50,7 @@ class RecordTable:
 
     def count(self) -> int:
         """How many distinct keys are recorded; reads only the key column of each part."""
-        parts = [
-            pq.read_table(
-                f"{self.folder.path}/{name}", columns=[self.key], filesystem=self.folder.fs
-            )
-            for name in self.folder.part_names()
-        ]
+        parts = [self.folder.read_part(name, [self.key]) for name in self.folder.part_names()]
         if not parts:
             return 0
         return pc.count_distinct(pa.concat_tables(parts)[self.key], mode="all").as_py()
@@ -63,10 +58,7 @@ class RecordTable:
     def latest(self) -> pa.Table:
         """The newest row of each key, in the order those rows were recorded."""
         parts = [
-            self._with_defaults(
-                pq.read_table(f"{self.folder.path}/{name}", filesystem=self.folder.fs)
-            )
-            for name in self.folder.part_names()
+            self._with_defaults(self.folder.read_part(name)) for name in self.folder.part_names()
         ]
         if not parts:
             return self.schema.empty_table()

@@ -67,6 +67,10 @@ KEY_COLUMNS = ("video_id", "window")
 ROW_HASH_COLUMN = "row_hash"
 ROW_HASH_BYTES = 16
 PART_PREFIX, TEMP_PREFIX, PART_SUFFIX = "part-", ".tmp-", ".parquet"
+# Big enough that a disk with less room than one small part fails the probe.
+_WRITE_PROBE_BYTES = 64 * 1024
+# `avvp store check --repair` moves unreadable parts here, keeping their relative paths.
+BROKEN_FOLDER = "broken"
 # Row groups are the unit a keyed read decodes. Bulk reads measured as fast with 1 MiB
 # groups as with 32 MiB ones, while a small random batch decodes far less.
 ROW_GROUP_BYTES = 2**20
@@ -82,6 +86,18 @@ class StoreError(Exception):
 
 class ProvenanceMismatchError(StoreError, ValueError):
     """A write's provenance differs from the table's."""
+
+
+class BrokenPartError(StoreError, ValueError):
+    """A part file of a table cannot be read (cut short, overwritten, not Parquet)."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class StoreLocationError(StoreError, ValueError):
+    """A store root that cannot hold a store: a file, or a folder this process cannot write."""
 
 
 class MissingKeysError(StoreError, KeyError):
@@ -170,6 +186,57 @@ def open_root(root: str | PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str
     """The filesystem and path of a store root (a local path or an fsspec URL)."""
     fs, path = fsspec.core.url_to_fs(str(root))
     return fs, path.rstrip("/")
+
+
+def check_store_root(
+    root: str | PathLike[str], *, writable: bool = True, create: bool = True
+) -> None:
+    """Fail before any work when `root` cannot hold a store (or a run's files).
+
+    A file in the folder's place is refused; with `writable`, the folder is created if
+    missing (with `create`; otherwise a missing folder is left for the caller to report)
+    and a small probe file is written and removed, so a read-only mount, missing
+    permissions or a full disk are reported before hours of work, not after them.
+    """
+    fs, path = open_root(root)
+    if fs.isfile(path):
+        raise StoreLocationError(
+            f"{root} is a file, not a store folder; give the path of a folder (it is "
+            "created when missing)"
+        )
+    if not writable or (not create and not fs.isdir(path)):
+        return
+    # The first missing folder on the way: the probe's folders are removed with it, so a
+    # refused command (or a check alone) leaves no empty store behind.
+    created = None
+    folder = path
+    while folder and not fs.exists(folder):
+        created, folder = folder, folder.rpartition("/")[0]
+    probe = f"{path}/{TEMP_PREFIX}write-check-{uuid.uuid4().hex}"
+    try:
+        fs.makedirs(path, exist_ok=True)
+        fs.pipe_file(probe, bytes(_WRITE_PROBE_BYTES))
+        fs.rm_file(probe)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise StoreLocationError(
+            f"{root} cannot be written ({reason}); choose a writable store folder, or fix "
+            "its permissions or free space"
+        ) from None
+    finally:
+        _remove_empty_folders(fs, path, created)
+
+
+def _remove_empty_folders(fs: fsspec.AbstractFileSystem, path: str, top: str | None) -> None:
+    """rmdir from `path` up to `top`, stopping at the first folder that is not empty (a
+    writer that started meanwhile keeps its files)."""
+    folder = path
+    while top is not None and folder.startswith(top):
+        try:
+            fs.rmdir(folder)
+        except OSError:
+            return
+        folder = folder.rpartition("/")[0]
 
 
 def list_tables(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
@@ -274,8 +341,8 @@ class _Index:
 class TensorTable:
     """One table folder of Parquet parts; see the module docstring for the layout."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, url: str) -> None:
-        self.fs, self.path, self.url = fs, path, url
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, url: str, root: str) -> None:
+        self.fs, self.path, self.url, self.root = fs, path, url, root
         self._parts: dict[str, _Part] = {}
         self._index_cache: _Index | None = None
 
@@ -283,7 +350,8 @@ class TensorTable:
     def open(cls, root: str | PathLike[str], kind: str, name: str) -> TensorTable:
         fs, root_path = open_root(root)
         relative = f"{kind}/{check_table_name(name)}"
-        return cls(fs, f"{root_path}/{relative}", f"{str(root).rstrip('/')}/{relative}")
+        root_url = str(root).rstrip("/")
+        return cls(fs, f"{root_path}/{relative}", f"{root_url}/{relative}", root_url)
 
     # ---- reading -------------------------------------------------------------------
 
@@ -604,6 +672,24 @@ class TensorTable:
         self._index_cache = _Index.build(parts)
         return self._index_cache
 
+    def read_part(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """One part read whole (or some columns), a broken file named with its repair."""
+        try:
+            return pq.read_table(f"{self.path}/{name}", columns=columns, filesystem=self.fs)
+        except _PART_READ_ERRORS as error:
+            raise self.broken_part(name, error) from None
+
+    def broken_part(self, name: str, error: BaseException) -> BrokenPartError:
+        lines = str(error).splitlines() or [type(error).__name__]
+        # Arrow repeats the file's absolute path, which the message already names.
+        detail = re.sub(r"^Could not open Parquet input source '[^']*': ", "", lines[0])
+        return BrokenPartError(
+            f"{self.url}/{name} is not a readable avvp part ({detail}); run "
+            f"`avvp store check {self.root} --repair` to move it to "
+            f"{self.root}/{BROKEN_FOLDER}/ (then re-run the step that wrote it), or delete it",
+            detail,
+        )
+
     def _parquet(self, part: _Part) -> pq.ParquetFile:
         return pq.ParquetFile(
             f"{self.path}/{part.name}", metadata=part.metadata, filesystem=self.fs
@@ -618,11 +704,8 @@ class TensorTable:
             # Parts from before row hashes are read whole, once, to compute theirs.
             keys = parquet.read(columns=[*KEY_COLUMNS, ROW_HASH_COLUMN] if hashed else None)
             provenance = Provenance.from_json((schema.metadata or {})[PROVENANCE_KEY])
-        except (pa.ArrowException, OSError, KeyError, ValueError, TypeError) as error:
-            raise StoreError(
-                f"{self.url}/{name} is not a readable avvp part ({type(error).__name__}: "
-                f"{error}); delete or move that file"
-            ) from None
+        except _PART_READ_ERRORS as error:
+            raise self.broken_part(name, error) from None
         metadata = parquet.metadata
         group_sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
         return _Part(
@@ -635,6 +718,9 @@ class TensorTable:
             windows=keys["window"].to_numpy(),
             row_hashes=_hash_bytes(keys[ROW_HASH_COLUMN] if hashed else _row_hash_array(keys)),
         )
+
+
+_PART_READ_ERRORS = (pa.ArrowException, OSError, KeyError, ValueError, TypeError)
 
 
 class TableView:

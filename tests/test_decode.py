@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import av
@@ -414,3 +415,150 @@ def test_windows_drop_a_remainder_under_one_second_and_count_valid_segments(
 def test_video_shorter_than_one_second_raises_decode_error() -> None:
     with pytest.raises(DecodeError, match=r"memory\.mp4: too short: 0\.90 s"):
         window_valid_segments(0.9, "memory.mp4")
+
+
+# Frame size and decoding memory: frames over 960 x 480 are scaled in the decoder,
+# smaller ones come as the source has them; decord is kept from decoding ahead.
+
+
+def encode_frames(path: Path, frames: np.ndarray, fps: int, keyframe_every: int) -> Path:
+    """H.264 at `fps` with a keyframe every `keyframe_every` frames and nowhere else."""
+    try:
+        av.codec.Codec("libx264", "w")
+    except av.codec.codec.UnknownCodecError:
+        pytest.skip("this FFmpeg build has no libx264 to place keyframes with")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        every = str(keyframe_every)
+        stream.options = {
+            "preset": "ultrafast",
+            "x264-params": f"keyint={every}:min-keyint={every}:scenecut=0",
+        }
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def moving_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """A diagonal ramp that moves by a pixel a frame: every frame differs."""
+    rows, columns = np.mgrid[:height, :width]
+    shift = np.arange(count)[:, None, None]
+    ramp = ((rows[None] + columns[None] + shift) * 4 % 256).astype(np.uint8)
+    return np.repeat(ramp[..., None], 3, axis=-1)
+
+
+def assert_alike_but_for_sharp_edges(frames: np.ndarray, others: np.ndarray) -> None:
+    """Frames scaled by decord and by PyAV: one filter, called two ways, gives the same
+    pixels but at a few of the red block's edges."""
+    assert frames.shape == others.shape
+    assert (np.abs(frames.astype(int) - others.astype(int)) > 2).mean() < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "decoded"),
+    [
+        (320, 240, (320, 240)),  # LLP: as it is
+        (854, 480, (854, 480)),  # 480p: as it is
+        (1280, 720, (853, 480)),
+        (3840, 2160, (853, 480)),
+        (7680, 4320, (853, 480)),
+        (2048, 2048, (480, 480)),
+        (1080, 1920, (480, 853)),  # portrait
+        (4000, 400, (960, 96)),  # a panorama: its longer side is capped
+    ],
+)
+def test_frames_over_960_by_480_are_scaled_down_in_the_decoder_keeping_their_aspect(
+    width: int, height: int, decoded: tuple[int, int]
+) -> None:
+    assert decode.decoded_size(width, height) == decoded
+
+
+def test_a_large_video_is_decoded_scaled_and_alike_by_decord_and_pyav(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = encode_clip(tmp_path / "hd.mp4", marked_frames(16, height=720, width=1280))
+    with_decord = decode_video(path)
+    monkeypatch.setattr(decode.decord, "VideoReader", _failing_reader)
+    with_pyav = decode_video(path)
+
+    assert (with_decord.backend, with_pyav.backend) == ("decord", "pyav")
+    assert with_decord.frames.shape[1:] == with_pyav.frames.shape[1:] == (480, 853, 3)
+    assert_alike_but_for_sharp_edges(with_pyav.frames, with_decord.frames)
+
+
+def test_a_large_rotated_video_is_scaled_then_turned_upright_by_pyav(tmp_path: Path) -> None:
+    # decord 0.6 scales turned pictures wrongly, so PyAV decodes them.
+    frames = marked_frames(16, height=720, width=1280)
+    plain = decode_video(encode_clip(tmp_path / "plain.mp4", frames)).frames
+
+    rotated = decode_video(encode_clip(tmp_path / "rotated.mp4", frames, rotation=-90))
+
+    assert rotated.backend == "pyav"
+    assert rotated.frames.shape[1:] == (853, 480, 3)
+    assert_alike_but_for_sharp_edges(rotated.frames, np.rot90(plain, k=-1, axes=(1, 2)))
+
+
+def test_the_llp_sample_keeps_its_full_resolution_frames_bit_for_bit(sample_clip: Path) -> None:
+    reader = decode.decord.VideoReader(str(sample_clip))
+    starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0].astype(np.float64)
+    shown = np.searchsorted(starts - starts[0], np.arange(80) / 8 + 1e-3, side="right") - 1
+    expected = reader.get_batch(shown.tolist()).asnumpy()
+
+    decoded = decode_video(sample_clip)
+
+    assert decoded.backend == "decord"
+    np.testing.assert_array_equal(decoded.frames, expected)
+
+
+def test_decord_windows_after_its_seeks_are_the_frames_it_reads_in_one_go(tmp_path: Path) -> None:
+    # 25 FPS, a keyframe every 10 s: each window is read, then decord seeks to the next
+    # window's keyframe (which stops it decoding ahead of the reads).
+    path = encode_frames(tmp_path / "long.mp4", moving_frames(25 * 35), fps=25, keyframe_every=250)
+    with open_video(path, sample_rates=()) as stream:
+        windows = list(stream.windows())
+        backend = stream.backend
+    reader = decode.decord.VideoReader(str(path))
+    expected = reader.get_batch([i * 25 // 8 for i in range(280)]).asnumpy()
+
+    assert backend == "decord"
+    assert [w.valid_segments for w in windows] == [10, 10, 10, 5]
+    np.testing.assert_array_equal(np.concatenate([w.frames for w in windows])[:280], expected)
+
+
+def test_a_file_with_keyframes_over_20_seconds_apart_is_decoded_by_pyav_in_one_pass(
+    tmp_path: Path,
+) -> None:
+    path = encode_frames(
+        tmp_path / "sparse.mp4", moving_frames(25 * 35), fps=25, keyframe_every=625
+    )
+    with open_video(path, sample_rates=()) as stream:
+        windows = list(stream.windows())
+        backend = stream.backend
+
+    assert backend == "pyav"
+    assert [w.valid_segments for w in windows] == [10, 10, 10, 5]
+
+
+def test_the_decoders_words_are_the_same_on_every_run(tmp_path: Path) -> None:
+    # Bytes overwritten early in the file: decord fails reading, and its messages carry
+    # the time of day ("[15:12:17] ..."), which would make each run a new failure row.
+    whole = encode_clip(
+        tmp_path / "whole.mp4", render_frames([PlantedEvent(3, "visual", 0, 10)], 10.0)
+    )
+    data = bytearray(whole.read_bytes())
+    start = len(data) // 10
+    data[start : start + 20_000] = np.random.default_rng(1).bytes(20_000)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(data))
+
+    details = []
+    for _ in range(2):
+        with pytest.raises(DecodeError) as caught:
+            decode_video(broken)
+        details.append(caught.value.detail)
+
+    assert "decord: " in details[0]
+    assert not re.search(r"\[\d\d:\d\d:\d\d\]|0x[0-9a-f]{6}", details[0])
+    assert details[0] == details[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import decord
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,10 +15,13 @@ import torch.nn.functional as F
 from support import SAMPLES
 
 from avvp.extractors import FeatureExtractor, RandomInit, create_extractor, extractor_class
+from avvp.extractors.clip import CLIP_MEAN, CLIP_STD
+from avvp.extractors.r2plus1d import KINETICS_MEAN, KINETICS_STD
 from avvp.pipeline import tables
 from avvp.pipeline.decode import decode_video
 from avvp.pipeline.extract import (
     STAGE,
+    TABLE_FOR_EXTRACTOR,
     BatchSizer,
     ExtractConfig,
     ExtractProgress,
@@ -148,24 +152,29 @@ def test_progress_reports_each_input_video_once_counting_up_to_the_total(extract
     assert windows == {**WINDOWS, CORRUPT_ID: 0}
 
 
-def test_rerun_decodes_only_the_failed_file_and_writes_nothing(
+def test_rerun_decodes_nothing_the_failed_file_still_failing_and_writes_nothing(
     extracted, tiny: dict[str, FeatureExtractor], inputs: dict[str, Path]
 ) -> None:
     root, _, _ = extracted
     rows_before = {name: len(FeatureStore(root).table(name).keys()) for name in SHAPES}
     failures_before = FailureLog(root).read(STAGE)["video_id"].to_pylist()
+    paths = [inputs["folder"], inputs["long"], SAMPLE]
+    extractors = [tiny["clip"], tiny["r2plus1d"], tiny["clap"]]
     progress: list[ExtractProgress] = []
     rerun = extract_videos(
-        [inputs["folder"], inputs["long"], SAMPLE],
-        root,
-        IN_PROCESS,
-        extractors=[tiny["clip"], tiny["r2plus1d"], tiny["clap"]],
-        on_progress=progress.append,
+        paths, root, IN_PROCESS, extractors=extractors, on_progress=progress.append
     )
-    assert (rerun.videos_skipped, rerun.videos_decoded, rerun.videos_extracted) == (5, 1, 0)
+    assert (rerun.videos_skipped, rerun.videos_decoded, rerun.videos_extracted) == (5, 0, 0)
+    assert rerun.videos_failed_before == 1
+    assert [failure.video_id for failure in rerun.failures] == [CORRUPT_ID]
     assert set(rerun.windows_written.values()) == {0}
     assert {name: len(FeatureStore(root).table(name).keys()) for name in SHAPES} == rows_before
     assert {update.status for update in progress} == {"skipped", "failed"}
+    # Asked to, it tries the file again; the same failure adds no row.
+    retried = extract_videos(
+        paths, root, IN_PROCESS.model_copy(update={"retry_failed": True}), extractors=extractors
+    )
+    assert (retried.videos_decoded, retried.videos_failed_before) == (1, 0)
     failures = FailureLog(root).read(STAGE)["video_id"].to_pylist()
     assert failures == failures_before == [CORRUPT_ID]  # one row per file, however many runs
     assert len(list(Path(root, "failures", STAGE).glob("part-*.parquet"))) == 1
@@ -261,7 +270,7 @@ def test_failure_log_keeps_one_row_per_file_its_newest_reason(tmp_path: Path) ->
     assert log.record("extract", [("a", "/v/a.mp4", "broken")]) is None  # nothing new
     log.record("extract", [("a", "/v/a.mp4", "corrupt data at 3.2 s", "h264: error")])
     read = log.read("extract")
-    assert read.column_names == ["video_id", "path", "reason", "detail", "recorded_at"]
+    assert read.column_names == ["video_id", "path", "reason", "detail", "digest", "recorded_at"]
     assert read["path"].to_pylist() == ["/v/b.mp4", "/v/a.mp4"]
     assert read["reason"].to_pylist() == ["too short", "corrupt data at 3.2 s"]
     assert read["detail"].to_pylist() == ["", "h264: error"]
@@ -348,6 +357,34 @@ def test_clip_and_r2plus1d_inputs_of_the_sample_clip_follow_the_avvp_recipe() ->
     clips = frames.reshape(10, 8, 3, 112, 112).permute(0, 2, 1, 3, 4)
     assert r2plus1d_input.shape == (10, 3, 8, 112, 112)
     torch.testing.assert_close(r2plus1d_input, clips, atol=1e-6, rtol=0)
+
+
+def test_llp_sized_clips_give_the_features_of_full_resolution_frames_resized_at_once(
+    tiny: dict[str, FeatureExtractor], tmp_path: Path
+) -> None:
+    # The reference is extraction as it was before frames could be scaled in the decoder
+    # and resized one at a time: decord's full-resolution frames, all made float, then
+    # resized together. An LLP clip (320 x 240) must give the same features, bit for bit.
+    reader = decord.VideoReader(str(SAMPLE))
+    starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0].astype(np.float64)
+    shown = np.searchsorted(starts - starts[0], np.arange(80) / 8 + 1e-3, side="right") - 1
+    frames = reader.get_batch(shown.tolist()).asnumpy()
+    reference = {
+        "clip": _recipe_frames(frames, 10, 224, CLIP_MEAN, CLIP_STD)[None],
+        "r2plus1d": _recipe_frames(frames, 80, 32, KINETICS_MEAN, KINETICS_STD)
+        .reshape(10, 8, 3, 32, 32)
+        .transpose(1, 2)
+        .contiguous()[None],
+    }
+    (window,) = decode_video(SAMPLE).windows
+    extract_videos(SAMPLE, tmp_path, IN_PROCESS, extractors=[tiny["clip"], tiny["r2plus1d"]])
+    store = FeatureStore(tmp_path)
+    for name, inputs in reference.items():
+        extractor = tiny[name]
+        assert torch.equal(extractor.transform(window.frames)[None], inputs), name
+        stored = store.table(TABLE_FOR_EXTRACTOR[name]).read_videos([SAMPLE_ID]).features
+        expected = extractor.embed(inputs).cpu().numpy().astype(np.float16)
+        np.testing.assert_array_equal(stored, expected, err_msg=name)
 
 
 def test_a_fixed_batch_size_stays_as_given() -> None:

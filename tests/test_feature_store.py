@@ -210,7 +210,7 @@ def test_unreadable_part_gives_an_error_naming_the_file(tmp_path):
     write(table, rows(3))
     (tmp_path / "features" / "clip" / "part-9-broken.parquet").write_bytes(b"not parquet")
 
-    with pytest.raises(StoreError, match="part-9-broken.parquet.*delete or move"):
+    with pytest.raises(StoreError, match=r"part-9-broken.parquet.*avvp store check .* --repair"):
         table.keys()
 
 

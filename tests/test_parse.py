@@ -151,9 +151,9 @@ def test_parsing_the_same_folder_again_reuses_the_features_and_gives_the_same_ev
     first = parse([odd_folder], demo.runs["MM-CSE"], tmp_path / "a", store)
     again = parse([odd_folder], demo.runs["MM-CSE"], tmp_path / "b", store)
     assert first.extract.videos_extracted == 4  # long, silent, cut, the LLP clip
-    # Only the four failing files are tried again, and they fail again.
-    assert again.extract.videos_extracted == 0 and again.extract.videos_decoded == 4
-    assert len(again.failures) == 4
+    # The four failing files are not tried again while unchanged: they stay failed.
+    assert again.extract.videos_extracted == 0 and again.extract.videos_decoded == 0
+    assert again.extract.videos_failed_before == 4 and len(again.failures) == 4
     assert (tmp_path / "a" / "events.csv").read_bytes() == (
         tmp_path / "b" / "events.csv"
     ).read_bytes()

@@ -3,8 +3,10 @@ features and labels, refused archives, and the fetch -> train -> evaluate chain.
 
 from __future__ import annotations
 
+import io
 import json
 import stat
+import struct
 import zipfile
 from pathlib import Path
 
@@ -14,12 +16,14 @@ from support import tiny_config
 from typer.testing import CliRunner
 
 from avvp.model.metrics import segment_and_event_f1
+from avvp.pipeline import download as download_module
 from avvp.pipeline import tables
 from avvp.pipeline.cli import app
 from avvp.pipeline.dataset import DataConfig
 from avvp.pipeline.download import DownloadError
 from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run
 from avvp.pipeline.release import (
+    CorruptArchiveError,
     FetchConfig,
     ImportFeaturesConfig,
     ImportLabelsConfig,
@@ -27,6 +31,7 @@ from avvp.pipeline.release import (
     fetch_valor,
     import_features,
     import_pseudo_labels,
+    releases_table,
 )
 from avvp.pipeline.synth_release import (
     SyntheticRelease,
@@ -84,6 +89,11 @@ def test_fetch_from_zips_stores_exactly_the_archives_arrays_and_labels(
     weak = LabelStore(tmp_path).weak().read(ids)
     np.testing.assert_array_equal(weak.labels, data.weak)
     assert result.missing_tables == [tables.VISUAL_ST_TABLE]
+    recorded = releases_table(tmp_path).latest().to_pylist()
+    assert [(row["archive"], f"sha256:{row['sha256']}", row["origin"]) for row in recorded] == [
+        (path.name, result.archives[str(path)], str(path))
+        for path in (release.clip_zip, release.clap_zip)
+    ]
 
 
 def test_a_second_fetch_does_no_work(release: SyntheticRelease, tmp_path: Path) -> None:
@@ -100,6 +110,7 @@ def test_a_second_fetch_does_no_work(release: SyntheticRelease, tmp_path: Path) 
     ] * 2
     assert {(rows.written, rows.replaced) for rows in again.llp_labels.tables.values()} == {(0, 0)}
     assert fingerprints(tmp_path) == before
+    assert len(releases_table(tmp_path).folder.part_names()) == 1  # known archives
 
 
 def test_a_fetch_of_a_release_with_one_changed_label_file_replaces_that_row(
@@ -199,7 +210,8 @@ def test_an_archive_with_an_unsafe_entry_is_refused_and_nothing_is_written(
         + ["--from-zip", str(release.clap_zip), "--labels", str(release.labels)],
     )
     assert cli.exit_code == 2 and "refused as a whole" in cli.output
-    assert not root.exists()
+    # The CLI makes the store folder when it checks that it can be written; nothing more.
+    assert list(root.rglob("*")) == []
 
 
 def test_a_wrong_sha256_for_a_local_archive_is_refused_before_importing(
@@ -208,6 +220,64 @@ def test_a_wrong_sha256_for_a_local_archive_is_refused_before_importing(
     with pytest.raises(ValueError, match="not the expected"):
         fetch_valor(tmp_path / "store", from_zips(release, sha256=["0" * 64, "1" * 64]))
     assert not (tmp_path / "store").exists()
+
+
+def damaged_copy(source: Path, target: Path, member: str, damage: str) -> Path:
+    """`source` with one member's compressed data damaged: "crc" flips a byte past the
+    .npy header (the data still inflates, to other bytes), "deflate" makes the first
+    deflate block's type the reserved one (3), which zlib refuses."""
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        offset = archive.getinfo(member).header_offset
+    name_length, extra_length = struct.unpack_from("<HH", data, offset + 26)
+    start = offset + 30 + name_length + extra_length
+    if damage == "crc":
+        data[start + 200] ^= 0xFF
+    else:
+        data[start] |= 0b111  # final block, type 3
+    target.write_bytes(data)
+    return target
+
+
+@pytest.mark.parametrize("damage", ["crc", "deflate"])
+def test_a_damaged_archive_imports_nothing_and_says_which_member(
+    release: SyntheticRelease, tmp_path: Path, damage: str
+) -> None:
+    data, ids = release.data, release.data.video_ids.tolist()
+    if damage == "crc":
+        # The last feature file of CLAP.zip, imported after all of CLIP.zip.
+        member, clip = f"CLAP/features/{ids[-1]}.npy", release.clip_zip
+        clap = damaged_copy(release.clap_zip, tmp_path / "CLAP.zip", member, damage)
+    else:
+        # The last label file of a deflated CLIP.zip, read after all its features.
+        member, clap = f"CLIP/segment_pseudo_labels/{ids[-1]}.npy", release.clap_zip
+        deflated = write_valor_archive(
+            tmp_path / "deflated.zip",
+            "CLIP",
+            {i: data.visual[n].astype(np.float32) for n, i in enumerate(ids)},
+            {i: data.pseudo[n, 1] for n, i in enumerate(ids)},
+            compression=zipfile.ZIP_DEFLATED,
+        )
+        clip = damaged_copy(deflated, tmp_path / "CLIP.zip", member, damage)
+    root = tmp_path / "store"
+    config = ImportFeaturesConfig(preset="han-r2plus1d", labels=str(release.labels))
+    import_features(release.r2plus1d, root, config)
+    before = store_info(str(root))
+
+    cli = CliRunner().invoke(
+        app,
+        ["fetch-valor", "--store", str(root), "--from-zip", str(clip), "--from-zip", str(clap)]
+        + ["--labels", str(release.labels)],
+    )
+
+    assert cli.exit_code == 1, cli.output
+    damaged = clip if damage == "deflate" else clap
+    assert f"error: {damaged} is damaged: its member {member} does not read back" in cli.output
+    assert "Nothing was imported" in cli.output and "Traceback" not in cli.output
+    assert store_info(str(root)) == before
+    assert not (root / "releases").exists()
+    with pytest.raises(CorruptArchiveError, match=member):
+        fetch_valor(root, FetchConfig(from_zips=[str(clip), str(clap)], labels=str(release.labels)))
 
 
 def write_feature_folder(folder: Path, release: SyntheticRelease) -> dict[str, str]:
@@ -257,6 +327,35 @@ def test_import_features_reports_each_bad_file_once_and_imports_the_rest(
     )
     assert cli.exit_code == 1
     assert sum(line.startswith("skipped ") for line in cli.output.splitlines()) == len(problems)
+
+
+def test_a_tiny_npy_whose_header_declares_gigabytes_is_skipped_by_name(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    folder, (first, second) = tmp_path / "huge", release.data.video_ids[:2]
+    folder.mkdir()
+    # 160 GB of float32, and 10 x 4e9 items of 100 MB each: the files hold 72 data bytes.
+    for video_id, descr in ((first, "<f4"), (second, "|V100000000")):
+        header = io.BytesIO()
+        shape = (10, 4_000_000_000)
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": descr, "fortran_order": False, "shape": shape}
+        )
+        npy = header.getvalue()
+        (folder / f"{video_id}.npy").write_bytes(npy + bytes(200 - len(npy)))
+
+    cli = CliRunner().invoke(
+        app,
+        ["import-features", str(folder), "--store", str(tmp_path / "store")]
+        + ["--table", "huge", "--shape", "10x4000000000", "--labels", str(release.labels)],
+    )
+
+    assert cli.exit_code == 1, cli.output
+    assert f"skipped {folder / first}.npy: is cut short: its header declares 160000000000" in (
+        cli.output
+    )
+    assert f"skipped {folder / second}.npy: holds |V100000000, not floating" in cli.output
+    assert "huge: 0 videos imported" in cli.output
 
 
 def test_import_features_needs_a_preset_or_a_table_and_shape() -> None:
@@ -362,10 +461,11 @@ def test_fetch_then_import_r2plus1d_then_train_evaluate_and_score_the_labels(
 
 
 def test_fetch_over_http_resumes_a_cut_download_and_a_second_fetch_does_no_work(
-    release: SyntheticRelease, tmp_path: Path
+    release: SyntheticRelease, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from http_server import PayloadServer
 
+    monkeypatch.setattr(download_module.time, "sleep", lambda seconds: None)
     clap = release.clap_zip.read_bytes()
     with PayloadServer() as server:
         urls = [
@@ -373,36 +473,50 @@ def test_fetch_over_http_resumes_a_cut_download_and_a_second_fetch_does_no_work(
             server.add("/valor/CLAP.zip", clap),
         ]
         # Four cuts outlast the download's three retries: the first fetch stops with
-        # four fifths of CLAP.zip kept; the next one resumes from there.
-        cut = len(clap) // 5
-        server.cut_next("/valor/CLAP.zip", after_bytes=cut, times=4)
+        # part of CLAP.zip kept; the next one resumes from there.
+        server.cut_next("/valor/CLAP.zip", after_bytes=len(clap) // 5, times=4)
         config = FetchConfig(urls=urls, cache=str(tmp_path / "cache"), labels=str(release.labels))
         with pytest.raises(DownloadError, match="again to resume"):
             fetch_valor(tmp_path / "store", config)
-        assert [entry.range for entry in server.log[-3:]] == [
-            f"bytes={cut}-",
-            f"bytes={2 * cut}-",
-            f"bytes={3 * cut}-",
-        ]
+        assert [entry.status for entry in server.log[-4:]] == [200, 206, 206, 206]
         assert not (tmp_path / "store" / "features").exists()
+        kept = next((tmp_path / "cache").rglob("CLAP.zip.part")).stat().st_size
         result = fetch_valor(tmp_path / "store", config)
-        assert (server.log[-1].range, server.log[-1].status) == (f"bytes={4 * cut}-", 206)
-        assert [d["resumed_from"] for d in result.downloads] == [
-            len(release.clip_zip.read_bytes()),
-            4 * cut,
-        ]
+        assert server.log[-1].range == f"bytes={kept}-" and server.log[-1].status == 206
+        assert [d["resumed_from"] for d in result.downloads] == [None, kept]
         assert result.features[1].imported == len(release.data.video_ids)
         stored = FeatureStore(tmp_path / "store").table(tables.AUDIO_MAP_TABLE)
         np.testing.assert_array_equal(
             stored.read_videos(release.data.video_ids).features,
             release.data.audio_map.astype(np.float32),
         )
+        origins = [row["origin"] for row in releases_table(tmp_path / "store").latest().to_pylist()]
+        assert origins == urls
         requests = len(server.log)
         before = fingerprints(tmp_path / "store")
         again = fetch_valor(tmp_path / "store", config)
         assert len(server.log) == requests  # the cached archives are used as they are
         assert [r.imported for r in again.features] == [0, 0]
         assert fingerprints(tmp_path / "store") == before
+
+
+def test_a_damaged_download_is_refused_and_removed_from_the_cache(
+    release: SyntheticRelease, tmp_path: Path
+) -> None:
+    from http_server import PayloadServer
+
+    member = f"CLAP/features/{release.data.video_ids[0]}.npy"
+    damaged = damaged_copy(release.clap_zip, tmp_path / "CLAP.zip", member, "crc")
+    with PayloadServer() as server:
+        urls = [
+            server.add("/valor/CLIP.zip", release.clip_zip.read_bytes()),
+            server.add("/valor/CLAP.zip", damaged.read_bytes()),
+        ]
+        config = FetchConfig(urls=urls, cache=str(tmp_path / "cache"), labels=str(release.labels))
+        with pytest.raises(CorruptArchiveError, match="removed from the cache"):
+            fetch_valor(tmp_path / "store", config)
+    assert [path.name for path in (tmp_path / "cache").rglob("*.zip")] == ["CLIP.zip"]
+    assert not (tmp_path / "store").exists()
 
 
 def test_fetch_with_a_wrong_sha256_downloads_but_imports_nothing(
@@ -422,7 +536,7 @@ def test_fetch_with_a_wrong_sha256_downloads_but_imports_nothing(
             + ["--sha256", "0" * 64, "--sha256", "1" * 64],
         )
     assert cli.exit_code == 1 and "sha256" in cli.output
-    assert not (tmp_path / "store").exists()
+    assert list((tmp_path / "store").rglob("*")) == []
 
 
 def test_fetch_with_no_features_imports_only_the_pseudo_labels(

@@ -231,13 +231,15 @@ class Node:
 @dataclass(frozen=True)
 class Chain(Generic[ParamsT, SummaryT]):
     """A chain: its name (the flow's), parameters, summary, nodes (declared in an order
-    that runs every node after those it comes after) and the store it works in."""
+    that runs every node after those it comes after), the store it works in and every
+    folder it writes (checked writable before the first node runs)."""
 
     name: str
     params: type[ParamsT]
     summary: type[SummaryT]
     nodes: tuple[Node, ...]
     store: Callable[[ParamsT], str]
+    writes: Callable[[ParamsT], tuple[str, ...]]
 
     def __post_init__(self) -> None:
         declared: set[str] = set()
@@ -256,6 +258,7 @@ EXTRACT_AND_TRAIN: Chain[ChainConfig, ExtractAndTrainSummary] = Chain(
     params=ChainConfig,
     summary=ExtractAndTrainSummary,
     store=lambda params: params.store,
+    writes=lambda params: (params.store,),
     nodes=(
         Node("labels", _stage("labels"), lambda p, _: p.labels_input()),
         Node(
@@ -301,6 +304,7 @@ PARSE_FOLDER: Chain[ParseFolderConfig, ParseFolderSummary] = Chain(
     params=ParseFolderConfig,
     summary=ParseFolderSummary,
     store=lambda params: params.parse_store(),
+    writes=lambda params: (params.parse_store(), str(params.out)),
     nodes=(
         Node(
             "extract",

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from avvp.pipeline.chain.graph import Chain, Node, ParamsT, SummaryT
 from avvp.pipeline.chain.stage import Level, Plan, Reporter
 from avvp.pipeline.chain.summary import NodeOutcome, publish_summary
+from avvp.storage import check_store_root
 from avvp.storage.failures import Failure
 
 
@@ -49,6 +50,8 @@ class Executor(Protocol):
 def run_chain(chain: Chain[ParamsT, SummaryT], params: ParamsT, executor: Executor) -> SummaryT:
     """Every node in order (module docstring); the summary is written into the store."""
     store = chain.store(params)
+    for folder in chain.writes(params):
+        check_store_root(folder)
     results: dict[str, BaseModel] = {}
     outcomes: list[NodeOutcome] = []
     failures: list[Failure] = []

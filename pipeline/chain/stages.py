@@ -250,7 +250,14 @@ class ExtractStage(Stage[ExtractInput, ExtractSummary]):
         return list(result.failures)
 
     def warnings(self, result: ExtractSummary) -> list[str]:
-        return [f"{warning.path}: {warning.message}" for warning in result.warnings]
+        lines = [f"{warning.path}: {warning.message}" for warning in result.warnings]
+        if result.videos_failed_before:
+            lines.append(
+                f"{result.videos_failed_before} file(s) that failed on an earlier run were "
+                "not tried again (skipped while unchanged); --retry-failed (the extract "
+                "setting retry_failed) tries them"
+            )
+        return lines
 
     def unit_items(self, unit_result: BaseModel) -> list[str]:
         shard = ShardResult.model_validate(unit_result)
