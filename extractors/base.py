@@ -536,19 +536,6 @@ class FeatureExtractor(ABC):
             features = self._forward(batch.to(self.device, non_blocking=True))
         return features.float()
 
-    def metadata(self) -> dict[str, str]:
-        """What a feature table records about how its features were made."""
-        return {
-            "extractor": self.name,
-            "extractor_version": self.version,
-            "preset": self.preset,
-            "weights": self.weights_identity,
-            "input": self.input.kind,
-            "fps": "" if self.input.fps is None else str(self.input.fps),
-            "sample_rate": "" if self.input.sample_rate is None else str(self.input.sample_rate),
-            "shape": "x".join(map(str, self.output_shape)),
-        }
-
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)

@@ -48,7 +48,7 @@ GPU_LIMIT = "gpu"
 RETRY_DELAYS_S = [10, 60]
 
 
-def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+def retry_transient(task: Task[..., Any], _task_run: TaskRun, state: State[Any]) -> bool:
     try:
         state.result()
     except BaseException as error:  # the task's own exception, re-raised by result()

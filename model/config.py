@@ -6,7 +6,7 @@ checkpoint importer infers them from weight shapes and writes them here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from avvp.contract import NUM_CLASSES, SEGMENTS_PER_WINDOW
@@ -105,9 +105,6 @@ class ModelConfig:
         inputs = InputSpec(**data.pop("inputs", {}))
         mmcse = MMCSEOptions(**data.pop("mmcse", {}))
         return cls(inputs=inputs, mmcse=mmcse, **data)
-
-    def with_inputs(self, **changes: Any) -> ModelConfig:
-        return replace(self, inputs=replace(self.inputs, **changes))
 
 
 CLAP_CLIP = InputSpec(audio_kind="clap_map", audio_dim=768, visual_kind="segment", visual_dim=768)

@@ -37,7 +37,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-store_app = typer.Typer(help="Inspect a feature/label store.", no_args_is_help=True)
+store_app = typer.Typer(
+    help="Inspect, check and compact a feature/label store.", no_args_is_help=True
+)
 app.add_typer(store_app, name="store")
 
 # Lines are not broken at the terminal width: paths and commands stay copyable.
@@ -347,6 +349,25 @@ def store_info(
 
 
 STORE_COLUMNS = ("table", "kind", "rows", "videos", "shape", "dtype", "made by")
+
+
+@store_app.command("compact")
+@user_errors
+def store_compact(root: StoreArgument) -> None:
+    """Merge each feature and label table's parts into one (fingerprints and rows
+    unchanged) and remove temporary files that writers killed over an hour ago left."""
+    from avvp.storage import compact_store
+
+    done = compact_store(root)
+    for table in done:
+        if table.parts_merged or table.temporary_removed:
+            console.print(
+                f"{table.table}: {table.parts_merged} parts merged into one, "
+                f"{table.temporary_removed} temporary files removed",
+                highlight=False,
+            )
+    merged = sum(table.parts_merged for table in done)
+    console.print(f"{root}: {len(done)} tables, {merged} parts merged", highlight=False)
 
 
 @store_app.command("check")

@@ -57,9 +57,10 @@ from avvp.pipeline.extract import (
     keyed_videos,
 )
 from avvp.pipeline.infer import LoadedRun, predict_loaded
-from avvp.pipeline.plots import MODALITIES, TimelineEvent, atomic_write, plot_timeline
+from avvp.pipeline.plots import MODALITIES, TimelineEvent, plot_timeline
 from avvp.pipeline.train_config import TrainConfig
 from avvp.storage import FeatureStore, Keys, open_run
+from avvp.storage.atomic import atomic_write
 from avvp.storage.failures import FailureLog
 from avvp.storage.videos import VideoManifest
 

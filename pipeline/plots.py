@@ -8,9 +8,7 @@ a crash never leaves a half-written image under the final name.
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -19,6 +17,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from avvp.storage.atomic import atomic_write
 
 TRACKS: tuple[str, ...] = ("audio", "visual")
 MODALITIES: tuple[str, ...] = ("audio", "visual", "audio-visual")
@@ -254,25 +254,10 @@ def class_colours(num_classes: int) -> list[tuple[float, float, float, float]]:
 def _save(figure: Figure, path: str | Path) -> Path:
     """Write the figure as a PNG under a temporary name beside `path`, then rename."""
     # No "Software" entry: the PNG holds no link and the same figure gives the same bytes.
-    return atomic_write(
+    atomic_write(
         path,
         lambda temporary: figure.savefig(
             temporary, format="png", dpi=DPI, metadata={"Software": None}
         ),
     )
-
-
-def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
-    """Have `write` write a temporary file beside `path`, then rename it to `path`, so
-    a crash never leaves a half-written file under the final name; the temporary file
-    is removed when `write` fails. Its name is unique, so concurrent writers of one
-    path do not write into each other's file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(str(temporary))
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return target
+    return Path(path)

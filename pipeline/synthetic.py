@@ -27,7 +27,6 @@ from avvp.storage import FeatureStore, LabelStore, Provenance
 
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = "1"
-CLAP_MAP_TOKENS = 64  # HTSAT's 8 x 8 grid regrouped as 2 frequency rows x 32 time steps
 CLAP_TIME_STEPS = 32
 
 

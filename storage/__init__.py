@@ -7,14 +7,15 @@ Knows arrays, ids and files (local paths or fsspec URLs); imports nothing else o
 - `features`: `FeatureStore` / `FeatureTable`, one table per extractor.
 - `labels`: `LabelStore` with weak video labels and segment labels per source.
 - `info`: `store_info`, a cheap summary of every table under a root; `check_store` and
-  `set_aside` find and move away parts that cannot be read.
+  `set_aside` find and move away parts that cannot be read; `compact_store`
+  merges each table's parts into one.
 - `runs`: `RunStore` / `RunDir`, run folders written file by file, atomically.
 - `records`: small append-only tables whose keys keep their newest row, under
   `failures` (per stage) and `videos` (the manifest of input videos).
 """
 
 from .features import FeatureBatch, FeatureStore, FeatureTable
-from .info import BrokenPart, check_store, set_aside, store_info
+from .info import BrokenPart, Compaction, check_store, compact_store, set_aside, store_info
 from .labels import LabelStore, SegmentLabels, WeakLabels
 from .provenance import Provenance
 from .runs import RunDir, RunStore, open_run
@@ -32,6 +33,7 @@ from .table import (
 __all__ = [
     "BrokenPart",
     "BrokenPartError",
+    "Compaction",
     "FeatureBatch",
     "FeatureStore",
     "FeatureTable",
@@ -49,6 +51,7 @@ __all__ = [
     "WriteResult",
     "check_store",
     "check_store_root",
+    "compact_store",
     "open_run",
     "set_aside",
     "store_info",

@@ -42,8 +42,9 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .atomic import TEMP_PREFIX, atomic_write_bytes
 from .records import RecordTable
-from .table import TEMP_PREFIX, list_tables, open_root
+from .table import list_tables, open_root
 
 KIND = "failures"
 SCHEMA = pa.schema(
@@ -149,13 +150,10 @@ class WorkMarkers:
 
     def start(self, video_id: str, path: str, digest: str) -> str:
         """Mark `path` as being worked on by this process; returns the marker's name."""
-        token = uuid.uuid4().hex
-        name, temporary = f"{token}{_MARKER_SUFFIX}", f"{TEMP_PREFIX}{token}{_MARKER_SUFFIX}"
+        name = f"{uuid.uuid4().hex}{_MARKER_SUFFIX}"
         record = {"video_id": video_id, "path": path, "digest": digest, **_this_process()}
         record["at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        self._fs.makedirs(self._folder, exist_ok=True)
-        self._fs.pipe_file(f"{self._folder}/{temporary}", json.dumps(record).encode())
-        self._fs.mv(f"{self._folder}/{temporary}", f"{self._folder}/{name}")
+        atomic_write_bytes(f"{self._folder}/{name}", json.dumps(record).encode(), self._fs)
         return name
 
     def finish(self, name: str) -> None:

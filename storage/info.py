@@ -21,6 +21,12 @@ from .videos import VideoManifest
 TABLE_KINDS = (features.KIND, labels.KIND, failures.KIND, videos.KIND)
 
 
+class Compaction(NamedTuple):
+    table: str  # <kind>/<table>
+    parts_merged: int  # 0: the table had one part (or none) already
+    temporary_removed: int  # files of writes killed over an hour ago
+
+
 class BrokenPart(NamedTuple):
     path: str  # relative to the store root: <kind>/<table>/<part>
     reason: str
@@ -78,6 +84,22 @@ def check_store(root: str | PathLike[str]) -> list[BrokenPart]:
                 except BrokenPartError as error:
                     broken.append(BrokenPart(f"{kind}/{name}/{part}", error.detail))
     return broken
+
+
+def compact_store(root: str | PathLike[str]) -> list[Compaction]:
+    """Merge each feature and label table's parts into one (fingerprints unchanged: see
+    `TensorTable.compact`) and remove the temporary files killed writers left in every
+    table folder."""
+    fs, path = _existing_store(root)
+    check_store_root(root)
+    done = []
+    for kind in TABLE_KINDS:
+        for name in list_tables(fs, f"{path}/{kind}"):
+            table = TensorTable.open(root, kind, name)
+            removed = table.cleanup()
+            merged = table.compact() if kind in (features.KIND, labels.KIND) else 0
+            done.append(Compaction(f"{kind}/{name}", merged, removed))
+    return done
 
 
 def set_aside(root: str | PathLike[str], parts: list[BrokenPart]) -> str:

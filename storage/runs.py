@@ -8,11 +8,11 @@ half-written checkpoint or metrics file; a reader sees either the old file or th
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import fsspec
 
+from .atomic import atomic_write_bytes
 from .table import check_table_name, open_root
 
 RUNS_FOLDER = "runs"
@@ -49,15 +49,7 @@ class RunDir:
         return json.loads(self.read_bytes(name))
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        self.fs.makedirs(self.path, exist_ok=True)
-        temporary = f"{self.path}/.tmp-{uuid.uuid4().hex}-{name}"
-        try:
-            self.fs.pipe_file(temporary, data)
-            self.fs.mv(temporary, f"{self.path}/{name}")
-        except BaseException:
-            if self.fs.exists(temporary):
-                self.fs.rm(temporary)
-            raise
+        atomic_write_bytes(f"{self.path}/{name}", data, self.fs)
 
     def write_text(self, name: str, text: str) -> None:
         self.write_bytes(name, text.encode())
@@ -80,12 +72,6 @@ class RunStore:
             f"{self.path}/{RUNS_FOLDER}/{run_id}",
             f"{self.root.rstrip('/')}/{RUNS_FOLDER}/{run_id}",
         )
-
-    def run_ids(self) -> list[str]:
-        folder = f"{self.path}/{RUNS_FOLDER}"
-        if not self.fs.exists(folder):
-            return []
-        return sorted(entry.rsplit("/", 1)[-1] for entry in self.fs.ls(folder, detail=False))
 
 
 def open_run(url: str) -> tuple[str, RunDir]:

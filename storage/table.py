@@ -4,7 +4,7 @@ On-disk layout (the root is a local path or any fsspec URL)::
 
     <root>/features/<name>/part-<time_ns>-<uuid>.parquet   one file per write
     <root>/labels/<name>/part-<time_ns>-<uuid>.parquet
-    <root>/<kind>/<name>/.tmp-<uuid>.parquet               a write in flight or a crashed one
+    <root>/<kind>/<name>/.tmp-<uuid>-part-....parquet      a write in flight or a crashed one
 
 Every part is a plain Parquet file whose rows are keyed by `video_id` (string) and
 `window` (int32). Tensor columns are Arrow `fixed_shape_tensor` extension columns:
@@ -16,9 +16,12 @@ Parquet schema metadata; the table's provenance is that of its first part, and a
 that disagrees makes the table refuse to open. There is no side file to drift out of
 step with the parts.
 
-Crash safety: a part is written under a `.tmp-` name in its table folder and renamed
-to `part-...` once complete; readers list only `part-*.parquet`, so they never see a
-half part. Temporary leftovers are removed by `cleanup` (and by `compact`).
+Crash safety: a part is published by `avvp.storage.atomic.atomic_write` (a `.tmp-` name
+in its table folder, fsync, rename to `part-...`); readers list only `part-*.parquet`,
+so they never see a half part. Temporary leftovers are removed by `cleanup` (and by
+`compact`, which `avvp store compact` runs). One writer per part: each part's name holds
+a fresh token, so writers never share one; any number of them may add parts to a table
+at once.
 
 Duplicates: a write refuses a call that repeats a key, and by default skips keys already
 stored. With `replace=True` (labels are content) a stored key whose new row differs
@@ -35,8 +38,8 @@ Fingerprints: every row carries `row_hash`, a 16-byte BLAKE2b digest of its key 
 every other column's value, computed when it is written. A table's fingerprint digests
 its provenance and the (key, row_hash) pairs of its visible rows in key order, so it
 reads only small columns, does not depend on how rows are split into parts (compaction
-keeps it), and changes with any added row or changed value. Parts written before
-`row_hash` existed get theirs computed from their contents when first indexed.
+keeps it), and changes with any added row or changed value. A part without `row_hash`
+(written by an avvp before it existed) is refused like any unreadable part.
 """
 
 from __future__ import annotations
@@ -60,13 +63,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import ArrayLike
 
+from .atomic import TEMP_PREFIX, atomic_write
 from .provenance import Provenance
 
 PROVENANCE_KEY = b"avvp.provenance"
 KEY_COLUMNS = ("video_id", "window")
 ROW_HASH_COLUMN = "row_hash"
 ROW_HASH_BYTES = 16
-PART_PREFIX, TEMP_PREFIX, PART_SUFFIX = "part-", ".tmp-", ".parquet"
+PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 # Big enough that a disk with less room than one small part fails the probe.
 _WRITE_PROBE_BYTES = 64 * 1024
 # `avvp store check --repair` moves unreadable parts here, keeping their relative paths.
@@ -518,7 +522,7 @@ class TensorTable:
             hashes = hashes.filter(pa.array(take))
         table = pa.table({**columns, ROW_HASH_COLUMN: hashes})
         table = table.replace_schema_metadata({PROVENANCE_KEY: provenance.to_json()})
-        if index.parts and not _same_columns(table.schema, index.parts[0].schema):
+        if index.parts and not table.schema.equals(index.parts[0].schema):
             raise StoreError(
                 f"{self.url}: new rows have columns {table.schema} but the table holds "
                 f"{index.parts[0].schema}; write to another table name or delete the table"
@@ -580,18 +584,9 @@ class TensorTable:
         The part's name starts with `time_ns` (default: now), which orders it among the
         table's parts.
         """
-        token = uuid.uuid4().hex
-        temporary = f"{self.path}/{TEMP_PREFIX}{token}{PART_SUFFIX}"
         stamp = time.time_ns() if time_ns is None else time_ns
-        name = f"{PART_PREFIX}{stamp:020d}-{token[:12]}{PART_SUFFIX}"
-        self.fs.makedirs(self.path, exist_ok=True)
-        try:
-            write_to(temporary)
-            self.fs.mv(temporary, f"{self.path}/{name}")
-        except BaseException:
-            if self.fs.exists(temporary):
-                self.fs.rm(temporary)
-            raise
+        name = f"{PART_PREFIX}{stamp:020d}-{uuid.uuid4().hex[:12]}{PART_SUFFIX}"
+        atomic_write(f"{self.path}/{name}", write_to, self.fs)
         return name
 
     # ---- maintenance ---------------------------------------------------------------
@@ -609,7 +604,7 @@ class TensorTable:
         index = self._index()
         if len(index.parts) < 2:
             return 0
-        schema = _with_row_hash(index.parts[0].schema)
+        schema = index.parts[0].schema
 
         def merge(temporary: str) -> None:
             with pq.ParquetWriter(
@@ -619,10 +614,6 @@ class TensorTable:
                     keep = index.visible[index.part_starts[number] : index.part_starts[number + 1]]
                     if keep.any():
                         rows = self._parquet(part).read()
-                        if ROW_HASH_COLUMN not in rows.column_names:
-                            rows = rows.append_column(
-                                ROW_HASH_COLUMN, _as_hash_array(part.row_hashes)
-                            )
                         writer.write_table(
                             rows.select(schema.names).filter(pa.array(keep)),
                             row_group_size=_rows_per_group(schema),
@@ -700,9 +691,8 @@ class TensorTable:
         try:
             parquet = pq.ParquetFile(path, filesystem=self.fs)
             schema = parquet.schema_arrow
-            hashed = schema.get_field_index(ROW_HASH_COLUMN) >= 0
-            # Parts from before row hashes are read whole, once, to compute theirs.
-            keys = parquet.read(columns=[*KEY_COLUMNS, ROW_HASH_COLUMN] if hashed else None)
+            keys = parquet.read(columns=[*KEY_COLUMNS, ROW_HASH_COLUMN])
+            row_hashes = _hash_bytes(keys[ROW_HASH_COLUMN])
             provenance = Provenance.from_json((schema.metadata or {})[PROVENANCE_KEY])
         except _PART_READ_ERRORS as error:
             raise self.broken_part(name, error) from None
@@ -716,7 +706,7 @@ class TensorTable:
             row_group_starts=np.cumsum([0, *group_sizes]),
             video_ids=keys["video_id"].combine_chunks(),
             windows=keys["window"].to_numpy(),
-            row_hashes=_hash_bytes(keys[ROW_HASH_COLUMN] if hashed else _row_hash_array(keys)),
+            row_hashes=row_hashes,
         )
 
 
@@ -816,21 +806,6 @@ def _hash_bytes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     data = np.frombuffer(column.buffers()[1], np.uint8)
     start = column.offset * ROW_HASH_BYTES
     return data[start : start + len(column) * ROW_HASH_BYTES].reshape(-1, ROW_HASH_BYTES)
-
-
-def _as_hash_array(hashes: np.ndarray) -> pa.FixedSizeBinaryArray:
-    return pa.array([row.tobytes() for row in hashes], pa.binary(ROW_HASH_BYTES))
-
-
-def _with_row_hash(schema: pa.Schema) -> pa.Schema:
-    if schema.get_field_index(ROW_HASH_COLUMN) >= 0:
-        return schema
-    return schema.append(pa.field(ROW_HASH_COLUMN, pa.binary(ROW_HASH_BYTES)))
-
-
-def _same_columns(new: pa.Schema, stored: pa.Schema) -> bool:
-    """Same columns, ignoring whether the stored parts predate row hashes."""
-    return new.equals(_with_row_hash(stored))
 
 
 def _empty_column(arrow_type: pa.DataType, count: int) -> np.ndarray:

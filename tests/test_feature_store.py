@@ -415,27 +415,51 @@ def test_fingerprint_includes_the_provenance(tmp_path):
     assert first.fingerprint() != second.fingerprint()
 
 
-def test_parts_written_before_row_hashes_fingerprint_like_new_ones(tmp_path):
-    batch = rows(6)
-    new = FeatureStore(tmp_path / "new").table("clip")
-    write(new, batch)
-    old = FeatureStore(tmp_path / "old").table("clip")
-    write(old, batch)
-    (part,) = parquet_files(tmp_path / "old" / "features" / "clip", "part-")
-    stripped = pq.read_table(part).drop_columns([table_module.ROW_HASH_COLUMN])
-    pq.write_table(stripped, part)
-
-    reopened = FeatureStore(tmp_path / "old").table("clip")
-    assert reopened.fingerprint() == new.fingerprint()
-    write(reopened, rows(4, seed=1))  # an old table takes new parts
-    assert reopened.compact() == 2
-    assert (
-        table_module.ROW_HASH_COLUMN
-        in pq.read_schema(parquet_files(tmp_path / "old" / "features" / "clip", "part-")[0]).names
-    )
-
-
-def test_store_info_gives_each_table_its_fingerprint(tmp_path):
+def test_a_part_without_row_hashes_is_refused_with_its_repair(tmp_path):
     table = FeatureStore(tmp_path).table("clip")
-    write(table, rows(4))
-    assert store_info(tmp_path)["tables"]["clip"]["fingerprint"] == table.fingerprint()
+    write(table, rows(6))
+    (part,) = parquet_files(tmp_path / "features" / "clip", "part-")
+    pq.write_table(pq.read_table(part).drop_columns([table_module.ROW_HASH_COLUMN]), part)
+
+    with pytest.raises(StoreError, match=rf"{part.name} is not a readable avvp part.*--repair"):
+        FeatureStore(tmp_path).table("clip").fingerprint()
+
+
+def test_store_compact_keeps_every_fingerprint_and_leaves_one_part_per_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from avvp.pipeline.cli import app
+
+    store = FeatureStore(tmp_path)
+    for name, parts in (("clip", 3), ("clap", 2)):
+        for seed in range(parts):
+            write(store.table(name), rows(6, seed=seed), clip_provenance(source=name))
+    clip = tmp_path / "features" / "clip"
+    stale, fresh = clip / ".tmp-stale-part-1.parquet", clip / ".tmp-fresh-part-2.parquet"
+    stale.write_bytes(b"killed writer")
+    fresh.write_bytes(b"live writer")
+    os.utime(stale, (time.time() - 7200,) * 2)
+    before = {name: t["fingerprint"] for name, t in store_info(tmp_path)["tables"].items()}
+    assert len(parquet_files(clip, "part-")) == 3
+
+    result = CliRunner().invoke(app, ["store", "compact", str(tmp_path)])
+
+    assert result.exit_code == 0, result.output
+    after = {name: t["fingerprint"] for name, t in store_info(tmp_path)["tables"].items()}
+    assert after == before and len(before) == 2
+    for folder in (tmp_path / "features").iterdir():
+        assert len(parquet_files(folder, "part-")) == 1, folder
+    assert not stale.exists() and fresh.exists()
+
+
+def test_store_info_gives_each_table_a_fingerprint_of_its_content_alone(tmp_path):
+    def fingerprint(root: Path) -> str:
+        return store_info(root)["tables"]["clip"]["fingerprint"]
+
+    batch = rows(4)
+    write(FeatureStore(tmp_path / "a").table("clip"), batch)
+    write(FeatureStore(tmp_path / "b").table("clip"), batch)
+    first = fingerprint(tmp_path / "a")
+    assert len(first) >= 16 and first == fingerprint(tmp_path / "b")
+    write(FeatureStore(tmp_path / "a").table("clip"), rows(2, seed=1))
+    assert fingerprint(tmp_path / "a") not in (first, fingerprint(tmp_path / "b"))
