@@ -40,9 +40,9 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tvf
 
 from avvp.extractors import FeatureExtractor, RandomInit, create_extractor
-from avvp.pipeline.decode import open_video
 from avvp.pipeline.extract import TABLE_FOR_EXTRACTOR, ExtractConfig, extract_videos, window_input
-from avvp.pipeline.synth_clips import write_synthetic_clips
+from avvp.pipeline.sources.decode import open_video
+from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.storage import FeatureStore
 
 IMAGE_SIZE = 224
@@ -235,7 +235,7 @@ def batch_sizes(args: argparse.Namespace, folder: Path) -> None:
 
 _MEASURE = """
 import resource, sys
-from avvp.pipeline.cli import app
+from avvp.pipeline.cli.app import app
 try:
     app(sys.argv[1:])
 except SystemExit as done:

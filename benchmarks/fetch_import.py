@@ -37,8 +37,8 @@ from avvp.pipeline.release import (
     import_features,
     import_pseudo_labels,
 )
-from avvp.pipeline.synth_release import SyntheticRelease, write_synthetic_release
-from avvp.pipeline.synthetic import SyntheticLLPConfig
+from avvp.pipeline.synthetic.features import SyntheticLLPConfig
+from avvp.pipeline.synthetic.release import SyntheticRelease, write_synthetic_release
 
 
 def in_place(release: SyntheticRelease, root: Path) -> float:

@@ -39,11 +39,11 @@ from avvp.pipeline.chain import (
     ParseFolderConfig,
     run_local,
 )
-from avvp.pipeline.decode import open_video
 from avvp.pipeline.extract import build_extractors, window_input
 from avvp.pipeline.infer import load_run, predict
 from avvp.pipeline.parse import ParseConfig, parse_extract_config, video_events
-from avvp.pipeline.synth_clips import write_synthetic_clips
+from avvp.pipeline.sources.decode import open_video
+from avvp.pipeline.synthetic.clips import write_synthetic_clips
 
 
 def quiet(level: str, message: str) -> None:

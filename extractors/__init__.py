@@ -17,13 +17,13 @@ Weights are never downloaded: see ``WeightsNotFoundError``. Preset "tiny" builds
 seeded random versions of the same classes with the same output shapes.
 """
 
-from avvp.extractors.base import (
+from .base import (
     FeatureExtractor,
     RandomInit,
     WeightsNotFoundError,
     WindowInput,
 )
-from avvp.extractors.registry import EXTRACTOR_NAMES, create_extractor, extractor_class
+from .registry import EXTRACTOR_NAMES, create_extractor, extractor_class
 
 __all__ = [
     "EXTRACTOR_NAMES",

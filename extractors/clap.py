@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avvp.contract import CLAP_SAMPLE_RATE, SEGMENTS_PER_WINDOW
-from avvp.extractors.base import (
+from ..contract import CLAP_SAMPLE_RATE, SEGMENTS_PER_WINDOW
+from .base import (
     FeatureExtractor,
     Preset,
     RandomInit,

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from avvp.contract import FPS
-from avvp.extractors.base import (
+from ..contract import FPS
+from .base import (
     FeatureExtractor,
     Preset,
     RandomInit,
@@ -32,7 +32,7 @@ from avvp.extractors.base import (
     resolve_weights,
     seeded,
 )
-from avvp.extractors.frames import FrameSampler
+from .frames import FrameSampler
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -8,7 +8,7 @@ Frames are converted and resized one at a time, through one float buffer: in flo
 the size they come in, a window's 80 frames would take 16 bytes a pixel all at once,
 and a fresh buffer per frame leaves the heap in pieces that later ones do not fit (the
 decoder already scales frames larger than 960 x 480 down, see
-`avvp.pipeline.decode`; smaller ones, LLP's 320 x 240 among them, arrive as the source
+`avvp.pipeline.sources.decode`; smaller ones, LLP's 320 x 240 among them, arrive as the source
 has them). Each frame's result is the one a batched resize gives, bit for bit.
 """
 
@@ -22,7 +22,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tvf
 
-from avvp.extractors.base import rounded_linspace
+from .base import rounded_linspace
 
 
 def as_frame_tensor(frames: Any) -> torch.Tensor:

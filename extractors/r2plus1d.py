@@ -17,8 +17,8 @@ import torch
 from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
 
-from avvp.contract import FPS
-from avvp.extractors.base import (
+from ..contract import FPS
+from .base import (
     FeatureExtractor,
     Preset,
     RandomInit,
@@ -30,7 +30,7 @@ from avvp.extractors.base import (
     resolve_weights,
     seeded,
 )
-from avvp.extractors.frames import FrameSampler
+from .frames import FrameSampler
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from avvp.extractors.base import FeatureExtractor, Preset, WeightsArg
+from .base import FeatureExtractor, Preset, WeightsArg
 
 _CLASSES: dict[str, tuple[str, str]] = {
     "clip": ("avvp.extractors.clip", "ClipExtractor"),

@@ -18,9 +18,9 @@ from prefect.artifacts import (
 from prefect.states import Failed, State
 from pydantic import BaseModel
 
-from avvp.flows.cache import result_storage
-from avvp.flows.tasks import PrefectExecutor, log_line
-from avvp.pipeline.chain import Chain, ChainSummary, run_chain
+from ..pipeline.chain import Chain, ChainSummary, run_chain
+from .cache import result_storage
+from .tasks import PrefectExecutor, log_line
 
 
 def run_in_flow(chain: Chain[Any, Any], params: BaseModel) -> dict[str, Any] | State[Any]:

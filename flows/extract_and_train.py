@@ -13,8 +13,8 @@ from prefect import flow
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from avvp.flows.chain_flow import run_in_flow
-from avvp.pipeline.chain import DEFAULT_STORE, EXTRACT_AND_TRAIN
+from ..pipeline.chain import DEFAULT_STORE, EXTRACT_AND_TRAIN
+from .chain_flow import run_in_flow
 
 FLOW_NAME = EXTRACT_AND_TRAIN.name
 

@@ -10,8 +10,8 @@ from prefect import flow
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from avvp.flows.chain_flow import run_in_flow
-from avvp.pipeline.chain import DEFAULT_PARSE_OUT, PARSE_FOLDER
+from ..pipeline.chain import DEFAULT_PARSE_OUT, PARSE_FOLDER
+from .chain_flow import run_in_flow
 
 FLOW_NAME = PARSE_FOLDER.name
 

@@ -10,9 +10,7 @@ from prefect import Flow, serve
 from prefect.task_runners import TaskRunner
 from pydantic import BaseModel
 
-from avvp.flows.extract_and_train import extract_and_train
-from avvp.flows.parse_folder import parse_folder
-from avvp.pipeline.chain import (
+from ..pipeline.chain import (
     EXTRACT_AND_TRAIN,
     PARSE_FOLDER,
     Chain,
@@ -21,6 +19,8 @@ from avvp.pipeline.chain import (
     ParseFolderConfig,
     ParseFolderSummary,
 )
+from .extract_and_train import extract_and_train
+from .parse_folder import parse_folder
 
 TaskRunnerName = Literal["default", "dask"]
 DEPLOYMENT = "default"

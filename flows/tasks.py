@@ -33,7 +33,7 @@ from prefect.filesystems import WritableFileSystem
 from prefect.states import State
 from pydantic import BaseModel
 
-from avvp.pipeline.chain import (
+from ..pipeline.chain import (
     STAGES,
     Level,
     Node,

@@ -1,6 +1,6 @@
 """The 25 LLP event classes in the order used by every file, model and metric."""
 
-from avvp.contract import NUM_CLASSES
+from ..contract import NUM_CLASSES
 
 LLP_CLASSES: tuple[str, ...] = (
     "Speech",

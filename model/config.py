@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from avvp.contract import NUM_CLASSES, SEGMENTS_PER_WINDOW
+from ..contract import NUM_CLASSES, SEGMENTS_PER_WINDOW
 
 AudioKind = Literal["clap_map", "segment"]
 VisualKind = Literal["segment", "frames8"]

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from avvp.model.config import ModelConfig, get_model_config
-from avvp.model.losses import MMCSELossConfig, mmcse_loss
-from avvp.model.mmcse import build_mmcse
-from avvp.model.mmcse_import import mmcse_from_official_state_dict
-from avvp.model.outputs import ParserOutput
-from avvp.model.valor import build_valor, valor_from_official_state_dict, valor_loss
+from .config import ModelConfig, get_model_config
+from .losses import MMCSELossConfig, mmcse_loss
+from .mmcse import build_mmcse
+from .mmcse_import import mmcse_from_official_state_dict
+from .outputs import ParserOutput
+from .valor import build_valor, valor_from_official_state_dict, valor_loss
 
 
 @dataclass

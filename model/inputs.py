@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avvp.model.config import CLAP_MAP_ROWS, CLAP_MAP_STEPS, FRAMES_PER_SEGMENT, InputSpec
+from .config import CLAP_MAP_ROWS, CLAP_MAP_STEPS, FRAMES_PER_SEGMENT, InputSpec
 
 # The official code upsamples the CLAP map's 32 time steps bicubically to 1024.
 CLAP_MAP_UPSAMPLED_STEPS = 1024

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from avvp.model.outputs import ParserOutput
+from .outputs import ParserOutput
 
 # Video probabilities are clamped before the BCE, as in the official training step.
 PROB_CLAMP = 1e-7

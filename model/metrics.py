@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from avvp.model.events import runs_of_ones
+from .events import runs_of_ones
 
 METRIC_KEYS: tuple[str, ...] = (
     "Seg-a",

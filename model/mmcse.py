@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avvp.model.config import MMCSEOptions, ModelConfig
-from avvp.model.inputs import FeatureProjection
-from avvp.model.outputs import ParserOutput
+from .config import MMCSEOptions, ModelConfig
+from .inputs import FeatureProjection
+from .outputs import ParserOutput
 
 
 def _init_like_linear(weight: torch.Tensor, bias: torch.Tensor) -> None:

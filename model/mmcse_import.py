@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from avvp.model.config import InputSpec, ModelConfig
-from avvp.model.mmcse import build_mmcse
+from .config import InputSpec, ModelConfig
+from .mmcse import build_mmcse
 
 # Input feature kinds by the input width of fc_a / fc_v.
 AUDIO_KIND_BY_DIM = {768: "clap_map", 128: "segment"}  # CLAP maps, VGGish

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avvp.model.config import InputSpec, ModelConfig
-from avvp.model.inputs import FeatureProjection
-from avvp.model.outputs import ParserOutput
+from .config import InputSpec, ModelConfig
+from .inputs import FeatureProjection
+from .outputs import ParserOutput
 
 
 class HybridAttentionLayer(nn.Module):

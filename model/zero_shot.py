@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
 
-from avvp.contract import NUM_CLASSES
-from avvp.model.classes import LLP_CLASSES
+from ..contract import NUM_CLASSES
+from .classes import LLP_CLASSES
 
 # Bumped whenever a prompt, a threshold or the rule of `threshold_labels` changes, so a
 # label table records which set produced its rows.

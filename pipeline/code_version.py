@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import avvp
+from .. import __version__
 
 PACKAGE = "avvp"
 
@@ -27,8 +27,9 @@ def code_version(*modules: str, package: Path | None = None) -> str:
     """12 hex digits of the avvp version and the sources every module of `modules`
     imports, directly or not, within the package (`package`: its folder, default the
     installed one). Raises ValueError for a module that is not in the package."""
-    folder = Path(avvp.__file__).parent if package is None else package
-    digest = hashlib.sha256(avvp.__version__.encode())
+    # The package's folder: the one above this module's room.
+    folder = Path(__file__).resolve().parent.parent if package is None else package
+    digest = hashlib.sha256(__version__.encode())
     for path in sorted(import_closure(modules, folder)):
         digest.update(path.relative_to(folder).as_posix().encode())
         digest.update(b"\0")

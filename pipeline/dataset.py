@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from avvp.pipeline import tables
-from avvp.storage import FeatureStore, Keys, LabelStore
+from ..storage import FeatureStore, Keys, LabelStore
+from . import tables
 
 DEFAULT_PSEUDO_LABELS = "valor"
 DEFAULT_ANNOTATIONS = "corrected"

@@ -19,16 +19,17 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from avvp.model.classes import NUM_CLASSES
-from avvp.model.metrics import (
+from ..model.classes import NUM_CLASSES
+from ..model.metrics import (
     FILTER_RULES,
     METRIC_KEYS,
     FilterRule,
     binarize_predictions,
     segment_and_event_f1,
 )
-from avvp.pipeline.code_version import code_version
-from avvp.pipeline.dataset import (
+from ..storage import RunDir, open_run
+from .code_version import code_version
+from .dataset import (
     ANNOTATIONS,
     DataConfig,
     SplitTensors,
@@ -38,10 +39,9 @@ from avvp.pipeline.dataset import (
     split_keys,
     split_videos,
 )
-from avvp.pipeline.infer import load_run, predict
-from avvp.pipeline.llp import AnnotationError, AudioAnnotations, LLPAnnotations
-from avvp.pipeline.train_config import TrainConfig
-from avvp.storage import RunDir, open_run
+from .infer import load_run, predict
+from .sources.llp import AnnotationError, AudioAnnotations, LLPAnnotations
+from .train_config import TrainConfig
 
 __all__ = [
     "METRIC_KEYS",

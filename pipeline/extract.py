@@ -3,7 +3,7 @@
 The stage in three steps, each a function a flow can run as its own task:
 
 - `plan_extraction(paths, root, config)`: find the videos and their ids
-  (`avvp.pipeline.videos`), their content digests (taken from the manifest when path,
+  (`avvp.pipeline.sources.videos`), their content digests (taken from the manifest when path,
   size and modification time match, else read), and which (video, table) pairs the
   store lacks; group those videos into shards of `config.shard_videos`, each with a
   key that digests its videos' contents, the tables they lack and the output settings
@@ -24,7 +24,7 @@ videos on the device and writes a table's rows as one part once `flush_windows` 
 of finished videos have gathered (and at the end), always whole videos: a video fails
 as a whole (its rows are dropped) and is found complete or absent in each table. Memory
 holds a few windows' network inputs per worker (frames no larger than the decoder's
-960 x 480, see `avvp.pipeline.decode`) and the embedded rows of the videos in flight,
+960 x 480, see `avvp.pipeline.sources.decode`) and the embedded rows of the videos in flight,
 in the tables' dtype: 123 kB a window with the default extractors in float16, 15 MB
 for a 20-minute video.
 
@@ -75,14 +75,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avvp.contract import FPS, WINDOW_SECONDS
-from avvp.extractors import FeatureExtractor, WindowInput, create_extractor, extractor_class
-from avvp.pipeline import tables
-from avvp.pipeline.dataset import resolve_device
-from avvp.pipeline.decode import DecodeError, Window, open_video
-from avvp.pipeline.llp import llp_video_ids
-from avvp.pipeline.videos import file_digest, find_videos
-from avvp.storage import (
+from ..contract import FPS, WINDOW_SECONDS
+from ..extractors import FeatureExtractor, WindowInput, create_extractor, extractor_class
+from ..storage import (
     Failure,
     FailureLog,
     FeatureStore,
@@ -92,7 +87,12 @@ from avvp.storage import (
     VideoManifest,
     VideoRecord,
 )
-from avvp.storage.failures import WorkMarker, WorkMarkers
+from ..storage.failures import WorkMarker, WorkMarkers
+from . import tables
+from .dataset import resolve_device
+from .sources.decode import DecodeError, Window, open_video
+from .sources.llp import llp_video_ids
+from .sources.videos import file_digest, find_videos
 
 STAGE = "extract"
 TABLE_FOR_EXTRACTOR: dict[str, str] = {

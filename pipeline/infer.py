@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avvp.pipeline.checkpoints import load_checkpoint, read_checkpoint, read_feature_file
-from avvp.pipeline.dataset import WindowFeatures, autocast, load_window_features, resolve_device
-from avvp.pipeline.train_config import TrainConfig
-from avvp.storage import Keys, RunDir, open_run
+from ..storage import Keys, RunDir, open_run
+from .dataset import WindowFeatures, autocast, load_window_features, resolve_device
+from .sources.checkpoints import load_checkpoint, read_checkpoint, read_feature_file
+from .train_config import TrainConfig
 
 OUTPUT_KEYS: tuple[str, ...] = ("global_prob", "a_prob", "v_prob", "frame_prob", "frame_logits")
 

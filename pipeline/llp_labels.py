@@ -18,15 +18,15 @@ from typing import get_args
 import numpy as np
 from pydantic import BaseModel, Field
 
-from avvp.pipeline import tables
-from avvp.pipeline.llp import (
+from ..storage import LabelStore, Provenance, WriteResult
+from . import tables
+from .sources.llp import (
     AUDIO_FILES,
     DENSELY_ANNOTATED_SPLITS,
     AudioAnnotations,
     LLPAnnotations,
     youtube_id,
 )
-from avvp.storage import LabelStore, Provenance, WriteResult
 
 LABELS_VERSION = "1"
 # The rows' provenance is the file format, not the folder they were read from: labels are

@@ -42,12 +42,16 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from avvp.contract import SEGMENT_SECONDS, SEGMENTS_PER_WINDOW
-from avvp.model.classes import LLP_CLASSES
-from avvp.model.events import segment_events
-from avvp.model.metrics import binarize_predictions
-from avvp.pipeline.dataset import load_window_features
-from avvp.pipeline.extract import (
+from ..contract import SEGMENT_SECONDS, SEGMENTS_PER_WINDOW
+from ..model.classes import LLP_CLASSES
+from ..model.events import segment_events
+from ..model.metrics import binarize_predictions
+from ..storage import FeatureStore, Keys, open_run
+from ..storage.atomic import atomic_write
+from ..storage.failures import FailureLog
+from ..storage.videos import VideoManifest
+from .dataset import load_window_features
+from .extract import (
     STAGE,
     TABLE_FOR_EXTRACTOR,
     ExtractConfig,
@@ -56,13 +60,9 @@ from avvp.pipeline.extract import (
     feature_provenance,
     keyed_videos,
 )
-from avvp.pipeline.infer import LoadedRun, predict_loaded
-from avvp.pipeline.plots import MODALITIES, TimelineEvent, plot_timeline
-from avvp.pipeline.train_config import TrainConfig
-from avvp.storage import FeatureStore, Keys, open_run
-from avvp.storage.atomic import atomic_write
-from avvp.storage.failures import FailureLog
-from avvp.storage.videos import VideoManifest
+from .infer import LoadedRun, predict_loaded
+from .reports.plots import MODALITIES, TimelineEvent, plot_timeline
+from .train_config import TrainConfig
 
 EVENT_SCHEMA = pa.schema(
     [

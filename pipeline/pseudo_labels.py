@@ -40,11 +40,11 @@ import pyarrow.compute as pc
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from avvp.contract import SEGMENTS_PER_WINDOW
-from avvp.extractors import FeatureExtractor, create_extractor
-from avvp.model.classes import LLP_CLASSES
-from avvp.model.metrics import segment_and_event_f1
-from avvp.model.zero_shot import (
+from ..contract import SEGMENTS_PER_WINDOW
+from ..extractors import FeatureExtractor, create_extractor
+from ..model.classes import LLP_CLASSES
+from ..model.metrics import segment_and_event_f1
+from ..model.zero_shot import (
     CLAP_PROMPTS,
     CLAP_THRESHOLDS,
     CLIP_LOGIT_SCALE,
@@ -54,19 +54,19 @@ from avvp.model.zero_shot import (
     threshold_labels,
     zero_shot_logits,
 )
-from avvp.pipeline import tables
-from avvp.pipeline.dataset import (
+from ..storage import FeatureStore, FeatureTable, Keys, LabelStore, MissingKeysError, Provenance
+from ..storage.labels import WeakLabelTable
+from ..storage.table import TensorTable
+from . import tables
+from .dataset import (
     ANNOTATIONS,
     PSEUDO_LABELS,
     check_label_source,
     resolve_label_source,
 )
-from avvp.pipeline.decode import DecodeError, window_valid_segments
-from avvp.pipeline.llp import youtube_id
-from avvp.pipeline.synth_clips import PLANTED_EVENTS_FILE, planted_dense_labels
-from avvp.storage import FeatureStore, FeatureTable, Keys, LabelStore, MissingKeysError, Provenance
-from avvp.storage.labels import WeakLabelTable
-from avvp.storage.table import TensorTable
+from .sources.decode import DecodeError, window_valid_segments
+from .sources.llp import youtube_id
+from .synthetic.clips import PLANTED_EVENTS_FILE, planted_dense_labels
 
 GENERATOR_VERSION = "1"
 DENSE_VERSION = "1"

@@ -65,15 +65,15 @@ import pyarrow as pa
 from huggingface_hub import hf_hub_url
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from avvp.contract import NUM_CLASSES, SEGMENTS_PER_WINDOW
-from avvp.pipeline import tables
-from avvp.pipeline.download import Downloaded, checked_sha256, discard, download
-from avvp.pipeline.llp import llp_video_ids
-from avvp.pipeline.llp_labels import LLPLabelsResult, import_llp_labels
-from avvp.pipeline.videos import file_digest
-from avvp.storage import FeatureStore, Keys, LabelStore, Provenance, WriteResult
-from avvp.storage.records import RecordTable
-from avvp.storage.table import TensorTable
+from ..contract import NUM_CLASSES, SEGMENTS_PER_WINDOW
+from ..storage import FeatureStore, Keys, LabelStore, Provenance, WriteResult
+from ..storage.records import RecordTable
+from ..storage.table import TensorTable
+from . import tables
+from .llp_labels import LLPLabelsResult, import_llp_labels
+from .sources.download import Downloaded, checked_sha256, discard, download
+from .sources.llp import llp_video_ids
+from .sources.videos import file_digest
 
 RELEASE_VERSION = "1"
 VALOR_SOURCE = "valor"
@@ -756,7 +756,7 @@ def fetch_valor(
     _record_archives(root, archives)
     store_tables = set(FeatureStore(root).table_names())
     # Imported here: the dataset module loads torch, which nothing else here needs.
-    from avvp.pipeline.dataset import DataConfig
+    from .dataset import DataConfig
 
     data = DataConfig()
     needed = (data.audio_table, data.visual_table, data.visual_st_table)

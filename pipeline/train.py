@@ -25,21 +25,21 @@ from typing import Any, NamedTuple
 import torch
 from pydantic import BaseModel, Field
 
-from avvp import __version__
-from avvp.model.factory import create_model, needs_aux, training_loss
-from avvp.pipeline.checkpoints import checkpoint_bytes
-from avvp.pipeline.code_version import code_version
-from avvp.pipeline.dataset import (
+from .. import __version__
+from ..model.factory import create_model, needs_aux, training_loss
+from ..storage import RunDir, RunStore
+from .code_version import code_version
+from .dataset import (
     autocast,
     load_split,
     resolve_device,
     resolve_label_sources,
     split_fingerprints,
 )
-from avvp.pipeline.evaluate import score_split
-from avvp.pipeline.infer import predict
-from avvp.pipeline.train_config import OptimConfig, TrainConfig
-from avvp.storage import RunDir, RunStore
+from .evaluate import score_split
+from .infer import predict
+from .sources.checkpoints import checkpoint_bytes
+from .train_config import OptimConfig, TrainConfig
 
 SELECTION_METRIC = "Seg-type"
 # Batches of the first epoch timed for the run's estimate (after one warm-up batch).

@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from avvp.model.config import MMCSEOptions, ModelConfig, get_model_config, resolve_model_name
-from avvp.model.losses import MMCSELossConfig
-from avvp.pipeline.config import load_config
-from avvp.pipeline.dataset import DataConfig, resolve_device
+from ..model.config import MMCSEOptions, ModelConfig, get_model_config, resolve_model_name
+from ..model.losses import MMCSELossConfig
+from .dataset import DataConfig, resolve_device
+from .sources.config_files import load_config
 
 ARCHITECTURE_FIELDS = ("hidden_dim", "class_dim", "num_layers", "num_heads", "ffn_dim", "dropout")
 

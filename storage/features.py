@@ -17,8 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
-from avvp.contract import SEGMENTS_PER_WINDOW
-
+from ..contract import SEGMENTS_PER_WINDOW
 from .provenance import Provenance
 from .table import Keys, TableView, TensorTable, WriteResult, as_keys, list_tables, open_root
 

@@ -36,7 +36,7 @@ def clips_demo(tmp_path_factory: pytest.TempPathFactory):
     sizes, through the extract-and-train flow): (store root, DemoResult). Shared by the
     demo, parse and report tests, which only read it."""
     from avvp.flows.runner import run_extract_and_train
-    from avvp.pipeline.demo import run_demo
+    from avvp.pipeline.synthetic.demo import run_demo
 
     root = tmp_path_factory.mktemp("demo")
     return root, run_demo(str(root), device="cpu", run_chain=run_extract_and_train)

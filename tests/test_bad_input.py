@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from avvp.pipeline.cli import app
-from avvp.pipeline.synthetic import SyntheticLLPConfig, write_synthetic_llp
+from avvp.pipeline.cli.app import app
+from avvp.pipeline.synthetic.features import SyntheticLLPConfig, write_synthetic_llp
 from avvp.storage import check_store, store_info
 
 EXIT_USAGE = 2

@@ -24,7 +24,7 @@ from avvp.pipeline.chain import (
     ExtractAndTrainSummary,
     run_local,
 )
-from avvp.pipeline.synth_clips import write_synthetic_clips
+from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.storage import FeatureStore, LabelStore
 
 RUNNERS = ("local", "prefect")
@@ -218,7 +218,7 @@ def test_editing_one_train_videos_weak_labels_gives_a_new_run(
 def test_one_undecodable_test_clip_exits_1_names_it_and_the_evaluation_counts_its_videos(
     clips: Path, runner: str, tmp_path: Path
 ) -> None:
-    from avvp.pipeline.cli import app
+    from avvp.pipeline.cli.app import app
 
     videos = tmp_path / "clips" / "videos"
     shutil.copytree(clips / "videos", videos)
@@ -270,7 +270,11 @@ def test_stage_keys_change_with_their_own_code_only(
         }
 
     before = stage_versions()
-    for edited in ("pipeline/report.py", "pipeline/plots.py", "pipeline/cli.py"):
+    for edited in (
+        "pipeline/reports/report.py",
+        "pipeline/reports/plots.py",
+        "pipeline/cli/app.py",
+    ):
         with (package / edited).open("a") as stream:
             stream.write("\n# an edit of the report's page\n")
     after = stage_versions()

@@ -12,9 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from avvp.pipeline.cli import IGNORED_ANNOTATIONS_NOTE, app
-from avvp.pipeline.synth_clips import write_synthetic_clips
-from avvp.pipeline.synthetic import SyntheticLLPConfig, write_synthetic_llp
+from avvp.pipeline.cli.app import IGNORED_ANNOTATIONS_NOTE, app
+from avvp.pipeline.synthetic.clips import write_synthetic_clips
+from avvp.pipeline.synthetic.features import SyntheticLLPConfig, write_synthetic_llp
 from avvp.storage import FailureLog, LabelStore, Provenance
 
 runner = CliRunner()

@@ -46,14 +46,14 @@ def test_the_copy_has_the_installed_versions(package: Path) -> None:
 def test_the_report_plots_and_command_line_are_outside_the_versions_of_train_and_extract(
     package: Path,
 ) -> None:
-    modules = ("avvp.pipeline.train", "avvp.pipeline.extract", "avvp.pipeline.report")
+    modules = ("avvp.pipeline.train", "avvp.pipeline.extract", "avvp.pipeline.reports.report")
     before = versions(package, *modules)
     for name in ("report.py", "plots.py", "cli.py"):
         append_comment(package / "pipeline" / name)
     after = versions(package, *modules)
     assert after["avvp.pipeline.train"] == before["avvp.pipeline.train"]
     assert after["avvp.pipeline.extract"] == before["avvp.pipeline.extract"]
-    assert after["avvp.pipeline.report"] != before["avvp.pipeline.report"]
+    assert after["avvp.pipeline.reports.report"] != before["avvp.pipeline.reports.report"]
 
 
 def test_an_edit_of_the_network_changes_the_training_version(package: Path) -> None:

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from avvp.pipeline import tables
 from avvp.pipeline.chain.stages import ExtractInput, ExtractStage
-from avvp.pipeline.cli import app
+from avvp.pipeline.cli.app import app
 from avvp.pipeline.extract import CRASHED, STAGE, ExtractConfig, plan_extraction, record_plan
-from avvp.pipeline.synth_clips import write_synthetic_clips
-from avvp.pipeline.videos import file_digest
+from avvp.pipeline.sources.videos import file_digest
+from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.storage import FailureLog, FeatureStore
 from avvp.storage import failures as failure_records
 from avvp.storage.failures import MARKERS, Failure, WorkMarkers
@@ -35,7 +35,7 @@ import os, signal, sys
 from pathlib import Path
 
 from avvp.pipeline import extract
-from avvp.pipeline.cli import app
+from avvp.pipeline.cli.app import app
 
 open_video = extract.open_video
 

@@ -13,15 +13,15 @@ import torch
 import torchaudio
 from support import SAMPLES
 
-from avvp.pipeline import decode
-from avvp.pipeline.decode import (
+from avvp.pipeline.sources import decode
+from avvp.pipeline.sources.decode import (
     DecodeError,
     decode_video,
     open_video,
     upright,
     window_valid_segments,
 )
-from avvp.pipeline.synth_clips import PlantedEvent, encode_clip, render_audio, render_frames
+from avvp.pipeline.synthetic.clips import PlantedEvent, encode_clip, render_audio, render_frames
 
 SAMPLE_ID = "BjCEufrlXm4"
 CLAP_RATE = 48_000

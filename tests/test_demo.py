@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from avvp.pipeline.demo import DEMO_CLIPS, run_demo
 from avvp.pipeline.evaluate import METRIC_KEYS
-from avvp.pipeline.synthetic import SyntheticLLPConfig
+from avvp.pipeline.synthetic.demo import DEMO_CLIPS, run_demo
+from avvp.pipeline.synthetic.features import SyntheticLLPConfig
 
 PREDICTORS = {"weak labels", "MM-CSE init", "MM-CSE", "VALOR init", "VALOR"}
 

@@ -1,4 +1,4 @@
-"""Downloads (avvp.pipeline.download) from a local HTTP server: a mirror's file cut and
+"""Downloads (avvp.pipeline.sources.download) from a local HTTP server: a mirror's file cut and
 resumed with Range + If-Range, fetched afresh when it changed, verified; a fake Hub's
 file through huggingface_hub, resumed, reused and refused when its bytes do not match
 its sha256. No network beyond 127.0.0.1."""
@@ -15,8 +15,8 @@ from http_server import Logged, PayloadServer
 from huggingface_hub import constants
 from huggingface_hub.utils import reset_sessions
 
-from avvp.pipeline import download as download_module
-from avvp.pipeline.download import DownloadError, cache_path, download
+from avvp.pipeline.sources import download as download_module
+from avvp.pipeline.sources.download import DownloadError, cache_path, download
 
 PAYLOAD = random.Random(0).randbytes(3_000_000)
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()

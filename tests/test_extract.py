@@ -18,7 +18,6 @@ from avvp.extractors import FeatureExtractor, RandomInit, create_extractor, extr
 from avvp.extractors.clip import CLIP_MEAN, CLIP_STD
 from avvp.extractors.r2plus1d import KINETICS_MEAN, KINETICS_STD
 from avvp.pipeline import tables
-from avvp.pipeline.decode import decode_video
 from avvp.pipeline.extract import (
     STAGE,
     TABLE_FOR_EXTRACTOR,
@@ -28,13 +27,14 @@ from avvp.pipeline.extract import (
     ExtractSummary,
     extract_videos,
 )
-from avvp.pipeline.synth_clips import (
+from avvp.pipeline.sources.decode import decode_video
+from avvp.pipeline.sources.videos import find_videos
+from avvp.pipeline.synthetic.clips import (
     PlantedEvent,
     encode_clip,
     render_frames,
     write_synthetic_clips,
 )
-from avvp.pipeline.videos import find_videos
 from avvp.storage import FailureLog, FeatureStore, ProvenanceMismatchError
 
 SAMPLE = SAMPLES / "BjCEufrlXm4.mp4"

@@ -428,7 +428,7 @@ def test_a_part_without_row_hashes_is_refused_with_its_repair(tmp_path):
 def test_store_compact_keeps_every_fingerprint_and_leaves_one_part_per_table(tmp_path):
     from typer.testing import CliRunner
 
-    from avvp.pipeline.cli import app
+    from avvp.pipeline.cli.app import app
 
     store = FeatureStore(tmp_path)
     for name, parts in (("clip", 3), ("clap", 2)):

@@ -24,7 +24,7 @@ from avvp.pipeline.chain import (
     run_local,
 )
 from avvp.pipeline.chain import stages as chain_stages
-from avvp.pipeline.synth_clips import write_synthetic_clips
+from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.storage import FeatureStore, VideoManifest
 
 ON_CPU = {"device": "cpu"}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from avvp.model.classes import CLASS_INDEX
-from avvp.pipeline.llp import (
+from avvp.pipeline.sources.llp import (
     AUDIO_FILES,
     SPLIT_FILES,
     VISUAL_FILE,
@@ -18,7 +18,9 @@ from avvp.pipeline.llp import (
     youtube_id,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::avvp.pipeline.llp.IgnoredAnnotationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::avvp.pipeline.sources.llp.IgnoredAnnotationWarning"
+)
 
 WEAK_HEADER = "filename\tevent_labels\n"
 DENSE_HEADER = "filename\tonset\toffset\tevent_labels\n"

@@ -10,11 +10,19 @@ import numpy as np
 import pytest
 
 from avvp.model.classes import CLASS_INDEX
-from avvp.pipeline.llp import AUDIO_FILES, SPLIT_FILES, VISUAL_FILE, LLPAnnotations, youtube_id
 from avvp.pipeline.llp_labels import LLPLabelsResult, TableRows, import_llp_labels
+from avvp.pipeline.sources.llp import (
+    AUDIO_FILES,
+    SPLIT_FILES,
+    VISUAL_FILE,
+    LLPAnnotations,
+    youtube_id,
+)
 from avvp.storage import LabelStore
 
-pytestmark = pytest.mark.filterwarnings("ignore::avvp.pipeline.llp.IgnoredAnnotationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::avvp.pipeline.sources.llp.IgnoredAnnotationWarning"
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +66,7 @@ def test_importing_again_writes_nothing_new(store: str) -> None:
 
 
 def test_a_folder_with_only_the_corrected_audio_file_imports(tmp_path: Path) -> None:
-    from avvp.pipeline.synth_clips import write_synthetic_clips
+    from avvp.pipeline.synthetic.clips import write_synthetic_clips
 
     write_synthetic_clips(tmp_path / "clips", n=4)
     result = import_llp_labels(str(tmp_path / "store"), tmp_path / "clips")
@@ -92,7 +100,7 @@ def relabel(folder: Path, filename: str, event_labels: str) -> None:
 def test_an_edited_weak_label_replaces_exactly_that_row_and_says_so(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from avvp.pipeline.cli import app
+    from avvp.pipeline.cli.app import app
 
     folder = copy_vendored_llp(tmp_path / "llp")
     root = str(tmp_path / "store")

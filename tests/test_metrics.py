@@ -22,7 +22,9 @@ from avvp.pipeline.evaluate import (
     format_metrics_table,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::avvp.pipeline.llp.IgnoredAnnotationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::avvp.pipeline.sources.llp.IgnoredAnnotationWarning"
+)
 
 K = 25
 

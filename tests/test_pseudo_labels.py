@@ -32,7 +32,7 @@ from avvp.pipeline.pseudo_labels import (
     score_label_source,
     write_dense_source,
 )
-from avvp.pipeline.synth_clips import (
+from avvp.pipeline.synthetic.clips import (
     PLANTED_EVENTS_FILE,
     planted_dense_labels,
     write_synthetic_clips,
@@ -669,7 +669,7 @@ def test_the_cli_regenerates_labels_of_extracted_clips_and_trains_on_them(tmp_pa
 
     from typer.testing import CliRunner
 
-    from avvp.pipeline.cli import app
+    from avvp.pipeline.cli.app import app
 
     runner = CliRunner()
     clips, root = tmp_path / "clips", str(tmp_path / "store")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support import REPO
 
-from avvp.pipeline.synthetic import SyntheticLLPConfig, write_synthetic_llp
+from avvp.pipeline.synthetic.features import SyntheticLLPConfig, write_synthetic_llp
 
 SECTION = "### Reading the store with pandas, polars and DuckDB"
 

@@ -16,11 +16,9 @@ from support import tiny_config
 from typer.testing import CliRunner
 
 from avvp.model.metrics import segment_and_event_f1
-from avvp.pipeline import download as download_module
 from avvp.pipeline import tables
-from avvp.pipeline.cli import app
+from avvp.pipeline.cli.app import app
 from avvp.pipeline.dataset import DataConfig
-from avvp.pipeline.download import DownloadError
 from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run
 from avvp.pipeline.release import (
     CorruptArchiveError,
@@ -33,13 +31,15 @@ from avvp.pipeline.release import (
     import_pseudo_labels,
     releases_table,
 )
-from avvp.pipeline.synth_release import (
+from avvp.pipeline.sources import download as download_module
+from avvp.pipeline.sources.download import DownloadError
+from avvp.pipeline.synthetic.features import SyntheticLLPConfig
+from avvp.pipeline.synthetic.release import (
     SyntheticRelease,
     npy_bytes,
     write_synthetic_release,
     write_valor_archive,
 )
-from avvp.pipeline.synthetic import SyntheticLLPConfig
 from avvp.pipeline.train import train
 from avvp.storage import FeatureStore, LabelStore, store_info
 

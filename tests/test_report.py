@@ -21,9 +21,9 @@ from avvp.model.mmcse import MMCSE, forward_internals
 from avvp.pipeline.dataset import load_split
 from avvp.pipeline.evaluate import EvaluateConfig, RunEvaluation, evaluate_run
 from avvp.pipeline.infer import load_run
-from avvp.pipeline.plots import TimelineEvent, plot_timeline, timeline_bars
-from avvp.pipeline.report import ReportConfig, ReportResult, coverage_html, write_report
-from avvp.pipeline.synthetic import SyntheticLLPConfig, write_synthetic_llp
+from avvp.pipeline.reports.plots import TimelineEvent, plot_timeline, timeline_bars
+from avvp.pipeline.reports.report import ReportConfig, ReportResult, coverage_html, write_report
+from avvp.pipeline.synthetic.features import SyntheticLLPConfig, write_synthetic_llp
 from avvp.pipeline.train import train
 
 SMALL = SyntheticLLPConfig(n_train=64, n_val=24, n_test=24, seed=3)

@@ -19,7 +19,7 @@ from prefect_server import (
 
 from avvp.pipeline import tables
 from avvp.pipeline.chain import ExtractAndTrainSummary, summaries_folder
-from avvp.pipeline.synth_clips import write_synthetic_clips
+from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.storage import FeatureStore, LabelStore
 
 DEPLOYMENT = "extract-and-train/default"
@@ -150,7 +150,7 @@ def test_the_served_deployment_runs_the_chain_and_reruns_do_only_new_work(
 def test_serve_without_a_server_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from avvp.pipeline.cli import app
+    from avvp.pipeline.cli.app import app
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     result = CliRunner().invoke(app, ["serve"])

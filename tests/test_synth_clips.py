@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from avvp.model.classes import LLP_CLASSES, NUM_CLASSES
-from avvp.pipeline.decode import decode_video
-from avvp.pipeline.llp import LLPAnnotations, llp_video_ids
-from avvp.pipeline.synth_clips import (
+from avvp.pipeline.sources.decode import decode_video
+from avvp.pipeline.sources.llp import LLPAnnotations, llp_video_ids
+from avvp.pipeline.sources.videos import video_id_for
+from avvp.pipeline.synthetic.clips import (
     PLANTED_EVENTS_FILE,
     PlantedEvent,
     encode_clip,
@@ -20,7 +21,6 @@ from avvp.pipeline.synth_clips import (
     render_frames,
     write_synthetic_clips,
 )
-from avvp.pipeline.videos import video_id_for
 
 LABEL_FILES = (
     "AVVP_train.csv",

@@ -11,13 +11,13 @@ import pytest
 import torch
 from support import TINY_SIZES, synthetic_data, tiny_config
 
-from avvp.pipeline.checkpoints import load_checkpoint
 from avvp.pipeline.code_version import code_version
-from avvp.pipeline.config import load_config
 from avvp.pipeline.dataset import read_fingerprints
 from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run, plan_evaluation
 from avvp.pipeline.infer import load_run, predict_windows
-from avvp.pipeline.synthetic import (
+from avvp.pipeline.sources.checkpoints import load_checkpoint
+from avvp.pipeline.sources.config_files import load_config
+from avvp.pipeline.synthetic.features import (
     SyntheticLLP,
     SyntheticLLPConfig,
     write_synthetic_llp,

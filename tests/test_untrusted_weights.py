@@ -30,9 +30,9 @@ from avvp.extractors import RandomInit, create_extractor
 from avvp.extractors.base import WeightsFileError, is_torchscript, load_tensor_file
 from avvp.extractors.clip import _openai_state_dict
 from avvp.pipeline import tables
-from avvp.pipeline.checkpoints import import_checkpoint, load_checkpoint, read_checkpoint
-from avvp.pipeline.cli import app
-from avvp.pipeline.synthetic import SyntheticLLPConfig, write_synthetic_llp
+from avvp.pipeline.cli.app import app
+from avvp.pipeline.sources.checkpoints import import_checkpoint, load_checkpoint, read_checkpoint
+from avvp.pipeline.synthetic.features import SyntheticLLPConfig, write_synthetic_llp
 from avvp.pipeline.train import train
 from avvp.storage import FeatureStore, Provenance
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from avvp.pipeline.extract import ExtractConfig, build_extractors, extract_videos, plan_extraction
-from avvp.pipeline.llp import llp_video_ids
-from avvp.pipeline.synth_clips import write_synthetic_clips
-from avvp.pipeline.videos import find_videos, video_id_for
+from avvp.pipeline.sources.llp import llp_video_ids
+from avvp.pipeline.sources.videos import find_videos, video_id_for
+from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.storage import FailureLog, FeatureStore, VideoManifest
 
 LLP_IDS = llp_video_ids()

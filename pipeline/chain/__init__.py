@@ -14,7 +14,7 @@ runner that walks them (DESIGN.md, "Layout").
 The Prefect adapter (`avvp.flows`) imports this room only.
 """
 
-from avvp.pipeline.chain.graph import (
+from .graph import (
     DEFAULT_PARSE_OUT,
     DEFAULT_STORE,
     EXTRACT_AND_TRAIN,
@@ -24,8 +24,8 @@ from avvp.pipeline.chain.graph import (
     Node,
     ParseFolderConfig,
 )
-from avvp.pipeline.chain.runner import ChainError, Executor, LocalExecutor, run_chain, run_local
-from avvp.pipeline.chain.stage import (
+from .runner import ChainError, Executor, LocalExecutor, run_chain, run_local
+from .stage import (
     Level,
     Plan,
     Reporter,
@@ -34,8 +34,8 @@ from avvp.pipeline.chain.stage import (
     is_transient,
     needs_gpu,
 )
-from avvp.pipeline.chain.stages import STAGES
-from avvp.pipeline.chain.summary import (
+from .stages import STAGES
+from .summary import (
     ArtifactTable,
     ChainSummary,
     ExtractAndTrainSummary,

@@ -34,8 +34,16 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from avvp.pipeline.chain.stage import Stage
-from avvp.pipeline.chain.stages import (
+from ..evaluate import EvaluateConfig
+from ..extract import DEFAULT_EXTRACTORS, ExtractConfig
+from ..infer import load_run
+from ..parse import ParseConfig, parse_extract_config
+from ..pseudo_labels import GenerateConfig
+from ..release import FetchConfig
+from ..reports.report import ReportConfig
+from ..train_config import TrainConfig
+from .stage import Stage
+from .stages import (
     STAGES,
     EvaluateInput,
     ExtractInput,
@@ -45,15 +53,7 @@ from avvp.pipeline.chain.stages import (
     PseudoLabelsInput,
     ReportInput,
 )
-from avvp.pipeline.chain.summary import ChainSummary, ExtractAndTrainSummary, ParseFolderSummary
-from avvp.pipeline.evaluate import EvaluateConfig
-from avvp.pipeline.extract import DEFAULT_EXTRACTORS, ExtractConfig
-from avvp.pipeline.infer import load_run
-from avvp.pipeline.parse import ParseConfig, parse_extract_config
-from avvp.pipeline.pseudo_labels import GenerateConfig
-from avvp.pipeline.release import FetchConfig
-from avvp.pipeline.report import ReportConfig
-from avvp.pipeline.train_config import TrainConfig
+from .summary import ChainSummary, ExtractAndTrainSummary, ParseFolderSummary
 
 DEFAULT_STORE = "./avvp-data"
 DEFAULT_PARSE_OUT = "./avvp-parsed"

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from avvp.pipeline.chain.graph import Chain, Node, ParamsT, SummaryT
-from avvp.pipeline.chain.stage import Level, Plan, Reporter
-from avvp.pipeline.chain.summary import NodeOutcome, publish_summary
-from avvp.storage import check_store_root
-from avvp.storage.failures import Failure
+from ...storage import check_store_root
+from ...storage.failures import Failure
+from .graph import Chain, Node, ParamsT, SummaryT
+from .stage import Level, Plan, Reporter
+from .summary import NodeOutcome, publish_summary
 
 
 class ChainError(RuntimeError):

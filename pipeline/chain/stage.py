@@ -35,11 +35,11 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 import torch
 from pydantic import BaseModel, Field
 
-from avvp.pipeline.code_version import code_version
-from avvp.pipeline.dataset import resolve_device
-from avvp.storage import FeatureStore, LabelStore, RunDir
-from avvp.storage.failures import Failure
-from avvp.storage.table import open_root
+from ...storage import FeatureStore, LabelStore, RunDir
+from ...storage.failures import Failure
+from ...storage.table import open_root
+from ..code_version import code_version
+from ..dataset import resolve_device
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=BaseModel)

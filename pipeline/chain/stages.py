@@ -22,28 +22,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from avvp.pipeline import tables
-from avvp.pipeline.chain.stage import (
-    Plan,
-    Reporter,
-    Stage,
-    Unit,
-    digest,
-    read_stamp,
-    stamped_plan,
-    stamps_folder,
-    table_fingerprint,
-    write_stamp,
-)
-from avvp.pipeline.dataset import PSEUDO_LABELS, check_label_source
-from avvp.pipeline.evaluate import (
+from ...storage import RunDir, RunStore
+from ...storage.failures import Failure
+from ...storage.table import open_root
+from .. import tables
+from ..dataset import PSEUDO_LABELS, check_label_source
+from ..evaluate import (
     EvaluateConfig,
     RunEvaluation,
     evaluate_run,
     plan_evaluation,
     stored_evaluation,
 )
-from avvp.pipeline.extract import (
+from ..extract import (
     ExtractConfig,
     ExtractionPlan,
     ExtractSummary,
@@ -55,27 +46,36 @@ from avvp.pipeline.extract import (
     record_plan,
     summarize,
 )
-from avvp.pipeline.infer import load_run
-from avvp.pipeline.llp_labels import LLPLabelsResult, import_llp_labels
-from avvp.pipeline.parse import ParseConfig, ParseResult, parse_inputs, parse_stored
-from avvp.pipeline.pseudo_labels import (
+from ..infer import load_run
+from ..llp_labels import LLPLabelsResult, import_llp_labels
+from ..parse import ParseConfig, ParseResult, parse_inputs, parse_stored
+from ..pseudo_labels import (
     GenerateConfig,
     generate_pseudo_labels,
     write_dense_source,
 )
-from avvp.pipeline.release import (
+from ..release import (
     FetchConfig,
     ImportLabelsConfig,
     SkippedFile,
     fetch_valor,
     import_pseudo_labels,
 )
-from avvp.pipeline.report import REPORT_FOLDER, ReportConfig, ReportResult, write_report
-from avvp.pipeline.train import TrainResult, is_finished, planned_run_id, train
-from avvp.pipeline.train_config import TrainConfig
-from avvp.storage import RunDir, RunStore
-from avvp.storage.failures import Failure
-from avvp.storage.table import open_root
+from ..reports.report import REPORT_FOLDER, ReportConfig, ReportResult, write_report
+from ..train import TrainResult, is_finished, planned_run_id, train
+from ..train_config import TrainConfig
+from .stage import (
+    Plan,
+    Reporter,
+    Stage,
+    Unit,
+    digest,
+    read_stamp,
+    stamped_plan,
+    stamps_folder,
+    table_fingerprint,
+    write_stamp,
+)
 
 PseudoLabelMethod = Literal["fetch", "import", "generate", "dense", "stored"]
 STAMP = "stage.json"  # the stamp beside files a stage writes outside the tables
@@ -550,7 +550,7 @@ class ReportStage(Stage[ReportInput, ReportResult]):
     name = "report"
     config_type = ReportInput
     result_type = ReportResult
-    code = ("avvp.pipeline.report",)
+    code = ("avvp.pipeline.reports.report",)
 
     def plan(self, store: str, config: ReportInput) -> Plan:
         # The report shows the evaluations' numbers and figures of the run's outputs.

@@ -15,19 +15,19 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from avvp.pipeline.chain.stages import (
+from ...storage import RunDir
+from ...storage.failures import Failure
+from ...storage.table import open_root
+from ..evaluate import METRIC_KEYS
+from ..extract import ExtractSummary
+from ..parse import ParseResult
+from ..reports.report import ReportResult
+from ..train import TrainResult
+from .stages import (
     Evaluations,
     LabelsResult,
     PseudoLabelsResult,
 )
-from avvp.pipeline.evaluate import METRIC_KEYS
-from avvp.pipeline.extract import ExtractSummary
-from avvp.pipeline.parse import ParseResult
-from avvp.pipeline.report import ReportResult
-from avvp.pipeline.train import TrainResult
-from avvp.storage import RunDir
-from avvp.storage.failures import Failure
-from avvp.storage.table import open_root
 
 SUMMARIES_FOLDER = "chains"
 SHOWN_FAILURES = 5

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from avvp.storage.atomic import atomic_write
+from ...storage.atomic import atomic_write
 
 TRACKS: tuple[str, ...] = ("audio", "visual")
 MODALITIES: tuple[str, ...] = ("audio", "visual", "audio-visual")

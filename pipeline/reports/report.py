@@ -34,22 +34,22 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from avvp.contract import SEGMENT_SECONDS, SEGMENTS_PER_WINDOW
-from avvp.model.classes import LLP_CLASSES
-from avvp.model.events import segment_events
-from avvp.model.metrics import METRIC_KEYS, binarize_predictions
-from avvp.model.mmcse import MMCSE, forward_internals
-from avvp.pipeline.dataset import SplitTensors, load_split
-from avvp.pipeline.evaluate import EvaluateConfig, RunEvaluation, evaluate_run
-from avvp.pipeline.infer import LoadedRun, load_run, predict
-from avvp.pipeline.plots import (
+from ...contract import SEGMENT_SECONDS, SEGMENTS_PER_WINDOW
+from ...model.classes import LLP_CLASSES
+from ...model.events import segment_events
+from ...model.metrics import METRIC_KEYS, binarize_predictions
+from ...model.mmcse import MMCSE, forward_internals
+from ...storage import RunDir
+from ..dataset import SplitTensors, load_split
+from ..evaluate import EvaluateConfig, RunEvaluation, evaluate_run
+from ..infer import LoadedRun, load_run, predict
+from .plots import (
     TRACKS,
     TimelineEvent,
     plot_cooccurrence,
     plot_timeline,
     plot_tsne,
 )
-from avvp.storage import RunDir
 
 REPORT_FOLDER = "report"
 HTML_NAME = "report.html"

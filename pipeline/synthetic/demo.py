@@ -26,23 +26,23 @@ import fsspec
 import numpy as np
 import torch
 
-from avvp.model.factory import create_model
-from avvp.model.metrics import segment_and_event_f1
-from avvp.pipeline import tables
-from avvp.pipeline.chain import (
+from ...model.factory import create_model
+from ...model.metrics import segment_and_event_f1
+from ...storage import LabelStore, Provenance
+from .. import tables
+from ..chain import (
     EXTRACT_AND_TRAIN,
     ChainConfig,
     ExtractAndTrainSummary,
     run_local,
 )
-from avvp.pipeline.dataset import DataConfig, load_split, resolve_device
-from avvp.pipeline.evaluate import score_split
-from avvp.pipeline.infer import predict
-from avvp.pipeline.llp import LLPAnnotations, youtube_id
-from avvp.pipeline.synth_clips import planted_dense_labels, write_synthetic_clips
-from avvp.pipeline.synthetic import SyntheticLLPConfig, noisy_pseudo_labels, write_synthetic_llp
-from avvp.pipeline.train_config import ModelSize, TrainConfig
-from avvp.storage import LabelStore, Provenance
+from ..dataset import DataConfig, load_split, resolve_device
+from ..evaluate import score_split
+from ..infer import predict
+from ..sources.llp import LLPAnnotations, youtube_id
+from ..train_config import ModelSize, TrainConfig
+from .clips import planted_dense_labels, write_synthetic_clips
+from .features import SyntheticLLPConfig, noisy_pseudo_labels, write_synthetic_llp
 
 DEMO_MODELS = {"MM-CSE": "mmcse-clapclip", "VALOR": "valor-clapclip"}
 SYNTHETIC_DATA = DataConfig(pseudo_labels="synthetic", annotations="synthetic")

@@ -6,7 +6,7 @@ into one arena is not reused by another, so a CPU extraction holds more than it 
 Measured here (`avvp extract --preset tiny --device cpu` on 320 x 240 videos, 2 cores):
 peaks of 1,388 and 1,478 MiB for 2 and 20 minutes with one arena, 1,486 and 1,501 with
 glibc's default arenas, at the same speed. (Memory no longer grows with a video's
-length either way: that came from decord decoding ahead, see avvp.pipeline.decode.)
+length either way: that came from decord decoding ahead, see avvp.pipeline.sources.decode.)
 The limit must be set before the threads first allocate, so the command line sets it
 when it starts, before torch is imported; an application that embeds avvp can call
 this first, or set MALLOC_ARENA_MAX=1. Elsewhere (macOS, musl) it does nothing.

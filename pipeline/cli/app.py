@@ -26,10 +26,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from avvp import __version__
-from avvp.pipeline.memory import use_one_malloc_arena
+from ... import __version__
+from .memory import use_one_malloc_arena
 
-# Before torch is imported and its threads allocate (pipeline/memory.py).
+# Before torch is imported and its threads allocate (pipeline/cli/memory.py).
 use_one_malloc_arena()
 
 app = typer.Typer(
@@ -62,7 +62,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def writable_store(root: str | None) -> str | None:
     """Refuse a store that cannot be written (a file, a read-only or full disk) before
     any work starts (None: the command's default, checked when it is known)."""
-    from avvp.storage import check_store_root
+    from ...storage import check_store_root
 
     if root is None:
         return None
@@ -75,7 +75,7 @@ def writable_store(root: str | None) -> str | None:
 
 def writable_run(run: str) -> str:
     """Refuse a run folder whose results could not be written, before computing them."""
-    from avvp.storage import check_store_root
+    from ...storage import check_store_root
 
     try:
         check_store_root(run, create=False)
@@ -156,7 +156,7 @@ def settings_errors(error: ValidationError) -> str:
 
 def print_warnings(caught: list[warnings.WarningMessage]) -> None:
     """Each distinct warning once, as one line in plain words."""
-    from avvp.pipeline.llp import IgnoredAnnotationWarning
+    from ..sources.llp import IgnoredAnnotationWarning
 
     lines = []
     for warning in caught:
@@ -207,7 +207,7 @@ def main(
 
 def metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
     """The eleven AVVP metrics as rows, one column per predictor (fits 80 columns)."""
-    from avvp.pipeline.evaluate import METRIC_KEYS
+    from ..evaluate import METRIC_KEYS
 
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
@@ -245,11 +245,11 @@ def demo(
     API) once per model: the second run finds the features stored. From features, the
     same chain runs without Prefect.
     """
-    from avvp.pipeline.demo import DEMO_EPOCHS, run_demo
+    from ..synthetic.demo import DEMO_EPOCHS, run_demo
 
     chain_runner = None
     if source == DemoSource.clips:
-        from avvp.flows.runner import run_extract_and_train as chain_runner
+        from ...flows.runner import run_extract_and_train as chain_runner
 
     result = run_demo(
         root,
@@ -290,7 +290,7 @@ def evaluate_predictions(
     as_json: JsonOutput = False,
 ) -> None:
     """Score a prediction file with the official AVVP metrics."""
-    from avvp.pipeline.evaluate import evaluate_prediction_file, format_metrics_table
+    from ..evaluate import evaluate_prediction_file, format_metrics_table
 
     metrics = evaluate_prediction_file(
         pred,
@@ -312,7 +312,7 @@ def store_info(
 ) -> None:
     """List the tables of a store (kind, rows, videos, shape, dtype, provenance) and its
     failures."""
-    from avvp.storage import store_info as read_store_info
+    from ...storage import store_info as read_store_info
 
     info = read_store_info(root)
     if as_json:
@@ -356,7 +356,7 @@ STORE_COLUMNS = ("table", "kind", "rows", "videos", "shape", "dtype", "made by")
 def store_compact(root: StoreArgument) -> None:
     """Merge each feature and label table's parts into one (fingerprints and rows
     unchanged) and remove temporary files that writers killed over an hour ago left."""
-    from avvp.storage import compact_store
+    from ...storage import compact_store
 
     done = compact_store(root)
     for table in done:
@@ -382,7 +382,7 @@ def store_check(
     """Find table parts that cannot be read (a cut, empty or foreign file); with --repair,
     move them out of the store's tables so the steps that wrote them can run again.
     Exit 1 while unreadable parts remain."""
-    from avvp.storage import check_store, set_aside
+    from ...storage import check_store, set_aside
 
     broken = check_store(root)
     for part in broken:
@@ -479,8 +479,8 @@ def train(
     ] = False,
 ) -> None:
     """Train a parser on stored features and labels -> runs/<id>/."""
-    from avvp.pipeline.train import train as run_training
-    from avvp.pipeline.train_config import load_train_config
+    from ..train import train as run_training
+    from ..train_config import load_train_config
 
     overrides = given(
         model=model,
@@ -567,7 +567,7 @@ class TrainingProgress:
         self.say(f"note: {message}")
 
     def estimate(self, estimate: Any) -> None:
-        from avvp.pipeline.chain.stage import duration_text
+        from ..chain.stage import duration_text
 
         line = (
             f"training {self.model} for {estimate.epochs} epochs on {estimate.device}: about "
@@ -579,7 +579,7 @@ class TrainingProgress:
         self.say(line)
 
     def epoch(self, report: Any) -> None:
-        from avvp.pipeline.chain.stage import duration_text
+        from ..chain.stage import duration_text
 
         done = report.epoch  # counted from 1
         status = f"loss {report.loss:.4f}  val Seg-type {report.val['Seg-type']:.1f}"
@@ -625,8 +625,8 @@ def evaluate(
     as_json: JsonOutput = False,
 ) -> None:
     """Score a trained run on a split with the official AVVP metrics (cached per rows read)."""
-    from avvp.pipeline.config import load_config
-    from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run
+    from ..evaluate import EvaluateConfig, evaluate_run
+    from ..sources.config_files import load_config
 
     overrides = given(
         split=split,
@@ -681,7 +681,7 @@ def import_checkpoint(
     out: Annotated[Path, typer.Option(metavar="CKPT", help="Where to write the avvp checkpoint.")],
 ) -> None:
     """Convert an official MM-CSE or VALOR checkpoint into an avvp checkpoint."""
-    from avvp.pipeline.checkpoints import import_checkpoint as convert
+    from ..sources.checkpoints import import_checkpoint as convert
 
     config = convert(file, kind.value, out)
     inputs = config.inputs
@@ -707,7 +707,7 @@ def infer_features(
 ) -> None:
     """Run a checkpoint on feature arrays and write its outputs (scored by
     `avvp evaluate-predictions OUT.npz` when FEATURES.npz has video_ids)."""
-    from avvp.pipeline.infer import infer_features as run_inference
+    from ..infer import infer_features as run_inference
 
     count = run_inference(checkpoint, features, out, device=device)
     console.print(f"wrote [bold]{out}[/]: outputs for {count} windows")
@@ -723,7 +723,7 @@ def profile(
     device: Device = "auto",
 ) -> None:
     """Parameters, FLOPs per 10-s video, forward and training-step time."""
-    from avvp.pipeline.profile import profile_model
+    from ..reports.profile import profile_model
 
     with err_console.status("profiling..."):
         report = profile_model(model, batch_size, device)
@@ -753,7 +753,7 @@ def synth_clips(
     seed: Annotated[int, typer.Option(metavar="N", help="Random seed.")] = 0,
 ) -> None:
     """Tiny real video files with planted audio and visual events, plus LLP label files."""
-    from avvp.pipeline.synth_clips import write_synthetic_clips
+    from ..synthetic.clips import write_synthetic_clips
 
     with err_console.status(f"writing {n} clips..."):
         paths = write_synthetic_clips(out_dir, n=n, seconds=seconds, seed=seed)
@@ -770,7 +770,7 @@ def import_labels(
     ] = None,
 ) -> None:
     """Write LLP weak labels (with splits) and dense annotations into the label store."""
-    from avvp.pipeline.llp_labels import import_llp_labels
+    from ..llp_labels import import_llp_labels
 
     result = import_llp_labels(store, labels)
     for line in result.lines():
@@ -779,7 +779,7 @@ def import_labels(
 
 def parse_weights(values: list[str]) -> dict[str, str]:
     """`--weights NAME=PATH` options as {extractor name: path}."""
-    from avvp.pipeline.extract import TABLE_FOR_EXTRACTOR
+    from ..extract import TABLE_FOR_EXTRACTOR
 
     weights: dict[str, str] = {}
     for value in values:
@@ -848,8 +848,8 @@ def extract(
     """Decode videos at 8 FPS and store CLIP, R(2+1)D and CLAP features of missing windows."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from avvp.pipeline.config import load_config
-    from avvp.pipeline.extract import ExtractConfig, extract_videos
+    from ..extract import ExtractConfig, extract_videos
+    from ..sources.config_files import load_config
 
     names = [name.strip() for name in extractors.split(",") if name.strip()] if extractors else None
     overrides = given(
@@ -911,7 +911,7 @@ def extract(
 
 def print_skipped(skipped: list[Any]) -> None:
     """One line per released file that was not imported, on standard error."""
-    from avvp.pipeline.release import describe_skipped
+    from ..release import describe_skipped
 
     for line in describe_skipped(skipped):
         err_console.print(f"[yellow]skipped[/] {line}", highlight=False)
@@ -986,8 +986,8 @@ def fetch_valor(
         TransferSpeedColumn,
     )
 
-    from avvp.pipeline.download import DownloadError
-    from avvp.pipeline.release import CorruptArchiveError, FetchConfig, fetch_valor
+    from ..release import CorruptArchiveError, FetchConfig, fetch_valor
+    from ..sources.download import DownloadError
 
     fetch_config = FetchConfig(
         **given(
@@ -1100,7 +1100,7 @@ def import_features(
     Files with the wrong shape, NaN/Inf, an unreadable header or an unknown id are
     reported and skipped (exit 1); importing again does no work.
     """
-    from avvp.pipeline.release import ImportFeaturesConfig, import_features, parse_shape
+    from ..release import ImportFeaturesConfig, import_features, parse_shape
 
     config = ImportFeaturesConfig(
         **given(
@@ -1153,7 +1153,7 @@ def pseudo_labels_import(
 
     A folder of one modality waits for the other one: import both, in any order.
     """
-    from avvp.pipeline.release import ImportLabelsConfig, import_pseudo_labels
+    from ..release import ImportLabelsConfig, import_pseudo_labels
 
     config = ImportLabelsConfig(
         **given(
@@ -1223,10 +1223,10 @@ def pseudo_labels_generate(
     without weak labels are counted and left out. Writes the source
     generated-<clip weights>+<clap weights>.
     """
-    from avvp.pipeline.pseudo_labels import GenerateConfig, generate_pseudo_labels
+    from ..pseudo_labels import GenerateConfig, generate_pseudo_labels
 
     if labels is not None:
-        from avvp.pipeline.llp_labels import import_llp_labels
+        from ..llp_labels import import_llp_labels
 
         import_llp_labels(store, labels)
     config = GenerateConfig(
@@ -1272,7 +1272,7 @@ def pseudo_labels_dense(
 ) -> None:
     """The `dense` source: segment labels from dense annotations (an oracle upper bound,
     and the pseudo-labels of synthetic clips)."""
-    from avvp.pipeline.pseudo_labels import write_dense_source
+    from ..pseudo_labels import write_dense_source
 
     result = write_dense_source(store, labels_dir=labels, annotations=annotations)
     console.print(
@@ -1301,7 +1301,7 @@ def pseudo_labels_score(
 ) -> None:
     """The official segment- and event-level F-scores of a pseudo-label source itself
     against dense annotations: which source is better, before training."""
-    from avvp.pipeline.pseudo_labels import score_label_source
+    from ..pseudo_labels import score_label_source
 
     result = score_label_source(store, source, split=split, annotations=annotations)
     if as_json:
@@ -1396,8 +1396,8 @@ def run_flow(
     `avvp serve`; parameters mirror its --param names. Only what the store lacks is
     done. Exit 1 when some inputs failed (the rest was done).
     """
-    from avvp.pipeline.chain import EXTRACT_AND_TRAIN, ChainConfig, run_local
-    from avvp.pipeline.config import load_config
+    from ..chain import EXTRACT_AND_TRAIN, ChainConfig, run_local
+    from ..sources.config_files import load_config
 
     overrides = given(
         videos=videos,
@@ -1413,7 +1413,7 @@ def run_flow(
     if runner == ChainRunnerChoice.local:
         summary = run_local(EXTRACT_AND_TRAIN, chain, print_progress)
     else:
-        from avvp.flows.runner import run_extract_and_train
+        from ...flows.runner import run_extract_and_train
 
         summary = run_extract_and_train(chain, task_runner.value, dask_address, dask_workers)
     if as_json:
@@ -1457,7 +1457,7 @@ def serve(
             "its API with --api-url http://127.0.0.1:4200/api (or set PREFECT_API_URL); "
             "`avvp run` runs the flow here without a server"
         )
-    from avvp.flows.runner import serve_deployments
+    from ...flows.runner import serve_deployments
 
     serve_deployments(task_runner.value, dask_address)
 
@@ -1497,7 +1497,7 @@ def parse(
     training store), then parses. Exit 1 when some files failed (the rest is parsed),
     2 for usage errors.
     """
-    from avvp.pipeline.chain import PARSE_FOLDER, ParseFolderConfig, run_local
+    from ..chain import PARSE_FOLDER, ParseFolderConfig, run_local
 
     params = ParseFolderConfig(
         videos=[str(path) for path in folder],
@@ -1561,7 +1561,7 @@ def report(
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the samples drawn.")] = 0,
 ) -> None:
     """Write RUN/report/: metrics tables, co-occurrence map, t-SNE, timelines, report.html."""
-    from avvp.pipeline.report import ReportConfig, write_report
+    from ..reports.report import ReportConfig, write_report
 
     config = ReportConfig(
         device=device,

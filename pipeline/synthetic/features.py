@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, Field
 
-from avvp.model.classes import NUM_CLASSES
-from avvp.pipeline import tables
-from avvp.storage import FeatureStore, LabelStore, Provenance
+from ...model.classes import NUM_CLASSES
+from ...storage import FeatureStore, LabelStore, Provenance
+from .. import tables
 
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = "1"

@@ -29,9 +29,9 @@ from typing import Literal
 import av
 import numpy as np
 
-from avvp.contract import SEGMENTS_PER_WINDOW
-from avvp.model.classes import LLP_CLASSES, NUM_CLASSES
-from avvp.pipeline.llp import AUDIO_FILES, SPLIT_FILES, VISUAL_FILE
+from ...contract import SEGMENTS_PER_WINDOW
+from ...model.classes import LLP_CLASSES, NUM_CLASSES
+from ..sources.llp import AUDIO_FILES, SPLIT_FILES, VISUAL_FILE
 
 CLIP_ID_PREFIX = "synclip"  # + 4 digits: 11 characters, like a YouTube id
 FRAME_SIZE = 64

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
-from avvp.contract import SEGMENTS_PER_WINDOW
-from avvp.model.classes import CLASS_INDEX, NUM_CLASSES
+from ...contract import SEGMENTS_PER_WINDOW
+from ...model.classes import CLASS_INDEX, NUM_CLASSES
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -273,7 +273,8 @@ def _read_rows(resource: Traversable, header: tuple[str, ...]) -> Iterator[tuple
     """(line number, fields) of each non-blank row after the checked header."""
     if not resource.is_file():
         raise AnnotationError(
-            f"{resource} is missing: an LLP annotation folder needs it (see avvp.pipeline.llp)"
+            f"{resource} is missing: an LLP annotation folder needs it"
+            " (see avvp.pipeline.sources.llp)"
         )
     with resource.open("r", encoding="utf-8", newline="") as stream:
         rows = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from avvp.model.config import InputSpec, get_model_config, resolve_model_name
-from avvp.model.factory import create_model, needs_aux, training_loss
-from avvp.model.losses import MMCSELossConfig
-from avvp.pipeline.dataset import resolve_device
+from ...model.config import InputSpec, get_model_config, resolve_model_name
+from ...model.factory import create_model, needs_aux, training_loss
+from ...model.losses import MMCSELossConfig
+from ..dataset import resolve_device
 
 
 @dataclass

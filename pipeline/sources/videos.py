@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from avvp.pipeline.llp import AnnotationError, youtube_id
+from .llp import AnnotationError, youtube_id
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp"}

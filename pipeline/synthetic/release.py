@@ -1,7 +1,7 @@
 """A synthetic release in the layouts of VALOR's and HAN's published files, for tests,
 the fetch/import benchmark and users who want to try `fetch-valor` offline.
 
-From a synthetic mini-LLP (`avvp.pipeline.synthetic`) it writes:
+From a synthetic mini-LLP (`avvp.pipeline.synthetic.features`) it writes:
 
 - `CLIP.zip`: `CLIP/features/<id>.npy` (10 x 768 float32) and
   `CLIP/segment_pseudo_labels/<id>.npy` (10 x 25, the visual pseudo-labels);
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avvp.model.events import segment_events
-from avvp.pipeline.synth_clips import PlantedEvent, write_llp_label_files
-from avvp.pipeline.synthetic import SyntheticLLP, SyntheticLLPConfig, generate_synthetic_llp
+from ...model.events import segment_events
+from .clips import PlantedEvent, write_llp_label_files
+from .features import SyntheticLLP, SyntheticLLPConfig, generate_synthetic_llp
 
 MODALITIES = ("audio", "visual")
 

@@ -87,7 +87,7 @@ import numpy as np
 import torch
 import torchaudio.functional
 
-from avvp.contract import CLAP_SAMPLE_RATE, FPS, SEGMENT_SECONDS, WINDOW_SECONDS
+from ...contract import CLAP_SAMPLE_RATE, FPS, SEGMENT_SECONDS, WINDOW_SECONDS
 
 try:
     import decord

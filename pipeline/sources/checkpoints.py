@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from avvp import __version__
-from avvp.extractors.base import WeightsFileError, load_tensor_file
-from avvp.model.config import ModelConfig
-from avvp.model.factory import create_model, from_official_state_dict
+from ... import __version__
+from ...extractors.base import WeightsFileError, load_tensor_file
+from ...model.config import ModelConfig
+from ...model.factory import create_model, from_official_state_dict
 
 CHECKPOINT_FORMAT = "avvp-checkpoint/1"
 _CHECKPOINT_FIX = "train the run again, or import or download the file again"

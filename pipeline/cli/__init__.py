@@ -1,0 +1,1 @@
+"""The `avvp` command line, one module per command group."""

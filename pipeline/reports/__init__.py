@@ -1,0 +1,1 @@
+"""What a person reads: the HTML report of a run, its figures, and the step profile."""
