@@ -13,15 +13,15 @@
    (imageio-ffmpeg ships the ffmpeg program).
 3. Windows per embed call: each extractor's time per window at batch sizes 1 to 16
    (what `batch_size="auto"` measures while it runs), against its time at one window.
-4. Peak memory: the resident set of a fresh `avvp extract VIDEO --preset tiny --device
-   cpu` process (CLIP, R(2+1)D and CLAP tiny presets, the stage's defaults otherwise)
+4. Peak memory: the resident set of a fresh `avvp extract VIDEO --size tiny --device
+   cpu` process (CLIP, R(2+1)D and CLAP tiny networks, the stage's defaults otherwise)
    on generated videos, two by two: a 10-s clip of 320 x 240 against one of 2048 x 2048
    (frames over 960 x 480 are scaled in the decoder, and resized one at a time), and a
    320 x 240 video of 2 minutes against one of 20 (decoding streams window by window).
    Each pair's ratio is printed; by design both stay near 1.
 
     python benchmarks/extract.py [--n 32] [--workers N] [--batch-size auto|N] [--repeats 7]
-    python benchmarks/extract.py --preset paper --device cuda [--random-weights]
+    python benchmarks/extract.py --size paper --device cuda [--random-weights]
     python benchmarks/extract.py --only pipeline|decode|batch|memory
 """
 
@@ -40,7 +40,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tvf
 
 from avvp.extractors import FeatureExtractor, RandomInit, create_extractor
-from avvp.pipeline.extract import TABLE_FOR_EXTRACTOR, ExtractConfig, extract_videos, window_input
+from avvp.pipeline.embedding import table_of_extractor, window_input
+from avvp.pipeline.extract import ExtractConfig, extract_videos
 from avvp.pipeline.sources.decode import open_video
 from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.storage import FeatureStore
@@ -49,10 +50,10 @@ IMAGE_SIZE = 224
 
 
 def build_extractors(args: argparse.Namespace) -> list[FeatureExtractor]:
-    """The `--extractors`, built once with the `--preset`, weights and `--device`."""
+    """The `--extractors`, built once with the `--size`, weights and `--device`."""
     weights = RandomInit() if args.random_weights else None
     return [
-        create_extractor(name, preset=args.preset, weights=weights, device=args.device)
+        create_extractor(name, size=args.size, weights=weights, device=args.device)
         for name in args.extractors.split(",")
     ]
 
@@ -114,7 +115,7 @@ def pipeline(args: argparse.Namespace, folder: Path) -> None:
     store = FeatureStore(folder / "store-0")
     largest = 0.0
     for extractor in extractors:
-        batch = store.table(TABLE_FOR_EXTRACTOR[extractor.name]).read_videos(
+        batch = store.table(table_of_extractor(extractor.name)).read_videos(
             [path.stem for path in paths]
         )
         saved = np.stack(
@@ -126,7 +127,7 @@ def pipeline(args: argparse.Namespace, folder: Path) -> None:
     loop_rate = len(paths) / float(np.median(loop_s))
     batched_rate = len(paths) / float(np.median(batched_s))
     print(
-        f"{len(paths)} clips of 10 s, extractors {args.extractors}, preset {args.preset}, "
+        f"{len(paths)} clips of 10 s, extractors {args.extractors}, size {args.size}, "
         f"device {args.device}, workers {config.decoding_workers()}, batch {args.batch_size}, "
         f"median of {args.repeats}"
     )
@@ -213,7 +214,7 @@ def batch_sizes(args: argparse.Namespace, folder: Path) -> None:
     extractors = build_extractors(args)
     with open_video(clip, sample_rates=sample_rates(extractors)) as stream:
         window = next(iter(stream.windows()))
-    print(f"ms per window by windows per embed call ({args.device}, preset {args.preset}):")
+    print(f"ms per window by windows per embed call ({args.device}, size {args.size}):")
     for extractor in extractors:
         item = extractor.preprocess(window_input(window, extractor.input))
         per_window = {}
@@ -285,14 +286,14 @@ def write_test_video(ffmpeg: str, path: Path, size: str, seconds: int) -> Path:
 def peak_memory(video: Path, store: Path) -> tuple[float, int, float]:
     """(peak resident MiB, windows stored, seconds) of `avvp extract` in a fresh process."""
     started = time.perf_counter()
-    command = ["extract", str(video), "--store", str(store), "--preset", "tiny"]
+    command = ["extract", str(video), "--store", str(store), "--size", "tiny"]
     result = subprocess.run(
         [sys.executable, "-c", _MEASURE, *command, "--device", "cpu"],
         check=True,
         capture_output=True,
         text=True,
     )
-    rows = len(FeatureStore(store).table(TABLE_FOR_EXTRACTOR["clip"]).keys())
+    rows = len(FeatureStore(store).table(table_of_extractor("clip")).keys())
     return float(result.stdout.split()[-1]), rows, time.perf_counter() - started
 
 
@@ -301,7 +302,7 @@ def memory(args: argparse.Namespace, folder: Path) -> None:
     if ffmpeg is None:
         return
     print(
-        "peak resident memory of `avvp extract VIDEO --preset tiny --device cpu` "
+        "peak resident memory of `avvp extract VIDEO --size tiny --device cpu` "
         "(a fresh process each):"
     )
     for pair in MEMORY_PAIRS:
@@ -319,7 +320,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32, help="synthetic 10-s clips")
     parser.add_argument("--extractors", default="clip,r2plus1d,clap")
-    parser.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
+    parser.add_argument("--size", default="tiny", choices=["tiny", "paper"])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--workers", type=int, default=None, help="default: the stage's")
     parser.add_argument("--batch-size", type=lambda v: v if v == "auto" else int(v), default="auto")
@@ -329,7 +330,7 @@ def main() -> None:
     parser.add_argument(
         "--random-weights",
         action="store_true",
-        help="paper preset with random weights (timing without the weight files)",
+        help="paper size with random weights (timing without the weight files)",
     )
     parser.add_argument("--only", choices=["pipeline", "decode", "batch", "memory"])
     args = parser.parse_args()

@@ -28,17 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from avvp.pipeline.llp_labels import import_llp_labels
 from avvp.pipeline.release import (
-    FetchConfig,
     ImportFeaturesConfig,
     ImportLabelsConfig,
-    fetch_valor,
     import_features,
+    import_llp_labels,
     import_pseudo_labels,
 )
 from avvp.pipeline.synthetic.features import SyntheticLLPConfig
 from avvp.pipeline.synthetic.release import SyntheticRelease, write_synthetic_release
+from avvp.pipeline.valor import FetchConfig, fetch_valor
 
 
 def in_place(release: SyntheticRelease, root: Path) -> float:
@@ -62,12 +61,12 @@ def extracted_first(release: SyntheticRelease, root: Path, scratch: Path) -> flo
             opened.extractall(scratch)
     # fetch_valor writes LLP's labels too: the reference does the same work.
     import_llp_labels(str(root), labels)
-    for top, preset, modality in (
+    for top, layout, modality in (
         ("CLIP", "valor-clip", "visual"),
         ("CLAP", "valor-clap", "audio"),
     ):
         import_features(
-            scratch / top / "features", root, ImportFeaturesConfig(preset=preset, labels=labels)
+            scratch / top / "features", root, ImportFeaturesConfig(layout=layout, labels=labels)
         )
         result = import_pseudo_labels(
             scratch / top / "segment_pseudo_labels",

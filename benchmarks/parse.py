@@ -39,7 +39,7 @@ from avvp.pipeline.chain import (
     ParseFolderConfig,
     run_local,
 )
-from avvp.pipeline.extract import build_extractors, window_input
+from avvp.pipeline.embedding import build_extractors, window_input
 from avvp.pipeline.infer import load_run, predict
 from avvp.pipeline.parse import ParseConfig, parse_extract_config, video_events
 from avvp.pipeline.sources.decode import open_video
@@ -57,7 +57,7 @@ def train_tiny_run(work: Path, device: str) -> str:
         videos=[str(clips / "videos")],
         labels=str(clips),
         store=str(work / "run-store"),
-        preset="tiny",
+        extractor_size="tiny",
         pseudo_labels="dense",
         epochs=1,
         config={
@@ -153,7 +153,7 @@ def main() -> None:
         loop_rate = len(paths) / float(np.median(loop_s))
         batched_rate = len(paths) / float(np.median(batched_s))
         print(
-            f"parsing {len(paths)} clips of 10 s, tiny presets, device {args.device}, "
+            f"parsing {len(paths)} clips of 10 s, tiny networks, device {args.device}, "
             f"median of {args.repeats} ({batched_events} events)"
         )
         print(f"  one video at a time: {loop_rate:8.2f} videos/s")

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from avvp.storage.features import FeatureStore
+from avvp.storage.keys import Keys
 from avvp.storage.provenance import Provenance
-from avvp.storage.table import Keys
 
 
 def best_seconds(read: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarray]:

@@ -1,6 +1,6 @@
 """Feature extractors (CLIP, R(2+1)D, CLAP) behind one small protocol. No store, no Prefect.
 
-``create_extractor(name, preset, weights, device)`` builds one of ``EXTRACTOR_NAMES``:
+``create_extractor(name, size, weights, device)`` builds one of ``EXTRACTOR_NAMES``:
 
 - ``clip``: CLIP ViT-L/14 (OpenAI), frames at 8 FPS -> 10 x 768; ``embed_texts`` and
   ``logit_scale`` for visual pseudo-labels.
@@ -13,7 +13,7 @@ Every extractor (``FeatureExtractor``) has ``name``, ``version``, ``input`` (wha
 window must be), ``output_shape``, ``weights_identity``, ``transform`` / ``preprocess``
 (one window array -> network input, CPU, picklable for DataLoader workers), ``embed``
 (a stacked batch -> features on its device) and ``metadata()`` for feature tables.
-Weights are never downloaded: see ``WeightsNotFoundError``. Preset "tiny" builds small,
+Weights are never downloaded: see ``WeightsNotFoundError``. Size "tiny" builds small,
 seeded random versions of the same classes with the same output shapes.
 """
 

@@ -9,7 +9,7 @@ a stacked batch of its outputs through the network on the extractor's device.
 Weights come from, in order: an explicit file, the file the backbone's own library
 would have cached (never downloaded here), or a ``WeightsNotFoundError`` that says what
 to download and where to put it. ``RandomInit`` builds the same network with seeded
-random weights; tiny presets always use it, paper presets only when asked (tests).
+random weights; tiny sizes always use it, paper sizes only when asked (tests).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from torch import _weights_only_unpickler
 
 logger = logging.getLogger(__name__)
 
-Preset = Literal["paper", "tiny"]
-PRESETS: tuple[Preset, ...] = ("paper", "tiny")
+Size = Literal["paper", "tiny"]
+SIZES: tuple[Size, ...] = ("paper", "tiny")
 InputKind = Literal["frames", "audio"]
 
 
@@ -55,7 +55,7 @@ class WeightsNotFoundError(FileNotFoundError):
 class RandomInit:
     """Build the network with random weights drawn from ``seed``.
 
-    Tiny presets always use it. A paper preset uses it only when passed explicitly
+    Tiny sizes always use it. A paper size uses it only when passed explicitly
     (tests); its features are meaningless, which the weights identity
     ``random-init-seed-N`` records in every feature table written with them.
     """
@@ -75,6 +75,10 @@ class WeightsSource:
     file_name: str
     download: str
     cached_paths: Callable[[], Sequence[Path]]
+    preprocessing: str  # the recipe the weights were trained with, which `transform` applies
+    # The file's sha256, or the leading hex digits its publisher names it by (torchvision);
+    # None where the publisher gives none. Names a stored table's weights; never a gate.
+    sha256: str | None = None
 
     def resolve(self, explicit: Path | None = None, extractor: str = "NAME") -> Path:
         """The weight file to load: ``explicit`` if given, else the first cached copy.
@@ -110,27 +114,27 @@ WeightsArg = str | Path | enum.Enum | RandomInit | None
 
 
 def resolve_weights(
-    weights: WeightsArg, default: enum.Enum, preset: Preset, extractor: str = "NAME"
+    weights: WeightsArg, default: enum.Enum, size: Size, extractor: str = "NAME"
 ) -> Path | RandomInit:
     """Turn the ``weights`` argument of a builder into a file to load or a seed.
 
-    ``None`` means the preset's default: the released weights (``default``, a member
+    ``None`` means the size's default: the released weights (``default``, a member
     of the extractor's weights enum whose value is a ``WeightsSource``) for ``paper``,
     ``RandomInit()`` for ``tiny``. ``extractor`` (its name) appears in the message of a
     missing file.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    if preset == "tiny":
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
+    if size == "tiny":
         if weights is None:
             return RandomInit()
         if isinstance(weights, RandomInit):
             return weights
         raise ValueError(
-            "tiny presets are randomly initialised; pass weights=None or RandomInit(seed)"
+            "tiny sizes are randomly initialised; pass weights=None or RandomInit(seed)"
         )
     if isinstance(weights, RandomInit):
-        logger.warning("building the paper preset with random weights (%s)", weights.identity)
+        logger.warning("building the paper size with random weights (%s)", weights.identity)
         return weights
     if weights is None or isinstance(weights, enum.Enum):
         member = default if weights is None else weights
@@ -491,18 +495,19 @@ class FeatureExtractor(ABC):
     version: ClassVar[str]
     input: ClassVar[WindowInput]
     output_shape: ClassVar[tuple[int, int]]
+    weights_enum: ClassVar[type[enum.Enum]]  # members' values are WeightsSource
 
     def __init__(
         self,
         *,
-        preset: Preset,
+        size: Size,
         weights: Path | RandomInit,
         network: torch.nn.Module,
         device: str | torch.device | None,
     ) -> None:
-        self.preset = preset
+        self.size = size
         self.weights = weights
-        self.transform = self.make_transform(preset)
+        self.transform = self.make_transform(size)
         self.device = torch.device(device) if device is not None else default_device()
         self.network = network.eval().requires_grad_(False).to(self.device)
 
@@ -543,8 +548,8 @@ class FeatureExtractor(ABC):
 
     @classmethod
     @abstractmethod
-    def make_transform(cls, preset: Preset) -> Callable[[Any], torch.Tensor]:
-        """The preset's window -> network-input function (what ``transform`` holds).
+    def make_transform(cls, size: Size) -> Callable[[Any], torch.Tensor]:
+        """The size's window -> network-input function (what ``transform`` holds).
 
         Available without building the network, e.g. to check a recipe on a sample clip.
         """

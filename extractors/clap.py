@@ -49,8 +49,8 @@ from torch import nn
 from ..contract import CLAP_SAMPLE_RATE, SEGMENTS_PER_WINDOW
 from .base import (
     FeatureExtractor,
-    Preset,
     RandomInit,
+    Size,
     WeightsArg,
     WeightsNotFoundError,
     WeightsSource,
@@ -101,7 +101,7 @@ AUDIO = AudioConfig()
 
 @dataclass(frozen=True)
 class HtsatShape:
-    """Arguments of ``HTSAT_Swin_Transformer`` that differ between presets."""
+    """Arguments of ``HTSAT_Swin_Transformer`` that differ between sizes."""
 
     patch_size: int
     embed_dim: int
@@ -112,7 +112,7 @@ class HtsatShape:
 
 # paper: laion-clap's "tiny" HTSAT. tiny: two stages on 16 x 16 patches still end on
 # an 8 x 8 grid of 768-d tokens, so the map keeps its 64 x 768 shape at a sixth of the cost.
-HTSAT_SHAPES: dict[Preset, HtsatShape] = {
+HTSAT_SHAPES: dict[Size, HtsatShape] = {
     "paper": HtsatShape(4, 96, (2, 2, 6, 2), (4, 8, 16, 32), 4.0),
     "tiny": HtsatShape(16, 384, (1, 1), (2, 4), 1.0),
 }
@@ -151,6 +151,8 @@ class ClapWeights(enum.Enum):
         file_name="630k-fusion-best.pt",
         download=_CHECKPOINT_URL,
         cached_paths=_clap_cached_paths,
+        preprocessing="mono 48 kHz audio, 480,000 samples per window, int16 round "
+        "trip, fusion mel input stacked 4 times",
     )
 
 
@@ -336,11 +338,11 @@ def _load_part(module: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
     copy_weights(module, {key: state[key] for key in wanted if key in state}, path, _EXPECTED, _FIX)
 
 
-def _build_audio_tower(preset: Preset, weights: Path | RandomInit) -> ClapAudioTower:
+def _build_audio_tower(size: Size, weights: Path | RandomInit) -> ClapAudioTower:
     # The file is read first: a bad one is refused before the tower is built.
     state = _read_checkpoint(weights) if isinstance(weights, Path) else None
     htsat = _htsat_module()
-    shape = HTSAT_SHAPES[preset]
+    shape = HTSAT_SHAPES[size]
     seed = weights.seed if isinstance(weights, RandomInit) else 0
     with seeded(seed), warnings.catch_warnings():
         # laion-clap's Swin code calls torch.meshgrid without `indexing`; harmless.
@@ -371,19 +373,20 @@ class _ClapExtractor(FeatureExtractor):
 
     version = "1"
     input = WindowInput("audio", sample_rate=AUDIO.sample_rate)
+    weights_enum = ClapWeights
 
     def __init__(
         self,
-        preset: Preset = "paper",
+        size: Size = "paper",
         weights: WeightsArg = None,
         device: str | torch.device | None = None,
         roberta: str | Path | None = None,
     ) -> None:
-        resolved = resolve_weights(weights, ClapWeights.LAION_630K_FUSION, preset, self.name)
+        resolved = resolve_weights(weights, ClapWeights.LAION_630K_FUSION, size, self.name)
         super().__init__(
-            preset=preset,
+            size=size,
             weights=resolved,
-            network=_build_audio_tower(preset, resolved),
+            network=_build_audio_tower(size, resolved),
             device=device,
         )
         self.roberta = roberta
@@ -397,10 +400,10 @@ class _ClapExtractor(FeatureExtractor):
     def embed_texts(self, prompts: Sequence[str]) -> torch.Tensor:
         """L2-normalised prompt embeddings (P, 512), float32 on the extractor's device.
 
-        The paper preset tokenises with RoBERTa's tokenizer exactly as laion-clap does
+        The paper size tokenises with RoBERTa's tokenizer exactly as laion-clap does
         (padded to 77 tokens) and needs a local roberta-base (config, vocab.json,
         merges.txt): the folder given as ``roberta``, else the Hugging Face cache. The
-        tiny preset uses open_clip's bundled tokenizer, so it works offline anywhere.
+        tiny size uses open_clip's bundled tokenizer, so it works offline anywhere.
         """
         if self._text is None:
             self._text = self._build_text_side()
@@ -413,7 +416,7 @@ class _ClapExtractor(FeatureExtractor):
         from transformers import RobertaConfig, RobertaModel  # heavy: only for prompts
 
         seed = self.weights.seed if isinstance(self.weights, RandomInit) else 0
-        if self.preset == "tiny":
+        if self.size == "tiny":
             import open_clip
 
             def tokenize(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -470,7 +473,7 @@ class ClapMapExtractor(_ClapExtractor):
     output_shape = (64, 768)
 
     @classmethod
-    def make_transform(cls, preset: Preset) -> ClapMapTransform:
+    def make_transform(cls, size: Size) -> ClapMapTransform:
         return ClapMapTransform()
 
     def _batch_item_shape(self) -> tuple[int, ...]:
@@ -487,7 +490,7 @@ class ClapSegmentExtractor(_ClapExtractor):
     output_shape = (SEGMENTS_PER_WINDOW, JOINT_DIM)
 
     @classmethod
-    def make_transform(cls, preset: Preset) -> ClapSegmentTransform:
+    def make_transform(cls, size: Size) -> ClapSegmentTransform:
         return ClapSegmentTransform()
 
     def _batch_item_shape(self) -> tuple[int, ...]:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from ..contract import FPS
 from .base import (
     FeatureExtractor,
-    Preset,
     RandomInit,
+    Size,
     WeightsArg,
     WeightsFileError,
     WeightsSource,
@@ -46,6 +46,7 @@ _OPENAI_URL = (
 )
 _EXPECTED = "CLIP ViT-L/14 weights"
 _FIX = f"use ViT-L-14.pt from {_OPENAI_URL}"
+_OPENAI_SHA256 = _OPENAI_URL.rsplit("/", 2)[-2]  # OpenAI's address names the file's digest
 
 # open_clip fetches the OpenAI weights from this hub repo when it can, else from the URL
 # above into ~/.cache/clip; either copy is accepted.
@@ -81,6 +82,9 @@ class ClipWeights(enum.Enum):
         file_name="ViT-L-14.pt",
         download=_OPENAI_URL,
         cached_paths=_openai_cached_paths,
+        preprocessing="10 frames per window at round(linspace) of the 8-FPS frames, "
+        "224 x 224 bilinear resize without crop, CLIP mean/std",
+        sha256=_OPENAI_SHA256,
     )
 
 
@@ -117,14 +121,14 @@ def _openai_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def _build_network(preset: Preset, weights: Path | RandomInit) -> torch.nn.Module:
+def _build_network(size: Size, weights: Path | RandomInit) -> torch.nn.Module:
     # The file is read first: a bad one is refused before seconds of building ViT-L/14.
     state = _openai_state_dict(weights) if isinstance(weights, Path) else None
     import open_clip  # pulls in transformers and timm (seconds): only when a model is built
 
     seed = weights.seed if isinstance(weights, RandomInit) else 0
     with seeded(seed):
-        if preset == "tiny":
+        if size == "tiny":
             return open_clip.CLIP(
                 embed_dim=EMBED_DIM,
                 vision_cfg=_TINY_VISION,
@@ -142,21 +146,22 @@ class ClipExtractor(FeatureExtractor):
     """CLIP image embeddings of 10 frames per window, plus the text side for prompts."""
 
     name = "clip"
-    version = "2"  # 2: the tiny preset pools patch tokens (its old features are refused)
+    weights_enum = ClipWeights
+    version = "2"  # 2: the tiny size pools patch tokens (its old features are refused)
     input = WindowInput("frames", fps=FPS)
     output_shape = (FRAMES_PER_WINDOW, EMBED_DIM)
 
     def __init__(
         self,
-        preset: Preset = "paper",
+        size: Size = "paper",
         weights: WeightsArg = None,
         device: str | torch.device | None = None,
     ) -> None:
-        resolved = resolve_weights(weights, ClipWeights.OPENAI, preset, self.name)
+        resolved = resolve_weights(weights, ClipWeights.OPENAI, size, self.name)
         super().__init__(
-            preset=preset,
+            size=size,
             weights=resolved,
-            network=_build_network(preset, resolved),
+            network=_build_network(size, resolved),
             device=device,
         )
         import open_clip
@@ -165,7 +170,7 @@ class ClipExtractor(FeatureExtractor):
         self._tokenizer = open_clip.get_tokenizer("ViT-L-14")
 
     @classmethod
-    def make_transform(cls, preset: Preset) -> FrameSampler:
+    def make_transform(cls, size: Size) -> FrameSampler:
         return FrameSampler(FRAMES_PER_WINDOW, IMAGE_SIZE, CLIP_MEAN, CLIP_STD)
 
     @property

@@ -20,8 +20,8 @@ from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dSte
 from ..contract import FPS
 from .base import (
     FeatureExtractor,
-    Preset,
     RandomInit,
+    Size,
     WeightsArg,
     WeightsSource,
     WindowInput,
@@ -37,9 +37,9 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 CLIPS_PER_WINDOW = 10
 FRAMES_PER_CLIP = 8
 EMBED_DIM = 512
-# torchvision fixes the stage widths of VideoResNet, so the tiny preset saves its time
+# torchvision fixes the stage widths of VideoResNet, so the tiny size saves its time
 # with one block per stage and small frames (the global pool makes any size work).
-FRAME_SIZE: dict[Preset, int] = {"paper": 112, "tiny": 32}
+FRAME_SIZE: dict[Size, int] = {"paper": 112, "tiny": 32}
 
 _KINETICS_URL: str = R2Plus1D_18_Weights.KINETICS400_V1.url
 _KINETICS_FILE = _KINETICS_URL.rsplit("/", 1)[-1]
@@ -56,6 +56,10 @@ class R2Plus1DWeights(enum.Enum):
         file_name=_KINETICS_FILE,
         download=_KINETICS_URL,
         cached_paths=_torch_hub_cached_paths,
+        preprocessing="80 frames per window, 112 x 112 bilinear resize without crop, "
+        "Kinetics mean/std, 10 clips of 8 frames",
+        # torchvision names its files by the leading digits of their sha256.
+        sha256=_KINETICS_FILE.rsplit("-", 1)[-1].split(".")[0],
     )
 
 
@@ -71,12 +75,12 @@ class ClipStackTransform:
         return clips.transpose(1, 2).contiguous()
 
 
-def _build_network(preset: Preset, weights: Path | RandomInit) -> torch.nn.Module:
+def _build_network(size: Size, weights: Path | RandomInit) -> torch.nn.Module:
     expected, fix = "R(2+1)D-18 weights", f"use {_KINETICS_FILE} from {_KINETICS_URL}"
     state = load_state_dict_file(weights, expected, fix) if isinstance(weights, Path) else None
     seed = weights.seed if isinstance(weights, RandomInit) else 0
     with seeded(seed):
-        if preset == "tiny":
+        if size == "tiny":
             network = VideoResNet(BasicBlock, [Conv2Plus1D] * 4, [1, 1, 1, 1], R2Plus1dStem)
         else:
             network = r2plus1d_18()
@@ -90,29 +94,30 @@ class R2Plus1DExtractor(FeatureExtractor):
     """R(2+1)D-18 pooled features of 10 clips of 8 frames per window."""
 
     name = "r2plus1d"
+    weights_enum = R2Plus1DWeights
     version = "1"
     input = WindowInput("frames", fps=FPS)
     output_shape = (CLIPS_PER_WINDOW, EMBED_DIM)
 
     def __init__(
         self,
-        preset: Preset = "paper",
+        size: Size = "paper",
         weights: WeightsArg = None,
         device: str | torch.device | None = None,
     ) -> None:
-        resolved = resolve_weights(weights, R2Plus1DWeights.KINETICS400_V1, preset, self.name)
-        self.frame_size = FRAME_SIZE[preset]
+        resolved = resolve_weights(weights, R2Plus1DWeights.KINETICS400_V1, size, self.name)
+        self.frame_size = FRAME_SIZE[size]
         super().__init__(
-            preset=preset,
+            size=size,
             weights=resolved,
-            network=_build_network(preset, resolved),
+            network=_build_network(size, resolved),
             device=device,
         )
 
     @classmethod
-    def make_transform(cls, preset: Preset) -> ClipStackTransform:
+    def make_transform(cls, size: Size) -> ClipStackTransform:
         sampler = FrameSampler(
-            CLIPS_PER_WINDOW * FRAMES_PER_CLIP, FRAME_SIZE[preset], KINETICS_MEAN, KINETICS_STD
+            CLIPS_PER_WINDOW * FRAMES_PER_CLIP, FRAME_SIZE[size], KINETICS_MEAN, KINETICS_STD
         )
         return ClipStackTransform(sampler)
 

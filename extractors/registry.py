@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .base import FeatureExtractor, Preset, WeightsArg
+from .base import FeatureExtractor, Size, WeightsArg
 
 _CLASSES: dict[str, tuple[str, str]] = {
     "clip": ("avvp.extractors.clip", "ClipExtractor"),
@@ -23,29 +23,36 @@ EXTRACTOR_NAMES: tuple[str, ...] = tuple(_CLASSES)
 
 
 def extractor_class(name: str) -> type[FeatureExtractor]:
-    """The class behind ``name``, imported on first use."""
-    if name not in _CLASSES:
+    """The class behind ``name``, imported on first use: one of ``EXTRACTOR_NAMES``, or
+    ``module:Class`` for an extractor class outside this package."""
+    if ":" in name:
+        module, attribute = name.split(":", 1)
+    elif name in _CLASSES:
+        module, attribute = _CLASSES[name]
+    else:
         raise ValueError(f"unknown extractor {name!r}; expected one of {', '.join(_CLASSES)}")
-    module, attribute = _CLASSES[name]
-    return getattr(importlib.import_module(module), attribute)
+    found = getattr(importlib.import_module(module), attribute, None)
+    if not (isinstance(found, type) and issubclass(found, FeatureExtractor)):
+        raise ValueError(f"{name}: {attribute} in {module} is not a FeatureExtractor class")
+    return found
 
 
 def create_extractor(
     name: str,
-    preset: Preset = "paper",
+    size: Size = "paper",
     weights: WeightsArg = None,
     device: str | torch.device | None = None,
     **options: Any,
 ) -> FeatureExtractor:
     """Build extractor ``name`` ("clip", "r2plus1d", "clap" or "clap-segments").
 
-    preset: "paper" (the published backbone) or "tiny" (same classes and output shapes,
+    size: "paper" (the published backbone) or "tiny" (same classes and output shapes,
         small and randomly initialised; for tests and demos).
-    weights: None for the preset's default (the released file, found in the backbone
+    weights: None for the size's default (the released file, found in the backbone
         library's cache, for "paper"), a path to the weight file, the extractor's
         weights enum member, or ``RandomInit(seed)``.
     device: where ``embed`` runs; the default is CUDA when available, else the CPU.
     options: extractor-specific; the CLAP ones take ``roberta`` (a local roberta-base
-        folder for ``embed_texts`` of the paper preset).
+        folder for ``embed_texts`` of the paper size).
     """
-    return extractor_class(name)(preset=preset, weights=weights, device=device, **options)
+    return extractor_class(name)(size=size, weights=weights, device=device, **options)

@@ -24,19 +24,22 @@ def extract_and_train(
     videos: str | list[str] | None = None,
     labels: str | None = None,
     store: str = DEFAULT_STORE,
-    preset: str = "paper",
+    extractor_size: str | None = None,
     pseudo_labels: str = "valor",
     model: str = "mmcse",
     epochs: int | None = None,
     config: dict[str, Any] | None = None,
+    preset: str | None = None,
 ) -> dict[str, Any] | State[Any]:
-    """The whole chain; see `avvp.pipeline.chain.ChainConfig` for the parameters."""
+    """The whole chain; see `avvp.pipeline.chain.ChainConfig` for the parameters
+    (`preset` is the deprecated name of `extractor_size`, kept for one release)."""
+    sizes = {"extractor_size": extractor_size, "preset": preset}
     params = EXTRACT_AND_TRAIN.params.model_validate(
         {
             "videos": videos or [],
             "labels": labels,
             "store": store,
-            "preset": preset,
+            **{name: size for name, size in sizes.items() if size is not None},
             "pseudo_labels": pseudo_labels,
             "model": model,
             "epochs": epochs,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from prefect import Flow, serve
+from prefect.deployments.runner import EntrypointType
 from prefect.task_runners import TaskRunner
 from pydantic import BaseModel
 
@@ -76,7 +77,12 @@ def run_parse_folder(params: ParseFolderConfig) -> ParseFolderSummary:
 def serve_deployments(runner: TaskRunnerName = "default", dask_address: str | None = None) -> None:
     """Serve `extract-and-train/default` and `parse-folder/default` until interrupted."""
     chosen = task_runner(runner, dask_address)
+    # By module path: a flow run loads `avvp.flows.<module>` as part of the installed
+    # package, whose relative imports a file path loaded as a script could not resolve.
+    by_module = EntrypointType.MODULE_PATH
     serve(
-        with_runner(extract_and_train, chosen).to_deployment(name=DEPLOYMENT),
-        with_runner(parse_folder, chosen).to_deployment(name=DEPLOYMENT),
+        with_runner(extract_and_train, chosen).to_deployment(
+            name=DEPLOYMENT, entrypoint_type=by_module
+        ),
+        with_runner(parse_folder, chosen).to_deployment(name=DEPLOYMENT, entrypoint_type=by_module),
     )

@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..storage import FeatureStore, Keys, LabelStore
-from . import tables
+from . import catalog
 
 DEFAULT_PSEUDO_LABELS = "valor"
 DEFAULT_ANNOTATIONS = "corrected"
@@ -27,9 +27,9 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    audio_table: str = tables.AUDIO_MAP_TABLE
-    visual_table: str = tables.VISUAL_TABLE
-    visual_st_table: str = tables.VISUAL_ST_TABLE
+    audio_table: str = catalog.AUDIO_MAP_TABLE
+    visual_table: str = catalog.VISUAL_TABLE
+    visual_st_table: str = catalog.VISUAL_ST_TABLE
     pseudo_labels: str | None = Field(
         None,
         description="segment pseudo-label source; None: valor, or the store's only source",
@@ -54,14 +54,14 @@ class LabelKind:
 
 
 PSEUDO_LABELS = LabelKind(
-    tables.PSEUDO_LABEL_PREFIX,
+    catalog.PSEUDO_LABEL_PREFIX,
     DEFAULT_PSEUDO_LABELS,
     "--pseudo-labels",
     "pseudo_labels",
     "pseudo-label source",
 )
 ANNOTATIONS = LabelKind(
-    tables.DENSE_PREFIX,
+    catalog.DENSE_PREFIX,
     DEFAULT_ANNOTATIONS,
     "--annotations",
     "annotations",
@@ -216,12 +216,12 @@ def read_fingerprints(
     features, labels = FeatureStore(root), LabelStore(root)
     names = (data.audio_table, data.visual_table, data.visual_st_table)
     prints = {f"features/{name}": features.table(name).fingerprint(video_ids) for name in names}
-    prints[f"labels/{tables.WEAK_LABELS_TABLE}"] = labels.weak().fingerprint(video_ids)
+    prints[f"labels/{catalog.WEAK_LABELS_TABLE}"] = labels.weak().fingerprint(video_ids)
     if with_pseudo:
-        name = tables.pseudo_label_table(data.pseudo_labels)
+        name = catalog.pseudo_label_table(data.pseudo_labels)
         prints[f"labels/{name}"] = labels.segments(name).fingerprint(video_ids)
     if with_dense:
-        name = tables.dense_table(data.annotations)
+        name = catalog.dense_table(data.annotations)
         prints[f"labels/{name}"] = labels.segments(name).fingerprint(video_ids)
     return prints
 
@@ -291,10 +291,10 @@ def load_split(
     weak = labels.weak().read(keys.video_ids).labels
     pseudo = dense = None
     if with_pseudo:
-        segments = labels.segments(tables.pseudo_label_table(data.pseudo_labels)).read(keys)
+        segments = labels.segments(catalog.pseudo_label_table(data.pseudo_labels)).read(keys)
         pseudo = _on_device(np.stack([segments.audio, segments.visual], axis=1), device)
     if with_dense:
-        segments = labels.segments(tables.dense_table(data.annotations)).read(keys)
+        segments = labels.segments(catalog.dense_table(data.annotations)).read(keys)
         dense = np.stack([segments.audio, segments.visual], axis=1)
     return SplitTensors(
         keys=keys,

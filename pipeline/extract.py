@@ -10,23 +10,11 @@ The stage in three steps, each a function a flow can run as its own task:
   of `config`. Reads the store; writes nothing.
 - `extract_shard(shard, root, config)`: decode the shard's videos window by window,
   embed the windows each table lacks, and write the rows, the manifest records and the
-  failures of that shard. Shards are independent: a re-run skips shards already done.
+  failures of that shard (its inner loop: `avvp.pipeline.embedding`). Shards are
+  independent: a re-run skips shards already done.
 - `record_plan(plan, root)` writes what planning found (files refused before any work,
   files now complete, manifest rows of videos stored before the manifest existed), and
   `summarize(plan, results)` adds the shards up. `extract_videos` runs all four.
-
-How a shard works: DataLoader worker processes (`config.workers`; 0 decodes in this
-process, as Dask's daemonic workers need) each take some of its videos, decode them
-one 10-s window at a time (`open_video`) and run every extractor's `transform` on the
-windows its table lacks, yielding one item per window and a closing item per video
-(its facts, or why it failed). The main process embeds full batches of windows of any
-videos on the device and writes a table's rows as one part once `flush_windows` rows
-of finished videos have gathered (and at the end), always whole videos: a video fails
-as a whole (its rows are dropped) and is found complete or absent in each table. Memory
-holds a few windows' network inputs per worker (frames no larger than the decoder's
-960 x 480, see `avvp.pipeline.sources.decode`) and the embedded rows of the videos in flight,
-in the tables' dtype: 123 kB a window with the default extractors in float16, 15 MB
-for a 20-minute video.
 
 Which videos are skipped, without decoding: those present in every requested table
 with all their windows (the manifest's count, or 0..k without a gap for videos stored
@@ -46,10 +34,6 @@ failure of that file (`CRASHED`), skipped like any other, so a file that kills t
 process is not tried again and again; a mark of a running process (another run at
 work) is left alone.
 
-A video without an audio track decodes to zero audio of the right length: the CLAP
-tables hold the features of that silence, and every table stores `has_audio` False for
-its windows, so later stages can tell it from a real silent track.
-
 Input errors: a missing path stops the call before any work (ValueError naming it).
 Two different files with one id are both failures and neither is extracted, since
 either could be the one meant; a file whose content differs from the file already
@@ -59,50 +43,45 @@ already written; a rerun redoes at most the rows that were waiting for their flu
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import multiprocessing
 import os
 import time
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
-from ..contract import FPS, WINDOW_SECONDS
-from ..extractors import FeatureExtractor, WindowInput, create_extractor, extractor_class
+from ..extractors import FeatureExtractor
 from ..storage import (
     Failure,
     FailureLog,
     FeatureStore,
-    FeatureTable,
-    Provenance,
-    ProvenanceMismatchError,
     VideoManifest,
     VideoRecord,
 )
 from ..storage.failures import WorkMarker, WorkMarkers
-from . import tables
+from . import catalog
 from .dataset import resolve_device
-from .sources.decode import DecodeError, Window, open_video
+from .embedding import (
+    PendingVideo,
+    ShardWindows,
+    WindowItem,
+    as_is,
+    build_extractors,
+    check_extraction_settings,
+    table_of_extractor,
+    table_writers,
+)
+from .sources.config_files import renamed_key
 from .sources.llp import llp_video_ids
-from .sources.videos import file_digest, find_videos
+from .sources.videos import KeyedVideo, file_digest, keyed_videos, split_duplicate_ids
 
 STAGE = "extract"
-TABLE_FOR_EXTRACTOR: dict[str, str] = {
-    "clip": tables.VISUAL_TABLE,
-    "r2plus1d": tables.VISUAL_ST_TABLE,
-    "clap": tables.AUDIO_MAP_TABLE,
-    "clap-segments": tables.AUDIO_SEGMENT_TABLE,
-}
 DEFAULT_EXTRACTORS = ("clip", "r2plus1d", "clap")
-CONTENT_ID_HEX = 16  # 64 bits of the sha256: a collision among a store's files is unheard of
 CRASHED = (
     "the extraction process ended while working on this file (out of memory or a crash); "
     "skipped — pass --retry-failed to try it again"
@@ -118,10 +97,13 @@ class ExtractConfig(BaseModel):
 
     extractors: list[str] = Field(
         default_factory=lambda: list(DEFAULT_EXTRACTORS),
-        description=f"any of {', '.join(TABLE_FOR_EXTRACTOR)}, each into its standard table",
+        description="extractors of the feature catalog (avvp.pipeline.catalog), each into "
+        "its feature set's table",
     )
-    preset: Literal["paper", "tiny"] = Field(
-        "paper", description="paper: released weights; tiny: small random networks (tests)"
+    size: Literal["paper", "tiny"] = Field(
+        "paper",
+        description="the extractors' sizes: paper (released weights) or tiny (small random "
+        "networks, for tests and demos)",
     )
     weights: dict[str, str] = Field(
         default_factory=dict, description="extractor name -> weight file (default: its cache)"
@@ -156,16 +138,18 @@ class ExtractConfig(BaseModel):
         "are skipped while their content is unchanged)",
     )
 
+    _old_names = renamed_key("preset", "size")
+
     @field_validator("extractors")
     @classmethod
     def _known_extractors(cls, names: list[str]) -> list[str]:
-        unknown = sorted(set(names) - TABLE_FOR_EXTRACTOR.keys())
+        known = catalog.extracted_sets()
+        unknown = sorted(set(names) - known.keys())
         if not names or unknown or len(set(names)) < len(names):
             raise ValueError(
-                f"extractors must be distinct names among {', '.join(TABLE_FOR_EXTRACTOR)}, "
-                f"got {names}"
+                f"extractors must be distinct names among {', '.join(known)}, got {names}"
             )
-        frame_rates = {extractor_class(name).input.fps for name in names} - {None}
+        frame_rates = {known[name].extractor_class().input.fps for name in names} - {None}
         if len(frame_rates) > 1:
             raise ValueError(f"the extractors want frames at different rates {frame_rates}")
         return names
@@ -199,7 +183,7 @@ class ExtractConfig(BaseModel):
         """The settings that change what is written (not where or how fast it runs)."""
         return {
             "extractors": self.extractors,
-            "preset": self.preset,
+            "size": self.size,
             "weights": self.weights,
             "dtype": self.dtype,
         }
@@ -231,29 +215,18 @@ class ExtractWarning(NamedTuple):
     message: str
 
 
-class VideoTask(BaseModel):
-    """One video of a shard, and the windows each extractor's table already holds."""
-
-    video_id: str
-    path: str
-    size: int
-    mtime_ns: int
-    digest: str
-    stored: dict[str, list[int]]  # extractor name -> windows stored
-
-
 class Shard(BaseModel):
     """A group of videos extracted together; `key` changes with anything they produce."""
 
     key: str
-    videos: list[VideoTask]
+    videos: list[PendingVideo]
 
 
 class ExtractionPlan(BaseModel):
     """What `plan_extraction` found: the shards to run and what needs no decoding."""
 
     videos_found: int
-    skipped: list[VideoTask]  # complete in every table
+    skipped: list[PendingVideo]  # complete in every table
     failures: list[Failure]  # refused before any work, or found to have ended a process
     shards: list[Shard]
     manifest_updates: list[VideoRecord]  # complete videos the manifest lacks
@@ -303,54 +276,6 @@ class VideoOutcome(NamedTuple):
     warning: str = ""
 
 
-def feature_provenance(extractor: FeatureExtractor, dtype: str = "float16") -> Provenance:
-    """The provenance of the rows `extractor` writes: backbone, weights, input settings."""
-    return Provenance(
-        source=extractor.name,
-        version=extractor.version,
-        weights=extractor.weights_identity,
-        fps=extractor.input.fps,
-        sample_rate=extractor.input.sample_rate,
-        dtype=dtype,
-        shape=extractor.output_shape,
-        extras={"preset": extractor.preset, "window_seconds": WINDOW_SECONDS},
-    )
-
-
-def window_input(window: Window, spec: WindowInput) -> np.ndarray:
-    """What an extractor with input `spec` is given of `window`: its frames or its audio."""
-    return window.frames if spec.kind == "frames" else window.audio[spec.sample_rate]
-
-
-def build_extractors(config: ExtractConfig) -> list[FeatureExtractor]:
-    """The configured extractors, built once per process and reused (by name, preset,
-    weight file and device): a flow running many shards pays the loading once."""
-    device = None if config.device == "auto" else config.device
-    built = []
-    for name in config.extractors:
-        weights = config.weights.get(name)
-        stamp = _file_stamp(weights) if weights else None
-        built.append(_cached_extractor(name, config.preset, weights, stamp, device))
-    return built
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_extractor(
-    name: str, preset: str, weights: str | None, stamp: tuple[int, int] | None, device: str | None
-) -> FeatureExtractor:
-    # `stamp` (size, mtime) is only part of the key: a weight file replaced in place
-    # gets a fresh extractor.
-    return create_extractor(name, preset=preset, weights=weights, device=device)
-
-
-def _file_stamp(path: str) -> tuple[int, int] | None:
-    try:
-        stat = Path(path).expanduser().stat()
-    except OSError:
-        return None  # the builder reports the missing file
-    return stat.st_size, stat.st_mtime_ns
-
-
 def plan_extraction(
     paths: Iterable[str | Path] | str | Path,
     root: str | os.PathLike[str],
@@ -359,44 +284,47 @@ def plan_extraction(
     """Find the videos, decide which (video, table) pairs are missing, and shard them."""
     config = config or ExtractConfig()
     manifest = VideoManifest(root).read()
-    inputs = keyed_videos(paths, manifest, config)
-    unique, failures = _split_duplicate_ids(inputs, by_content=config.ids == "content")
-    tasks: list[VideoTask] = []
+    by_content = config.ids == "content"
+    inputs = keyed_videos(paths, manifest, llp_video_ids(config.labels), by_content)
+    unique, failures = split_duplicate_ids(inputs, by_content=by_content)
+    found: list[PendingVideo] = []
     for video in unique:
-        task, refusal = _video_task(video, manifest)
+        pending, refusal = _pending_video(video, manifest)
         if refusal is not None:
             failures.append(refusal)
         else:
-            tasks.append(task)
+            found.append(pending)
     store = FeatureStore(root)
     stored = {
-        name: store.table(TABLE_FOR_EXTRACTOR[name]).stored_windows([t.video_id for t in tasks])
+        name: store.table(table_of_extractor(name)).stored_windows([t.video_id for t in found])
         for name in config.extractors
     }
     # Marks left by ended processes, for this call's files (module docstring, failed files).
     ended: dict[str, list[WorkMarker]] = {}
-    paths = {task.path for task in tasks}
+    paths = {pending.path for pending in found}
     for marker in WorkMarkers(root, STAGE).abandoned():
         if marker.path in paths:
             ended.setdefault(marker.path, []).append(marker)
     failed_before = {} if config.retry_failed else _failed_before(root)
     skipped, missing, updates, not_again = [], [], [], []
-    for task in tasks:
-        task.stored = {name: sorted(stored[name].get(task.video_id, ())) for name in stored}
-        known = manifest.get(task.video_id)
-        crashed = [m for m in ended.get(task.path, ()) if m.digest == task.digest]
-        before = failed_before.get(task.path)
-        if all(_complete(windows, known) for windows in task.stored.values()):
-            skipped.append(task)
+    for pending in found:
+        pending.stored = {name: sorted(stored[name].get(pending.video_id, ())) for name in stored}
+        known = manifest.get(pending.video_id)
+        crashed = [m for m in ended.get(pending.path, ()) if m.digest == pending.digest]
+        before = failed_before.get(pending.path)
+        if all(_complete(windows, known) for windows in pending.stored.values()):
+            skipped.append(pending)
             if known is None:
-                updates.append(_record_from_tables(task))
+                updates.append(_record_from_tables(pending))
         elif crashed and not config.retry_failed:
             detail = f"{crashed[-1].process} left it unfinished"
-            failures.append(Failure(task.video_id, task.path, CRASHED, detail, task.digest))
-        elif before is not None and before.digest == task.digest:
+            failures.append(
+                Failure(pending.video_id, pending.path, CRASHED, detail, pending.digest)
+            )
+        elif before is not None and before.digest == pending.digest:
             not_again.append(before)
         else:
-            missing.append(task)
+            missing.append(pending)
     shards = [
         _shard(missing[start : start + config.shard_videos], config)
         for start in range(0, len(missing), config.shard_videos)
@@ -427,7 +355,9 @@ def record_plan(plan: ExtractionPlan, root: str | os.PathLike[str]) -> None:
     ones (no longer failing), and the manifest rows of complete videos stored before the
     manifest existed; then remove the marks of ended processes it handled."""
     VideoManifest(root).record(plan.manifest_updates)
-    FailureLog(root).record(STAGE, plan.failures, resolved=[task.path for task in plan.skipped])
+    FailureLog(root).record(
+        STAGE, plan.failures, resolved=[pending.path for pending in plan.skipped]
+    )
     markers = WorkMarkers(root, STAGE)
     for name in plan.ended_markers:
         markers.finish(name)
@@ -453,9 +383,9 @@ def extract_shard(
         raise ValueError(
             f"extractors {[e.name for e in built]} are not the configured {config.extractors}"
         )
-    writers = _writers(root, built, config.dtype, config.batch_size)
+    writers = table_writers(root, built, config.dtype, config.batch_size)
     manifest = VideoManifest(root)
-    tasks = {task.video_id: task for task in shard.videos}
+    found = {pending.video_id: pending for pending in shard.videos}
     result = ShardResult(
         key=shard.key,
         extracted=[],
@@ -475,7 +405,7 @@ def extract_shard(
         manifest.record(finished)
         finished.clear()
 
-    dataset = _ShardWindows(
+    dataset = ShardWindows(
         shard.videos, {e.name: (e.input, e.transform) for e in built}, WorkMarkers(root, STAGE)
     )
     loader = DataLoader(
@@ -485,36 +415,36 @@ def extract_shard(
         num_workers=0
         if multiprocessing.current_process().daemon
         else min(config.decoding_workers(), len(shard.videos)),
-        collate_fn=_as_is,
+        collate_fn=as_is,
     )
     for item in loader:
-        if isinstance(item, _WindowItem):
+        if isinstance(item, WindowItem):
             for writer in writers:
                 if writer.name in item.inputs:
                     writer.add(item)
             continue
-        task = tasks[item.video_id]
+        pending = found[item.video_id]
         if item.failure is not None:
             for writer in writers:
                 writer.discard(item.video_id)
             result.failures.append(item.failure)
-            outcome = VideoOutcome(item.video_id, task.path, "failed", 0, item.failure.reason)
+            outcome = VideoOutcome(item.video_id, pending.path, "failed", 0, item.failure.reason)
         else:
             for writer in writers:
                 writer.finish(item.video_id)
             result.extracted.append(item.video_id)
             finished.append(item.record)
             if item.warning:
-                result.warnings.append(ExtractWarning(item.video_id, task.path, item.warning))
+                result.warnings.append(ExtractWarning(item.video_id, pending.path, item.warning))
             outcome = VideoOutcome(
-                item.video_id, task.path, "extracted", item.record.windows, warning=item.warning
+                item.video_id, pending.path, "extracted", item.record.windows, warning=item.warning
             )
             flush(config.flush_windows)
         if on_video is not None:
             on_video(outcome)
     flush(0)
     FailureLog(root).record(
-        STAGE, result.failures, resolved=[tasks[video_id].path for video_id in result.extracted]
+        STAGE, result.failures, resolved=[found[video_id].path for video_id in result.extracted]
     )
     result.seconds = time.perf_counter() - started
     return result
@@ -524,7 +454,7 @@ def summarize(
     plan: ExtractionPlan, results: Sequence[ShardResult], config: ExtractConfig
 ) -> ExtractSummary:
     """One summary of a plan and its shards' results."""
-    written = {TABLE_FOR_EXTRACTOR[name]: 0 for name in config.extractors}
+    written = {table_of_extractor(name): 0 for name in config.extractors}
     for result in results:
         for table, rows in result.windows_written.items():
             written[table] += rows
@@ -591,8 +521,8 @@ def extract_videos(
 
     for failure in [*plan.failures, *plan.failed_before]:
         report(VideoOutcome(failure.video_id, failure.path, "failed", 0, failure.reason))
-    for task in plan.skipped:
-        report(VideoOutcome(task.video_id, task.path, "skipped", 0))
+    for pending in plan.skipped:
+        report(VideoOutcome(pending.video_id, pending.path, "skipped", 0))
     results = [
         extract_shard(shard, root, config, extractors=built, on_video=report)
         for shard in plan.shards
@@ -602,101 +532,10 @@ def extract_videos(
     return summary
 
 
-def check_extraction_settings(
-    root: str | os.PathLike[str],
-    config: ExtractConfig,
-    extractors: Sequence[FeatureExtractor] | None = None,
-) -> None:
-    """Refuse, before any work, a table that holds rows of other settings than the
-    extractors of `config` (built ones, or built from `config`) would write."""
-    built = list(extractors) if extractors is not None else build_extractors(config)
-    _writers(root, built, config.dtype, config.batch_size)
-
-
-def _writers(
-    root: str | os.PathLike[str],
-    extractors: Sequence[FeatureExtractor],
-    dtype: str,
-    batch_size: int | str,
-) -> list[_TableWriter]:
-    """One writer per extractor; refuses a table that holds rows of other settings."""
-    store = FeatureStore(root)
-    writers = [
-        _TableWriter(extractor, store.table(TABLE_FOR_EXTRACTOR[extractor.name]), dtype, batch_size)
-        for extractor in extractors
-    ]
-    for writer in writers:
-        writer.check_provenance()
-    return writers
-
-
-class KeyedVideo(NamedTuple):
-    """An input file, the id it is known by, and the id its rows are stored under."""
-
-    path: Path
-    video_id: str  # the id of its name (videos.py)
-    key: str  # video_id, or the content id when the store keys videos by content
-    digest: str | None  # "sha256:<hex>" when already known
-
-
-def content_id(digest: str) -> str:
-    """The id a file's rows are stored under in a store keyed by content."""
-    return digest.removeprefix("sha256:")[:CONTENT_ID_HEX]
-
-
-def keyed_videos(
-    paths: Iterable[str | Path] | str | Path,
-    manifest: Mapping[str, VideoRecord],
-    config: ExtractConfig,
-) -> list[KeyedVideo]:
-    """The video files of `paths` (`find_videos`) with their ids and stored ids. Keyed by
-    content, a file's digest is read from the manifest when its path, size and
-    modification time match a record, and computed otherwise."""
-    found = find_videos(
-        [paths] if isinstance(paths, str | Path) else paths, llp_video_ids(config.labels)
-    )
-    if config.ids == "name":
-        return [KeyedVideo(video.path, video.video_id, video.video_id, None) for video in found]
-    known = {(r.path, r.size, r.mtime_ns): r.digest for r in manifest.values()}
-    keyed = []
-    for video in found:
-        stat = video.path.stat()
-        digest = known.get((str(video.path), stat.st_size, stat.st_mtime_ns))
-        digest = digest or file_digest(video.path)
-        keyed.append(KeyedVideo(video.path, video.video_id, content_id(digest), digest))
-    return keyed
-
-
-def _split_duplicate_ids(
-    videos: Sequence[KeyedVideo], by_content: bool
-) -> tuple[list[KeyedVideo], list[Failure]]:
-    """(videos whose stored id is given by one file, failures for ids given by several).
-    Files of one content, in a store keyed by content, are one video: the first is kept."""
-    by_id: dict[str, list[KeyedVideo]] = {}
-    for video in videos:
-        by_id.setdefault(video.key, []).append(video)
-    if by_content:
-        return [group[0] for group in by_id.values()], []
-    unique = [group[0] for group in by_id.values() if len(group) == 1]
-    failures = [
-        Failure(
-            video_id,
-            str(video.path),
-            f"video id {video_id!r} is also the id of "
-            f"{', '.join(str(other.path) for other in group if other != video)}; rename or "
-            "leave out all but one of these files",
-        )
-        for video_id, group in by_id.items()
-        if len(group) > 1
-        for video in group
-    ]
-    return unique, failures
-
-
-def _video_task(
+def _pending_video(
     video: KeyedVideo, manifest: Mapping[str, VideoRecord]
-) -> tuple[VideoTask | None, Failure | None]:
-    """The video's task, or why it is refused: another file's content holds its id."""
+) -> tuple[PendingVideo | None, Failure | None]:
+    """The video to extract, or why it is refused: another file's content holds its id."""
     stat = video.path.stat()
     known = manifest.get(video.key)
     unchanged = (
@@ -713,7 +552,7 @@ def _video_task(
             f"differs from {video.path}; rename this file, or extract it into another store",
             f"stored {known.digest}, this file {digest}",
         )
-    task = VideoTask(
+    pending = PendingVideo(
         video_id=video.key,
         path=str(video.path),
         size=stat.st_size,
@@ -721,7 +560,7 @@ def _video_task(
         digest=digest,
         stored={},
     )
-    return task, None
+    return pending, None
 
 
 def _complete(windows: Sequence[int], known: VideoRecord | None) -> bool:
@@ -730,263 +569,27 @@ def _complete(windows: Sequence[int], known: VideoRecord | None) -> bool:
     return bool(windows) and list(windows) == list(range(count))
 
 
-def _record_from_tables(task: VideoTask) -> VideoRecord:
+def _record_from_tables(pending: PendingVideo) -> VideoRecord:
     """A manifest row for a video stored before the manifest: what the tables tell."""
-    windows = max(len(stored) for stored in task.stored.values())
+    windows = max(len(stored) for stored in pending.stored.values())
     return VideoRecord(
-        task.video_id, task.path, task.size, task.mtime_ns, task.digest, None, None, windows, ""
+        pending.video_id,
+        pending.path,
+        pending.size,
+        pending.mtime_ns,
+        pending.digest,
+        None,
+        None,
+        windows,
+        "",
     )
 
 
-def _shard(tasks: list[VideoTask], config: ExtractConfig) -> Shard:
-    content = [(task.video_id, task.digest, sorted(task.stored.items())) for task in tasks]
+def _shard(found: list[PendingVideo], config: ExtractConfig) -> Shard:
+    content = [
+        (pending.video_id, pending.digest, sorted(pending.stored.items())) for pending in found
+    ]
     key = hashlib.sha256(
         json.dumps([config.output_settings(), content], sort_keys=True).encode()
     ).hexdigest()
-    return Shard(key=f"{STAGE}-{key[:16]}", videos=tasks)
-
-
-class _WindowItem(NamedTuple):
-    """One window's network inputs, for the extractors whose tables lack it."""
-
-    video_id: str
-    window: int
-    valid_segments: int
-    has_audio: bool
-    inputs: dict[str, torch.Tensor]  # extractor name -> preprocessed window
-
-
-class _Row(NamedTuple):
-    """Where one embedded window goes: its key and per-window columns."""
-
-    video_id: str
-    window: int
-    valid_segments: int
-    has_audio: bool
-
-
-class _VideoEnd(NamedTuple):
-    """The last item of a video: its manifest record, or why it failed."""
-
-    video_id: str
-    record: VideoRecord | None
-    failure: Failure | None
-    warning: str = ""
-
-
-class _ShardWindows(IterableDataset):
-    """The windows of a shard's videos, decoded and preprocessed, video after video.
-
-    Each loader worker takes every n-th video. Holds only the extractors' transforms and
-    input specs, so workers receive no network. The process decoding a video marks it in
-    `markers` while it does (module docstring, failed files).
-    """
-
-    def __init__(
-        self,
-        videos: Sequence[VideoTask],
-        specs: Mapping[str, tuple[WindowInput, Callable[[Any], torch.Tensor]]],
-        markers: WorkMarkers,
-    ) -> None:
-        self.videos, self.specs, self.markers = list(videos), dict(specs), markers
-        inputs = [spec for spec, _ in self.specs.values()]
-        self.fps = next((spec.fps for spec in inputs if spec.fps is not None), FPS)
-        self.sample_rates = sorted({spec.sample_rate for spec in inputs} - {None})
-
-    def __iter__(self) -> Iterator[_WindowItem | _VideoEnd]:
-        worker = get_worker_info()
-        mine = self.videos if worker is None else self.videos[worker.id :: worker.num_workers]
-        for task in mine:
-            marker = self.markers.start(task.video_id, task.path, task.digest)
-            try:
-                yield from self._video(task)
-            finally:  # also when the loader stops early: only a killed process keeps it
-                self.markers.finish(marker)
-
-    def _video(self, task: VideoTask) -> Iterator[_WindowItem | _VideoEnd]:
-        try:
-            with open_video(task.path, fps=self.fps, sample_rates=self.sample_rates) as stream:
-                info = stream.info
-                for window in stream.windows():
-                    inputs = {
-                        name: transform(window_input(window, spec))
-                        for name, (spec, transform) in self.specs.items()
-                        if window.index not in task.stored[name]
-                    }
-                    if inputs:
-                        yield _WindowItem(
-                            task.video_id,
-                            window.index,
-                            window.valid_segments,
-                            window.has_audio,
-                            inputs,
-                        )
-                backend = stream.backend
-        except DecodeError as error:
-            yield _failed(task, error.reason, error.detail)
-            return
-        except Exception as error:  # any preprocessing error fails this video only
-            yield _failed(
-                task,
-                "its frames or audio could not be prepared for the extractors",
-                f"{type(error).__name__}: {error}",
-            )
-            return
-        record = VideoRecord(
-            task.video_id,
-            task.path,
-            task.size,
-            task.mtime_ns,
-            task.digest,
-            info.duration,
-            info.has_audio,
-            info.windows,
-            backend,
-        )
-        yield _VideoEnd(task.video_id, record, None, info.cut_short or "")
-
-
-def _failed(task: VideoTask, reason: str, detail: str) -> _VideoEnd:
-    failure = Failure(task.video_id, task.path, reason, detail, task.digest)
-    return _VideoEnd(task.video_id, None, failure)
-
-
-def _as_is(item: Any) -> Any:
-    # The loader's default conversion would rebuild the tuples field by field.
-    return item
-
-
-class BatchSizer:
-    """Windows per embed call: a fixed size, or "auto": the size doubles from one window
-    while the time per window keeps falling, then stays at the fastest size seen.
-
-    Why measure: on a GPU larger batches are faster per window up to the memory; on a
-    CPU the tiny networks run fastest one window at a time (their activations fall out
-    of cache), while CLAP still gains from batching. The first call of each size may
-    include warm-up costs, so size one is timed twice.
-    """
-
-    LIMIT = 16  # more windows per call add memory and, on a CPU, little speed
-
-    def __init__(self, setting: int | str) -> None:
-        self.fixed = None if setting == "auto" else int(setting)
-        self._trials: list[int] = [1, 1]
-        self._per_window: dict[int, float] = {}
-
-    @property
-    def size(self) -> int:
-        if self.fixed is not None:
-            return self.fixed
-        return self._trials[0] if self._trials else self._best()
-
-    def record(self, size: int, seconds: float) -> None:
-        """Time taken by one embed call of `size` windows."""
-        if self.fixed is not None or not self._trials or size != self._trials[0]:
-            return
-        self._trials.pop(0)
-        self._per_window[size] = seconds / size
-        if self._trials:
-            return
-        # A size no faster per window than the best one so far ends the search.
-        still_faster = self._per_window[size] <= self._per_window[self._best()]
-        if still_faster and size * 2 <= self.LIMIT:
-            self._trials.append(size * 2)
-
-    def _best(self) -> int:
-        return min(self._per_window, key=self._per_window.get)
-
-
-# One "auto" sizer per built extractor, so that the size found by one shard serves the
-# next shards of the process instead of being searched for again.
-_SIZERS: weakref.WeakKeyDictionary[FeatureExtractor, BatchSizer] = weakref.WeakKeyDictionary()
-
-
-def _batch_sizer(extractor: FeatureExtractor, setting: int | str) -> BatchSizer:
-    if setting != "auto":
-        return BatchSizer(setting)  # a fixed size has nothing to remember
-    return _SIZERS.setdefault(extractor, BatchSizer(setting))
-
-
-class _TableWriter:
-    """One extractor's queue of windows to embed and its embedded rows, per video, until
-    a whole video's rows can be written."""
-
-    def __init__(
-        self, extractor: FeatureExtractor, table: FeatureTable, dtype: str, batch_size: int | str
-    ) -> None:
-        self.extractor, self.table = extractor, table
-        self.batch = _batch_sizer(extractor, batch_size)
-        self.name = extractor.name
-        self.table_name = TABLE_FOR_EXTRACTOR[extractor.name]
-        self.provenance = feature_provenance(extractor, dtype)
-        # Windows not embedded yet, oldest first: only this extractor's input is kept, so a
-        # long queue here does not hold the other extractors' inputs alive.
-        self._queue: list[tuple[_Row, torch.Tensor]] = []
-        self._rows: dict[str, list[tuple[_Row, np.ndarray]]] = {}  # embedded, per video
-        self._ready: list[str] = []  # finished videos, in order
-
-    @property
-    def ready_rows(self) -> int:
-        queued = sum(1 for row, _ in self._queue if row.video_id in self._ready)
-        return queued + sum(len(self._rows.get(video_id, ())) for video_id in self._ready)
-
-    def check_provenance(self) -> None:
-        """Refuse before any work if the table holds rows of other settings."""
-        stored = self.table.provenance
-        differences = stored.differences(self.provenance) if stored is not None else []
-        if differences:
-            raise ProvenanceMismatchError(
-                f"{self.table.url} holds features made with other settings (stored != "
-                f"requested): {'; '.join(differences)}. Extract into another store root, or "
-                f"delete {self.table.url} to rebuild it with these settings."
-            )
-
-    def add(self, item: _WindowItem) -> None:
-        """Queue one window; embed when a batch is full."""
-        row = _Row(item.video_id, item.window, item.valid_segments, item.has_audio)
-        self._queue.append((row, item.inputs[self.name]))
-        if len(self._queue) >= self.batch.size:
-            self._embed(self.batch.size)
-
-    def finish(self, video_id: str) -> None:
-        self._ready.append(video_id)
-
-    def discard(self, video_id: str) -> None:
-        """Forget a failed video's windows, embedded or not."""
-        self._queue = [queued for queued in self._queue if queued[0].video_id != video_id]
-        self._rows.pop(video_id, None)
-
-    def flush(self) -> int:
-        """Embed what is queued and write the finished videos' rows as one part."""
-        while self._queue:
-            self._embed(self.batch.size)
-        rows = [row for video_id in self._ready for row in self._rows.pop(video_id, ())]
-        self._ready = []
-        if not rows:
-            return 0
-        keys = [row for row, _ in rows]
-        result = self.table.write(
-            [row.video_id for row in keys],
-            np.array([row.window for row in keys]),
-            np.stack([feature for _, feature in rows]),
-            np.array([row.valid_segments for row in keys]),
-            np.array([row.has_audio for row in keys]),
-            self.provenance,
-        )
-        return result.written
-
-    def _embed(self, count: int) -> None:
-        batch, self._queue = self._queue[:count], self._queue[count:]
-        started = time.perf_counter()
-        inputs = [tensor for _, tensor in batch]
-        # One window needs no copy into a new batch tensor.
-        stacked = inputs[0][None] if len(inputs) == 1 else torch.stack(inputs)
-        features = self.extractor.embed(stacked)
-        features = features.cpu().numpy()  # waits for the device: the timing is complete
-        self.batch.record(len(batch), time.perf_counter() - started)
-        for (row, _), feature in zip(batch, features, strict=True):
-            # A copy (a view would keep the whole batch's output alive), in the table's
-            # dtype already, as the write would convert it: a long video's rows wait
-            # for its end in half the memory.
-            stored = feature.astype(self.provenance.dtype)
-            self._rows.setdefault(row.video_id, []).append((row, stored))
+    return Shard(key=f"{STAGE}-{key[:16]}", videos=found)

@@ -3,7 +3,7 @@
 The `parse-folder` chain (`avvp.pipeline.chain`; the `avvp parse` command and the
 `parse-folder` flow) runs these steps:
 
-1. `parse_extract_config`: the extractors, preset and weights the run's features were
+1. `parse_extract_config`: the extractors, size and weights the run's features were
    made with, read from the provenance of the feature tables it was trained on. A store
    whose rows come from other settings is refused, naming both.
 2. Extraction of the windows the parse's store lacks, into a store of the parse's own
@@ -50,18 +50,14 @@ from ..storage import FeatureStore, Keys, open_run
 from ..storage.atomic import atomic_write
 from ..storage.failures import FailureLog
 from ..storage.videos import VideoManifest
+from . import catalog
 from .dataset import load_window_features
-from .extract import (
-    STAGE,
-    TABLE_FOR_EXTRACTOR,
-    ExtractConfig,
-    KeyedVideo,
-    build_extractors,
-    feature_provenance,
-    keyed_videos,
-)
+from .embedding import build_extractors, feature_provenance, table_of_extractor
+from .extract import STAGE, ExtractConfig
 from .infer import LoadedRun, predict_loaded
 from .reports.plots import MODALITIES, TimelineEvent, plot_timeline
+from .sources.llp import llp_video_ids
+from .sources.videos import KeyedVideo, keyed_videos
 from .train_config import TrainConfig
 
 EVENT_SCHEMA = pa.schema(
@@ -138,18 +134,18 @@ class ParseResult(BaseModel):
 
 def parse_extract_config(loaded: LoadedRun, config: ParseConfig) -> ExtractConfig:
     """The extraction settings of the run's features, checked against them."""
-    extractor_of = {table: name for name, table in TABLE_FOR_EXTRACTOR.items()}
+    extractor_of = {f.table: name for name, f in catalog.extracted_sets().items()}
     data = loaded.config.data
     tables = [data.audio_table, data.visual_table, data.visual_st_table]
     store = FeatureStore(loaded.root)
     provenances = {table: store.table(table).provenance for table in tables}
-    names, presets = [], set()
+    names, sizes = [], set()
     for table, provenance in provenances.items():
         if table not in extractor_of or provenance is None:
             raise ValueError(
                 f"the run {loaded.run.url} was trained on the table {table!r}, which avvp "
                 "does not extract from videos: parse needs a run trained on extracted "
-                f"features ({', '.join(TABLE_FOR_EXTRACTOR.values())})"
+                f"features ({', '.join(extractor_of)})"
             )
         if provenance.source != extractor_of[table]:
             raise ValueError(
@@ -158,11 +154,11 @@ def parse_extract_config(loaded: LoadedRun, config: ParseConfig) -> ExtractConfi
                 f"be extracted to; parse needs a run trained on features of avvp extract"
             )
         names.append(extractor_of[table])
-        presets.add(provenance.extras.get("preset", "paper"))
+        sizes.add(provenance.extras.get("preset", "paper"))  # the stored key of the size
     extract = ExtractConfig.model_validate(
         {
             "extractors": names,
-            "preset": presets.pop() if len(presets) == 1 else "paper",
+            "size": sizes.pop() if len(sizes) == 1 else "paper",
             "weights": config.weights,
             "device": config.device,
             "labels": config.labels,
@@ -171,7 +167,7 @@ def parse_extract_config(loaded: LoadedRun, config: ParseConfig) -> ExtractConfi
         }
     )
     for extractor in build_extractors(extract):
-        table = TABLE_FOR_EXTRACTOR[extractor.name]
+        table = table_of_extractor(extractor.name)
         trained = provenances[table]
         differences = trained.differences(feature_provenance(extractor, extract.dtype))
         if differences:
@@ -188,8 +184,8 @@ def parse_keyed_videos(
 ) -> list[KeyedVideo]:
     """The files of `paths`, each with its id and the content id its rows are stored
     under in the parse's store."""
-    keying = ExtractConfig(labels=config.labels, ids="content")
-    return keyed_videos(paths, VideoManifest(root).read(), keying)
+    known = llp_video_ids(config.labels)
+    return keyed_videos(paths, VideoManifest(root).read(), known, by_content=True)
 
 
 def parse_inputs(

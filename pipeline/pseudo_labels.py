@@ -24,7 +24,6 @@ on the same inputs writes nothing.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -57,16 +56,15 @@ from ..model.zero_shot import (
 from ..storage import FeatureStore, FeatureTable, Keys, LabelStore, MissingKeysError, Provenance
 from ..storage.labels import WeakLabelTable
 from ..storage.table import TensorTable
-from . import tables
+from . import catalog
 from .dataset import (
     ANNOTATIONS,
     PSEUDO_LABELS,
     check_label_source,
     resolve_label_source,
 )
-from .sources.decode import DecodeError, window_valid_segments
-from .sources.llp import youtube_id
-from .synthetic.clips import PLANTED_EVENTS_FILE, planted_dense_labels
+from .sources.config_files import renamed_key
+from .sources.dense_events import PLANTED_EVENTS_FILE, planted_rows
 
 GENERATOR_VERSION = "1"
 DENSE_VERSION = "1"
@@ -91,8 +89,8 @@ class GenerateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal["paper", "tiny"] = Field(
-        "paper", description="the preset the embeddings were extracted with"
+    size: Literal["paper", "tiny"] = Field(
+        "paper", description="the extractors' size the embeddings were extracted with"
     )
     weights: dict[str, str] = Field(
         default_factory=dict,
@@ -103,8 +101,10 @@ class GenerateConfig(BaseModel):
         None, description="local roberta-base folder for the paper CLAP text tower"
     )
     device: str = "auto"
-    visual_table: str = tables.VISUAL_TABLE
-    audio_table: str = tables.AUDIO_SEGMENT_TABLE
+    visual_table: str = catalog.VISUAL_TABLE
+    audio_table: str = catalog.AUDIO_SEGMENT_TABLE
+
+    _old_names = renamed_key("preset", "size")
 
     @field_validator("weights")
     @classmethod
@@ -172,16 +172,16 @@ class PromptEmbeddings:
 # ---- prompt embeddings ---------------------------------------------------------------
 
 
-def short_weights_identity(identity: str, preset: str) -> str:
+def short_weights_identity(identity: str, size: str) -> str:
     """A weights identity short enough for a table name: a sha256's first 12 hex digits,
     any other identity with characters a table name refuses replaced by '-'.
 
-    Tiny presets get a `tiny-` prefix: a tiny and a paper network built from the same
+    Tiny networks get a `tiny-` prefix: a tiny and a paper network built from the same
     seed share the identity `random-init-seed-N` but are different networks.
     """
     short = identity[:12] if _SHA256.fullmatch(identity) else identity
     short = _NOT_IN_TABLE_NAME.sub("-", short).strip("-") or "unknown"
-    return f"tiny-{short}" if preset == "tiny" else short
+    return f"tiny-{short}" if size == "tiny" else short
 
 
 def _digest(value: Any) -> str:
@@ -204,7 +204,7 @@ def _prompt_provenance(extractor: FeatureExtractor, digest: str) -> Provenance:
         dtype="float32",
         shape=(extractor.output_shape[-1],),
         extras={
-            "preset": extractor.preset,
+            "preset": extractor.size,  # the stored key of the size
             "logit_scale": _logit_scale(extractor),
             "prompts_digest": digest,
         },
@@ -220,7 +220,7 @@ def prompt_embeddings(
 
     Kept in the store as table `prompts/<extractor>-v<version>-<weights>-<digest>`, one
     row per prompt (one per LLP class, in class order) keyed by its class name with
-    window 0. Its provenance records the extractor, its version, preset and weights
+    window 0. Its provenance records the extractor, its version, size and weights
     identity, the logit scale and the digest of the names and prompts; a later call
     with the same extractor weights and prompts reads the rows back and runs no network.
     """
@@ -230,7 +230,7 @@ def prompt_embeddings(
         raise ValueError(f"need one prompt per class, got {len(prompts)} for {len(names)} classes")
     digest = _digest({"names": names, "prompts": prompts})
     expected = _prompt_provenance(extractor, digest)
-    short = short_weights_identity(extractor.weights_identity, extractor.preset)
+    short = short_weights_identity(extractor.weights_identity, extractor.size)
     name = f"{extractor.name}-v{extractor.version}-{short}-{digest[:12]}"
     table = TensorTable.open(root, PROMPTS_KIND, name)
     keys = Keys.of(names)
@@ -272,7 +272,7 @@ def prompt_embeddings(
 def generated_source_name(clip: FeatureExtractor, clap: FeatureExtractor) -> str:
     """`generated-<clip weights>+<clap weights>` in the short form of each identity."""
     return GENERATED_PREFIX + "+".join(
-        short_weights_identity(extractor.weights_identity, extractor.preset)
+        short_weights_identity(extractor.weights_identity, extractor.size)
         for extractor in (clip, clap)
     )
 
@@ -282,7 +282,7 @@ def _build_extractor(key: str, config: GenerateConfig) -> FeatureExtractor:
     options = {"roberta": config.roberta} if key == "clap" else {}
     return create_extractor(
         name,
-        preset=config.preset,
+        size=config.size,
         weights=config.weights.get(key),
         device=None if config.device == "auto" else config.device,
         **options,
@@ -302,17 +302,17 @@ def _embedding_table(root: str, name: str, modality: str) -> FeatureTable:
 def _check_same_weights(root: str, name: str, table: FeatureTable, tower: FeatureExtractor) -> None:
     """Refuse embeddings that `tower`'s text side was not trained with."""
     stored = table.provenance
-    preset = stored.extras.get("preset", tower.preset)
-    if (stored.source, stored.weights, preset) != (
+    size = stored.extras.get("preset", tower.size)  # the stored key of the size
+    if (stored.source, stored.weights, size) != (
         tower.name,
         tower.weights_identity,
-        tower.preset,
+        tower.size,
     ):
         raise ValueError(
             f"features/{name} holds embeddings of {stored.source!r} with weights "
-            f"{stored.weights!r} (preset {preset!r}), but the text tower is {tower.name!r} "
-            f"with weights {tower.weights_identity!r} (preset {tower.preset!r}): zero-shot "
-            "labels need both sides from the same weights. Pass the weight file and preset "
+            f"{stored.weights!r} (size {size!r}), but the text tower is {tower.name!r} "
+            f"with weights {tower.weights_identity!r} (size {tower.size!r}): zero-shot "
+            "labels need both sides from the same weights. Pass the weight file and size "
             f"the table was extracted with, or re-extract with {_extract_hint(root)} into a "
             "fresh store"
         )
@@ -335,7 +335,7 @@ def _weak_table(labels: LabelStore, why: str) -> WeakLabelTable:
     weak_table = labels.weak()
     if weak_table.provenance is None:
         raise ValueError(
-            f"{labels.root} has no weak labels (labels/{tables.WEAK_LABELS_TABLE}); {why}: "
+            f"{labels.root} has no weak labels (labels/{catalog.WEAK_LABELS_TABLE}); {why}: "
             "run `avvp import-labels` first"
         )
     return weak_table
@@ -377,12 +377,12 @@ def generate_pseudo_labels(
     visual_prompts = prompt_embeddings(root, clip, CLIP_PROMPTS)
     audio_prompts = prompt_embeddings(root, clap, CLAP_PROMPTS)
     source = generated_source_name(clip, clap)
-    name = tables.pseudo_label_table(source)
+    name = catalog.pseudo_label_table(source)
     output = labels.segments(name)
     inputs = {
         f"features/{config.visual_table}": visual_table,
         f"features/{config.audio_table}": audio_table,
-        f"labels/{tables.WEAK_LABELS_TABLE}": weak_table,
+        f"labels/{catalog.WEAK_LABELS_TABLE}": weak_table,
     }
     provenance = _generated_provenance(source, clip, clap, audio_prompts.logit_scale, inputs)
 
@@ -461,7 +461,7 @@ def _generated_provenance(
         return {
             "extractor": extractor.name,
             "version": extractor.version,
-            "preset": extractor.preset,
+            "preset": extractor.size,  # the stored key of the size
             "weights": extractor.weights_identity,
             "logit_scale": scale,
             "prompts_digest": _digest(list(prompts)),
@@ -483,49 +483,6 @@ def _generated_provenance(
 # ---- the dense source ----------------------------------------------------------------
 
 
-def _planted_filenames(path: Path) -> list[str]:
-    with path.open(encoding="utf-8", newline="") as stream:
-        rows = list(csv.reader(stream, delimiter="\t"))
-    return list(dict.fromkeys(row[0] for row in rows[1:] if row))
-
-
-def _clip_seconds(filename: str, path: Path) -> float:
-    """The duration an LLP-style filename `<id>_<start>_<end>` states."""
-    try:
-        _, start, end = filename.rsplit("_", 2)
-        return float(end) - float(start)
-    except ValueError:
-        raise ValueError(
-            f"{path}: {filename!r} is not a clip filename <id>_<start>_<end>"
-        ) from None
-
-
-def _planted_rows(folder: Path) -> tuple[Keys, np.ndarray, np.ndarray]:
-    """Keys and (rows, T, K) audio and visual truth of every clip of planted_events.csv."""
-    path = folder / PLANTED_EVENTS_FILE
-    filenames = _planted_filenames(path)
-    try:
-        windows = [window_valid_segments(_clip_seconds(name, path), name) for name in filenames]
-    except DecodeError as error:
-        raise ValueError(f"{path}: {error}") from None
-    longest = max((len(valid) for valid in windows), default=1)
-    dense = planted_dense_labels(folder, filenames, longest * SEGMENTS_PER_WINDOW)
-    ids, window_numbers, audio, visual = [], [], [], []
-    for row, (filename, valid) in enumerate(zip(filenames, windows, strict=True)):
-        for window in range(len(valid)):
-            span = slice(window * SEGMENTS_PER_WINDOW, (window + 1) * SEGMENTS_PER_WINDOW)
-            ids.append(youtube_id(filename))
-            window_numbers.append(window)
-            audio.append(dense[row, 0, span])
-            visual.append(dense[row, 1, span])
-    empty = np.zeros((0, SEGMENTS_PER_WINDOW, len(LLP_CLASSES)), np.uint8)
-    return (
-        Keys.of(ids, np.asarray(window_numbers, np.int64)),
-        np.stack(audio) if audio else empty,
-        np.stack(visual) if visual else empty,
-    )
-
-
 def write_dense_source(
     root: str | os.PathLike[str],
     *,
@@ -545,19 +502,20 @@ def write_dense_source(
     planted = None if labels_dir is None else Path(labels_dir) / PLANTED_EVENTS_FILE
     if planted is not None and planted.is_file():
         origin = "planted-events"
-        keys, audio, visual = _planted_rows(planted.parent)
+        truth = planted_rows(planted.parent)
+        keys, audio, visual = Keys.of(truth.video_ids, truth.windows), truth.audio, truth.visual
     else:
         try:
             check_label_source(root, ANNOTATIONS, annotations)
         except ValueError as error:
             lacking = "" if planted is None else f"{planted} does not exist and "
             raise ValueError(f"{lacking}{error}") from None
-        origin = tables.dense_table(annotations)
+        origin = catalog.dense_table(annotations)
         stored = labels.segments(origin)
         rows = stored.read(stored.keys())
         keys, audio, visual = rows.keys, rows.audio, rows.visual
     provenance = Provenance(source=DENSE_SOURCE, version=DENSE_VERSION, extras={"origin": origin})
-    result = labels.segments(tables.pseudo_label_table(DENSE_SOURCE)).write(
+    result = labels.segments(catalog.pseudo_label_table(DENSE_SOURCE)).write(
         keys.video_ids, keys.windows, audio, visual, provenance
     )
     return DenseResult(
@@ -596,8 +554,8 @@ def score_label_source(
     if not len(in_split):
         held = ", ".join(sorted(set(weak.splits.tolist())))
         raise ValueError(f"{root}: no video of split {split!r} in the weak labels (splits: {held})")
-    pseudo = labels.segments(tables.pseudo_label_table(source))
-    dense = labels.segments(tables.dense_table(annotations))
+    pseudo = labels.segments(catalog.pseudo_label_table(source))
+    dense = labels.segments(catalog.dense_table(annotations))
     keys = pseudo.keys()
     overlap = pc.is_in(pa.array(keys.video_ids, pa.string()), value_set=in_split)
     overlap = pc.and_(overlap, pc.is_in(keys.joined(), value_set=dense.keys().joined()))

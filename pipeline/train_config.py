@@ -7,13 +7,15 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..model.config import MMCSEOptions, ModelConfig, get_model_config, resolve_model_name
 from ..model.losses import MMCSELossConfig
+from . import catalog
 from .dataset import DataConfig, resolve_device
 from .sources.config_files import load_config
 
+TABLE_FIELDS = ("audio_table", "visual_table", "visual_st_table")  # DataConfig's, in order
 ARCHITECTURE_FIELDS = ("hidden_dim", "class_dim", "num_layers", "num_heads", "ffn_dim", "dropout")
 
 ModelSize = Literal["auto", "paper", "tiny"]
@@ -99,6 +101,11 @@ class TrainConfig(BaseModel):
 
     def model_config_resolved(self) -> ModelConfig:
         config = get_model_config(self.model)
+        data = self.data
+        inputs = catalog.input_spec(
+            config.inputs, data.audio_table, data.visual_table, data.visual_st_table
+        )
+        config = replace(config, inputs=inputs)
         if architecture := self.sizes_resolved().architecture:
             sizes = {
                 name: value if name == "dropout" else int(value)
@@ -131,6 +138,18 @@ class TrainConfig(BaseModel):
         get_model_config(canonical)
         return canonical
 
+    @model_validator(mode="after")
+    def _preset_tables(self) -> TrainConfig:
+        """Tables the config leaves unset are the ones the model preset names (the
+        catalog's MODEL_TABLES), so `model = "mmcse-vggish-resnet"` alone reads VGGish."""
+        given = self.data.model_fields_set
+        named = catalog.MODEL_TABLES.get(self.model)
+        if named is not None:
+            for field, table in zip(TABLE_FIELDS, named, strict=True):
+                if field not in given:
+                    setattr(self.data, field, table)
+        return self
+
     @field_validator("architecture")
     @classmethod
     def _known_sizes(cls, sizes: dict[str, float]) -> dict[str, float]:
@@ -149,7 +168,7 @@ class TrainConfig(BaseModel):
 
 # The paper's recipe (AdamW 3e-4, wd 1e-3, batch 64, 60 epochs, 10 warm-up epochs then
 # cosine as VALOR++) is the default; `official` reproduces the official code's defaults.
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+TRAIN_RECIPES: dict[str, dict[str, Any]] = {
     "paper": {},
     "official": {
         "optim": {"lr": 1e-4, "betas": (0.5, 0.999), "schedule": "step", "step_size": 10},
@@ -159,9 +178,9 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def load_train_config(
-    preset: str = "paper", file: str | Path | None = None, overrides: dict[str, Any] | None = None
+    recipe: str = "paper", file: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
-    """A preset, then a TOML/YAML/JSON file, then explicit overrides, each over the last."""
-    if preset not in TRAIN_PRESETS:
-        raise ValueError(f"unknown training preset {preset!r}; known: {sorted(TRAIN_PRESETS)}")
-    return load_config(TrainConfig, file, overrides, TRAIN_PRESETS[preset])
+    """A recipe, then a TOML/YAML/JSON file, then explicit overrides, each over the last."""
+    if recipe not in TRAIN_RECIPES:
+        raise ValueError(f"unknown training recipe {recipe!r}; known: {sorted(TRAIN_RECIPES)}")
+    return load_config(TrainConfig, file, overrides, TRAIN_RECIPES[recipe])

@@ -2,7 +2,10 @@
 
 Knows arrays, ids and files (local paths or fsspec URLs); imports nothing else of avvp.
 
-- `table`: the tensor-table engine (on-disk layout, crash safety, keyed reads) and `Keys`.
+- `table`: the tensor-table engine (on-disk layout, crash safety, keyed reads, writes).
+  Under it: `keys` (`Keys`, a table's row keys), `key_index` (which part and row holds
+  each key), `rows` (rows as Arrow columns, and their row hashes), `location` (store
+  roots and table folders) and `errors` (what a store refuses).
 - `provenance`: `Provenance`, the producer and settings a table's rows come from.
 - `features`: `FeatureStore` / `FeatureTable`, one table per extractor.
 - `labels`: `LabelStore` with weak video labels and segment labels per source.
@@ -14,21 +17,21 @@ Knows arrays, ids and files (local paths or fsspec URLs); imports nothing else o
   `failures` (per stage) and `videos` (the manifest of input videos).
 """
 
-from .features import FeatureBatch, FeatureStore, FeatureTable
-from .info import BrokenPart, Compaction, check_store, compact_store, set_aside, store_info
-from .labels import LabelStore, SegmentLabels, WeakLabels
-from .provenance import Provenance
-from .runs import RunDir, RunStore, open_run
-from .table import (
+from .errors import (
     BrokenPartError,
-    Keys,
     MissingKeysError,
     ProvenanceMismatchError,
     StoreError,
     StoreLocationError,
-    WriteResult,
-    check_store_root,
 )
+from .features import FeatureBatch, FeatureStore, FeatureTable
+from .info import BrokenPart, Compaction, check_store, compact_store, set_aside, store_info
+from .keys import Keys
+from .labels import LabelStore, SegmentLabels, WeakLabels
+from .location import check_store_root
+from .provenance import Provenance
+from .runs import RunDir, RunStore, open_run
+from .table import WriteResult
 
 __all__ = [
     "BrokenPart",

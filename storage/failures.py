@@ -43,8 +43,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .atomic import TEMP_PREFIX, atomic_write_bytes
+from .location import list_tables, open_root
 from .records import RecordTable
-from .table import list_tables, open_root
 
 KIND = "failures"
 SCHEMA = pa.schema(

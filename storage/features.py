@@ -18,8 +18,10 @@ import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
 from ..contract import SEGMENTS_PER_WINDOW
+from .keys import Keys, as_keys
+from .location import list_tables, open_root
 from .provenance import Provenance
-from .table import Keys, TableView, TensorTable, WriteResult, as_keys, list_tables, open_root
+from .table import TableView, TensorTable, WriteResult
 
 KIND = "features"
 

@@ -6,15 +6,10 @@ from os import PathLike
 from typing import Any, NamedTuple
 
 from . import failures, features, labels, videos
+from .errors import BrokenPartError
 from .failures import FailureLog
-from .table import (
-    BROKEN_FOLDER,
-    BrokenPartError,
-    TensorTable,
-    check_store_root,
-    list_tables,
-    open_root,
-)
+from .location import check_store_root, list_tables, open_root
+from .table import BROKEN_FOLDER, TensorTable
 from .videos import VideoManifest
 
 # Every folder of tables a store holds: tensor tables and record tables alike.

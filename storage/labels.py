@@ -27,17 +27,10 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import ArrayLike
 
+from .keys import Keys, as_keys
+from .location import check_table_name, list_tables, open_root
 from .provenance import Provenance
-from .table import (
-    Keys,
-    TableView,
-    TensorTable,
-    WriteResult,
-    as_keys,
-    check_table_name,
-    list_tables,
-    open_root,
-)
+from .table import TableView, TensorTable, WriteResult
 
 KIND = "labels"
 WEAK_TABLE = "weak"

@@ -13,7 +13,7 @@ from typing import Any
 import fsspec
 
 from .atomic import atomic_write_bytes
-from .table import check_table_name, open_root
+from .location import check_table_name, open_root
 
 RUNS_FOLDER = "runs"
 

@@ -50,9 +50,9 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from os import PathLike
 from typing import NamedTuple
 
@@ -64,196 +64,28 @@ import pyarrow.parquet as pq
 from numpy.typing import ArrayLike
 
 from .atomic import TEMP_PREFIX, atomic_write
+from .errors import BrokenPartError, MissingKeysError, ProvenanceMismatchError, StoreError
+from .key_index import KeyIndex, Part
+from .keys import Keys, as_keys, positions_in
+from .location import check_table_name, open_root
 from .provenance import Provenance
+from .rows import (
+    ROW_HASH_COLUMN,
+    arrow_columns,
+    column_to_numpy,
+    empty_column,
+    hash_bytes,
+    row_hash_array,
+)
 
 PROVENANCE_KEY = b"avvp.provenance"
 KEY_COLUMNS = ("video_id", "window")
-ROW_HASH_COLUMN = "row_hash"
-ROW_HASH_BYTES = 16
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
-# Big enough that a disk with less room than one small part fails the probe.
-_WRITE_PROBE_BYTES = 64 * 1024
 # `avvp store check --repair` moves unreadable parts here, keeping their relative paths.
 BROKEN_FOLDER = "broken"
 # Row groups are the unit a keyed read decodes. Bulk reads measured as fast with 1 MiB
 # groups as with 32 MiB ones, while a small random batch decodes far less.
 ROW_GROUP_BYTES = 2**20
-# Joins request keys with stored keys as one string; the window is last and has no
-# separator, so the joined key is unambiguous whatever the video id contains.
-_KEY_SEPARATOR = "\x1f"
-_TABLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-
-
-class StoreError(Exception):
-    """A stored table cannot be read or written as asked."""
-
-
-class ProvenanceMismatchError(StoreError, ValueError):
-    """A write's provenance differs from the table's."""
-
-
-class BrokenPartError(StoreError, ValueError):
-    """A part file of a table cannot be read (cut short, overwritten, not Parquet)."""
-
-    def __init__(self, message: str, detail: str) -> None:
-        super().__init__(message)
-        self.detail = detail
-
-
-class StoreLocationError(StoreError, ValueError):
-    """A store root that cannot hold a store: a file, or a folder this process cannot write."""
-
-
-class MissingKeysError(StoreError, KeyError):
-    """Requested keys are not stored."""
-
-    def __str__(self) -> str:
-        # KeyError would print the message with quotes around it.
-        return str(self.args[0])
-
-
-@dataclass(frozen=True, eq=False)
-class Keys:
-    """Row keys: parallel arrays of video ids (object array of str) and windows (int32)."""
-
-    video_ids: np.ndarray
-    windows: np.ndarray
-
-    @classmethod
-    def of(cls, video_ids: Iterable[str], windows: ArrayLike | None = None) -> Keys:
-        """Keys from parallel sequences; windows default to 0 (one window per video)."""
-        if isinstance(video_ids, str):
-            raise TypeError(
-                f"video_ids must be a sequence of strings, not the string {video_ids!r}"
-            )
-        listed = video_ids if isinstance(video_ids, np.ndarray) else list(video_ids)
-        ids = np.asarray(listed, dtype=object).reshape(-1)
-        wins = np.zeros(len(ids), np.int32) if windows is None else np.asarray(windows)
-        if wins.shape != ids.shape:
-            raise ValueError(f"{len(ids)} video ids but windows of shape {wins.shape}")
-        if wins.size and (wins.dtype.kind not in "iu" or wins.min() < 0 or wins.max() >= 2**31):
-            raise ValueError(f"windows must be non-negative int32 values, got {wins.dtype}")
-        return cls(ids, wins.astype(np.int32))
-
-    @classmethod
-    def from_pairs(cls, pairs: Iterable[tuple[str, int]]) -> Keys:
-        pairs = list(pairs)
-        ids, windows = zip(*pairs, strict=True) if pairs else ((), ())
-        return cls.of(ids, np.asarray(windows, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self.video_ids)
-
-    def __getitem__(self, index: ArrayLike | slice) -> Keys:
-        return Keys(self.video_ids[index], self.windows[index])
-
-    def __iter__(self) -> Iterator[tuple[str, int]]:
-        return zip(self.video_ids.tolist(), self.windows.tolist(), strict=True)
-
-    def joined(self) -> pa.Array:
-        """Each key as one string, for Arrow hash joins."""
-        try:
-            ids = pa.array(self.video_ids, pa.string())
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            raise ValueError(f"video ids must be strings: {error}") from None
-        return _joined(ids, self.windows)
-
-    def describe(self, limit: int = 5) -> str:
-        shown = ", ".join(f"({vid!r}, {win})" for vid, win in list(self[:limit]))
-        return shown + (", ..." if len(self) > limit else "")
-
-
-def as_keys(keys: Keys | Iterable[tuple[str, int]]) -> Keys:
-    return keys if isinstance(keys, Keys) else Keys.from_pairs(keys)
-
-
-def _joined(video_ids: pa.Array, windows: np.ndarray) -> pa.Array:
-    return pc.binary_join_element_wise(
-        video_ids, pc.cast(pa.array(windows, pa.int32()), pa.string()), _KEY_SEPARATOR
-    )
-
-
-def _positions_in(values: pa.Array, value_set: pa.Array) -> np.ndarray:
-    """Index of each value's first occurrence in value_set, -1 where absent."""
-    return pc.index_in(values, value_set=value_set).fill_null(-1).to_numpy().astype(np.int64)
-
-
-def check_table_name(name: str) -> str:
-    if not _TABLE_NAME.fullmatch(name):
-        raise ValueError(
-            f"table name {name!r} is not a plain folder name: use letters, digits and . _ + -"
-        )
-    return name
-
-
-def open_root(root: str | PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem and path of a store root (a local path or an fsspec URL)."""
-    fs, path = fsspec.core.url_to_fs(str(root))
-    return fs, path.rstrip("/")
-
-
-def check_store_root(
-    root: str | PathLike[str], *, writable: bool = True, create: bool = True
-) -> None:
-    """Fail before any work when `root` cannot hold a store (or a run's files).
-
-    A file in the folder's place is refused; with `writable`, the folder is created if
-    missing (with `create`; otherwise a missing folder is left for the caller to report)
-    and a small probe file is written and removed, so a read-only mount, missing
-    permissions or a full disk are reported before hours of work, not after them.
-    """
-    fs, path = open_root(root)
-    if fs.isfile(path):
-        raise StoreLocationError(
-            f"{root} is a file, not a store folder; give the path of a folder (it is "
-            "created when missing)"
-        )
-    if not writable or (not create and not fs.isdir(path)):
-        return
-    # The first missing folder on the way: the probe's folders are removed with it, so a
-    # refused command (or a check alone) leaves no empty store behind.
-    created = None
-    folder = path
-    while folder and not fs.exists(folder):
-        created, folder = folder, folder.rpartition("/")[0]
-    probe = f"{path}/{TEMP_PREFIX}write-check-{uuid.uuid4().hex}"
-    try:
-        fs.makedirs(path, exist_ok=True)
-        fs.pipe_file(probe, bytes(_WRITE_PROBE_BYTES))
-        fs.rm_file(probe)
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise StoreLocationError(
-            f"{root} cannot be written ({reason}); choose a writable store folder, or fix "
-            "its permissions or free space"
-        ) from None
-    finally:
-        _remove_empty_folders(fs, path, created)
-
-
-def _remove_empty_folders(fs: fsspec.AbstractFileSystem, path: str, top: str | None) -> None:
-    """rmdir from `path` up to `top`, stopping at the first folder that is not empty (a
-    writer that started meanwhile keeps its files)."""
-    folder = path
-    while top is not None and folder.startswith(top):
-        try:
-            fs.rmdir(folder)
-        except OSError:
-            return
-        folder = folder.rpartition("/")[0]
-
-
-def list_tables(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
-    """Names of the table folders directly under `folder` (empty if it does not exist)."""
-    try:
-        entries = fs.ls(folder, detail=True)
-    except FileNotFoundError:
-        return []
-    return sorted(
-        entry["name"].rstrip("/").rsplit("/", 1)[-1]
-        for entry in entries
-        if entry["type"] == "directory"
-    )
 
 
 class WriteResult(NamedTuple):
@@ -263,92 +95,13 @@ class WriteResult(NamedTuple):
     replaced: int = 0  # rows of stored keys written again because their content changed
 
 
-@dataclass(frozen=True, eq=False)
-class _Part:
-    name: str
-    metadata: pq.FileMetaData
-    schema: pa.Schema
-    provenance: Provenance
-    row_group_starts: np.ndarray  # first row of each group, then the row count
-    video_ids: pa.Array
-    windows: np.ndarray
-    row_hashes: np.ndarray  # (rows, ROW_HASH_BYTES) uint8
-
-
-@dataclass(frozen=True, eq=False)
-class _Index:
-    """All parts' keys and row groups, concatenated in part-name order (oldest first)."""
-
-    parts: tuple[_Part, ...]
-    part_starts: np.ndarray  # first row of each part, then the row count
-    group_starts: np.ndarray  # first row of each row group, then the row count
-    group_part: np.ndarray  # part number of each row group
-    group_in_part: np.ndarray  # row group number within its part
-    video_ids: pa.Array
-    windows: np.ndarray
-    joined: pa.Array
-    visible: np.ndarray  # True on the last (newest) occurrence of each key
-    visible_rows: np.ndarray  # positions of the visible rows, ascending
-    visible_joined: pa.Array  # joined keys of the visible rows, each key once
-    row_hashes: np.ndarray  # (rows, ROW_HASH_BYTES) uint8
-
-    @classmethod
-    def build(cls, parts: Sequence[_Part]) -> _Index:
-        part_starts = np.cumsum([0] + [part.metadata.num_rows for part in parts])
-        group_counts = [len(part.row_group_starts) - 1 for part in parts]
-        group_starts = np.concatenate(
-            [p.row_group_starts[:-1] + start for p, start in zip(parts, part_starts, strict=False)]
-            + [part_starts[-1:]]
-        )
-        video_ids = pa.concat_arrays([part.video_ids for part in parts] or [pa.array([], "str")])
-        windows = np.concatenate([part.windows for part in parts] + [np.zeros(0, np.int32)])
-        row_hashes = np.concatenate(
-            [part.row_hashes for part in parts] + [np.zeros((0, ROW_HASH_BYTES), np.uint8)]
-        )
-        joined = _joined(video_ids, windows)
-        # The newest occurrence is the first one counted from the end.
-        count = len(joined)
-        newest_first = joined.take(pa.array(np.arange(count - 1, -1, -1)))
-        visible = (_positions_in(newest_first, newest_first) == np.arange(count))[::-1].copy()
-        visible_rows = np.flatnonzero(visible)
-        return cls(
-            parts=tuple(parts),
-            part_starts=part_starts,
-            group_starts=group_starts,
-            group_part=np.repeat(np.arange(len(parts)), group_counts),
-            group_in_part=np.concatenate([np.arange(n) for n in group_counts] + [np.zeros(0, int)]),
-            video_ids=video_ids,
-            windows=windows,
-            joined=joined,
-            visible=visible,
-            visible_rows=visible_rows,
-            visible_joined=joined.take(pa.array(visible_rows)),
-            row_hashes=row_hashes,
-        )
-
-    def rows_of(self, keys: Keys) -> np.ndarray:
-        """The visible (newest) row of each key, -1 where the key is not stored."""
-        return self.rows_of_joined(keys.joined())
-
-    def rows_of_joined(self, joined: pa.Array) -> np.ndarray:
-        found = _positions_in(joined, self.visible_joined)
-        rows = np.full(len(found), -1, np.int64)
-        hit = found >= 0
-        rows[hit] = self.visible_rows[found[hit]]
-        return rows
-
-    def visible_keys(self) -> Keys:
-        ids = self.video_ids.filter(pa.array(self.visible))
-        return Keys(ids.to_numpy(zero_copy_only=False), self.windows[self.visible])
-
-
 class TensorTable:
     """One table folder of Parquet parts; see the module docstring for the layout."""
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, url: str, root: str) -> None:
         self.fs, self.path, self.url, self.root = fs, path, url, root
-        self._parts: dict[str, _Part] = {}
-        self._index_cache: _Index | None = None
+        self._parts: dict[str, Part] = {}
+        self._index_cache: KeyIndex | None = None
 
     @classmethod
     def open(cls, root: str | PathLike[str], kind: str, name: str) -> TensorTable:
@@ -402,7 +155,7 @@ class TensorTable:
         wanted = pa.array(list(video_ids), pa.string())
         index = self._index()
         stored = index.visible_keys()
-        request_rank = _positions_in(index.video_ids.filter(pa.array(index.visible)), wanted)
+        request_rank = positions_in(index.video_ids.filter(pa.array(index.visible)), wanted)
         missing = np.ones(len(wanted), bool)
         missing[request_rank[request_rank >= 0]] = False
         if missing.any():
@@ -433,12 +186,12 @@ class TensorTable:
             )
         return self._read_rows(index, rows, columns)
 
-    def _read_rows(self, index: _Index, rows: np.ndarray, columns: Sequence[str]) -> dict:
+    def _read_rows(self, index: KeyIndex, rows: np.ndarray, columns: Sequence[str]) -> dict:
         schema = index.parts[0].schema
         unknown = [name for name in columns if schema.get_field_index(name) < 0]
         if unknown:
             raise StoreError(f"{self.url} has no column(s) {unknown}; it has {schema.names}")
-        out = {name: _empty_column(schema.field(name).type, len(rows)) for name in columns}
+        out = {name: empty_column(schema.field(name).type, len(rows)) for name in columns}
         group_of_row = np.searchsorted(index.group_starts, rows, side="right") - 1
         by_group = np.argsort(group_of_row, kind="stable")
         groups, firsts = np.unique(group_of_row[by_group], return_index=True)
@@ -450,7 +203,7 @@ class TensorTable:
             )
             offsets = rows[request_positions] - index.group_starts[group]
             for name in columns:
-                out[name][request_positions] = _column_to_numpy(read[name])[offsets]
+                out[name][request_positions] = column_to_numpy(read[name])[offsets]
 
         # Arrow decodes without the GIL, so row groups decode in parallel; each job
         # fills only its own rows of the output.
@@ -490,7 +243,7 @@ class TensorTable:
                 raise ValueError(f"{self.url}: column {name!r} has {len(column)} rows, not {count}")
 
         joined = keys.joined()
-        repeated = _positions_in(joined, joined) != np.arange(count)
+        repeated = positions_in(joined, joined) != np.arange(count)
         if repeated.any():
             raise ValueError(
                 f"{self.url}: a write repeats keys {keys[repeated].describe()}; "
@@ -505,19 +258,19 @@ class TensorTable:
         hashes = None
         if replace and not new.all():
             # Every incoming row's hash, compared with the stored row's.
-            hashes = _row_hash_array(pa.table(_columns(keys, arrays, scalars, None)))
+            hashes = row_hash_array(pa.table(arrow_columns(keys, arrays, scalars, None)))
             stored = ~new
             changed[stored] = (
-                index.row_hashes[stored_rows[stored]] != _hash_bytes(hashes)[stored]
+                index.row_hashes[stored_rows[stored]] != hash_bytes(hashes)[stored]
             ).any(axis=1)
         take = new | changed
         written, replaced = int(new.sum()), int(changed.sum())
         if not take.any():
             return WriteResult(0, count, None, 0)
 
-        columns = _columns(keys, arrays, scalars, None if take.all() else take)
+        columns = arrow_columns(keys, arrays, scalars, None if take.all() else take)
         if hashes is None:
-            hashes = _row_hash_array(pa.table(columns))
+            hashes = row_hash_array(pa.table(columns))
         elif not take.all():
             hashes = hashes.filter(pa.array(take))
         table = pa.table({**columns, ROW_HASH_COLUMN: hashes})
@@ -645,7 +398,7 @@ class TensorTable:
         names = (path.rstrip("/").rsplit("/", 1)[-1] for path in paths)
         return sorted(n for n in names if n.startswith(prefix) and n.endswith(PART_SUFFIX))
 
-    def _index(self) -> _Index:
+    def _index(self) -> KeyIndex:
         """The key index, rebuilt only when the set of parts changed since last time."""
         names = self.part_names()
         if self._index_cache is not None and [p.name for p in self._index_cache.parts] == names:
@@ -660,7 +413,7 @@ class TensorTable:
                     f"{parts[0].name} ({'; '.join(differences)}); delete the part that "
                     "does not belong"
                 )
-        self._index_cache = _Index.build(parts)
+        self._index_cache = KeyIndex.build(parts)
         return self._index_cache
 
     def read_part(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
@@ -681,24 +434,24 @@ class TensorTable:
             detail,
         )
 
-    def _parquet(self, part: _Part) -> pq.ParquetFile:
+    def _parquet(self, part: Part) -> pq.ParquetFile:
         return pq.ParquetFile(
             f"{self.path}/{part.name}", metadata=part.metadata, filesystem=self.fs
         )
 
-    def _load_part(self, name: str) -> _Part:
+    def _load_part(self, name: str) -> Part:
         path = f"{self.path}/{name}"
         try:
             parquet = pq.ParquetFile(path, filesystem=self.fs)
             schema = parquet.schema_arrow
             keys = parquet.read(columns=[*KEY_COLUMNS, ROW_HASH_COLUMN])
-            row_hashes = _hash_bytes(keys[ROW_HASH_COLUMN])
+            row_hashes = hash_bytes(keys[ROW_HASH_COLUMN])
             provenance = Provenance.from_json((schema.metadata or {})[PROVENANCE_KEY])
         except _PART_READ_ERRORS as error:
             raise self.broken_part(name, error) from None
         metadata = parquet.metadata
         group_sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-        return _Part(
+        return Part(
             name=name,
             metadata=metadata,
             schema=schema,
@@ -743,81 +496,6 @@ def _part_time(name: str) -> int | None:
     """The time a part's name starts with (None for a name not made by `write_part`)."""
     stamp = name[len(PART_PREFIX) :].split("-", 1)[0]
     return int(stamp) if stamp.isdigit() else None
-
-
-def _columns(
-    keys: Keys,
-    arrays: Mapping[str, np.ndarray],
-    scalars: Mapping[str, pa.Array],
-    rows: np.ndarray | None,
-) -> dict[str, pa.Array]:
-    """The Arrow columns of a write, of the rows where `rows` is True (None: all)."""
-    if rows is None:
-        return {
-            "video_id": pa.array(keys.video_ids, pa.string()),
-            "window": pa.array(keys.windows, pa.int32()),
-            **{n: pa.FixedShapeTensorArray.from_numpy_ndarray(a) for n, a in arrays.items()},
-            **scalars,
-        }
-    mask = pa.array(rows)
-    return {
-        "video_id": pa.array(keys.video_ids[rows], pa.string()),
-        "window": pa.array(keys.windows[rows], pa.int32()),
-        **{n: pa.FixedShapeTensorArray.from_numpy_ndarray(a[rows]) for n, a in arrays.items()},
-        **{n: column.filter(mask) for n, column in scalars.items()},
-    }
-
-
-def _row_hash_array(table: pa.Table) -> pa.FixedSizeBinaryArray:
-    """Each row's BLAKE2b digest over its key and every other column's value.
-
-    Columns are taken in name order, each value as the bytes Arrow stores (a tensor's
-    flat values in the stored dtype, a string's UTF-8), so equal rows hash equal
-    whatever part or table they sit in. A plain loop: hashlib has no batched form, and
-    the cost is one C call per row and column.
-    """
-    names = sorted(set(table.column_names) - {ROW_HASH_COLUMN})
-    values = [_values_per_row(table[name]) for name in names]
-    hashes = []
-    for row in range(table.num_rows):
-        digest = hashlib.blake2b(digest_size=ROW_HASH_BYTES)
-        for name, column in zip(names, values, strict=True):
-            digest.update(name.encode())
-            digest.update(column[row])
-        hashes.append(digest.digest())
-    return pa.array(hashes, pa.binary(ROW_HASH_BYTES))
-
-
-def _values_per_row(column: pa.ChunkedArray) -> list[bytes]:
-    if isinstance(column.type, pa.FixedShapeTensorType):
-        flat = column.combine_chunks().to_numpy_ndarray()
-        return [row.tobytes() for row in flat.reshape(len(flat), -1)]
-    if pa.types.is_string(column.type):
-        return [value.encode() for value in column.to_pylist()]
-    return [value.tobytes() for value in column.to_numpy(zero_copy_only=False)]
-
-
-def _hash_bytes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """(rows, ROW_HASH_BYTES) uint8 view of a fixed-size binary column."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if len(column) == 0:
-        return np.zeros((0, ROW_HASH_BYTES), np.uint8)
-    data = np.frombuffer(column.buffers()[1], np.uint8)
-    start = column.offset * ROW_HASH_BYTES
-    return data[start : start + len(column) * ROW_HASH_BYTES].reshape(-1, ROW_HASH_BYTES)
-
-
-def _empty_column(arrow_type: pa.DataType, count: int) -> np.ndarray:
-    if isinstance(arrow_type, pa.FixedShapeTensorType):
-        return np.empty((count, *arrow_type.shape), arrow_type.value_type.to_pandas_dtype())
-    return np.empty(count, arrow_type.to_pandas_dtype())
-
-
-def _column_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
-    if isinstance(column.type, pa.FixedShapeTensorType):
-        return column.combine_chunks().to_numpy_ndarray()
-    return column.to_numpy()
 
 
 def _row_bytes(schema: pa.Schema) -> int:

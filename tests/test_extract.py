@@ -17,11 +17,10 @@ from support import SAMPLES
 from avvp.extractors import FeatureExtractor, RandomInit, create_extractor, extractor_class
 from avvp.extractors.clip import CLIP_MEAN, CLIP_STD
 from avvp.extractors.r2plus1d import KINETICS_MEAN, KINETICS_STD
-from avvp.pipeline import tables
+from avvp.pipeline import catalog
+from avvp.pipeline.embedding import BatchSizer, table_of_extractor
 from avvp.pipeline.extract import (
     STAGE,
-    TABLE_FOR_EXTRACTOR,
-    BatchSizer,
     ExtractConfig,
     ExtractProgress,
     ExtractSummary,
@@ -40,9 +39,9 @@ from avvp.storage import FailureLog, FeatureStore, ProvenanceMismatchError
 SAMPLE = SAMPLES / "BjCEufrlXm4.mp4"
 SAMPLE_ID = "BjCEufrlXm4"
 SHAPES = {  # the tables of the default extractors
-    tables.VISUAL_TABLE: (10, 768),
-    tables.VISUAL_ST_TABLE: (10, 512),
-    tables.AUDIO_MAP_TABLE: (64, 768),
+    catalog.VISUAL_TABLE: (10, 768),
+    catalog.VISUAL_ST_TABLE: (10, 512),
+    catalog.AUDIO_MAP_TABLE: (64, 768),
 }
 SEGMENT_SHAPE = (10, 512)  # clap-segments, extracted in the second store only
 SYNTH_IDS = ["synclip0001", "synclip0002", "synclip0003"]  # the third has no audio track
@@ -56,7 +55,7 @@ WINDOWS = {**dict.fromkeys(SYNTH_IDS, 1), LONG_ID: 4, SAMPLE_ID: 1}
 def tiny() -> dict[str, FeatureExtractor]:
     """The four tiny extractors, built once for the module."""
     return {
-        name: create_extractor(name, preset="tiny", device="cpu")
+        name: create_extractor(name, size="tiny", device="cpu")
         for name in ("clip", "r2plus1d", "clap", "clap-segments")
     }
 
@@ -104,7 +103,7 @@ def test_every_window_gets_one_row_of_its_extractor_shape_in_each_table(extracte
             (video_id, window) for video_id, count in WINDOWS.items() for window in range(count)
         )
         assert summary.windows_written[name] == sum(WINDOWS.values())
-    assert len(store.table(tables.VISUAL_TABLE).table.part_names()) > 1
+    assert len(store.table(catalog.VISUAL_TABLE).table.part_names()) > 1
 
 
 def test_35_second_clip_gives_four_windows_with_valid_segments_10_10_10_5(extracted) -> None:
@@ -139,7 +138,7 @@ def test_corrupt_file_is_a_failure_with_a_readable_reason_while_the_others_are_e
 def test_a_file_named_twice_is_extracted_once(extracted) -> None:
     root, summary, _ = extracted
     assert summary.videos_found == len(WINDOWS) + 1  # the corrupt file counts as found
-    keys = FeatureStore(root).table(tables.VISUAL_TABLE).keys()
+    keys = FeatureStore(root).table(catalog.VISUAL_TABLE).keys()
     assert keys.video_ids.tolist().count(SAMPLE_ID) == 1
 
 
@@ -198,17 +197,17 @@ def test_videos_missing_from_one_table_are_decoded_and_written_only_there(second
     root, summary = second_store
     assert (summary.videos_skipped, summary.videos_decoded) == (0, 2)
     assert summary.windows_written == {
-        tables.VISUAL_TABLE: 0,
-        tables.AUDIO_MAP_TABLE: 0,
-        tables.AUDIO_SEGMENT_TABLE: 2,
+        catalog.VISUAL_TABLE: 0,
+        catalog.AUDIO_MAP_TABLE: 0,
+        catalog.AUDIO_SEGMENT_TABLE: 2,
     }
-    segments = FeatureStore(root).table(tables.AUDIO_SEGMENT_TABLE).read_videos(["synclip0001"])
+    segments = FeatureStore(root).table(catalog.AUDIO_SEGMENT_TABLE).read_videos(["synclip0001"])
     assert segments.features.shape == (1, *SEGMENT_SHAPE)
 
 
 def test_features_do_not_depend_on_worker_count_or_batch_size(extracted, second_store) -> None:
     first, second = FeatureStore(extracted[0]), FeatureStore(second_store[0])
-    for name in (tables.VISUAL_TABLE, tables.AUDIO_MAP_TABLE):
+    for name in (catalog.VISUAL_TABLE, catalog.AUDIO_MAP_TABLE):
         batched = first.table(name).read_videos(["synclip0001", SAMPLE_ID])
         one_by_one = second.table(name).read_videos(["synclip0001", SAMPLE_ID])
         assert list(batched.keys) == list(one_by_one.keys)
@@ -236,14 +235,14 @@ def test_a_table_made_with_other_weights_is_refused_before_any_work(
     extracted, inputs: dict[str, Path]
 ) -> None:
     root, _, _ = extracted
-    other = create_extractor("clip", preset="tiny", weights=RandomInit(seed=1), device="cpu")
+    other = create_extractor("clip", size="tiny", weights=RandomInit(seed=1), device="cpu")
     with pytest.raises(ProvenanceMismatchError, match="random-init-seed-0"):
         extract_videos([inputs["long"]], root, extractors=[other])
 
 
 def test_a_missing_input_path_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nothere.mp4: no such file or folder"):
-        extract_videos([tmp_path / "nothere.mp4"], tmp_path / "store", ExtractConfig(preset="tiny"))
+        extract_videos([tmp_path / "nothere.mp4"], tmp_path / "store", ExtractConfig(size="tiny"))
 
 
 def test_folders_are_scanned_for_video_extensions_skipping_hidden_files(tmp_path: Path) -> None:
@@ -322,7 +321,7 @@ def test_a_file_cut_short_is_extracted_with_a_warning_saying_where_it_ends(
     (warning,) = summary.warnings
     assert warning.video_id == "cut" and "cut at" in warning.message
     assert progress[0].status == "extracted" and progress[0].warning == warning.message
-    batch = FeatureStore(tmp_path / "store").table(tables.VISUAL_TABLE).read_videos(["cut"])
+    batch = FeatureStore(tmp_path / "store").table(catalog.VISUAL_TABLE).read_videos(["cut"])
     assert 1 <= batch.valid_segments[0] < 10
 
 
@@ -382,7 +381,7 @@ def test_llp_sized_clips_give_the_features_of_full_resolution_frames_resized_at_
     for name, inputs in reference.items():
         extractor = tiny[name]
         assert torch.equal(extractor.transform(window.frames)[None], inputs), name
-        stored = store.table(TABLE_FOR_EXTRACTOR[name]).read_videos([SAMPLE_ID]).features
+        stored = store.table(table_of_extractor(name)).read_videos([SAMPLE_ID]).features
         expected = extractor.embed(inputs).cpu().numpy().astype(np.float16)
         np.testing.assert_array_equal(stored, expected, err_msg=name)
 

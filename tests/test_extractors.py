@@ -1,4 +1,4 @@
-"""Feature extractors: recipes, shapes, presets, weights resolution, offline imports."""
+"""Feature extractors: recipes, shapes, sizes, weights resolution, offline imports."""
 
 from __future__ import annotations
 
@@ -184,15 +184,15 @@ def test_registry_names_the_four_extractors_and_rejects_others() -> None:
 
 
 @pytest.mark.parametrize("name", EXTRACTOR_NAMES)
-def test_tiny_preset_has_paper_shapes_and_is_deterministic_for_its_seed(
+def test_tiny_size_has_paper_shapes_and_is_deterministic_for_its_seed(
     name: str, frames: np.ndarray, audio: np.ndarray
 ) -> None:
     window = _window_for(name, frames, audio)
     before = torch.random.get_rng_state()
-    first = _features(name, window, preset="tiny")
+    first = _features(name, window, size="tiny")
     assert torch.equal(torch.random.get_rng_state(), before)  # nobody's stream moved
-    again = _features(name, window, preset="tiny")
-    other_seed = _features(name, window, preset="tiny", weights=RandomInit(seed=1))
+    again = _features(name, window, size="tiny")
+    other_seed = _features(name, window, size="tiny", weights=RandomInit(seed=1))
     assert first.shape == extractor_class(name).output_shape
     assert first.dtype == torch.float32 and torch.isfinite(first).all()
     assert torch.equal(first, again)
@@ -228,7 +228,7 @@ def test_paper_clip_with_random_weights_gives_10_unit_vectors_of_768(frames) -> 
 
 
 def test_clap_map_regroups_tokens_as_the_htsat_token_semantic_head(audio) -> None:
-    extractor = create_extractor("clap", preset="tiny", device="cpu")
+    extractor = create_extractor("clap", size="tiny", device="cpu")
     mel_fusion = extractor.preprocess(audio)[None]
     clap_map = extractor.embed(mel_fusion)
     htsat = extractor.network.audio_branch
@@ -244,8 +244,8 @@ def test_clap_map_regroups_tokens_as_the_htsat_token_semantic_head(audio) -> Non
 
 def test_text_sides_give_unit_prompt_embeddings_and_logit_scales() -> None:
     prompts = ["A photo of a dog.", "This is a sound of dog"]
-    clip = create_extractor("clip", preset="tiny", device="cpu")
-    clap = create_extractor("clap-segments", preset="tiny", device="cpu")
+    clip = create_extractor("clip", size="tiny", device="cpu")
+    clap = create_extractor("clap-segments", size="tiny", device="cpu")
     clip_texts, clap_texts = clip.embed_texts(prompts), clap.embed_texts(prompts)
     assert clip_texts.shape == (2, 768) and clap_texts.shape == (2, 512)
     torch.testing.assert_close(clip_texts.norm(dim=-1), torch.ones(2))
@@ -326,9 +326,9 @@ def test_uncached_default_weights_list_the_places_searched(
     assert str(tmp_path / "hub" / "checkpoints" / "r2plus1d_18-91a641e6.pth") in str(caught.value)
 
 
-def test_tiny_presets_refuse_weight_files(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="tiny presets are randomly initialised"):
-        create_extractor("r2plus1d", preset="tiny", weights=tmp_path / "w.pth")
+def test_tiny_sizes_refuse_weight_files(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tiny sizes are randomly initialised"):
+        create_extractor("r2plus1d", size="tiny", weights=tmp_path / "w.pth")
 
 
 def test_r2plus1d_loads_a_weight_file_and_reports_its_sha256(tmp_path: Path) -> None:
@@ -384,7 +384,7 @@ def test_bad_windows_get_clear_errors(frames: np.ndarray) -> None:
 
 
 def test_embed_rejects_a_batch_that_preprocess_did_not_make() -> None:
-    extractor = create_extractor("r2plus1d", preset="tiny", device="cpu")
+    extractor = create_extractor("r2plus1d", size="tiny", device="cpu")
     with pytest.raises(ValueError, match=r"expected a batch of shape \(B, 10, 3, 8, 32, 32\)"):
         extractor.embed(torch.zeros(10, 3, 8, 32, 32))
 
@@ -404,7 +404,7 @@ _OFFLINE_SCRIPT = textwrap.dedent(
     import avvp.extractors.clap
     from avvp.extractors import create_extractor
 
-    extractor = create_extractor("clap-segments", preset="tiny", device="cpu")
+    extractor = create_extractor("clap-segments", size="tiny", device="cpu")
     audio = np.zeros(480_000, dtype=np.float32)
     print(tuple(extractor.embed(extractor.preprocess(audio)[None]).shape))
     print(tuple(extractor.embed_texts(["This is a sound of dog"]).shape))

@@ -19,10 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from avvp.storage import table as table_module
+from avvp.storage.errors import MissingKeysError, ProvenanceMismatchError, StoreError
 from avvp.storage.features import FeatureStore, FeatureTable
 from avvp.storage.info import store_info
+from avvp.storage.keys import Keys
 from avvp.storage.provenance import Provenance
-from avvp.storage.table import Keys, MissingKeysError, ProvenanceMismatchError, StoreError
 
 SHAPE = (10, 16)
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from avvp.flows.runner import run_extract_and_train, run_parse_folder
-from avvp.pipeline import tables
+from avvp.pipeline import catalog
 from avvp.pipeline.chain import (
     PARSE_FOLDER,
     ChainConfig,
@@ -43,7 +43,7 @@ def chain(clips: Path, store: Path, **extract: Any) -> ChainConfig:
         videos=[str(clips / "videos")],
         labels=str(clips),
         store=str(store),
-        preset="tiny",
+        extractor_size="tiny",
         pseudo_labels="dense",
         epochs=1,
         config={
@@ -85,7 +85,7 @@ def test_a_flow_that_fails_half_way_resumes_without_extracting_anything_twice(
     with pytest.raises(ChainError, match="1 of 3 extract units failed"):
         run_extract_and_train(chain(clips, tmp_path / "store"))
     assert len(calls) == 3  # not retried: only transient errors are
-    first = set(FeatureStore(tmp_path / "store").table(tables.VISUAL_TABLE).video_ids())
+    first = set(FeatureStore(tmp_path / "store").table(catalog.VISUAL_TABLE).video_ids())
     assert len(first) == 5  # shards of 3, 3 and 2 videos: the second one failed
 
     monkeypatch.setattr(chain_stages, "extract_shard", real)
@@ -93,7 +93,7 @@ def test_a_flow_that_fails_half_way_resumes_without_extracting_anything_twice(
     assert again.extract.videos_skipped == 5 and again.outcome("extract").units == 1
     assert again.extract.videos_extracted == 3
     assert set(again.extract.windows_written.values()) == {3}
-    stored = set(FeatureStore(tmp_path / "store").table(tables.VISUAL_TABLE).video_ids())
+    stored = set(FeatureStore(tmp_path / "store").table(catalog.VISUAL_TABLE).video_ids())
     assert len(stored) == 8 and first < stored
     assert again.outcome("train").status == "ran" and again.evaluate.splits["test"].metrics
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from avvp.storage.errors import ProvenanceMismatchError
 from avvp.storage.features import FeatureStore
 from avvp.storage.info import store_info
+from avvp.storage.keys import Keys
 from avvp.storage.labels import LabelStore
 from avvp.storage.provenance import Provenance
-from avvp.storage.table import Keys, ProvenanceMismatchError
 
 CLASSES = 25
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from avvp.model.classes import CLASS_INDEX
-from avvp.pipeline.llp_labels import LLPLabelsResult, TableRows, import_llp_labels
+from avvp.pipeline.release import LLPLabelsResult, TableRows, import_llp_labels
 from avvp.pipeline.sources.llp import (
     AUDIO_FILES,
     SPLIT_FILES,

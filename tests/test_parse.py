@@ -18,9 +18,9 @@ from avvp.model.classes import CLASS_INDEX, LLP_CLASSES
 from avvp.pipeline.chain import PARSE_FOLDER, ParseFolderConfig, ParseFolderSummary, run_local
 from avvp.pipeline.cli.app import app
 from avvp.pipeline.parse import video_events
+from avvp.pipeline.sources.dense_events import PLANTED_EVENTS_FILE
 from avvp.pipeline.sources.llp import LLPAnnotations
 from avvp.pipeline.synthetic.clips import (
-    PLANTED_EVENTS_FILE,
     PlantedEvent,
     encode_clip,
     render_audio,

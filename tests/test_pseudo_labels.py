@@ -22,9 +22,8 @@ from avvp.model.zero_shot import (
     threshold_labels,
     zero_shot_logits,
 )
-from avvp.pipeline import tables
-from avvp.pipeline.extract import feature_provenance
-from avvp.pipeline.llp_labels import import_llp_labels
+from avvp.pipeline import catalog
+from avvp.pipeline.embedding import feature_provenance
 from avvp.pipeline.pseudo_labels import (
     GenerateConfig,
     generate_pseudo_labels,
@@ -32,11 +31,9 @@ from avvp.pipeline.pseudo_labels import (
     score_label_source,
     write_dense_source,
 )
-from avvp.pipeline.synthetic.clips import (
-    PLANTED_EVENTS_FILE,
-    planted_dense_labels,
-    write_synthetic_clips,
-)
+from avvp.pipeline.release import import_llp_labels
+from avvp.pipeline.sources.dense_events import PLANTED_EVENTS_FILE, planted_dense_labels
+from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.storage import FeatureStore, LabelStore, Provenance
 
 K = len(LLP_CLASSES)
@@ -167,8 +164,8 @@ def test_zero_shot_logits_accept_float16_embeddings_and_normalise_them():
 def towers() -> dict[str, FeatureExtractor]:
     """The tiny CLIP and CLAP-segment extractors, built once for the module."""
     return {
-        "clip": create_extractor("clip", preset="tiny", device="cpu"),
-        "clap": create_extractor("clap-segments", preset="tiny", device="cpu"),
+        "clip": create_extractor("clip", size="tiny", device="cpu"),
+        "clap": create_extractor("clap-segments", size="tiny", device="cpu"),
     }
 
 
@@ -265,7 +262,7 @@ def write_embeddings(root, video_ids, towers, *, audio=True, clip_weights=None):
     # Per modality: table, planned events, thresholds, logit scale, width, provenance.
     modalities = [
         (
-            tables.VISUAL_TABLE,
+            catalog.VISUAL_TABLE,
             "visual",
             CLIP_THRESHOLDS,
             CLIP_LOGIT_SCALE,
@@ -278,7 +275,7 @@ def write_embeddings(root, video_ids, towers, *, audio=True, clip_weights=None):
         clap_provenance = feature_provenance(clap, "float16")
         modalities.append(
             (
-                tables.AUDIO_SEGMENT_TABLE,
+                catalog.AUDIO_SEGMENT_TABLE,
                 "audio",
                 CLAP_THRESHOLDS,
                 clap.logit_scale_a,
@@ -305,7 +302,7 @@ def write_weak(root, video_ids) -> None:
     )
 
 
-TINY = GenerateConfig(preset="tiny", device="cpu")
+TINY = GenerateConfig(size="tiny", device="cpu")
 
 
 def labelled_store(root, towers) -> dict:
@@ -323,7 +320,7 @@ def test_generate_labels_videos_from_their_embeddings_within_weak_labels(
     result = generate_pseudo_labels(tmp_path, TINY, clip=towers["clip"], clap=towers["clap"])
 
     assert result.source == "generated-tiny-random-init-seed-0+tiny-random-init-seed-0"
-    assert result.table == tables.pseudo_label_table(result.source)
+    assert result.table == catalog.pseudo_label_table(result.source)
     assert (result.videos_labelled, result.windows_written) == (3, 4)
     assert result.videos_without_weak_labels == 1  # vid_noweak
     assert result.videos_missing_embeddings == 1  # vid_visual_only
@@ -344,8 +341,8 @@ def test_generate_labels_videos_from_their_embeddings_within_weak_labels(
     assert provenance.weights == "random-init-seed-0+random-init-seed-0"
     assert provenance.extras["thresholds_version"] == THRESHOLDS_VERSION
     assert set(provenance.extras["input_provenance"]) == {
-        f"features/{tables.VISUAL_TABLE}",
-        f"features/{tables.AUDIO_SEGMENT_TABLE}",
+        f"features/{catalog.VISUAL_TABLE}",
+        f"features/{catalog.AUDIO_SEGMENT_TABLE}",
         "labels/weak",
     }
 
@@ -429,7 +426,7 @@ def test_generate_refuses_embeddings_of_other_weights_than_the_text_tower(
         generate_pseudo_labels(tmp_path, TINY, clip=towers["clip"], clap=towers["clap"])
 
     message = str(refused.value)
-    assert tables.VISUAL_TABLE in message and "random-init-seed-1" in message
+    assert catalog.VISUAL_TABLE in message and "random-init-seed-1" in message
     assert "--extractors clip,clap-segments" in message
     assert known_texts["clip"].calls == 0  # refused before any work
     assert not [n for n in LabelStore(tmp_path).table_names() if n.startswith("segment-")]
@@ -439,7 +436,7 @@ def test_generate_refuses_a_store_without_clap_segment_embeddings(tmp_path, towe
     write_weak(tmp_path, ["vid_one"])
     write_embeddings(tmp_path, ["vid_one"], towers, audio=False)
 
-    with pytest.raises(ValueError, match=tables.AUDIO_SEGMENT_TABLE) as refused:
+    with pytest.raises(ValueError, match=catalog.AUDIO_SEGMENT_TABLE) as refused:
         generate_pseudo_labels(tmp_path, TINY, clip=towers["clip"], clap=towers["clap"])
 
     assert "avvp extract" in str(refused.value)
@@ -503,7 +500,7 @@ def test_dense_source_from_planted_events_covers_every_clip(tmp_path, synthetic_
     )
     names = [f"synclip{i:04d}_0_10" for i in range(1, 5)]  # train clips included
     truth = planted_dense_labels(synthetic_clips, names)
-    table = LabelStore(tmp_path).segments(tables.pseudo_label_table("dense"))
+    table = LabelStore(tmp_path).segments(catalog.pseudo_label_table("dense"))
     stored = table.read_videos([name[:11] for name in names])
     np.testing.assert_array_equal(stored.audio, truth[:, 0])
     np.testing.assert_array_equal(stored.visual, truth[:, 1])
@@ -564,7 +561,7 @@ def test_dense_source_from_planted_events_of_a_long_clip_fills_every_window(tmp_
 def test_dense_source_copies_the_stored_dense_annotations(tmp_path):
     rng = np.random.default_rng(1)
     audio, visual = (rng.integers(0, 2, (2, T, K), dtype=np.uint8) for _ in range(2))
-    LabelStore(tmp_path).segments(tables.dense_table("corrected")).write(
+    LabelStore(tmp_path).segments(catalog.dense_table("corrected")).write(
         ["vidA", "vidB"], [0, 0], audio, visual, Provenance("llp-vendored", "1")
     )
 
@@ -676,11 +673,11 @@ def test_the_cli_regenerates_labels_of_extracted_clips_and_trains_on_them(tmp_pa
     write_synthetic_clips(clips, n=8, seconds=10)
     extracted = runner.invoke(
         app,
-        ["extract", str(clips / "videos"), "--store", root, "--preset", "tiny", "--device"]
+        ["extract", str(clips / "videos"), "--store", root, "--size", "tiny", "--device"]
         + ["cpu", "--extractors", "clip,r2plus1d,clap,clap-segments", "--labels", str(clips)],
     )
     assert extracted.exit_code == 0, extracted.output
-    generate = ["pseudo-labels", "generate", "--store", root, "--preset", "tiny"]
+    generate = ["pseudo-labels", "generate", "--store", root, "--size", "tiny"]
     first = runner.invoke(app, [*generate, "--labels", str(clips), "--device", "cpu", "--json"])
     assert first.exit_code == 0, first.output
     result = json.loads(first.stdout)

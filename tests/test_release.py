@@ -16,23 +16,19 @@ from support import tiny_config
 from typer.testing import CliRunner
 
 from avvp.model.metrics import segment_and_event_f1
-from avvp.pipeline import tables
+from avvp.pipeline import catalog
 from avvp.pipeline.cli.app import app
 from avvp.pipeline.dataset import DataConfig
 from avvp.pipeline.evaluate import EvaluateConfig, evaluate_run
 from avvp.pipeline.release import (
-    CorruptArchiveError,
-    FetchConfig,
     ImportFeaturesConfig,
     ImportLabelsConfig,
-    UnsafeArchiveError,
-    fetch_valor,
     import_features,
     import_pseudo_labels,
-    releases_table,
 )
 from avvp.pipeline.sources import download as download_module
 from avvp.pipeline.sources.download import DownloadError
+from avvp.pipeline.sources.npy_files import UnsafeArchiveError
 from avvp.pipeline.synthetic.features import SyntheticLLPConfig
 from avvp.pipeline.synthetic.release import (
     SyntheticRelease,
@@ -41,6 +37,7 @@ from avvp.pipeline.synthetic.release import (
     write_valor_archive,
 )
 from avvp.pipeline.train import train
+from avvp.pipeline.valor import CorruptArchiveError, FetchConfig, fetch_valor, releases_table
 from avvp.storage import FeatureStore, LabelStore, store_info
 
 FEW = SyntheticLLPConfig(n_train=24, n_val=8, n_test=8, seed=5)
@@ -70,25 +67,25 @@ def test_fetch_from_zips_stores_exactly_the_archives_arrays_and_labels(
     data = release.data
     ids = data.video_ids.tolist()
     assert [(r.table, r.imported, r.skipped) for r in result.features] == [
-        (tables.VISUAL_TABLE, len(ids), []),
-        (tables.AUDIO_MAP_TABLE, len(ids), []),
+        (catalog.VISUAL_TABLE, len(ids), []),
+        (catalog.AUDIO_MAP_TABLE, len(ids), []),
     ]
     features = FeatureStore(tmp_path)
-    clip = features.table(tables.VISUAL_TABLE).read_videos(ids)
-    clap = features.table(tables.AUDIO_MAP_TABLE).read_videos(ids)
+    clip = features.table(catalog.VISUAL_TABLE).read_videos(ids)
+    clap = features.table(catalog.AUDIO_MAP_TABLE).read_videos(ids)
     np.testing.assert_array_equal(clip.features, data.visual.astype(np.float32))
     np.testing.assert_array_equal(clap.features, data.audio_map.astype(np.float32))
     assert (clip.valid_segments == 10).all() and clip.keys.windows.tolist() == [0] * len(ids)
-    provenance = features.table(tables.VISUAL_TABLE).provenance
+    provenance = features.table(catalog.VISUAL_TABLE).provenance
     assert provenance.source == "valor-release"
     assert provenance.extras["sha256"] == result.archives[str(release.clip_zip)]
 
-    valor = LabelStore(tmp_path).segments(tables.pseudo_label_table("valor")).read_videos(ids)
+    valor = LabelStore(tmp_path).segments(catalog.pseudo_label_table("valor")).read_videos(ids)
     np.testing.assert_array_equal(valor.audio, data.pseudo[:, 0])
     np.testing.assert_array_equal(valor.visual, data.pseudo[:, 1])
     weak = LabelStore(tmp_path).weak().read(ids)
     np.testing.assert_array_equal(weak.labels, data.weak)
-    assert result.missing_tables == [tables.VISUAL_ST_TABLE]
+    assert result.missing_tables == [catalog.VISUAL_ST_TABLE]
     recorded = releases_table(tmp_path).latest().to_pylist()
     assert [(row["archive"], f"sha256:{row['sha256']}", row["origin"]) for row in recorded] == [
         (path.name, result.archives[str(path)], str(path))
@@ -143,7 +140,7 @@ def test_a_fetch_of_a_release_with_one_changed_label_file_replaces_that_row(
         "staged-valor-visual": (0, 0, len(ids)),
         "staged-valor-audio": (0, 1, len(ids) - 1),
     }
-    valor = LabelStore(root).segments(tables.pseudo_label_table("valor")).read_videos(ids)
+    valor = LabelStore(root).segments(catalog.pseudo_label_table("valor")).read_videos(ids)
     np.testing.assert_array_equal(valor.audio, audio)
     np.testing.assert_array_equal(valor.visual, data.pseudo[:, 1])
 
@@ -260,7 +257,7 @@ def test_a_damaged_archive_imports_nothing_and_says_which_member(
         )
         clip = damaged_copy(deflated, tmp_path / "CLIP.zip", member, damage)
     root = tmp_path / "store"
-    config = ImportFeaturesConfig(preset="han-r2plus1d", labels=str(release.labels))
+    config = ImportFeaturesConfig(layout="han-r2plus1d", labels=str(release.labels))
     import_features(release.r2plus1d, root, config)
     before = store_info(str(root))
 
@@ -305,15 +302,15 @@ def test_import_features_reports_each_bad_file_once_and_imports_the_rest(
 ) -> None:
     folder = tmp_path / "r2plus1d_18"
     problems = write_feature_folder(folder, release)
-    config = ImportFeaturesConfig(preset="han-r2plus1d", labels=str(release.labels))
+    config = ImportFeaturesConfig(layout="han-r2plus1d", labels=str(release.labels))
     result = import_features(folder, tmp_path / "store", config)
     reasons = {Path(s.name).stem: s.reason for s in result.skipped}
     assert reasons.keys() == problems.keys()
     for video_id, words in problems.items():
         assert words in reasons[video_id]
     good = [v for v in release.data.video_ids.tolist() if v not in problems]
-    assert result.table == tables.VISUAL_ST_TABLE and result.imported == len(good)
-    stored = FeatureStore(tmp_path / "store").table(tables.VISUAL_ST_TABLE).read_videos(good)
+    assert result.table == catalog.VISUAL_ST_TABLE and result.imported == len(good)
+    stored = FeatureStore(tmp_path / "store").table(catalog.VISUAL_ST_TABLE).read_videos(good)
     expected = release.data.visual_st[[release.data.video_ids.tolist().index(v) for v in good]]
     np.testing.assert_array_equal(stored.features, expected.astype(np.float32))
 
@@ -323,7 +320,7 @@ def test_import_features_reports_each_bad_file_once_and_imports_the_rest(
     cli = CliRunner().invoke(
         app,
         ["import-features", str(folder), "--store", str(tmp_path / "store")]
-        + ["--preset", "han-r2plus1d", "--labels", str(release.labels)],
+        + ["--layout", "han-r2plus1d", "--labels", str(release.labels)],
     )
     assert cli.exit_code == 1
     assert sum(line.startswith("skipped ") for line in cli.output.splitlines()) == len(problems)
@@ -358,12 +355,18 @@ def test_a_tiny_npy_whose_header_declares_gigabytes_is_skipped_by_name(
     assert "huge: 0 videos imported" in cli.output
 
 
-def test_import_features_needs_a_preset_or_a_table_and_shape() -> None:
-    with pytest.raises(ValueError, match="give a preset"):
+def test_import_features_needs_a_layout_or_a_table_and_shape() -> None:
+    with pytest.raises(ValueError, match="give a layout"):
         ImportFeaturesConfig(table="vggish")
     assert ImportFeaturesConfig(table="mine", shape=(10, 128)).shape == (10, 128)
     with pytest.raises(ValueError, match="has shape 10 x 512"):
-        ImportFeaturesConfig(preset="han-r2plus1d", shape=(10, 128))
+        ImportFeaturesConfig(layout="han-r2plus1d", shape=(10, 128))
+
+
+def test_the_old_preset_key_still_names_a_layout_with_a_warning() -> None:
+    with pytest.warns(FutureWarning, match="'preset' is now 'layout'"):
+        config = ImportFeaturesConfig(preset="han-r2plus1d")
+    assert (config.layout, config.table) == ("han-r2plus1d", "r2plus1d-18")
 
 
 def test_label_folders_of_one_modality_wait_for_the_other_one(
@@ -428,11 +431,11 @@ def test_fetch_then_import_r2plus1d_then_train_evaluate_and_score_the_labels(
         + ["--from-zip", str(release.clap_zip), "--labels", str(release.labels)],
     )
     assert fetched.exit_code == 0, fetched.output
-    assert "--preset han-r2plus1d" in fetched.output
+    assert "--layout han-r2plus1d" in fetched.output
     imported = runner.invoke(
         app,
         ["import-features", str(release.r2plus1d), "--store", str(root)]
-        + ["--preset", "han-r2plus1d", "--labels", str(release.labels)],
+        + ["--layout", "han-r2plus1d", "--labels", str(release.labels)],
     )
     assert imported.exit_code == 0, imported.output
 
@@ -485,7 +488,7 @@ def test_fetch_over_http_resumes_a_cut_download_and_a_second_fetch_does_no_work(
         assert server.log[-1].range == f"bytes={kept}-" and server.log[-1].status == 206
         assert [d["resumed_from"] for d in result.downloads] == [None, kept]
         assert result.features[1].imported == len(release.data.video_ids)
-        stored = FeatureStore(tmp_path / "store").table(tables.AUDIO_MAP_TABLE)
+        stored = FeatureStore(tmp_path / "store").table(catalog.AUDIO_MAP_TABLE)
         np.testing.assert_array_equal(
             stored.read_videos(release.data.video_ids).features,
             release.data.audio_map.astype(np.float32),
@@ -549,5 +552,5 @@ def test_fetch_with_no_features_imports_only_the_pseudo_labels(
     )
     assert cli.exit_code == 0, cli.output
     assert FeatureStore(tmp_path).table_names() == []
-    valor = LabelStore(tmp_path).segments(tables.pseudo_label_table("valor"))
+    valor = LabelStore(tmp_path).segments(catalog.pseudo_label_table("valor"))
     assert sorted(valor.video_ids()) == sorted(release.data.video_ids.tolist())

@@ -21,8 +21,9 @@ from avvp.model.mmcse import MMCSE, forward_internals
 from avvp.pipeline.dataset import load_split
 from avvp.pipeline.evaluate import EvaluateConfig, RunEvaluation, evaluate_run
 from avvp.pipeline.infer import load_run
+from avvp.pipeline.reports.page import coverage_html
 from avvp.pipeline.reports.plots import TimelineEvent, plot_timeline, timeline_bars
-from avvp.pipeline.reports.report import ReportConfig, ReportResult, coverage_html, write_report
+from avvp.pipeline.reports.report import ReportConfig, ReportResult, write_report
 from avvp.pipeline.synthetic.features import SyntheticLLPConfig, write_synthetic_llp
 from avvp.pipeline.train import train
 

@@ -17,7 +17,7 @@ from prefect_server import (
     wait_for_deployment,
 )
 
-from avvp.pipeline import tables
+from avvp.pipeline import catalog
 from avvp.pipeline.chain import ExtractAndTrainSummary, summaries_folder
 from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.storage import FeatureStore, LabelStore
@@ -54,7 +54,7 @@ def test_the_served_deployment_runs_the_chain_and_reruns_do_only_new_work(
         "videos": str(clips / "videos"),
         "labels": str(clips),
         "store": str(store),
-        "preset": "tiny",
+        "extractor_size": "tiny",
         "pseudo_labels": "dense",
         "epochs": 2,
     }
@@ -76,7 +76,7 @@ def test_the_served_deployment_runs_the_chain_and_reruns_do_only_new_work(
                 return set(summary.ran())
 
             first = run()
-            clip_rows = FeatureStore(store).table(tables.VISUAL_TABLE).video_ids()
+            clip_rows = FeatureStore(store).table(catalog.VISUAL_TABLE).video_ids()
             assert len(clip_rows) == 8 and first.outcome("extract").units == 1  # one shard
             assert first.pseudo_labels.source == "dense"
             assert LabelStore(store).segments("segment-dense").video_ids()

@@ -10,13 +10,12 @@ import pytest
 
 from avvp.model.classes import LLP_CLASSES, NUM_CLASSES
 from avvp.pipeline.sources.decode import decode_video
+from avvp.pipeline.sources.dense_events import PLANTED_EVENTS_FILE, planted_dense_labels
 from avvp.pipeline.sources.llp import LLPAnnotations, llp_video_ids
 from avvp.pipeline.sources.videos import video_id_for
 from avvp.pipeline.synthetic.clips import (
-    PLANTED_EVENTS_FILE,
     PlantedEvent,
     encode_clip,
-    planted_dense_labels,
     render_audio,
     render_frames,
     write_synthetic_clips,

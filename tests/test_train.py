@@ -194,7 +194,7 @@ def test_warmup_then_cosine_schedule_rises_then_decays_to_the_floor() -> None:
     assert values[-1] * optim.lr == pytest.approx(3e-6)
 
 
-def test_official_preset_uses_step_decay_and_the_official_betas() -> None:
+def test_official_recipe_uses_step_decay_and_the_official_betas() -> None:
     config = load_train_config("official")
     assert config.optim.schedule == "step" and config.optim.lr == 1e-4
     factor = learning_rate_factor(config.optim, config.epochs)
@@ -202,7 +202,7 @@ def test_official_preset_uses_step_decay_and_the_official_betas() -> None:
     assert config.optim.betas == (0.5, 0.999)
 
 
-def test_config_file_and_overrides_are_applied_over_the_preset(tmp_path: Path) -> None:
+def test_config_file_and_overrides_are_applied_over_the_recipe(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text('model = "valor-clapclip"\nepochs = 5\n[optim]\nlr = 0.001\n')
     config = load_train_config("paper", path, {"epochs": 7})

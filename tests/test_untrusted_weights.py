@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from avvp.extractors import RandomInit, create_extractor
 from avvp.extractors.base import WeightsFileError, is_torchscript, load_tensor_file
 from avvp.extractors.clip import _openai_state_dict
-from avvp.pipeline import tables
+from avvp.pipeline import catalog
 from avvp.pipeline.cli.app import app
 from avvp.pipeline.sources.checkpoints import import_checkpoint, load_checkpoint, read_checkpoint
 from avvp.pipeline.synthetic.features import SyntheticLLPConfig, write_synthetic_llp
@@ -181,7 +181,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     also holds the CLAP segment table `pseudo-labels generate` reads."""
     store = tmp_path_factory.mktemp("store")
     write_synthetic_llp(str(store), SyntheticLLPConfig(n_train=32, n_val=8, n_test=8, seed=2))
-    FeatureStore(str(store)).table(tables.AUDIO_SEGMENT_TABLE).write(
+    FeatureStore(str(store)).table(catalog.AUDIO_SEGMENT_TABLE).write(
         ["syn00000000"],
         np.array([0]),
         np.zeros((1, 10, 512), np.float16),
@@ -307,9 +307,9 @@ def paper_run(trained: tuple[Path, Path], tmp_path_factory: pytest.TempPathFacto
     store = tmp_path_factory.mktemp("paper-store")
     features = FeatureStore(str(store))
     for table, source, shape in (
-        (tables.AUDIO_MAP_TABLE, "clap", (64, 768)),
-        (tables.VISUAL_TABLE, "clip", (10, 768)),
-        (tables.VISUAL_ST_TABLE, "r2plus1d", (10, 512)),
+        (catalog.AUDIO_MAP_TABLE, "clap", (64, 768)),
+        (catalog.VISUAL_TABLE, "clip", (10, 768)),
+        (catalog.VISUAL_ST_TABLE, "r2plus1d", (10, 512)),
     ):
         provenance = Provenance(source=source, version="1", extras={"preset": "paper"})
         features.table(table).write(

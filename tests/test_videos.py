@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from avvp.pipeline.extract import ExtractConfig, build_extractors, extract_videos, plan_extraction
+from avvp.pipeline.embedding import build_extractors
+from avvp.pipeline.extract import ExtractConfig, extract_videos, plan_extraction
 from avvp.pipeline.sources.llp import llp_video_ids
 from avvp.pipeline.sources.videos import find_videos, video_id_for
 from avvp.pipeline.synthetic.clips import write_synthetic_clips
@@ -63,7 +64,7 @@ def users_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-TINY = ExtractConfig(extractors=["clip"], preset="tiny", device="cpu", workers=0)
+TINY = ExtractConfig(extractors=["clip"], size="tiny", device="cpu", workers=0)
 USER_IDS = ["cam1/clip", "cam2/clip", "cat_and_dog_15_25", "cat_and_dog_5_15", "BjCEufrlXm4"]
 
 
@@ -145,5 +146,5 @@ def test_shard_keys_follow_the_videos_and_the_output_settings(
 def test_extractors_are_built_once_per_process() -> None:
     first, second = build_extractors(TINY), build_extractors(TINY)
     assert first[0] is second[0]
-    other_preset = build_extractors(TINY.model_copy(update={"extractors": ["r2plus1d"]}))
-    assert other_preset[0] is not first[0]
+    other_size = build_extractors(TINY.model_copy(update={"extractors": ["r2plus1d"]}))
+    assert other_size[0] is not first[0]

@@ -4,8 +4,8 @@ runner that walks them (DESIGN.md, "Layout").
 - `stage`: what every stage declares (`Stage`: name, config model, `plan` with its key
   and units, `run`, `finish`, summary), `Reporter` (progress in counts, rate and time
   left) and the stamps by which the store tells which outputs it holds.
-- `stages`: today's stage functions as stages (labels, extract, pseudo-labels, train,
-  evaluate, report, parse), and `STAGES` by name.
+- `stages`: today's stage functions as stages, and `STAGES` by name: here extract and
+  parse; in `train_stages` labels, pseudo-labels, train, evaluate and report.
 - `graph`: the chains `EXTRACT_AND_TRAIN` and `PARSE_FOLDER`, their parameters
   (`ChainConfig`, `ParseFolderConfig`) and how these resolve into each stage's config.
 - `summary`: the typed summaries of a chain's run, written into the store.

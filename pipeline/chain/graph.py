@@ -39,21 +39,20 @@ from ..extract import DEFAULT_EXTRACTORS, ExtractConfig
 from ..infer import load_run
 from ..parse import ParseConfig, parse_extract_config
 from ..pseudo_labels import GenerateConfig
-from ..release import FetchConfig
 from ..reports.report import ReportConfig
+from ..sources.config_files import renamed_key
 from ..train_config import TrainConfig
+from ..valor import FetchConfig
 from .stage import Stage
-from .stages import (
-    STAGES,
+from .stages import STAGES, ExtractInput, ParseInput
+from .summary import ChainSummary, ExtractAndTrainSummary, ParseFolderSummary
+from .train_stages import (
     EvaluateInput,
-    ExtractInput,
     LabelsInput,
-    ParseInput,
     PseudoLabelMethod,
     PseudoLabelsInput,
     ReportInput,
 )
-from .summary import ChainSummary, ExtractAndTrainSummary, ParseFolderSummary
 
 DEFAULT_STORE = "./avvp-data"
 DEFAULT_PARSE_OUT = "./avvp-parsed"
@@ -111,11 +110,15 @@ class ChainConfig(BaseModel):
         None, description="folder of LLP-format annotation files (default: the vendored LLP)"
     )
     store: str = DEFAULT_STORE
-    preset: Literal["paper", "tiny"] = "paper"
+    extractor_size: Literal["paper", "tiny"] = Field(
+        "paper", description="the extractors' sizes: paper (released weights) or tiny"
+    )
     pseudo_labels: str = "valor"
     model: str = "mmcse"
     epochs: int | None = Field(None, ge=1)
     config: StageSettings = Field(default_factory=StageSettings)
+
+    _old_names = renamed_key("preset", "extractor_size")
 
     def pseudo_label_method(self) -> PseudoLabelMethod:
         method = self.config.pseudo_labels.method
@@ -133,7 +136,7 @@ class ChainConfig(BaseModel):
         return LabelsInput(folder=self.labels, import_files=self.config.import_labels)
 
     def extract_config(self) -> ExtractConfig:
-        settings: dict[str, Any] = {"preset": self.preset, "labels": self.labels}
+        settings: dict[str, Any] = {"size": self.extractor_size, "labels": self.labels}
         if self.pseudo_label_method() == "generate":
             settings["extractors"] = [*DEFAULT_EXTRACTORS, SEGMENT_EXTRACTOR]
         return ExtractConfig.model_validate({**settings, **self.config.extract})
@@ -152,7 +155,7 @@ class ChainConfig(BaseModel):
                 "clip": extract.weights.get("clip"),
                 "clap": extract.weights.get(SEGMENT_EXTRACTOR) or extract.weights.get("clap"),
             }
-            defaults: dict[str, Any] = {"preset": extract.preset, "device": extract.device}
+            defaults: dict[str, Any] = {"size": extract.size, "device": extract.device}
             defaults["weights"] = {name: path for name, path in weights.items() if path}
             generate = GenerateConfig.model_validate({**defaults, **settings.generate})
         return PseudoLabelsInput(

@@ -37,13 +37,14 @@ from pydantic import BaseModel, Field
 
 from ...storage import FeatureStore, LabelStore, RunDir
 from ...storage.failures import Failure
-from ...storage.table import open_root
+from ...storage.location import open_root
 from ..code_version import code_version
 from ..dataset import resolve_device
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=BaseModel)
 STAMPS_FOLDER = "stages"
+STAMP = "stage.json"  # the stamp beside files a stage writes outside the tables
 Level = Literal["info", "warning"]
 
 

@@ -17,13 +17,13 @@ from pydantic import BaseModel, Field
 
 from ...storage import RunDir
 from ...storage.failures import Failure
-from ...storage.table import open_root
+from ...storage.location import open_root
 from ..evaluate import METRIC_KEYS
 from ..extract import ExtractSummary
 from ..parse import ParseResult
 from ..reports.report import ReportResult
 from ..train import TrainResult
-from .stages import (
+from .train_stages import (
     Evaluations,
     LabelsResult,
     PseudoLabelsResult,

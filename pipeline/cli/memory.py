@@ -3,7 +3,7 @@
 glibc gives each thread that allocates its own heap ("arena"). Torch's OpenMP threads
 and the decoders' threads allocate and free in different threads, and memory freed
 into one arena is not reused by another, so a CPU extraction holds more than it uses.
-Measured here (`avvp extract --preset tiny --device cpu` on 320 x 240 videos, 2 cores):
+Measured here (`avvp extract --size tiny --device cpu` on 320 x 240 videos, 2 cores):
 peaks of 1,388 and 1,478 MiB for 2 and 20 minutes with one arena, 1,486 and 1,501 with
 glibc's default arenas, at the same speed. (Memory no longer grows with a video's
 length either way: that came from decord decoding ahead, see avvp.pipeline.sources.decode.)

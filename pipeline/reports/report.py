@@ -7,7 +7,7 @@ Written into `<store>/runs/<id>/report/`:
   figure split (test by default), as in Fig. 3 of the MM-CSE paper, and the events
   drawn in `timelines.json`;
 - MM-CSE only, `co_occurrence_av.png` / `.npy`: the learned audio-to-visual
-  co-occurrence map, as in Fig. 4 (see `co_occurrence_and_class_features`);
+  co-occurrence map, as in Fig. 4 (see `internals.co_occurrence_and_class_features`);
 - MM-CSE only, `tsne_audio.png` / `tsne_visual.png` (and `.npz` with the points): t-SNE
   of the CAFD class features of true (segment, class) pairs, as in Fig. 5;
 - `report.html`: the metrics tables, every figure with its caption (images embedded as
@@ -16,17 +16,18 @@ Written into `<store>/runs/<id>/report/`:
 For a network without SECM attention or CAFD class features (the `valor` baseline, or
 an MM-CSE ablation without them) those figures are skipped, with a note on the page and
 in `ReportResult.notes`.
+
+Here: what the report gathers (metrics, timelines, the figures of MM-CSE's internals)
+and where it writes it; the page itself is written by `page.py`, and what MM-CSE holds
+is read out by `internals.py`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 import re
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...contract import SEGMENT_SECONDS, SEGMENTS_PER_WINDOW
 from ...model.classes import LLP_CLASSES
 from ...model.events import segment_events
-from ...model.metrics import METRIC_KEYS, binarize_predictions
-from ...model.mmcse import MMCSE, forward_internals
+from ...model.metrics import binarize_predictions
+from ...model.mmcse import MMCSE
 from ...storage import RunDir
 from ..dataset import SplitTensors, load_split
 from ..evaluate import EvaluateConfig, RunEvaluation, evaluate_run
 from ..infer import LoadedRun, load_run, predict
+from .internals import co_occurrence_and_class_features, embed_tsne
+from .page import ReportFigure, report_html
 from .plots import (
     TRACKS,
     TimelineEvent,
@@ -59,7 +62,6 @@ CO_OCCURRENCE_NAME = "co_occurrence_av"
 # timeline videos, a model without SECM): removed so the folder shows this report only.
 _OWN_PREFIXES = ("timeline_", "tsne_", CO_OCCURRENCE_NAME)
 MIN_TSNE_POINTS = 5  # t-SNE needs a perplexity below the number of points
-MAX_PERPLEXITY = 30.0  # scikit-learn's default
 
 
 class ReportConfig(BaseModel):
@@ -91,42 +93,6 @@ class ReportResult(BaseModel):
     files: list[str]  # every file written, relative to the run folder
     metrics: dict[str, dict[str, float]]  # split -> the eleven metrics
     notes: list[str] = Field(default_factory=list)
-
-
-@dataclass
-class ClassFeaturePoints:
-    """CAFD class features of sampled (segment, true class) pairs of one modality.
-
-    rows, segments: the window (row of the split) and segment of each point; labels: its
-    class index; features: (P, C). candidate_segments counts the segments with a true
-    event of this modality, sampled_segments those kept (at most the cap).
-    """
-
-    modality: str
-    rows: np.ndarray
-    segments: np.ndarray
-    labels: np.ndarray
-    features: np.ndarray
-    candidate_segments: int
-    sampled_segments: int
-
-
-@dataclass
-class ClassInternals:
-    """What the report reads inside MM-CSE for one split."""
-
-    co_occurrence: np.ndarray | None  # (K, K), None when the network has no cross SECM
-    videos: int  # videos averaged into co_occurrence
-    points: dict[str, ClassFeaturePoints]  # by modality; empty without CAFD
-
-
-@dataclass
-class ReportFigure:
-    """A PNG of the report with its caption."""
-
-    name: str
-    png: bytes
-    caption: str  # plain text, escaped when the page is written
 
 
 def write_report(run_url: str, config: ReportConfig | None = None) -> ReportResult:
@@ -166,7 +132,7 @@ def write_report(run_url: str, config: ReportConfig | None = None) -> ReportResu
             data_files.update(class_data)
             notes += class_notes
 
-    page = report_html(loaded, evaluations, figures, notes, config)
+    page = report_html(loaded, evaluations, figures, notes, config.figure_split)
     written: list[str] = []
     for name, data in [*((f.name, f.png) for f in figures), *data_files.items()]:
         folder.write_bytes(name, data)
@@ -295,119 +261,6 @@ def timeline_figures(
 # ---- inside MM-CSE: co-occurrence map and class features -------------------------------
 
 
-def sample_truth_segments(
-    split: SplitTensors, modality: int, cap: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(rows, segments) of at most `cap` valid segments with a true event of `modality`
-    (0 audio, 1 visual), drawn with `seed` and kept in split order; and how many there were."""
-    assert split.dense is not None
-    valid = split.valid_segments.cpu().numpy()
-    in_window = np.arange(split.dense.shape[2])[None, :] < valid[:, None]
-    rows, segments = np.nonzero(split.dense[:, modality].any(axis=-1) & in_window)
-    candidates = len(rows)
-    if candidates > cap:
-        kept = np.sort(np.random.default_rng(seed).choice(candidates, cap, replace=False))
-        rows, segments = rows[kept], segments[kept]
-    return rows, segments, candidates
-
-
-@torch.no_grad()
-def co_occurrence_and_class_features(
-    model: MMCSE,
-    split: SplitTensors,
-    max_segments: int,
-    seed: int,
-    batch_size: int = 256,
-) -> ClassInternals:
-    """The learned co-occurrence map and the class features of true classes of a split.
-
-    Co-occurrence: `map_av` of `forward_internals`, the head-averaged SECM attention
-    weights of the cross-modal path of the last FGSE layer, with the audio class
-    features as queries and the visual class features as keys and values (the map the
-    co-occurrence loss trains against audio x visual pseudo-label products); in eval
-    mode, so each row is a softmax (sums to 1). Averaged over the valid segments of each
-    video, then over the videos. None when the network has no cross-path SECM.
-
-    Class features: the CAFD class features (the tokens entering the first FGSE layer)
-    of each sampled segment (see `sample_truth_segments`) for each class in that
-    segment's dense truth of the same modality, one point per (segment, class).
-    Computed in float32, without autocast.
-    """
-    model.eval()
-    options = model.config.mmcse
-    want_map = options.secm and options.cross_path
-    n, num_classes = len(split), model.config.inputs.num_classes
-    valid = split.valid_segments
-    window_sums = np.zeros((n, num_classes, num_classes)) if want_map else None
-    window_counts = valid.cpu().numpy().astype(np.float64)
-
-    requests: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int, int]] = {}
-    if options.decoupling:
-        assert split.dense is not None
-        for index, modality in enumerate(TRACKS):
-            rows, segments, candidates = sample_truth_segments(split, index, max_segments, seed)
-            which, labels = np.nonzero(split.dense[rows, index, segments])
-            requests[modality] = (rows[which], segments[which], labels, candidates, len(rows))
-    features = {
-        modality: np.zeros((len(request[0]), model.config.class_dim), dtype=np.float32)
-        for modality, request in requests.items()
-    }
-
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        internals = forward_internals(
-            model, split.audio[start:stop], split.visual[start:stop], split.visual_st[start:stop]
-        )
-        if window_sums is not None:
-            attention = internals.co_occurrence["map_av"].float()  # (B, T, K, K)
-            steps = torch.arange(attention.shape[1], device=attention.device)
-            in_window = (steps[None, :] < valid[start:stop, None]).to(attention.dtype)
-            summed = (attention * in_window[..., None, None]).sum(dim=1)
-            window_sums[start:stop] = summed.cpu().numpy()
-        tokens = {
-            "audio": internals.audio_class_features,
-            "visual": internals.visual_class_features,
-        }
-        for modality, (rows, segments, labels, _, _) in requests.items():
-            here = np.flatnonzero((rows >= start) & (rows < stop))
-            if not len(here):
-                continue
-            device = tokens[modality].device
-            picked = tokens[modality][
-                torch.from_numpy(rows[here] - start).to(device),
-                torch.from_numpy(segments[here]).to(device),
-                torch.from_numpy(labels[here]).to(device),
-            ]
-            features[modality][here] = picked.float().cpu().numpy()
-
-    co_occurrence, videos = None, 0
-    if window_sums is not None:
-        _, video_of_row = np.unique(split.keys.video_ids.astype(str), return_inverse=True)
-        video_sums = np.zeros((video_of_row.max() + 1, num_classes, num_classes))
-        video_counts = np.zeros(video_of_row.max() + 1)
-        np.add.at(video_sums, video_of_row, window_sums)
-        np.add.at(video_counts, video_of_row, window_counts)
-        present = video_counts > 0
-        videos = int(present.sum())
-        co_occurrence = (video_sums[present] / video_counts[present, None, None]).mean(axis=0)
-    points = {
-        modality: ClassFeaturePoints(
-            modality, rows, segments, labels, features[modality], candidates, sampled
-        )
-        for modality, (rows, segments, labels, candidates, sampled) in requests.items()
-    }
-    return ClassInternals(co_occurrence, videos, points)
-
-
-def embed_tsne(features: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
-    """2-D t-SNE of (P, C) features (PCA init, fixed random_state) and its perplexity."""
-    from sklearn.manifold import TSNE  # imported here: heavy, and only reports need it
-
-    perplexity = min(MAX_PERPLEXITY, (len(features) - 1) / 3)
-    embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
-    return embedding.fit_transform(features.astype(np.float64)), perplexity
-
-
 def class_internals_figures(
     loaded: LoadedRun, split: SplitTensors, config: ReportConfig, scratch: Path
 ) -> tuple[list[ReportFigure], dict[str, bytes], list[str]]:
@@ -509,177 +362,6 @@ def class_internals_figures(
             segments=points.segments.astype(np.int64),
         )
     return figures, arrays, notes
-
-
-# ---- the page ----------------------------------------------------------------------------
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
-  max-width: 72em; padding: 0 1em; color: #222; line-height: 1.4; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em;
-  border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 0.6em 0; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.7em; }
-table.metrics td { text-align: right; font-variant-numeric: tabular-nums; }
-table.metrics th[scope=row], table.summary th { text-align: left; background: #f4f4f4; }
-caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: 0.3em; }
-figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-size: 0.92em; color: #444; max-width: 60em; }
-.note { background: #fff6d8; border-left: 4px solid #e0b000; padding: 0.4em 0.8em; }
-pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
-"""
-_LEVELS = (("Segment", "Seg"), ("Event", "Event"))
-_COLUMNS = (("A", "a"), ("V", "v"), ("AV", "av"), ("Type@AV", "type"), ("Event@AV", "event"))
-
-
-def metrics_table_html(evaluation: RunEvaluation) -> str:
-    """The eleven metrics of one split as an HTML table (each cell carries its key)."""
-    metrics = evaluation.metrics
-    if missing := [key for key in METRIC_KEYS if key not in metrics]:
-        raise ValueError(f"metrics of {evaluation.split} lack {', '.join(missing)}")
-    header = "".join(f"<th scope='col'>{name}</th>" for name, _ in _COLUMNS)
-    lines = [
-        f"<table class='metrics' id='metrics-{html.escape(evaluation.split)}'>",
-        f"<caption>{html.escape(evaluation.split)} split: annotations "
-        f"{html.escape(evaluation.annotations)}, filter {html.escape(evaluation.filter_rule)}"
-        "</caption>",
-        f"<tr><th></th>{header}<th scope='col'>Avg</th></tr>",
-    ]
-    for number, (level, prefix) in enumerate(_LEVELS):
-        cells = "".join(_metric_cell(metrics, f"{prefix}-{suffix}") for _, suffix in _COLUMNS)
-        average = _metric_cell(metrics, "Avg", " rowspan='2'") if number == 0 else ""
-        lines.append(f"<tr><th scope='row'>{level}</th>{cells}{average}</tr>")
-    lines.append("</table>")
-    return "\n".join(lines)
-
-
-def coverage_html(evaluation: RunEvaluation) -> str:
-    """The line under a split's metrics table: how many of its videos were scored."""
-    split = html.escape(evaluation.split)
-    line = (
-        f"<p class='coverage' id='coverage-{split}'>scored {evaluation.videos_scored} of "
-        f"{evaluation.videos_in_split} videos of the {split} split</p>"
-    )
-    if evaluation.warning:
-        line += f"\n<p class='note'>{html.escape(evaluation.warning)}</p>"
-    return line
-
-
-def _metric_cell(metrics: dict[str, float], key: str, extra: str = "") -> str:
-    return f"<td data-metric='{key}'{extra}>{metrics[key]:.2f}</td>"
-
-
-def report_html(
-    loaded: LoadedRun,
-    evaluations: dict[str, RunEvaluation],
-    figures: list[ReportFigure],
-    notes: list[str],
-    config: ReportConfig,
-) -> str:
-    """The self-contained page: summary, notes, metrics tables, figures, config."""
-    run = loaded.run
-    resolved = run.read_json("config.json")
-    summary = run.read_json("metrics.json") if run.exists("metrics.json") else {}
-    escape = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        "<html lang='en'><head><meta charset='utf-8'>",
-        f"<title>AVVP report: {escape(run.run_id)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>AVVP report: run <code>{escape(run.run_id)}</code></h1>",
-        "<h2>Run</h2>",
-        _summary_table(loaded, resolved, summary),
-    ]
-    if notes:
-        parts.append("<h2>Notes</h2>")
-        parts += [f"<p class='note'>{escape(note)}</p>" for note in notes]
-    parts.append("<h2>Metrics</h2>")
-    if evaluations:
-        parts.append(
-            "<p>The official AVVP metrics (percent, mean over videos): segment- and "
-            "event-level F-scores for audio, visual and audio-visual events, their mean "
-            "(Type@AV) and the pooled Event@AV; Avg is the mean of the ten.</p>"
-        )
-        for evaluation in evaluations.values():
-            parts += [metrics_table_html(evaluation), coverage_html(evaluation)]
-    else:
-        parts.append("<p class='note'>No split was evaluated.</p>")
-    parts.append(f"<h2>Figures ({escape(config.figure_split)} split)</h2>")
-    for figure in figures:
-        encoded = base64.b64encode(figure.png).decode("ascii")
-        parts.append(
-            f"<figure id='{escape(Path(figure.name).stem)}'>"
-            f"<img src='data:image/png;base64,{encoded}' alt='{escape(figure.name)}'>"
-            f"<figcaption><b>{escape(figure.name)}</b>. {escape(figure.caption)}</figcaption>"
-            "</figure>"
-        )
-    if not figures:
-        parts.append("<p class='note'>No figures.</p>")
-    parts += [
-        "<h2>Resolved configuration</h2>",
-        "<details><summary>config.json of the run</summary><pre>",
-        escape(json.dumps(resolved, indent=2, sort_keys=True)),
-        "</pre></details>",
-        "</body></html>",
-    ]
-    return "\n".join(parts) + "\n"
-
-
-def _summary_table(loaded: LoadedRun, resolved: dict[str, Any], summary: dict[str, Any]) -> str:
-    trained = loaded.config
-    network = loaded.model
-    model_config = getattr(network, "config", None)
-    parameters = sum(p.numel() for p in network.parameters())
-    rows: list[tuple[str, str]] = [
-        ("run id", loaded.run.run_id),
-        ("run folder", loaded.run.url),
-        ("model", f"{trained.model} ({type(network).__name__}, {parameters:,} parameters)"),
-    ]
-    if model_config is not None:
-        sizes = (
-            f"hidden {model_config.hidden_dim}, layers {model_config.num_layers}, heads "
-            f"{model_config.num_heads}, feed-forward {model_config.ffn_dim}, dropout "
-            f"{model_config.dropout:g}"
-        )
-        if isinstance(network, MMCSE):
-            sizes = f"{sizes}, class features {model_config.class_dim}"
-            switches = asdict(model_config.mmcse)
-            off = [name for name, enabled in switches.items() if not enabled]
-            rows.append(("MM-CSE parts", "all" if not off else f"without {', '.join(off)}"))
-        rows.append(("sizes", sizes))
-    optim = trained.optim
-    rows += [
-        (
-            "training",
-            f"{trained.epochs} epochs, batch {trained.batch_size}, lr {optim.lr:g}, "
-            f"weight decay {optim.weight_decay:g}, {optim.schedule} schedule, seed "
-            f"{trained.seed}, trained on {resolved.get('device', '?')}",
-        ),
-        (
-            "features",
-            f"{trained.data.audio_table}, {trained.data.visual_table}, "
-            f"{trained.data.visual_st_table}",
-        ),
-        (
-            "labels",
-            f"pseudo-labels {trained.data.pseudo_labels}, validation annotations "
-            f"{trained.data.annotations}",
-        ),
-        ("evaluation filter", trained.filter_resolved()),
-    ]
-    if summary:
-        metric = summary.get("selection_metric", "?")
-        value = summary.get("val", {}).get(metric)
-        chosen = f"epoch {summary.get('best_epoch')} of {trained.epochs}"
-        if value is not None:
-            chosen += f" (val {metric} {value:.2f})"
-        rows.append(("checkpoint", chosen))
-    rows.append(("avvp version", str(resolved.get("avvp_version", "?"))))
-    body = "".join(
-        f"<tr><th scope='row'>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
-        for name, value in rows
-    )
-    return f"<table class='summary'>{body}</table>"
 
 
 def _file_safe(name: str) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 Config = TypeVar("Config", bound=BaseModel)
 
@@ -20,7 +21,7 @@ def load_config(
     overrides: dict[str, Any] | None = None,
     base: dict[str, Any] | None = None,
 ) -> Config:
-    """`model` validated from `base` (a preset), then `file`, then `overrides`.
+    """`model` validated from `base` (a recipe's settings), then `file`, then `overrides`.
 
     Nested mappings merge key by key, so an override of one optimiser setting keeps
     the file's others. Unknown keys are refused by the models (extra="forbid").
@@ -67,3 +68,24 @@ def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def renamed_key(old: str, new: str) -> Any:
+    """A pydantic "before" validator that takes the deprecated config key `old` as `new`,
+    with a warning; kept for one release after a rename. In a model:
+    `_old_names = renamed_key("preset", "size")`."""
+
+    def rename(cls: type, data: Any) -> Any:
+        if isinstance(data, dict) and old in data:
+            if new in data:
+                raise ValueError(f"give {new!r} only: {old!r} is its deprecated name")
+            warnings.warn(
+                f"the config key {old!r} is now {new!r}; {old!r} will stop working in the "
+                "next release",
+                FutureWarning,
+                stacklevel=2,
+            )
+            data = {new if key == old else key: value for key, value in data.items()}
+        return data
+
+    return model_validator(mode="before")(rename)

@@ -12,10 +12,11 @@ which other files are present, and a `_<n>_<n>` tail is dropped only for LLP's i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from ...storage import Failure, VideoRecord
 from .llp import AnnotationError, youtube_id
 
 VIDEO_EXTENSIONS = frozenset(
@@ -123,3 +124,68 @@ def file_digest(path: str | Path) -> str:
         while chunk := stream.read(_DIGEST_CHUNK_BYTES):
             digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
+
+
+CONTENT_ID_HEX = 16  # 64 bits of the sha256: a collision among a store's files is unheard of
+
+
+class KeyedVideo(NamedTuple):
+    """An input file, the id it is known by, and the id its rows are stored under."""
+
+    path: Path
+    video_id: str  # the id of its name (videos.py)
+    key: str  # video_id, or the content id when the store keys videos by content
+    digest: str | None  # "sha256:<hex>" when already known
+
+
+def content_id(digest: str) -> str:
+    """The id a file's rows are stored under in a store keyed by content."""
+    return digest.removeprefix("sha256:")[:CONTENT_ID_HEX]
+
+
+def keyed_videos(
+    paths: Iterable[str | Path] | str | Path,
+    manifest: Mapping[str, VideoRecord],
+    llp_ids: frozenset[str],
+    by_content: bool,
+) -> list[KeyedVideo]:
+    """The video files of `paths` (`find_videos`, `llp_ids` the LLP ids known) with their
+    ids and stored ids. Keyed by content, a file's digest is read from the manifest when
+    its path, size and modification time match a record, and computed otherwise."""
+    found = find_videos([paths] if isinstance(paths, str | Path) else paths, llp_ids)
+    if not by_content:
+        return [KeyedVideo(video.path, video.video_id, video.video_id, None) for video in found]
+    known = {(r.path, r.size, r.mtime_ns): r.digest for r in manifest.values()}
+    keyed = []
+    for video in found:
+        stat = video.path.stat()
+        digest = known.get((str(video.path), stat.st_size, stat.st_mtime_ns))
+        digest = digest or file_digest(video.path)
+        keyed.append(KeyedVideo(video.path, video.video_id, content_id(digest), digest))
+    return keyed
+
+
+def split_duplicate_ids(
+    videos: Sequence[KeyedVideo], by_content: bool
+) -> tuple[list[KeyedVideo], list[Failure]]:
+    """(videos whose stored id is given by one file, failures for ids given by several).
+    Files of one content, in a store keyed by content, are one video: the first is kept."""
+    by_id: dict[str, list[KeyedVideo]] = {}
+    for video in videos:
+        by_id.setdefault(video.key, []).append(video)
+    if by_content:
+        return [group[0] for group in by_id.values()], []
+    unique = [group[0] for group in by_id.values() if len(group) == 1]
+    failures = [
+        Failure(
+            video_id,
+            str(video.path),
+            f"video id {video_id!r} is also the id of "
+            f"{', '.join(str(other.path) for other in group if other != video)}; rename or "
+            "leave out all but one of these files",
+        )
+        for video_id, group in by_id.items()
+        if len(group) > 1
+        for video in group
+    ]
+    return unique, failures

@@ -29,8 +29,8 @@ from typing import Literal
 import av
 import numpy as np
 
-from ...contract import SEGMENTS_PER_WINDOW
 from ...model.classes import LLP_CLASSES, NUM_CLASSES
+from ..sources.dense_events import write_planted_events
 from ..sources.llp import AUDIO_FILES, SPLIT_FILES, VISUAL_FILE
 
 CLIP_ID_PREFIX = "synclip"  # + 4 digits: 11 characters, like a YouTube id
@@ -109,42 +109,17 @@ def write_synthetic_clips(
     return paths
 
 
-PLANTED_EVENTS_FILE = "planted_events.csv"
-_PLANTED_HEADER = ("filename", "modality", "onset", "offset", "event_labels")
-
-
 def _write_planted_events(
     out_dir: Path, labelled: Sequence[tuple[str, str, Sequence[PlantedEvent]]]
 ) -> None:
-    rows = [
-        (filename, e.modality, e.onset, e.offset, LLP_CLASSES[e.class_index])
-        for filename, _, events in labelled
-        for e in events
-    ]
-    with (out_dir / PLANTED_EVENTS_FILE).open("w", encoding="utf-8", newline="") as stream:
-        csv.writer(stream, delimiter="\t", lineterminator="\n").writerows([_PLANTED_HEADER, *rows])
-
-
-def planted_dense_labels(
-    out_dir: str | Path, filenames: Sequence[str], num_segments: int = SEGMENTS_PER_WINDOW
-) -> np.ndarray:
-    """Segment truth (N, 2, T, 25) uint8 of clips from `planted_events.csv`, any split."""
-    path = Path(out_dir) / PLANTED_EVENTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no answer key; write the clips with write_synthetic_clips"
-        )
-    row_of = {name: i for i, name in enumerate(filenames)}
-    dense = np.zeros((len(filenames), 2, num_segments, NUM_CLASSES), dtype=np.uint8)
-    with path.open(encoding="utf-8", newline="") as stream:
-        reader = csv.reader(stream, delimiter="\t")
-        next(reader)
-        for filename, modality, onset, offset, label in reader:
-            if filename in row_of:
-                track = 0 if modality == "audio" else 1
-                k = LLP_CLASSES.index(label)
-                dense[row_of[filename], track, int(onset) : int(offset), k] = 1
-    return dense
+    write_planted_events(
+        out_dir,
+        (
+            (filename, e.modality, e.onset, e.offset, LLP_CLASSES[e.class_index])
+            for filename, _, events in labelled
+            for e in events
+        ),
+    )
 
 
 def plant_events(

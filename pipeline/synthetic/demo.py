@@ -4,7 +4,7 @@ From clips (the default): write small synthetic video files with planted audio a
 visual events (`avvp synth clips`) and their LLP-format labels, and noisy segment
 pseudo-labels from the planted events (standing in for VALOR's); then the
 extract-and-train chain, once per parser, imports the labels, extracts CLIP, R(2+1)D
-and CLAP features with the tiny presets into a local store, trains MM-CSE and the
+and CLAP features with tiny networks into a local store, trains MM-CSE and the
 VALOR baseline for a few epochs and scores the test split. From features
 (`source="features"`): the feature-level synthetic mini-LLP, on which the same chain
 has nothing to extract or import.
@@ -29,7 +29,7 @@ import torch
 from ...model.factory import create_model
 from ...model.metrics import segment_and_event_f1
 from ...storage import LabelStore, Provenance
-from .. import tables
+from .. import catalog
 from ..chain import (
     EXTRACT_AND_TRAIN,
     ChainConfig,
@@ -39,9 +39,10 @@ from ..chain import (
 from ..dataset import DataConfig, load_split, resolve_device
 from ..evaluate import score_split
 from ..infer import predict
+from ..sources.dense_events import planted_dense_labels
 from ..sources.llp import LLPAnnotations, youtube_id
 from ..train_config import ModelSize, TrainConfig
-from .clips import planted_dense_labels, write_synthetic_clips
+from .clips import write_synthetic_clips
 from .features import SyntheticLLPConfig, noisy_pseudo_labels, write_synthetic_llp
 
 DEMO_MODELS = {"MM-CSE": "mmcse-clapclip", "VALOR": "valor-clapclip"}
@@ -111,7 +112,7 @@ def write_demo_clips(root: str, n_clips: int, seed: int, say: Callable[[str], No
     weak = dense.max(axis=(1, 2))
     pseudo = noisy_pseudo_labels(dense, weak, 0.15, np.random.default_rng(seed))
     ids = [youtube_id(name) for name in filenames]
-    LabelStore(root).segments(tables.pseudo_label_table("synthetic")).write(
+    LabelStore(root).segments(catalog.pseudo_label_table("synthetic")).write(
         ids,
         np.zeros(len(ids), dtype=np.int32),
         pseudo[:, 0],
@@ -132,7 +133,7 @@ def demo_chain(
         videos=[] if folder is None else [str(folder / "videos")],
         labels=None if folder is None else str(folder),
         store=root,
-        preset="tiny",
+        extractor_size="tiny",
         pseudo_labels="synthetic",
         model=train_config.model,
         epochs=train_config.epochs,
@@ -183,7 +184,7 @@ def run_demo(
 
     weak = LabelStore(root).weak().read()
     test = weak.splits == "test"
-    dense_table = LabelStore(root).segments(tables.dense_table(data.annotations))
+    dense_table = LabelStore(root).segments(catalog.dense_table(data.annotations))
     dense = dense_table.read_videos(weak.video_ids[test])
     truth = np.stack([dense.audio, dense.visual], axis=1)
     pred = weak_label_broadcast(weak.labels[test], truth.shape[2])

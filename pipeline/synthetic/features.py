@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from ...model.classes import NUM_CLASSES
 from ...storage import FeatureStore, LabelStore, Provenance
-from .. import tables
+from .. import catalog
 
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = "1"
@@ -166,9 +166,9 @@ def write_synthetic_llp(root: str, config: SyntheticLLPConfig | None = None) -> 
 
     features = FeatureStore(root)
     for table, array in (
-        (tables.AUDIO_MAP_TABLE, data.audio_map),
-        (tables.VISUAL_TABLE, data.visual),
-        (tables.VISUAL_ST_TABLE, data.visual_st),
+        (catalog.AUDIO_MAP_TABLE, data.audio_map),
+        (catalog.VISUAL_TABLE, data.visual),
+        (catalog.VISUAL_ST_TABLE, data.visual_st),
     ):
         features.table(table).write(
             data.video_ids, windows, array, valid, has_audio, _feature_provenance(table, array, cfg)
@@ -181,11 +181,11 @@ def write_synthetic_llp(root: str, config: SyntheticLLPConfig | None = None) -> 
         extras={"config": cfg.model_dump(mode="json")},
     )
     labels.weak().write(data.video_ids, data.weak, data.splits, provenance)
-    labels.segments(tables.pseudo_label_table("synthetic")).write(
+    labels.segments(catalog.pseudo_label_table("synthetic")).write(
         data.video_ids, windows, data.pseudo[:, 0], data.pseudo[:, 1], provenance
     )
     evaluated = data.splits != "train"
-    labels.segments(tables.dense_table("synthetic")).write(
+    labels.segments(catalog.dense_table("synthetic")).write(
         data.video_ids[evaluated],
         windows[evaluated],
         data.dense[evaluated, 0],

@@ -1,0 +1,135 @@
+"""`avvp extract`: decode videos and store their features."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .options import (
+    DEFAULT_ROOT,
+    DeviceOverride,
+    OldPreset,
+    RetryFailed,
+    StoreRoot,
+    given,
+    parse_weights,
+    renamed,
+)
+from .output import EXIT_SOME_FAILED, console, err_console, user_errors
+
+
+@user_errors
+def extract(
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH...", help="Video files and/or folders.")
+    ],
+    store: StoreRoot = DEFAULT_ROOT,
+    config: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="TOML/YAML/JSON file of ExtractConfig settings."),
+    ] = None,
+    extractors: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAMES",
+            help="Comma-separated: clip, r2plus1d, clap, clap-segments \\[default: "
+            "clip,r2plus1d,clap].",
+        ),
+    ] = None,
+    size: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SIZE", help="paper (real weights, the default) or tiny (random, tests)."
+        ),
+    ] = None,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=PATH",
+            help="A weight file for one extractor, e.g. clip=ViT-L-14.pt (repeat per "
+            "extractor; default: the library's cache).",
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="LLP-format label folder whose YouTube ids name LLP files (default: the "
+            "vendored LLP).",
+        ),
+    ] = None,
+    device: DeviceOverride = None,
+    batch_size: Annotated[
+        int | None, typer.Option(metavar="N", help="Windows per forward pass \\[default: 16].")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(metavar="N", help="Decoding processes (default: up to 8).")
+    ] = None,
+    retry_failed: RetryFailed = False,
+    preset: OldPreset = None,
+) -> None:
+    """Decode videos at 8 FPS and store CLIP, R(2+1)D and CLAP features of missing windows."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from ..extract import ExtractConfig, extract_videos
+    from ..sources.config_files import load_config
+
+    names = [name.strip() for name in extractors.split(",") if name.strip()] if extractors else None
+    overrides = given(
+        extractors=names,
+        size=renamed(size, preset, "--size"),
+        weights=parse_weights(weights) if weights else None,
+        labels=str(labels) if labels else None,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        retry_failed=retry_failed or None,
+    )
+    extract_config = load_config(ExtractConfig, config, overrides)
+    columns = (
+        TextColumn("extracting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+    )
+    with Progress(*columns, console=err_console, disable=not err_console.is_terminal) as progress:
+        task = progress.add_task("extract", total=None, rate="")
+        started = time.perf_counter()
+
+        def on_progress(update: Any) -> None:
+            rate = update.done / max(time.perf_counter() - started, 1e-9)
+            progress.update(
+                task, completed=update.done, total=update.total, rate=f"{rate:.2f} videos/s"
+            )
+            # Each file's problem is printed once, here, as it happens.
+            if update.status == "failed":
+                progress.console.print(
+                    f"[red]failed[/] {update.path}: {update.reason}",
+                    highlight=False,
+                )
+            elif update.warning:
+                progress.console.print(
+                    f"[yellow]warning[/] {update.path}: {update.warning}",
+                    highlight=False,
+                )
+
+        summary = extract_videos(paths, store, extract_config, on_progress=on_progress)
+    warned = f", {len(summary.warnings)} with warnings" if summary.warnings else ""
+    console.print(
+        f"{summary.videos_found} videos: {summary.videos_extracted} extracted{warned}, "
+        f"{summary.videos_skipped} already stored, {len(summary.failures)} failed "
+        f"({summary.seconds:.1f} s, {summary.videos_per_second:.2f} videos/s)"
+    )
+    for table, rows in summary.windows_written.items():
+        console.print(f"  {table}: {rows} windows written")
+    if summary.failures:
+        console.print(
+            f"the failed files are listed above and in {store}/failures/extract/ (its "
+            "`detail` column has the decoders' own words); re-encode or replace them, e.g. "
+            "`ffmpeg -i FILE -c:v libx264 -c:a aac FILE.mp4`, and run this again (a file "
+            "that failed is skipped while it is unchanged; --retry-failed tries it again)"
+        )
+        raise typer.Exit(EXIT_SOME_FAILED)

@@ -1,0 +1,394 @@
+"""The inner loop of extraction: a shard's windows decoded and preprocessed in loader
+workers (`ShardWindows`), embedded in batches of a measured size (`BatchSizer`), and
+written per whole video, one part per flush (`TableWriter`). The stage around it,
+planning and shards, is `avvp.pipeline.extract`.
+
+How a shard works: DataLoader worker processes (`config.workers`; 0 decodes in this
+process, as Dask's daemonic workers need) each take some of its videos, decode them
+one 10-s window at a time (`open_video`) and run every extractor's `transform` on the
+windows its table lacks, yielding one item per window and a closing item per video
+(its facts, or why it failed). The main process embeds full batches of windows of any
+videos on the device and writes a table's rows as one part once `flush_windows` rows
+of finished videos have gathered (and at the end), always whole videos: a video fails
+as a whole (its rows are dropped) and is found complete or absent in each table. Memory
+holds a few windows' network inputs per worker (frames no larger than the decoder's
+960 x 480, see `avvp.pipeline.sources.decode`) and the embedded rows of the videos in flight,
+in the tables' dtype: 123 kB a window with the default extractors in float16, 15 MB
+for a 20-minute video.
+
+A video without an audio track decodes to zero audio of the right length: the CLAP
+tables hold the features of that silence, and every table stores `has_audio` False for
+its windows, so later stages can tell it from a real silent track.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..contract import FPS, WINDOW_SECONDS
+from ..extractors import FeatureExtractor, WindowInput
+from ..storage import (
+    Failure,
+    FeatureStore,
+    FeatureTable,
+    Provenance,
+    ProvenanceMismatchError,
+    VideoRecord,
+)
+from ..storage.failures import WorkMarkers
+from . import catalog
+from .sources.decode import DecodeError, Window, open_video
+
+if TYPE_CHECKING:
+    from .extract import ExtractConfig
+
+
+def feature_provenance(extractor: FeatureExtractor, dtype: str = "float16") -> Provenance:
+    """The provenance of the rows `extractor` writes: backbone, weights, input settings."""
+    return Provenance(
+        source=extractor.name,
+        version=extractor.version,
+        weights=extractor.weights_identity,
+        fps=extractor.input.fps,
+        sample_rate=extractor.input.sample_rate,
+        dtype=dtype,
+        shape=extractor.output_shape,
+        # "preset" is the stored key of the extractors' size (existing stores' contract).
+        extras={"preset": extractor.size, "window_seconds": WINDOW_SECONDS},
+    )
+
+
+def window_input(window: Window, spec: WindowInput) -> np.ndarray:
+    """What an extractor with input `spec` is given of `window`: its frames or its audio."""
+    return window.frames if spec.kind == "frames" else window.audio[spec.sample_rate]
+
+
+class WindowItem(NamedTuple):
+    """One window's network inputs, for the extractors whose tables lack it."""
+
+    video_id: str
+    window: int
+    valid_segments: int
+    has_audio: bool
+    inputs: dict[str, torch.Tensor]  # extractor name -> preprocessed window
+
+
+class _Row(NamedTuple):
+    """Where one embedded window goes: its key and per-window columns."""
+
+    video_id: str
+    window: int
+    valid_segments: int
+    has_audio: bool
+
+
+class VideoEnd(NamedTuple):
+    """The last item of a video: its manifest record, or why it failed."""
+
+    video_id: str
+    record: VideoRecord | None
+    failure: Failure | None
+    warning: str = ""
+
+
+class ShardWindows(IterableDataset):
+    """The windows of a shard's videos, decoded and preprocessed, video after video.
+
+    Each loader worker takes every n-th video. Holds only the extractors' transforms and
+    input specs, so workers receive no network. The process decoding a video marks it in
+    `markers` while it does (module docstring, failed files).
+    """
+
+    def __init__(
+        self,
+        videos: Sequence[PendingVideo],
+        specs: Mapping[str, tuple[WindowInput, Callable[[Any], torch.Tensor]]],
+        markers: WorkMarkers,
+    ) -> None:
+        self.videos, self.specs, self.markers = list(videos), dict(specs), markers
+        inputs = [spec for spec, _ in self.specs.values()]
+        self.fps = next((spec.fps for spec in inputs if spec.fps is not None), FPS)
+        self.sample_rates = sorted({spec.sample_rate for spec in inputs} - {None})
+
+    def __iter__(self) -> Iterator[WindowItem | VideoEnd]:
+        worker = get_worker_info()
+        mine = self.videos if worker is None else self.videos[worker.id :: worker.num_workers]
+        for pending in mine:
+            marker = self.markers.start(pending.video_id, pending.path, pending.digest)
+            try:
+                yield from self._video(pending)
+            finally:  # also when the loader stops early: only a killed process keeps it
+                self.markers.finish(marker)
+
+    def _video(self, pending: PendingVideo) -> Iterator[WindowItem | VideoEnd]:
+        try:
+            with open_video(pending.path, fps=self.fps, sample_rates=self.sample_rates) as stream:
+                info = stream.info
+                for window in stream.windows():
+                    inputs = {
+                        name: transform(window_input(window, spec))
+                        for name, (spec, transform) in self.specs.items()
+                        if window.index not in pending.stored[name]
+                    }
+                    if inputs:
+                        yield WindowItem(
+                            pending.video_id,
+                            window.index,
+                            window.valid_segments,
+                            window.has_audio,
+                            inputs,
+                        )
+                backend = stream.backend
+        except DecodeError as error:
+            yield _failed(pending, error.reason, error.detail)
+            return
+        except Exception as error:  # any preprocessing error fails this video only
+            yield _failed(
+                pending,
+                "its frames or audio could not be prepared for the extractors",
+                f"{type(error).__name__}: {error}",
+            )
+            return
+        record = VideoRecord(
+            pending.video_id,
+            pending.path,
+            pending.size,
+            pending.mtime_ns,
+            pending.digest,
+            info.duration,
+            info.has_audio,
+            info.windows,
+            backend,
+        )
+        yield VideoEnd(pending.video_id, record, None, info.cut_short or "")
+
+
+def _failed(pending: PendingVideo, reason: str, detail: str) -> VideoEnd:
+    failure = Failure(pending.video_id, pending.path, reason, detail, pending.digest)
+    return VideoEnd(pending.video_id, None, failure)
+
+
+def as_is(item: Any) -> Any:
+    # The loader's default conversion would rebuild the tuples field by field.
+    return item
+
+
+class BatchSizer:
+    """Windows per embed call: a fixed size, or "auto": the size doubles from one window
+    while the time per window keeps falling, then stays at the fastest size seen.
+
+    Why measure: on a GPU larger batches are faster per window up to the memory; on a
+    CPU the tiny networks run fastest one window at a time (their activations fall out
+    of cache), while CLAP still gains from batching. The first call of each size may
+    include warm-up costs, so size one is timed twice.
+    """
+
+    LIMIT = 16  # more windows per call add memory and, on a CPU, little speed
+
+    def __init__(self, setting: int | str) -> None:
+        self.fixed = None if setting == "auto" else int(setting)
+        self._trials: list[int] = [1, 1]
+        self._per_window: dict[int, float] = {}
+
+    @property
+    def size(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        return self._trials[0] if self._trials else self._best()
+
+    def record(self, size: int, seconds: float) -> None:
+        """Time taken by one embed call of `size` windows."""
+        if self.fixed is not None or not self._trials or size != self._trials[0]:
+            return
+        self._trials.pop(0)
+        self._per_window[size] = seconds / size
+        if self._trials:
+            return
+        # A size no faster per window than the best one so far ends the search.
+        still_faster = self._per_window[size] <= self._per_window[self._best()]
+        if still_faster and size * 2 <= self.LIMIT:
+            self._trials.append(size * 2)
+
+    def _best(self) -> int:
+        return min(self._per_window, key=self._per_window.get)
+
+
+# One "auto" sizer per built extractor, so that the size found by one shard serves the
+# next shards of the process instead of being searched for again.
+_SIZERS: weakref.WeakKeyDictionary[FeatureExtractor, BatchSizer] = weakref.WeakKeyDictionary()
+
+
+def _batch_sizer(extractor: FeatureExtractor, setting: int | str) -> BatchSizer:
+    if setting != "auto":
+        return BatchSizer(setting)  # a fixed size has nothing to remember
+    return _SIZERS.setdefault(extractor, BatchSizer(setting))
+
+
+class TableWriter:
+    """One extractor's queue of windows to embed and its embedded rows, per video, until
+    a whole video's rows can be written."""
+
+    def __init__(
+        self, extractor: FeatureExtractor, table: FeatureTable, dtype: str, batch_size: int | str
+    ) -> None:
+        self.extractor, self.table = extractor, table
+        self.batch = _batch_sizer(extractor, batch_size)
+        self.name = extractor.name
+        self.table_name = table_of_extractor(extractor.name)
+        self.provenance = feature_provenance(extractor, dtype)
+        # Windows not embedded yet, oldest first: only this extractor's input is kept, so a
+        # long queue here does not hold the other extractors' inputs alive.
+        self._queue: list[tuple[_Row, torch.Tensor]] = []
+        self._rows: dict[str, list[tuple[_Row, np.ndarray]]] = {}  # embedded, per video
+        self._ready: list[str] = []  # finished videos, in order
+
+    @property
+    def ready_rows(self) -> int:
+        queued = sum(1 for row, _ in self._queue if row.video_id in self._ready)
+        return queued + sum(len(self._rows.get(video_id, ())) for video_id in self._ready)
+
+    def check_provenance(self) -> None:
+        """Refuse before any work if the table holds rows of other settings."""
+        stored = self.table.provenance
+        differences = stored.differences(self.provenance) if stored is not None else []
+        if differences:
+            raise ProvenanceMismatchError(
+                f"{self.table.url} holds features made with other settings (stored != "
+                f"requested): {'; '.join(differences)}. Extract into another store root, or "
+                f"delete {self.table.url} to rebuild it with these settings."
+            )
+
+    def add(self, item: WindowItem) -> None:
+        """Queue one window; embed when a batch is full."""
+        row = _Row(item.video_id, item.window, item.valid_segments, item.has_audio)
+        self._queue.append((row, item.inputs[self.name]))
+        if len(self._queue) >= self.batch.size:
+            self._embed(self.batch.size)
+
+    def finish(self, video_id: str) -> None:
+        self._ready.append(video_id)
+
+    def discard(self, video_id: str) -> None:
+        """Forget a failed video's windows, embedded or not."""
+        self._queue = [queued for queued in self._queue if queued[0].video_id != video_id]
+        self._rows.pop(video_id, None)
+
+    def flush(self) -> int:
+        """Embed what is queued and write the finished videos' rows as one part."""
+        while self._queue:
+            self._embed(self.batch.size)
+        rows = [row for video_id in self._ready for row in self._rows.pop(video_id, ())]
+        self._ready = []
+        if not rows:
+            return 0
+        keys = [row for row, _ in rows]
+        result = self.table.write(
+            [row.video_id for row in keys],
+            np.array([row.window for row in keys]),
+            np.stack([feature for _, feature in rows]),
+            np.array([row.valid_segments for row in keys]),
+            np.array([row.has_audio for row in keys]),
+            self.provenance,
+        )
+        return result.written
+
+    def _embed(self, count: int) -> None:
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        started = time.perf_counter()
+        inputs = [tensor for _, tensor in batch]
+        # One window needs no copy into a new batch tensor.
+        stacked = inputs[0][None] if len(inputs) == 1 else torch.stack(inputs)
+        features = self.extractor.embed(stacked)
+        features = features.cpu().numpy()  # waits for the device: the timing is complete
+        self.batch.record(len(batch), time.perf_counter() - started)
+        for (row, _), feature in zip(batch, features, strict=True):
+            # A copy (a view would keep the whole batch's output alive), in the table's
+            # dtype already, as the write would convert it: a long video's rows wait
+            # for its end in half the memory.
+            stored = feature.astype(self.provenance.dtype)
+            self._rows.setdefault(row.video_id, []).append((row, stored))
+
+
+def table_of_extractor(name: str) -> str:
+    """The table extractor `name` writes: its feature set's, from the catalog."""
+    return catalog.set_of_extractor(name).table
+
+
+def build_extractors(config: ExtractConfig) -> list[FeatureExtractor]:
+    """The configured extractors, built once per process and reused (by name, size,
+    weight file and device): a flow running many shards pays the loading once."""
+    device = None if config.device == "auto" else config.device
+    built = []
+    for name in config.extractors:
+        weights = config.weights.get(name)
+        stamp = _file_stamp(weights) if weights else None
+        built.append(_cached_extractor(name, config.size, weights, stamp, device))
+    return built
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_extractor(
+    name: str, size: str, weights: str | None, stamp: tuple[int, int] | None, device: str | None
+) -> FeatureExtractor:
+    # `stamp` (size, mtime) is only part of the key: a weight file replaced in place
+    # gets a fresh extractor.
+    builder = catalog.set_of_extractor(name).extractor_class()
+    return builder(size=size, weights=weights, device=device)
+
+
+def _file_stamp(path: str) -> tuple[int, int] | None:
+    try:
+        stat = Path(path).expanduser().stat()
+    except OSError:
+        return None  # the builder reports the missing file
+    return stat.st_size, stat.st_mtime_ns
+
+
+def table_writers(
+    root: str | os.PathLike[str],
+    extractors: Sequence[FeatureExtractor],
+    dtype: str,
+    batch_size: int | str,
+) -> list[TableWriter]:
+    """One writer per extractor; refuses a table that holds rows of other settings."""
+    store = FeatureStore(root)
+    writers = [
+        TableWriter(extractor, store.table(table_of_extractor(extractor.name)), dtype, batch_size)
+        for extractor in extractors
+    ]
+    for writer in writers:
+        writer.check_provenance()
+    return writers
+
+
+class PendingVideo(BaseModel):
+    """One video of a shard, and the windows each extractor's table already holds."""
+
+    video_id: str
+    path: str
+    size: int
+    mtime_ns: int
+    digest: str
+    stored: dict[str, list[int]]  # extractor name -> windows stored
+
+
+def check_extraction_settings(
+    root: str | os.PathLike[str],
+    config: ExtractConfig,
+    extractors: Sequence[FeatureExtractor] | None = None,
+) -> None:
+    """Refuse, before any work, a table that holds rows of other settings than the
+    extractors of `config` (built ones, or built from `config`) would write."""
+    built = list(extractors) if extractors is not None else build_extractors(config)
+    table_writers(root, built, config.dtype, config.batch_size)
