@@ -16,7 +16,6 @@ plain words.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -239,10 +238,10 @@ def input_spec(base: InputSpec, audio: str, visual: str, visual_st: str) -> Inpu
     return spec
 
 
-def describe(sets: Iterable[FeatureSet] | None = None) -> list[str]:
+def describe() -> list[str]:
     """One line per feature set: table, shape, what computes it, the layouts that fill it."""
     lines = []
-    for feature in FEATURE_SETS.values() if sets is None else sets:
+    for feature in FEATURE_SETS.values():
         shape = " x ".join(map(str, feature.shape))
         made_by = f"extractor {feature.extractor}" if feature.extractor else "releases only"
         layouts = ", ".join(r.name for r in feature.releases) or "-"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import click
@@ -483,3 +484,43 @@ def test_import_labels_turns_the_ignored_rows_warning_into_one_plain_sentence(
     assert result.exit_code == 0, result.output
     assert result.stderr.count(IGNORED_ANNOTATIONS_NOTE) == 1
     assert "IgnoredAnnotationWarning" not in result.output and ".py:" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "new"),
+    [
+        (["extract", "nothere.mp4", "--size", "tiny"], "--size"),
+        (["run", "--extractor-size", "tiny"], "--extractor-size"),
+        (["train", "--recipe", "paper"], "--recipe"),
+        (["import-features", "nothere", "--layout", "han-vggish"], "--layout"),
+        (["pseudo-labels", "generate", "--size", "tiny"], "--size"),
+    ],
+)
+def test_the_old_preset_option_is_hidden_and_cannot_be_given_beside_its_new_name(
+    command: list[str], new: str
+) -> None:
+    """`--preset` meant four things; each command now has its own word, and the old
+    option stays for one release, hidden from --help."""
+    where = command[: 2 if command[0] == "pseudo-labels" else 1]
+    assert "--preset" not in runner.invoke(app, [*where, "--help"]).output
+    both = runner.invoke(app, [*command, "--preset", "tiny"])
+    assert both.exit_code == 2
+    assert "--preset is its deprecated name" in both.output and new in both.output
+
+
+def test_the_old_preset_option_still_works_with_a_warning(store: str, tmp_path: Path) -> None:
+    """`avvp train --preset official` trains with the official recipe and says that the
+    option is now --recipe."""
+    copy = shutil.copytree(store, tmp_path / "store")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "architecture: {hidden_dim: 16, class_dim: 8, num_layers: 1, num_heads: 2, ffn_dim: 16}\n"
+    )
+    code, output = invoke(
+        "train", "--store", copy, "--preset", "official", "--config", config, "--epochs", "1",
+        "--pseudo-labels", "synthetic", "--annotations", "synthetic", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "--preset is now --recipe" in output
+    (run,) = Path(copy, "runs").iterdir()
+    assert json.loads((run / "config.json").read_text())["train"]["optim"]["schedule"] == "step"

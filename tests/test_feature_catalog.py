@@ -132,3 +132,15 @@ def test_a_feature_set_added_to_the_catalog_alone_is_extracted_imported_and_trai
     table = FeatureStore(tmp_path / "imported").table(toy_catalog.table)
     assert table.provenance.source == "toy-release"
     assert sorted(set(table.video_ids())) == ids
+
+
+def test_avvp_catalog_lists_every_set_with_its_weights() -> None:
+    from typer.testing import CliRunner
+
+    from avvp.pipeline.cli.app import app
+
+    result = CliRunner().invoke(app, ["catalog"])
+    assert result.exit_code == 0, result.output
+    for feature in catalog.FEATURE_SETS.values():
+        assert f"{feature.table}: {' x '.join(map(str, feature.shape))}" in result.output
+    assert "sha256 b8cca3fd41ae0c99" in result.output  # OpenAI's ViT-L-14.pt

@@ -43,6 +43,7 @@ for name, command in (
     ("profile", train.profile),
     ("import-labels", release.import_labels),
     ("extract", extract.extract),
+    ("catalog", extract.catalog),
     ("fetch-valor", release.fetch_valor),
     ("import-features", release.import_features),
     ("run", flows.run_flow),

@@ -133,3 +133,22 @@ def extract(
             "that failed is skipped while it is unchanged; --retry-failed tries it again)"
         )
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@user_errors
+def catalog() -> None:
+    """List the feature catalog: each table, its shape, what computes it, the released
+    layouts that fill it, and its extractor's weights (source, sha256, preprocessing)."""
+    from ..catalog import FEATURE_SETS, describe
+
+    for feature, line in zip(FEATURE_SETS.values(), describe(), strict=True):
+        console.print(line, highlight=False)
+        for weights in feature.weights():
+            digest = weights.sha256 or "not published"
+            digest += "..." if len(digest) < 64 and weights.sha256 else ""
+            console.print(
+                f"  weights: {weights.title}, {weights.file_name} (sha256 {digest}) from "
+                f"{weights.download}; {weights.preprocessing}",
+                highlight=False,
+                soft_wrap=True,
+            )
