@@ -522,5 +522,6 @@ def test_the_old_preset_option_still_works_with_a_warning(store: str, tmp_path: 
     )  # fmt: skip
     assert code == 0, output
     assert "--preset is now --recipe" in output
-    (run,) = Path(copy, "runs").iterdir()
+    before = {path.name for path in Path(store, "runs").glob("*")}
+    (run,) = [path for path in Path(copy, "runs").iterdir() if path.name not in before]
     assert json.loads((run / "config.json").read_text())["train"]["optim"]["schedule"] == "step"
