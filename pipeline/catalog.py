@@ -72,7 +72,7 @@ class FeatureSet:
     # avvp.extractors' names unless `extractor_path` is given). None: only imported.
     extractor: str | None = None
     releases: tuple[ReleaseLayout, ...] = ()
-    dtype: str = "float16"  # what extraction stores unless its config says otherwise
+    dtype: str = "float16"  # what extraction stores unless ExtractConfig.dtype says otherwise
     extractor_path: str | None = None  # `module:Class` of an extractor outside avvp
 
     def extractor_class(self) -> type[FeatureExtractor]:

@@ -358,15 +358,17 @@ def _file_stamp(path: str) -> tuple[int, int] | None:
 def table_writers(
     root: str | os.PathLike[str],
     extractors: Sequence[FeatureExtractor],
-    dtype: str,
+    dtype: str | None,
     batch_size: int | str,
 ) -> list[TableWriter]:
-    """One writer per extractor; refuses a table that holds rows of other settings."""
+    """One writer per extractor, each in `dtype` or its feature set's (the catalog's);
+    refuses a table that holds rows of other settings."""
     store = FeatureStore(root)
-    writers = [
-        TableWriter(extractor, store.table(table_of_extractor(extractor.name)), dtype, batch_size)
-        for extractor in extractors
-    ]
+    writers = []
+    for extractor in extractors:
+        feature = catalog.set_of_extractor(extractor.name)
+        table = store.table(feature.table)
+        writers.append(TableWriter(extractor, table, dtype or feature.dtype, batch_size))
     for writer in writers:
         writer.check_provenance()
     return writers

@@ -120,7 +120,9 @@ class ExtractConfig(BaseModel):
         description="decoding processes; default: min(8, CPUs) beside a GPU, CPUs / 2 - 1 "
         "on a CPU (decoding there competes with the extractors' threads)",
     )
-    dtype: Literal["float16", "float32"] = "float16"
+    dtype: Literal["float16", "float32"] | None = Field(
+        None, description="the stored dtype of every table; default: each feature set's"
+    )
     flush_windows: int = Field(256, ge=1, description="rows a table gathers before a part")
     shard_videos: int = Field(32, ge=1, description="videos per shard, the unit of work")
     labels: str | None = Field(

@@ -25,6 +25,7 @@ TOY = FeatureSet(
     extractor="toy64",
     extractor_path="toy_extractor:Toy64Extractor",
     releases=(ReleaseLayout("toy-release", "toy-release", "a made-up release"),),
+    dtype="float32",
 )
 
 
@@ -113,6 +114,8 @@ def test_a_feature_set_added_to_the_catalog_alone_is_extracted_imported_and_trai
     extracted = FeatureStore(store).table(toy_catalog.table)
     assert len(set(extracted.video_ids())) == 8
     assert extracted.read_videos(["synclip0001"]).features.shape[1:] == toy_catalog.shape
+    assert extracted.provenance.dtype == "float32"  # the set's, not the float16 of the others
+    assert FeatureStore(store).table(catalog.VISUAL_TABLE).provenance.dtype == "float16"
     written = RunStore(str(store)).run(summary.train.run_id).read_json("config.json")
     assert written["train"]["data"]["visual_st_table"] == toy_catalog.table
     assert written["model"]["inputs"]["st_dim"] == 64  # the network was built for it
