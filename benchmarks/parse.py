@@ -13,17 +13,23 @@ not depend on how well the run learned).
    model on the video's windows, cut its events with the same `video_events`.
 3. Latency: the parse-folder chain on one new 10-s clip, in this warm process (models
    built).
+4. Cached re-parse: `avvp parse` run as a user runs it (a new process each time, with
+   timelines and the viewer) on the folder, first into a fresh store and output folder,
+   then again on the same ones, where everything is found stored; in alternating pairs,
+   each pair's ratio printed.
 
 Both paths use the same built extractors and the same run; their event counts are
 checked equal before the ratio is printed.
 
-    python benchmarks/parse.py [--n 32] [--device cpu|cuda] [--repeats 3]
+    python benchmarks/parse.py [--n 32] [--device cpu|cuda] [--repeats 3] [--only-cached]
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -128,16 +134,52 @@ def batched(paths: list[Path], run_url: str, config: ParseConfig, work: Path) ->
     return seconds, sum(result.events.values())
 
 
+def cli_parse(paths: list[Path], run_url: str, out: Path, device: str) -> float:
+    """Seconds of one `avvp parse` process on `paths` into `out` (its store inside)."""
+    # The console script of this interpreter's environment, as a user runs it.
+    avvp = str(Path(sys.executable).with_name("avvp"))
+    command = [avvp, "parse", *map(str, paths), "--run", run_url]
+    command += ["--out", str(out), "--device", device]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def cached_reparse(paths: list[Path], run_url: str, work: Path, device: str, pairs: int) -> None:
+    """Section 4: a fresh parse, then the same parse again, in `pairs` pairs."""
+    first_s, cached_s = [], []
+    for _ in range(pairs):
+        out = work / "cli-out"
+        shutil.rmtree(out, ignore_errors=True)
+        first_s.append(cli_parse(paths, run_url, out, device))
+        cached_s.append(cli_parse(paths, run_url, out, device))
+    ratios = [first / cached for first, cached in zip(first_s, cached_s, strict=True)]
+    print(f"`avvp parse` of {len(paths)} clips of 10 s, a new process each, {pairs} pairs:")
+    for number, (first, cached) in enumerate(zip(first_s, cached_s, strict=True), 1):
+        print(f"  pair {number}: first {first:6.2f} s, cached re-parse {cached:6.2f} s")
+    print(
+        f"  cached re-parse: {np.median(cached_s):.2f} s against {np.median(first_s):.2f} s; "
+        f"first / cached median {np.median(ratios):.2f}x (pairs {min(ratios):.2f}-"
+        f"{max(ratios):.2f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32, help="clips of 10 s to parse")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--only-cached", action="store_true", help="only section 4, the cached re-parse"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         run_url = train_tiny_run(work, args.device)
         *paths, latency_clip = write_synthetic_clips(work / "clips", n=args.n + 1, seconds=10)
+        cached_reparse(paths, run_url, work, args.device, args.repeats)
+        if args.only_cached:
+            return
         config = ParseConfig(device=args.device, timelines=False)
         # Both paths once first: model building, allocator growth, kernel choice.
         batched(paths[:2], run_url, config, work)

@@ -496,6 +496,7 @@ class FeatureExtractor(ABC):
     input: ClassVar[WindowInput]
     output_shape: ClassVar[tuple[int, int]]
     weights_enum: ClassVar[type[enum.Enum]]  # members' values are WeightsSource
+    default_weights: ClassVar[enum.Enum]  # the member a paper size loads when given none
 
     def __init__(
         self,
@@ -510,6 +511,22 @@ class FeatureExtractor(ABC):
         self.transform = self.make_transform(size)
         self.device = torch.device(device) if device is not None else default_device()
         self.network = network.eval().requires_grad_(False).to(self.device)
+
+    @classmethod
+    def resolve(cls, size: Size, weights: WeightsArg = None) -> Path | RandomInit:
+        """The file a build at `size` would load for `weights`, or its seed (see
+        `resolve_weights`), found without building the network."""
+        return resolve_weights(weights, cls.default_weights, size, cls.name)
+
+    @classmethod
+    def read_weights(cls, path: Path) -> dict[str, Any]:
+        """The state dict of a weight file, read without running anything it holds; a
+        file that is no weights is refused in one line naming it (`WeightsFileError`).
+        Extractors whose releases come in other containers override it."""
+        source = cls.default_weights.value
+        return load_state_dict_file(
+            path, source.title, f"use {source.file_name} from {source.download}"
+        )
 
     @property
     def weights_identity(self) -> str:

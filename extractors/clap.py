@@ -58,7 +58,6 @@ from .base import (
     copy_weights,
     hf_cached_file,
     load_state_dict_file,
-    resolve_weights,
     rounded_linspace,
     seeded,
 )
@@ -374,6 +373,7 @@ class _ClapExtractor(FeatureExtractor):
     version = "1"
     input = WindowInput("audio", sample_rate=AUDIO.sample_rate)
     weights_enum = ClapWeights
+    default_weights = ClapWeights.LAION_630K_FUSION
 
     def __init__(
         self,
@@ -382,7 +382,7 @@ class _ClapExtractor(FeatureExtractor):
         device: str | torch.device | None = None,
         roberta: str | Path | None = None,
     ) -> None:
-        resolved = resolve_weights(weights, ClapWeights.LAION_630K_FUSION, size, self.name)
+        resolved = self.resolve(size, weights)
         super().__init__(
             size=size,
             weights=resolved,
@@ -391,6 +391,10 @@ class _ClapExtractor(FeatureExtractor):
         )
         self.roberta = roberta
         self._text: tuple[ClapTextTower, Any] | None = None
+
+    @classmethod
+    def read_weights(cls, path: Path) -> dict[str, torch.Tensor]:
+        return _read_checkpoint(path)
 
     @property
     def logit_scale_a(self) -> float:

@@ -29,7 +29,6 @@ from .base import (
     hf_cached_file,
     is_torchscript,
     load_state_dict_file,
-    resolve_weights,
     seeded,
 )
 from .frames import FrameSampler
@@ -147,6 +146,7 @@ class ClipExtractor(FeatureExtractor):
 
     name = "clip"
     weights_enum = ClipWeights
+    default_weights = ClipWeights.OPENAI
     version = "2"  # 2: the tiny size pools patch tokens (its old features are refused)
     input = WindowInput("frames", fps=FPS)
     output_shape = (FRAMES_PER_WINDOW, EMBED_DIM)
@@ -157,7 +157,7 @@ class ClipExtractor(FeatureExtractor):
         weights: WeightsArg = None,
         device: str | torch.device | None = None,
     ) -> None:
-        resolved = resolve_weights(weights, ClipWeights.OPENAI, size, self.name)
+        resolved = self.resolve(size, weights)
         super().__init__(
             size=size,
             weights=resolved,
@@ -172,6 +172,10 @@ class ClipExtractor(FeatureExtractor):
     @classmethod
     def make_transform(cls, size: Size) -> FrameSampler:
         return FrameSampler(FRAMES_PER_WINDOW, IMAGE_SIZE, CLIP_MEAN, CLIP_STD)
+
+    @classmethod
+    def read_weights(cls, path: Path) -> dict[str, torch.Tensor]:
+        return _openai_state_dict(path)
 
     @property
     def logit_scale(self) -> float:

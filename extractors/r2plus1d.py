@@ -27,7 +27,6 @@ from .base import (
     WindowInput,
     copy_weights,
     load_state_dict_file,
-    resolve_weights,
     seeded,
 )
 from .frames import FrameSampler
@@ -75,9 +74,16 @@ class ClipStackTransform:
         return clips.transpose(1, 2).contiguous()
 
 
+_EXPECTED = "R(2+1)D-18 weights"
+_FIX = f"use {_KINETICS_FILE} from {_KINETICS_URL}"
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_state_dict_file(path, _EXPECTED, _FIX)
+
+
 def _build_network(size: Size, weights: Path | RandomInit) -> torch.nn.Module:
-    expected, fix = "R(2+1)D-18 weights", f"use {_KINETICS_FILE} from {_KINETICS_URL}"
-    state = load_state_dict_file(weights, expected, fix) if isinstance(weights, Path) else None
+    state = _read_weights(weights) if isinstance(weights, Path) else None
     seed = weights.seed if isinstance(weights, RandomInit) else 0
     with seeded(seed):
         if size == "tiny":
@@ -85,7 +91,7 @@ def _build_network(size: Size, weights: Path | RandomInit) -> torch.nn.Module:
         else:
             network = r2plus1d_18()
     if state is not None:
-        copy_weights(network, state, weights, expected, fix)
+        copy_weights(network, state, weights, _EXPECTED, _FIX)
     network.fc = torch.nn.Identity()
     return network
 
@@ -95,6 +101,7 @@ class R2Plus1DExtractor(FeatureExtractor):
 
     name = "r2plus1d"
     weights_enum = R2Plus1DWeights
+    default_weights = R2Plus1DWeights.KINETICS400_V1
     version = "1"
     input = WindowInput("frames", fps=FPS)
     output_shape = (CLIPS_PER_WINDOW, EMBED_DIM)
@@ -105,7 +112,7 @@ class R2Plus1DExtractor(FeatureExtractor):
         weights: WeightsArg = None,
         device: str | torch.device | None = None,
     ) -> None:
-        resolved = resolve_weights(weights, R2Plus1DWeights.KINETICS400_V1, size, self.name)
+        resolved = self.resolve(size, weights)
         self.frame_size = FRAME_SIZE[size]
         super().__init__(
             size=size,
@@ -113,6 +120,10 @@ class R2Plus1DExtractor(FeatureExtractor):
             network=_build_network(size, resolved),
             device=device,
         )
+
+    @classmethod
+    def read_weights(cls, path: Path) -> dict[str, torch.Tensor]:
+        return _read_weights(path)
 
     @classmethod
     def make_transform(cls, size: Size) -> ClipStackTransform:

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.artifacts import (
-    create_image_artifact,
-    create_markdown_artifact,
-    create_table_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed, State
 from pydantic import BaseModel
 
@@ -38,11 +34,8 @@ def run_in_flow(chain: Chain[Any, Any], params: BaseModel) -> dict[str, Any] | S
 
 
 def publish_artifacts(summary: ChainSummary) -> None:
-    """The summary as markdown, its tables, and its figures by their file URLs."""
+    """The summary as markdown and its tables: text only, so that the Prefect UI shows
+    them on any machine (the figures are described there and lie in the run's report)."""
     for table in summary.tables():
         create_table_artifact(key=table.key, table=table.rows, description=table.description)
     create_markdown_artifact(key="summary", markdown=summary.markdown())
-    for key, path in summary.figures():
-        create_image_artifact(
-            image_url=path.resolve().as_uri(), key=key[:100], description=path.name
-        )

@@ -148,6 +148,26 @@ def segment_and_event_f1(
     return ordered
 
 
+def segment_f1_per_class(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    valid_segments: np.ndarray | None = None,
+) -> np.ndarray:
+    """Segment-level F-score of each class, pooled over all videos, in percent: (2, K)
+    for [audio, visual].
+
+    Unlike the official metrics (a mean over videos of per-video F-scores), the counts
+    of a class are summed over every valid segment of every video before its
+    F = 2TP / (2TP + FP + FN): one number per class that says how well the class is found
+    across the whole set. NaN where a class has neither a true nor a predicted segment
+    in that modality (no F-score is defined, and 0 or 100 would both mislead).
+    Arguments as for segment_and_event_f1.
+    """
+    pred_tracks, truth_tracks = _with_audio_visual_track(pred, truth, valid_segments)
+    tp, fp, fn = (count[:, :2].sum(axis=0) for count in _segment_counts(pred_tracks, truth_tracks))
+    return 100.0 * _f_score(tp, fp, fn)
+
+
 def _with_audio_visual_track(
     pred: np.ndarray, truth: np.ndarray, valid_segments: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:

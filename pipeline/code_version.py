@@ -6,7 +6,9 @@ command line, the report's page, the plots) leaves its key alone. The version of
 module is the digest of the sources in its import closure within the avvp package,
 found by reading their `import` statements (the standard library's `modulefinder`
 would also walk torch and every other dependency, and read code it never needs).
-Imports under `if TYPE_CHECKING:` are not followed: they never run.
+Imports under `if TYPE_CHECKING:` are not followed: they never run. A module's own
+data files, beside it under its name (`viewer.js` and `viewer.css` of `viewer.py`),
+count as its source.
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ def code_version(*modules: str, package: Path | None = None) -> str:
     # The package's folder: the one above this module's room.
     folder = Path(__file__).resolve().parent.parent if package is None else package
     digest = hashlib.sha256(__version__.encode())
-    for path in sorted(import_closure(modules, folder)):
+    closure = import_closure(modules, folder)
+    assets = {
+        asset
+        for path in closure
+        for asset in path.parent.glob(f"{path.stem}.*")
+        if asset.suffix not in (".py", ".pyc") and asset.is_file()
+    }
+    for path in sorted(closure | assets):
         digest.update(path.relative_to(folder).as_posix().encode())
         digest.update(b"\0")
         digest.update(path.read_bytes())

@@ -38,6 +38,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..contract import FPS, WINDOW_SECONDS
 from ..extractors import FeatureExtractor, WindowInput
+from ..extractors.base import weights_identity
 from ..storage import (
     Failure,
     FeatureStore,
@@ -56,16 +57,38 @@ if TYPE_CHECKING:
 
 def feature_provenance(extractor: FeatureExtractor, dtype: str = "float16") -> Provenance:
     """The provenance of the rows `extractor` writes: backbone, weights, input settings."""
+    return _provenance(type(extractor), extractor.size, extractor.weights_identity, dtype)
+
+
+def configured_provenance(config: ExtractConfig, dtype: str | None) -> dict[str, Provenance]:
+    """Extractor name -> the provenance of the rows it would write under `config`, in
+    `dtype` or its feature set's, found without building a network (a weight file is
+    located and hashed, once per process): checking a store against a run or a config
+    costs no model loading when nothing is to extract."""
+    provenances = {}
+    for name in config.extractors:
+        feature = catalog.set_of_extractor(name)
+        kind = feature.extractor_class()
+        resolved = kind.resolve(config.size, config.weights.get(name))
+        if isinstance(resolved, Path) and name in config.weights:
+            # A file the user named is refused at once, even with nothing to extract.
+            _read_once(kind, resolved, _file_stamp(str(resolved)))
+        identity = weights_identity(resolved)
+        provenances[name] = _provenance(kind, config.size, identity, dtype or feature.dtype)
+    return provenances
+
+
+def _provenance(kind: type[FeatureExtractor], size: str, weights: str, dtype: str) -> Provenance:
     return Provenance(
-        source=extractor.name,
-        version=extractor.version,
-        weights=extractor.weights_identity,
-        fps=extractor.input.fps,
-        sample_rate=extractor.input.sample_rate,
+        source=kind.name,
+        version=kind.version,
+        weights=weights,
+        fps=kind.input.fps,
+        sample_rate=kind.input.sample_rate,
         dtype=dtype,
-        shape=extractor.output_shape,
+        shape=kind.output_shape,
         # "preset" is the stored key of the extractors' size (existing stores' contract).
-        extras={"preset": extractor.size, "window_seconds": WINDOW_SECONDS},
+        extras={"preset": size, "window_seconds": WINDOW_SECONDS},
     )
 
 
@@ -170,6 +193,7 @@ class ShardWindows(IterableDataset):
             info.has_audio,
             info.windows,
             backend,
+            info.declared_duration,
         )
         yield VideoEnd(pending.video_id, record, None, info.cut_short or "")
 
@@ -260,14 +284,7 @@ class TableWriter:
 
     def check_provenance(self) -> None:
         """Refuse before any work if the table holds rows of other settings."""
-        stored = self.table.provenance
-        differences = stored.differences(self.provenance) if stored is not None else []
-        if differences:
-            raise ProvenanceMismatchError(
-                f"{self.table.url} holds features made with other settings (stored != "
-                f"requested): {'; '.join(differences)}. Extract into another store root, or "
-                f"delete {self.table.url} to rebuild it with these settings."
-            )
+        check_table_settings(self.table, self.provenance)
 
     def add(self, item: WindowItem) -> None:
         """Queue one window; embed when a batch is full."""
@@ -347,6 +364,12 @@ def _cached_extractor(
     return builder(size=size, weights=weights, device=device)
 
 
+@functools.lru_cache(maxsize=16)
+def _read_once(kind: type[FeatureExtractor], path: Path, stamp: tuple[int, int] | None) -> None:
+    # A weight file read (checked) once per process while unchanged: a paper one is GBs.
+    kind.read_weights(path)
+
+
 def _file_stamp(path: str) -> tuple[int, int] | None:
     try:
         stat = Path(path).expanduser().stat()
@@ -384,6 +407,31 @@ class PendingVideo(BaseModel):
     digest: str
     stored: dict[str, list[int]]  # extractor name -> windows stored
 
+    def complete(self, known: VideoRecord | None) -> bool:
+        """Every table holds all of the video's windows: the manifest's count (`known`),
+        or 0..k without a gap for a video stored before the manifest."""
+
+        def whole(windows: list[int]) -> bool:
+            count = known.windows if known is not None else len(windows)
+            return bool(windows) and windows == list(range(count))
+
+        return all(whole(windows) for windows in self.stored.values())
+
+    def record_from_tables(self) -> VideoRecord:
+        """A manifest row for a video stored before the manifest: what the tables tell."""
+        windows = max(len(stored) for stored in self.stored.values())
+        return VideoRecord(
+            self.video_id,
+            self.path,
+            self.size,
+            self.mtime_ns,
+            self.digest,
+            duration=None,
+            has_audio=None,
+            windows=windows,
+            backend="",
+        )
+
 
 def check_extraction_settings(
     root: str | os.PathLike[str],
@@ -391,6 +439,26 @@ def check_extraction_settings(
     extractors: Sequence[FeatureExtractor] | None = None,
 ) -> None:
     """Refuse, before any work, a table that holds rows of other settings than the
-    extractors of `config` (built ones, or built from `config`) would write."""
-    built = list(extractors) if extractors is not None else build_extractors(config)
-    table_writers(root, built, config.dtype, config.batch_size)
+    extractors of `config` (built ones, or as `config` would build them) would write."""
+    store = FeatureStore(root)
+    if extractors is None:
+        wanted = configured_provenance(config, config.dtype)
+    else:
+        wanted = {
+            e.name: feature_provenance(e, config.dtype or catalog.set_of_extractor(e.name).dtype)
+            for e in extractors
+        }
+    for name, provenance in wanted.items():
+        check_table_settings(store.table(table_of_extractor(name)), provenance)
+
+
+def check_table_settings(table: FeatureTable, wanted: Provenance) -> None:
+    """Refuse a table that holds rows of other settings than `wanted`."""
+    stored = table.provenance
+    differences = stored.differences(wanted) if stored is not None else []
+    if differences:
+        raise ProvenanceMismatchError(
+            f"{table.url} holds features made with other settings (stored != "
+            f"requested): {'; '.join(differences)}. Extract into another store root, or "
+            f"delete {table.url} to rebuild it with these settings."
+        )

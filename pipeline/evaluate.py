@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..model.classes import NUM_CLASSES
+from ..model.factory import create_model
 from ..model.metrics import (
     FILTER_RULES,
     METRIC_KEYS,
@@ -45,6 +47,7 @@ from .train_config import TrainConfig
 
 __all__ = [
     "METRIC_KEYS",
+    "REFERENCE_ROWS",
     "EvaluateConfig",
     "PredictionFileError",
     "RunEvaluation",
@@ -53,7 +56,9 @@ __all__ = [
     "evaluate_run",
     "format_metrics_table",
     "read_prediction_file",
+    "reference_metrics",
     "score_split",
+    "weak_label_broadcast",
 ]
 
 PROB_KEYS: tuple[str, ...] = ("frame_prob", "global_prob", "v_prob")
@@ -61,6 +66,10 @@ _TABLE_ROWS = (("Segment", "Seg"), ("Event", "Event"))
 _TABLE_COLUMNS = (("A", "a"), ("V", "v"), ("AV", "av"), ("Type", "type"), ("Event", "event"))
 # Ids of videos without features named in an evaluation's result and warning.
 MISSING_EXAMPLES = 5
+WEAK_LABELS = "weak labels"
+UNTRAINED = "untrained network"
+# What a trained run is read against, in the order `reference_metrics` returns them.
+REFERENCE_ROWS: tuple[str, ...] = (WEAK_LABELS, UNTRAINED)
 
 
 class PredictionFileError(ValueError):
@@ -200,6 +209,47 @@ def score_split(
         outputs["frame_prob"], outputs["global_prob"], outputs["v_prob"], rule
     )
     return segment_and_event_f1(pred, split.dense, split.valid_segments.cpu().numpy())
+
+
+def weak_label_broadcast(weak: np.ndarray, num_segments: int) -> np.ndarray:
+    """Predict every weak class in every segment of both modalities: (N, 2, T, K)."""
+    n, k = weak.shape
+    return np.broadcast_to(weak[:, None, None, :], (n, 2, num_segments, k)).astype(np.uint8)
+
+
+def reference_metrics(
+    split: SplitTensors, trained: TrainConfig, batch_size: int = 256
+) -> dict[str, dict[str, float]]:
+    """The eleven AVVP metrics of the two predictors a trained run is read against, on
+    the rows of a split loaded with its dense annotations, keyed as REFERENCE_ROWS:
+
+    - "weak labels": each window's weak (video-level) labels in every segment of both
+      modalities, the score a parser gets without locating anything in time;
+    - "untrained network": the run's network as training built it before its first step
+      (same model config, weights drawn after `torch.manual_seed(trained.seed)`), scored
+      by the run's protocol; what training added is the distance to it.
+    """
+    if split.dense is None:
+        raise ValueError("reference_metrics needs a split loaded with with_dense=True")
+    valid = split.valid_segments.cpu().numpy()
+    weak = (split.weak.cpu().numpy() >= 0.5).astype(np.uint8)
+    broadcast = weak_label_broadcast(weak, split.dense.shape[2])
+    metrics = {WEAK_LABELS: segment_and_event_f1(broadcast, split.dense, valid)}
+    # Drawn in a fork of the random state (CPU and CUDA, both of which manual_seed
+    # seeds): the caller's draws after this call stay as they were.
+    with torch.random.fork_rng():
+        torch.manual_seed(trained.seed)
+        untrained = create_model(trained.model_config_resolved())
+    outputs = predict(
+        untrained.to(split.audio.device),
+        split.audio,
+        split.visual,
+        split.visual_st,
+        batch_size=batch_size,
+        amp=trained.amp,
+    )
+    metrics[UNTRAINED] = score_split(outputs, split, trained.filter_resolved())
+    return metrics
 
 
 class EvaluateConfig(BaseModel):

@@ -56,13 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch.utils.data import DataLoader
 
 from ..extractors import FeatureExtractor
-from ..storage import (
-    Failure,
-    FailureLog,
-    FeatureStore,
-    VideoManifest,
-    VideoRecord,
-)
+from ..storage import Failure, FailureLog, FeatureStore, VideoManifest, VideoRecord
 from ..storage.failures import WorkMarker, WorkMarkers
 from . import catalog
 from .dataset import resolve_device
@@ -156,6 +150,13 @@ class ExtractConfig(BaseModel):
             raise ValueError(f"the extractors want frames at different rates {frame_rates}")
         return names
 
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, size: int | str) -> int | str:
+        if size != "auto" and size < 1:
+            raise ValueError(f"batch_size must be at least 1 or 'auto', not {size}")
+        return size
+
     @model_validator(mode="after")
     def _weights_for_named_extractors(self) -> ExtractConfig:
         if unused := sorted(set(self.weights) - set(self.extractors)):
@@ -164,13 +165,6 @@ class ExtractConfig(BaseModel):
                 f"({', '.join(self.extractors)})"
             )
         return self
-
-    @field_validator("batch_size")
-    @classmethod
-    def _positive_batch(cls, size: int | str) -> int | str:
-        if size != "auto" and size < 1:
-            raise ValueError(f"batch_size must be at least 1 or 'auto', not {size}")
-        return size
 
     def decoding_workers(self) -> int:
         if self.workers is not None:
@@ -266,6 +260,20 @@ class ExtractSummary(BaseModel):
         """Extracted videos per second of the whole call (model loading included)."""
         return self.videos_extracted / self.seconds if self.seconds > 0 else 0.0
 
+    def line(self) -> str:
+        """What the call did, in one line that starts "nothing to extract" when no video
+        needed decoding."""
+        counts = (
+            f"{counted(self.videos_found, 'video')}: {self.videos_skipped} already stored, "
+            f"{self.videos_extracted} extracted, {len(self.failures)} failed"
+        )
+        return f"nothing to extract; {counts}" if not self.videos_decoded else counts
+
+
+def counted(count: int, noun: str) -> str:
+    """1 window, 2 windows."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
 
 class VideoOutcome(NamedTuple):
     """How one video of a shard ended (what `extract_shard` reports per video)."""
@@ -314,10 +322,10 @@ def plan_extraction(
         known = manifest.get(pending.video_id)
         crashed = [m for m in ended.get(pending.path, ()) if m.digest == pending.digest]
         before = failed_before.get(pending.path)
-        if all(_complete(windows, known) for windows in pending.stored.values()):
+        if pending.complete(known):
             skipped.append(pending)
             if known is None:
-                updates.append(_record_from_tables(pending))
+                updates.append(pending.record_from_tables())
         elif crashed and not config.retry_failed:
             detail = f"{crashed[-1].process} left it unfinished"
             failures.append(
@@ -485,12 +493,14 @@ def extract_videos(
     *,
     extractors: Sequence[FeatureExtractor] | None = None,
     on_progress: Callable[[ExtractProgress], None] | None = None,
+    on_plan: Callable[[ExtractionPlan], None] | None = None,
 ) -> ExtractSummary:
     """Embed the windows of `paths` (files and folders) that the store at `root` lacks:
     plan, record the plan, run every shard, summarize (module docstring).
 
     extractors: extractors already built, used instead of `build_extractors(config)`
-    (config.extractors is taken from their names). on_progress: called once per input.
+    (config.extractors is taken from their names). on_plan: called with the plan before
+    any work. on_progress: called once per input, stored videos first.
     Failed videos are listed in the summary and in the failures table
     (`FailureLog(root).read("extract")`).
     """
@@ -498,10 +508,13 @@ def extract_videos(
     config = config or ExtractConfig()
     if extractors is not None:
         config = config.model_copy(update={"extractors": [e.name for e in extractors]})
-    built = list(extractors) if extractors is not None else build_extractors(config)
-    check_extraction_settings(root, config, built)  # refuse other settings first
+    check_extraction_settings(root, config, extractors)  # refuse other settings first
     plan = plan_extraction(paths, root, config)
     record_plan(plan, root)
+    if on_plan is not None:
+        on_plan(plan)
+    # Networks are built only when there is something to embed.
+    built = extractors if extractors is not None or not plan.shards else build_extractors(config)
     done = 0
 
     def report(outcome: VideoOutcome) -> None:
@@ -521,10 +534,10 @@ def extract_videos(
                 )
             )
 
+    for pending in plan.skipped:  # first: a display can count what is left to do
+        report(VideoOutcome(pending.video_id, pending.path, "skipped", 0))
     for failure in [*plan.failures, *plan.failed_before]:
         report(VideoOutcome(failure.video_id, failure.path, "failed", 0, failure.reason))
-    for pending in plan.skipped:
-        report(VideoOutcome(pending.video_id, pending.path, "skipped", 0))
     results = [
         extract_shard(shard, root, config, extractors=built, on_video=report)
         for shard in plan.shards
@@ -563,28 +576,6 @@ def _pending_video(
         stored={},
     )
     return pending, None
-
-
-def _complete(windows: Sequence[int], known: VideoRecord | None) -> bool:
-    """All of the video's windows are stored (see the skip rule in the module docstring)."""
-    count = known.windows if known is not None else len(windows)
-    return bool(windows) and list(windows) == list(range(count))
-
-
-def _record_from_tables(pending: PendingVideo) -> VideoRecord:
-    """A manifest row for a video stored before the manifest: what the tables tell."""
-    windows = max(len(stored) for stored in pending.stored.values())
-    return VideoRecord(
-        pending.video_id,
-        pending.path,
-        pending.size,
-        pending.mtime_ns,
-        pending.digest,
-        None,
-        None,
-        windows,
-        "",
-    )
 
 
 def _shard(found: list[PendingVideo], config: ExtractConfig) -> Shard:

@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from ..storage import Keys, RunDir, open_run
-from .dataset import WindowFeatures, autocast, load_window_features, resolve_device
+from .dataset import (
+    SplitTensors,
+    WindowFeatures,
+    autocast,
+    load_window_features,
+    resolve_device,
+)
 from .sources.checkpoints import load_checkpoint, read_checkpoint, read_feature_file
 from .train_config import TrainConfig
 
@@ -74,9 +80,9 @@ def predict_windows(
 
 
 def predict_loaded(
-    loaded: LoadedRun, features: WindowFeatures, batch_size: int = 256
+    loaded: LoadedRun, features: WindowFeatures | SplitTensors, batch_size: int = 256
 ) -> dict[str, np.ndarray]:
-    """The run's outputs for windows' features already on its device."""
+    """The run's outputs for windows' features (or a split's) already on its device."""
     return predict(
         loaded.model,
         features.audio,

@@ -24,9 +24,13 @@ Written to `out`, each file under a temporary name first:
 - `events.parquet`, `events.csv`: one row per event: `video_id`, `path`, `modality`
   (audio, visual, audio-visual), `class`, `onset_s`, `offset_s`, `score`;
 - `videos.csv`: one row per input file: `path`, `video_id`, `status` (ok, failed),
-  `reason`, `duration_s`, `windows`, `has_audio`;
+  `reason`, `duration_s`, `windows`, `has_audio`, `declared_duration_s` (what its
+  header declares) and `cut_at_s` (where a file cut short of that ends); times to the
+  millisecond;
 - `timelines/<video_id>.png`: the audio and visual events over the video's time (two
-  files of one id, from two folders, get the start of their content id appended).
+  files of one id, from two folders, get the start of their content id appended);
+- `index.html`: the viewer, one self-contained page to watch each video beside its
+  events and see why files failed (`reports/viewer.py`).
 """
 
 from __future__ import annotations
@@ -49,13 +53,15 @@ from ..model.metrics import binarize_predictions
 from ..storage import FeatureStore, Keys, open_run
 from ..storage.atomic import atomic_write
 from ..storage.failures import FailureLog
-from ..storage.videos import VideoManifest
+from ..storage.videos import VideoManifest, VideoRecord
 from . import catalog
 from .dataset import load_window_features
-from .embedding import build_extractors, feature_provenance, table_of_extractor
-from .extract import STAGE, ExtractConfig
+from .embedding import configured_provenance, table_of_extractor
+from .extract import STAGE, ExtractConfig, counted
 from .infer import LoadedRun, predict_loaded
 from .reports.plots import MODALITIES, TimelineEvent, plot_timeline
+from .reports.viewer import write_viewer
+from .sources.decode import CUT_SHORT_TOLERANCE_S
 from .sources.llp import llp_video_ids
 from .sources.videos import KeyedVideo, keyed_videos
 from .train_config import TrainConfig
@@ -80,8 +86,12 @@ VIDEO_SCHEMA = pa.schema(
         ("duration_s", pa.float64()),
         ("windows", pa.int32()),
         ("has_audio", pa.bool_()),
+        ("declared_duration_s", pa.float64()),
+        ("cut_at_s", pa.float64()),
     ]
 )
+# Times are written to the millisecond: decoders give float noise (34.999999046 s).
+TIME_DECIMALS = 3
 
 
 class ParseConfig(BaseModel):
@@ -115,6 +125,8 @@ class ParsedVideo(BaseModel):
     duration_s: float | None = None
     windows: int = 0
     has_audio: bool | None = None
+    declared_duration_s: float | None = None  # what its header declares, when it does
+    cut_at_s: float | None = None  # where a file cut short of that ends (its duration)
     events: int = 0
 
 
@@ -155,6 +167,7 @@ def parse_extract_config(loaded: LoadedRun, config: ParseConfig) -> ExtractConfi
             )
         names.append(extractor_of[table])
         sizes.add(provenance.extras.get("preset", "paper"))  # the stored key of the size
+    dtype = provenances[tables[0]].dtype or "float16"
     extract = ExtractConfig.model_validate(
         {
             "extractors": names,
@@ -162,14 +175,13 @@ def parse_extract_config(loaded: LoadedRun, config: ParseConfig) -> ExtractConfi
             "weights": config.weights,
             "device": config.device,
             "labels": config.labels,
-            "dtype": provenances[tables[0]].dtype or "float16",
+            "dtype": dtype,
             **config.extract,
         }
     )
-    for extractor in build_extractors(extract):
-        table = table_of_extractor(extractor.name)
-        trained = provenances[table]
-        differences = trained.differences(feature_provenance(extractor, extract.dtype))
+    for name, provenance in configured_provenance(extract, extract.dtype or dtype).items():
+        table = table_of_extractor(name)
+        differences = provenances[table].differences(provenance)
         if differences:
             raise ValueError(
                 f"the run was trained on {table} features of other settings than these "
@@ -242,9 +254,9 @@ def parse_stored(
                     video_id=video.video_id,
                     key=video.key,
                     status="ok",
-                    duration_s=record.duration,
                     windows=windows,
                     has_audio=record.has_audio,
+                    **_durations(record),
                 )
             )
         else:
@@ -274,6 +286,8 @@ def parse_stored(
             if row.duration_s is not None:  # a last, partial segment ends with the video
                 for event in video_events:
                     event["offset_s"] = min(event["offset_s"], row.duration_s)
+            for event in video_events:
+                event["score"] = round(event["score"], 4)
             row.events = len(video_events)
             events += [
                 {"video_id": row.video_id, "path": row.path, **event} for event in video_events
@@ -288,14 +302,39 @@ def parse_stored(
         [row.model_dump(exclude={"events", "key"}) for row in rows], schema=VIDEO_SCHEMA
     )
     atomic_write(out / "videos.csv", lambda path: pacsv.write_csv(videos, path))
+    viewer = write_viewer(
+        out,
+        [row.model_dump(exclude={"key"}) for row in rows],
+        events,
+        run=loaded.run.url,
+    )
     counts = {modality: sum(e["modality"] == modality for e in events) for modality in MODALITIES}
     return ParseResult(
         out=str(out),
         run=loaded.run.url,
         videos=rows,
         events=counts,
-        files=["events.parquet", "events.csv", "videos.csv", *files],
+        files=["events.parquet", "events.csv", "videos.csv", viewer, *files],
     )
+
+
+def _durations(record: VideoRecord) -> dict[str, float | None]:
+    """A stored video's duration, its header's, and where it ends when cut short of it."""
+
+    def rounded(seconds: float | None) -> float | None:
+        return None if seconds is None else round(seconds, TIME_DECIMALS)
+
+    declared = record.declared_duration
+    cut = (
+        record.duration is not None
+        and declared is not None
+        and record.duration < declared - CUT_SHORT_TOLERANCE_S
+    )
+    return {
+        "duration_s": rounded(record.duration),
+        "declared_duration_s": rounded(declared),
+        "cut_at_s": rounded(record.duration) if cut else None,
+    }
 
 
 def _stored_windows(store: FeatureStore, loaded: LoadedRun, video_ids: list[str]) -> dict[str, int]:
@@ -400,17 +439,21 @@ def _timeline(
     out: Path, video: ParsedVideo, file_name: str, events: list[dict[str, object]]
 ) -> str:
     duration = video.duration_s or video.windows * SEGMENTS_PER_WINDOW * SEGMENT_SECONDS
+    # A file cut short is drawn over the duration its header declares.
+    shown = video.declared_duration_s if video.cut_at_s is not None else None
     name = f"timelines/{file_name}.png"
     (out / name).parent.mkdir(parents=True, exist_ok=True)
     plot_timeline(
         out / name,
-        duration,
+        shown or duration,
         [
             # Offsets are already within the video: parse_stored clips them to its
             # duration, and without one they end with its last window.
-            TimelineEvent(e["modality"], e["class"], e["onset_s"], e["offset_s"])
+            TimelineEvent(e["modality"], e["class"], e["onset_s"], e["offset_s"], e["score"])
             for e in events
         ],
-        title=f"{video.video_id} ({duration:.1f} s)",
+        title=f"{video.video_id} ({duration:.1f} s, {counted(video.windows, 'window')})",
+        has_audio=video.has_audio is not False,
+        cut_at_s=video.cut_at_s,
     )
     return name

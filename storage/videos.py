@@ -32,6 +32,7 @@ SCHEMA = pa.schema(
         ("has_audio", pa.bool_()),
         ("windows", pa.int32()),
         ("backend", pa.string()),
+        ("declared_duration", pa.float64()),
         ("recorded_at", pa.timestamp("us", tz="UTC")),
     ]
 )
@@ -49,13 +50,18 @@ class VideoRecord(NamedTuple):
     has_audio: bool | None  # None when unknown
     windows: int
     backend: str
+    # What the file's header declares, when it does: longer than `duration` for a file
+    # cut short. None when the header says nothing, and in older manifests.
+    declared_duration: float | None = None
 
 
 class VideoManifest:
     """The manifest of one store root (local path or fsspec URL)."""
 
     def __init__(self, root: str | PathLike[str]) -> None:
-        self._table = RecordTable(root, KIND, TABLE, SCHEMA, "video_id")
+        self._table = RecordTable(
+            root, KIND, TABLE, SCHEMA, "video_id", defaults={"declared_duration": None}
+        )
 
     def read(self) -> dict[str, VideoRecord]:
         """The newest record of every video id."""

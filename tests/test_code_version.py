@@ -65,3 +65,10 @@ def test_an_edit_of_the_network_changes_the_training_version(package: Path) -> N
 def test_a_module_outside_the_package_is_refused(package: Path) -> None:
     with pytest.raises(ValueError, match="not a module"):
         code_version("avvp.pipeline.no_such_stage", package=package)
+
+
+def test_an_edit_of_the_viewers_script_changes_the_parse_version(package: Path) -> None:
+    before = versions(package, "avvp.pipeline.parse")
+    with (package / "pipeline" / "reports" / "viewer.js").open("a") as file:
+        file.write("// an edit of the page's script\n")
+    assert versions(package, "avvp.pipeline.parse") != before

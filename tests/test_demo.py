@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,39 @@ def test_the_flow_writes_each_demo_runs_report_with_its_figures(clips_demo) -> N
     assert {"co_occurrence_av.png", "tsne_audio.png", "tsne_visual.png"} <= {
         path.name for path in mmcse.iterdir()
     }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["MM-CSE", "VALOR"])
+def test_the_demo_report_says_its_features_come_from_random_tiny_networks_and_shows_baselines(
+    clips_demo, model: str
+) -> None:
+    _, result = clips_demo
+    summary = result.summaries[model]
+    text = Path(summary.train.run_url, summary.report.html).read_text()
+    banner = re.search(r"<div id='provenance' class='warning'>(.*?)</div>", text, re.S)
+    assert banner is not None, "no warning banner"
+    assert text.index("id='provenance'") < text.index("<h2>")  # first thing on the page
+    for table in ("clip-vit-l-14", "r2plus1d-18", "clap-htsat-fusion"):
+        assert table in banner.group(1)
+    assert "random" in banner.group(1) and "tiny" in banner.group(1)
+    # The training curves and the per-class scores, as figures and a table.
+    assert "<figure id='curves'>" in text and "<figure id='per_class'>" in text
+    assert len(re.findall(r"<tr data-class='", text)) == 25
+    # Beside the run: the weak-label baseline and the untrained network, the same
+    # numbers as the demo's own table.
+    rows = dict(
+        re.findall(
+            r"<tr data-split='test' data-row='([^']+)'>.*?data-metric='Avg'[^>]*>([^<]+)<",
+            text,
+            re.S,
+        )
+    )
+    assert list(rows) == ["trained run", "weak labels", "untrained network"]
+    assert float(rows["weak labels"]) == pytest.approx(
+        result.metrics["weak labels"]["Avg"], abs=0.01
+    )
+    assert float(rows["untrained network"]) == pytest.approx(
+        result.metrics[f"{model} init"]["Avg"], abs=0.01
+    )
+    assert float(rows["trained run"]) == pytest.approx(result.metrics[model]["Avg"], abs=0.01)

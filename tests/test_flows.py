@@ -5,6 +5,7 @@ events of `avvp parse` from a store of its own."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from avvp.flows.runner import run_extract_and_train, run_parse_folder
+from avvp.model.classes import LLP_CLASSES
 from avvp.pipeline import catalog
 from avvp.pipeline.chain import (
     PARSE_FOLDER,
@@ -143,6 +145,58 @@ def test_the_stage_commands_reuse_what_the_flow_made(
     assert trained.reused and trained.run_id == summary.train.run_id
     scored = evaluate_run(trained.run_url, config.evaluate_config("test"))
     assert scored.reused and scored.metrics == summary.evaluate.splits["test"].metrics
+
+
+def test_the_summary_for_the_prefect_ui_shows_the_report_as_text_without_file_urls(
+    chained: tuple[ChainConfig, ExtractAndTrainSummary],
+) -> None:
+    _, summary = chained
+    report = summary.report
+    markdown = summary.markdown()
+    assert "file://" not in markdown
+    # Features of the tiny extractors: the warning comes first, before the nodes' lines.
+    assert markdown.index("> **Warning:** The ") < markdown.index("- **extract**")
+    assert "features come from random (untrained) tiny networks" in markdown
+    assert len(report.provenance) == 3
+    for line in report.provenance:
+        assert f"> - {line}" in markdown and "random-init-seed-0" in line
+    assert list(report.baselines) == ["test"]  # the chain's splits (`chain` above)
+    assert "## Against two baselines (test split)" in markdown
+    for row in ("trained run", "weak labels", "untrained network"):
+        assert markdown.count(f"| {row} | ") == 1
+    assert all(f"| {name} | " in markdown for name in LLP_CLASSES)
+    assert "| 1 | " in markdown and "| yes |" in markdown  # the epoch kept (of 1)
+    assert f"In the report, `{summary.train.run_url}/report/report.html`:" in markdown
+    assert {"curves.png", "per_class.png"} <= set(report.captions)
+    for name, caption in report.captions.items():
+        assert f"- `{name}`: {caption}" in markdown
+    tables = {table.key: table for table in summary.tables()}
+    assert set(tables) == {
+        "metrics-test",
+        "baselines-test",
+        "per-class",
+        "training-curve",
+        "failures",
+    }
+    assert [row["predictor"] for row in tables["baselines-test"].rows] == [
+        "trained run",
+        "weak labels",
+        "untrained network",
+    ]
+    assert [row["class"] for row in tables["per-class"].rows] == list(LLP_CLASSES)
+    assert tables["training-curve"].rows == [
+        {
+            "epoch": 1,
+            "loss": round(report.history[0].loss, 4),
+            "val Avg": round(report.history[0].val["Avg"], 2),
+            "kept": "yes",
+        }
+    ]
+    # What the flow stored reads back equal (classes without a score are None, not NaN).
+    stored = json.loads(Path(summary.summary_file).read_text())
+    assert ExtractAndTrainSummary.model_validate(stored).report == report
+    page = Path(summary.train.run_url, report.html).read_text()
+    assert "<div id='provenance' class='warning'>" in page
 
 
 def test_the_parse_folder_flow_gives_the_events_of_avvp_parse(

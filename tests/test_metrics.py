@@ -14,6 +14,7 @@ from avvp.model.metrics import (
     binarize_predictions,
     class_f_scores,
     segment_and_event_f1,
+    segment_f1_per_class,
     video_f_scores,
 )
 from avvp.pipeline.evaluate import (
@@ -293,3 +294,43 @@ def test_metrics_table_shows_both_levels_and_the_average() -> None:
     assert lines[1].split() == ["Segment", "0.25", "1.25", "2.25", "3.25", "4.25"]
     assert lines[2].split() == ["Event", "5.25", "6.25", "7.25", "8.25", "9.25"]
     assert lines[3].split() == ["Avg", "10.25"]
+
+
+def test_per_class_segment_f1_pools_the_counts_of_every_video_before_the_f_score() -> None:
+    # Two videos, 4 segments, 3 classes. Audio class 0: video 0 has 2 true segments,
+    # both predicted (TP 2); video 1 has 1 true segment, missed (FN 1), and 1 predicted
+    # where nothing is true (FP 1): pooled F = 2*2 / (2*2 + 1 + 1) = 4/6. A mean of the
+    # per-video F-scores would give (1 + 0) / 2 instead.
+    truth = np.zeros((2, 2, 4, 3), np.uint8)
+    pred = np.zeros_like(truth)
+    truth[0, 0, :2, 0] = 1
+    pred[0, 0, :2, 0] = 1
+    truth[1, 0, 3, 0] = 1
+    pred[1, 0, 0, 0] = 1
+    # Visual class 1: predicted everywhere in video 0, true in segments 1..2: TP 2, FP 2.
+    truth[0, 1, 1:3, 1] = 1
+    pred[0, 1, :, 1] = 1
+    # Audio class 2: true in video 1 only, never predicted: F = 0.
+    truth[1, 0, 1, 2] = 1
+    scores = segment_f1_per_class(pred, truth)
+    assert scores.shape == (2, 3)
+    assert scores[0, 0] == pytest.approx(100 * 4 / 6)
+    assert scores[1, 1] == pytest.approx(100 * 4 / 6)
+    assert scores[0, 2] == 0.0
+    # No true and no predicted segment: no F-score (NaN), neither 0 nor 100.
+    assert np.isnan(scores[0, 1]) and np.isnan(scores[1, 0]) and np.isnan(scores[1, 2])
+
+
+def test_per_class_segment_f1_leaves_out_padded_segments() -> None:
+    truth = np.zeros((1, 2, 4, 2), np.uint8)
+    pred = np.zeros_like(truth)
+    truth[0, 0, 0, 0] = pred[0, 0, 0, 0] = 1  # a hit in a valid segment
+    pred[0, 0, 3, 0] = 1  # a false alarm in a padded one
+    truth[0, 1, 3, 1] = 1  # a miss in a padded one
+    assert segment_f1_per_class(pred, truth)[0, 0] == pytest.approx(100 * 2 / 3)
+    for valid in (np.array([3]), np.array([[True, True, True, False]])):
+        scores = segment_f1_per_class(pred, truth, valid)
+        assert scores[0, 0] == 100.0
+        assert np.isnan(scores[1, 1])  # its only segment is padding
+    with pytest.raises(ValueError, match="same shape"):
+        segment_f1_per_class(pred, truth[:, :, :3])

@@ -119,6 +119,19 @@ def test_parse_writes_one_row_per_file_events_inside_each_video_and_exits_1_with
     assert videos["long"]["windows"] == "4"
     assert float(videos["long"]["duration_s"]) == pytest.approx(35.0, abs=0.05)
     assert videos["trips/silent"]["has_audio"] == "false"
+    # Times to the millisecond, not the decoder's float noise.
+    for row in videos.values():
+        for column in ("duration_s", "declared_duration_s", "cut_at_s"):
+            assert len(row[column].partition(".")[2]) <= 3, (column, row)
+    # The cut file ends where its content does, short of what its header declares.
+    cut = videos["cut"]
+    assert float(cut["cut_at_s"]) == float(cut["duration_s"])
+    assert float(cut["declared_duration_s"]) == pytest.approx(10.0, abs=0.2)
+    assert float(cut["duration_s"]) < float(cut["declared_duration_s"]) - 1
+    assert videos["long"]["cut_at_s"] == ""  # a whole file
+    # The summary table keeps each file on one line outside a terminal.
+    lines = result.stdout.splitlines()
+    assert len([line for line in lines if "trips/silent" in line]) == 1
 
     events = pq.read_table(out / "events.parquet").to_pylist()
     assert events == [
@@ -144,12 +157,20 @@ def test_parse_writes_one_row_per_file_events_inside_each_video_and_exits_1_with
 
 @pytest.mark.slow
 def test_parsing_the_same_folder_again_reuses_the_features_and_gives_the_same_events(
-    clips_demo, odd_folder: Path, tmp_path: Path
+    clips_demo, odd_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, demo = clips_demo
     store = tmp_path / "store"
     first = parse([odd_folder], demo.runs["MM-CSE"], tmp_path / "a", store)
+
+    def no_network(*_: object) -> None:
+        raise AssertionError("an extractor was built although nothing is to extract")
+
+    # Nothing to extract: the run's settings are checked without building a network.
+    monkeypatch.setattr("avvp.pipeline.embedding.build_extractors", no_network)
+    monkeypatch.setattr("avvp.pipeline.extract.build_extractors", no_network)
     again = parse([odd_folder], demo.runs["MM-CSE"], tmp_path / "b", store)
+    assert again.outcome("extract").line.startswith("nothing to extract; ")
     assert first.extract.videos_extracted == 4  # long, silent, cut, the LLP clip
     # The four failing files are not tried again while unchanged: they stay failed.
     assert again.extract.videos_extracted == 0 and again.extract.videos_decoded == 0

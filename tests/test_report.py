@@ -15,17 +15,28 @@ import pytest
 import torch
 from support import TINY_SIZES, synthetic_data, tiny_config
 
+from avvp.extractors.base import RandomInit
+from avvp.model.classes import LLP_CLASSES
 from avvp.model.config import ModelConfig, get_model_config
-from avvp.model.metrics import METRIC_KEYS
+from avvp.model.factory import create_model
+from avvp.model.metrics import (
+    METRIC_KEYS,
+    binarize_predictions,
+    segment_and_event_f1,
+    segment_f1_per_class,
+)
 from avvp.model.mmcse import MMCSE, forward_internals
+from avvp.pipeline import catalog
 from avvp.pipeline.dataset import load_split
-from avvp.pipeline.evaluate import EvaluateConfig, RunEvaluation, evaluate_run
-from avvp.pipeline.infer import load_run
+from avvp.pipeline.evaluate import EvaluateConfig, RunEvaluation, evaluate_run, score_split
+from avvp.pipeline.infer import load_run, predict
+from avvp.pipeline.reports.context import describe_table
 from avvp.pipeline.reports.page import coverage_html
 from avvp.pipeline.reports.plots import TimelineEvent, plot_timeline, timeline_bars
 from avvp.pipeline.reports.report import ReportConfig, ReportResult, write_report
 from avvp.pipeline.synthetic.features import SyntheticLLPConfig, write_synthetic_llp
 from avvp.pipeline.train import train
+from avvp.storage import FeatureStore, Provenance
 
 SMALL = SyntheticLLPConfig(n_train=64, n_val=24, n_test=24, seed=3)
 DATA = synthetic_data()
@@ -286,3 +297,210 @@ def test_timeline_bars_lie_within_the_video(mmcse_report: ReportResult, tmp_path
     assert plot_timeline(tmp_path / "t.png", 10.0, events, title="clipped").stat().st_size > 0
     with pytest.raises(ValueError, match="unknown modality"):
         timeline_bars(10.0, [TimelineEvent("speech", "Dog", 0.0, 1.0)])
+
+
+# ---- what the numbers are read against -----------------------------------------------
+
+
+def random_init_provenance(table: str) -> Provenance:
+    """What extraction records for a table written by its tiny extractor (randomly
+    initialised: `RandomInit(0)`), as `embedding.feature_provenance` writes it."""
+    feature = catalog.FEATURE_SETS[table]
+    assert feature.extractor is not None
+    return Provenance(
+        source=feature.extractor,
+        version="1",
+        weights=RandomInit(0).identity,
+        dtype="float16",
+        shape=feature.shape,
+        extras={"preset": "tiny", "window_seconds": 10},
+    )
+
+
+@pytest.fixture(scope="module")
+def random_init_report(
+    mmcse_report: ReportResult, store: str, tmp_path_factory: pytest.TempPathFactory
+) -> ReportResult:
+    """The MM-CSE run's report in a copy of its store whose three feature tables hold the
+    same rows under the provenance of tiny random-init extractors."""
+    copy = tmp_path_factory.mktemp("random-init") / "store"
+    shutil.copytree(store, copy, ignore=shutil.ignore_patterns("features"))
+    source, target = FeatureStore(store), FeatureStore(copy)
+    for table in (catalog.AUDIO_MAP_TABLE, catalog.VISUAL_TABLE, catalog.VISUAL_ST_TABLE):
+        rows = source.table(table).read_videos(source.table(table).video_ids())
+        target.table(table).write(
+            rows.keys.video_ids,
+            rows.keys.windows,
+            rows.features,
+            rows.valid_segments,
+            rows.has_audio,
+            random_init_provenance(table),
+        )
+    run = copy / "runs" / Path(mmcse_report.run_url).name
+    return write_report(
+        str(run), ReportConfig(device="cpu", timeline_videos=1, tsne_max_segments=20)
+    )
+
+
+def banner(text: str) -> str:
+    """The provenance banner: the first element after the page's title."""
+    found = re.search(r"</h1>\n(<div id='provenance'[^>]*>.*?</div>)\n<h2>Run</h2>", text, re.S)
+    assert found is not None, "no provenance banner right under the title"
+    return html.unescape(found.group(1))
+
+
+def test_a_run_on_random_init_features_opens_with_a_warning_of_random_tiny_networks(
+    random_init_report: ReportResult,
+) -> None:
+    text = page(random_init_report)
+    shown = banner(text)
+    assert shown.startswith("<div id='provenance' class='warning'>")
+    assert "random (untrained) tiny networks" in shown
+    assert "say nothing about what the networks these tables are named after" in shown
+    for table in (catalog.AUDIO_MAP_TABLE, catalog.VISUAL_TABLE, catalog.VISUAL_ST_TABLE):
+        title = catalog.FEATURE_SETS[table].title
+        assert f"table {table} ({title}): extracted by this pipeline's" in shown
+    assert shown.count("random weights (random-init-seed-0), not a trained network") == 3
+    assert random_init_report.provenance_warning in shown
+    assert len(random_init_report.provenance) == 3
+    # The run's summary names each table by what made it, not by the networks it is
+    # named after alone.
+    row = re.search(r"<th scope='row'>features</th><td>([^<]*)</td>", text)
+    assert row is not None
+    assert html.unescape(row.group(1)) == (
+        "audio clap-htsat-fusion (clap extractor, tiny size, random weights); "
+        "visual clip-vit-l-14 (clip extractor, tiny size, random weights); "
+        "visual_st r2plus1d-18 (r2plus1d extractor, tiny size, random weights)"
+    )
+
+
+def test_a_run_on_synthetic_features_says_they_are_synthetic(mmcse_report: ReportResult) -> None:
+    shown = banner(page(mmcse_report))
+    assert shown.startswith("<div id='provenance' class='warning'>")
+    assert "features are synthetic, generated without any video or network" in shown
+    assert shown.count("synthetic, generated by avvp's synthetic data generator") == 3
+    assert "random" not in shown
+
+
+def test_imported_features_and_a_table_without_provenance_are_named_as_such() -> None:
+    imported = describe_table(
+        "visual",
+        catalog.VISUAL_TABLE,
+        Provenance(
+            source="valor-release",
+            version="1",
+            dtype="float32",
+            shape=(10, 768),
+            extras={"preset": "valor-clip"},
+        ),
+    )
+    assert imported.origin == "imported" and not imported.random_weights
+    assert (
+        "imported from released features (source valor-release, layout valor-clip), "
+        "computed outside this pipeline; float32 rows of 10 x 768" in imported.text
+    )
+    unknown = describe_table("audio", "my-table", None)
+    assert (
+        unknown.text
+        == "audio features, table my-table: unknown provenance (the store records none)."
+    )
+    assert unknown.short == "my-table (unknown provenance)"
+
+
+def test_the_training_curves_come_from_history_json_with_the_kept_epoch(
+    mmcse_report: ReportResult,
+) -> None:
+    files = report_files(mmcse_report)
+    assert files["curves.png"].read_bytes().startswith(PNG_MAGIC)
+    text = page(mmcse_report)
+    training = text[text.index("<h2>Training</h2>") : text.index("<h2>Per-class")]
+    assert "<figure id='curves'>" in training
+    history = json.loads(Path(mmcse_report.run_url, "history.json").read_text())
+    assert [row.model_dump() for row in mmcse_report.history] == [
+        {key: row[key] for key in ("epoch", "loss", "lr", "val")} for row in history
+    ]
+    best = json.loads(Path(mmcse_report.run_url, "metrics.json").read_text())["best_epoch"]
+    assert mmcse_report.best_epoch == best
+    assert f"Dashed line: epoch {best}, the one kept" in mmcse_report.captions["curves.png"]
+
+
+def test_a_run_without_history_json_gets_a_note_and_no_curves(mmcse_report: ReportResult) -> None:
+    source = Path(mmcse_report.run_url)
+    copy = source.with_name(f"{source.name}-no-history")
+    shutil.copytree(source, copy)
+    (copy / "history.json").unlink()
+    result = write_report(
+        str(copy), ReportConfig(device="cpu", timeline_videos=0, tsne_max_segments=20)
+    )
+    assert not (copy / "report" / "curves.png").exists()  # the copied one is removed
+    assert result.history == [] and "curves.png" not in result.captions
+    assert result.notes == [
+        "training curves skipped: the run folder holds no history.json (a checkpoint "
+        "imported, not trained here)"
+    ]
+    assert "No training curves (see the notes)." in page(result)
+
+
+def test_the_per_class_table_has_a_row_per_llp_class_with_the_runs_pooled_f_scores(
+    mmcse_report: ReportResult, store: str
+) -> None:
+    text = page(mmcse_report)
+    table = re.search(r"<table class='metrics' id='per-class'>.*?</table>", text, re.S)
+    assert table is not None
+    rows = re.findall(r"<tr data-class='([^']+)'>(.*?)</tr>", table.group(0))
+    assert [name for name, _ in rows] == list(LLP_CLASSES)
+    # The scores of the test split, predicted as the metrics tables predict.
+    loaded = load_run(mmcse_report.run_url, "cpu")
+    split = load_split(store, DATA, "test", torch.device("cpu"), with_dense=True)
+    assert split.dense is not None
+    outputs = predict(loaded.model, split.audio, split.visual, split.visual_st)
+    pred = binarize_predictions(
+        outputs["frame_prob"], outputs["global_prob"], outputs["v_prob"], "mmcse"
+    )
+    expected = segment_f1_per_class(pred, split.dense, split.valid_segments.numpy())
+    true_segments = split.dense.sum(axis=(0, 2))  # every synthetic segment is valid
+    assert mmcse_report.per_class_split == "test"
+    for k, (name, cells) in enumerate(rows):
+        shown = dict(re.findall(r"data-column='([^']+)'>([^<]+)<", cells))
+        for index, column in enumerate(("audio_f", "visual_f")):
+            value = expected[index, k]
+            assert shown[column] == ("n/a" if np.isnan(value) else f"{value:.2f}"), name
+        assert shown["audio_segments"] == str(true_segments[0, k]), name
+        assert shown["visual_segments"] == str(true_segments[1, k]), name
+    assert sum(score.audio_segments for score in mmcse_report.per_class) > 0
+    assert "<figure id='per_class'>" in text
+
+
+def test_the_baselines_table_sets_the_run_beside_weak_labels_and_the_untrained_network(
+    mmcse_report: ReportResult, store: str
+) -> None:
+    text = page(mmcse_report)
+    table = re.search(r"<table class='metrics' id='baselines'>.*?</table>", text, re.S)
+    assert table is not None
+    shown = {
+        (split, row): dict(re.findall(r"data-metric='([^']+)'[^>]*>([^<]+)<", cells))
+        for split, row, cells in re.findall(
+            r"<tr data-split='([^']+)' data-row='([^']+)'>(.*?)</tr>", table.group(0)
+        )
+    }
+    rows = ("trained run", "weak labels", "untrained network")
+    assert list(shown) == [(split, row) for split in ("val", "test") for row in rows]
+    loaded = load_run(mmcse_report.run_url, "cpu")
+    for split in ("val", "test"):
+        tensors = load_split(store, DATA, split, torch.device("cpu"), with_dense=True)
+        assert tensors.dense is not None
+        weak = tensors.weak.numpy().astype(np.uint8)
+        every_segment = np.broadcast_to(weak[:, None, None, :], tensors.dense.shape)
+        torch.manual_seed(loaded.config.seed)  # as training drew the first weights
+        untrained = create_model(loaded.config.model_config_resolved())
+        outputs = predict(untrained, tensors.audio, tensors.visual, tensors.visual_st)
+        expected = {
+            "trained run": mmcse_report.metrics[split],
+            "weak labels": segment_and_event_f1(every_segment, tensors.dense),
+            "untrained network": score_split(outputs, tensors, "mmcse"),
+        }
+        assert list(mmcse_report.baselines[split]) == list(expected)
+        for row, metrics in expected.items():
+            assert mmcse_report.baselines[split][row] == pytest.approx(metrics), (split, row)
+            assert shown[(split, row)] == {key: f"{metrics[key]:.2f}" for key in METRIC_KEYS}
+    assert "the score of a parser that locates nothing in time" in text

@@ -15,7 +15,6 @@ from avvp.extractors.base import (
     WeightsArg,
     WeightsSource,
     WindowInput,
-    resolve_weights,
     seeded,
 )
 from avvp.extractors.frames import FrameSampler
@@ -39,6 +38,7 @@ class Toy64Extractor(FeatureExtractor):
     input = WindowInput("frames", fps=FPS)
     output_shape = (10, 64)
     weights_enum = ToyWeights
+    default_weights = ToyWeights.NONE_RELEASED
 
     def __init__(
         self,
@@ -46,7 +46,7 @@ class Toy64Extractor(FeatureExtractor):
         weights: WeightsArg = None,
         device: str | torch.device | None = None,
     ) -> None:
-        resolved = resolve_weights(weights, ToyWeights.NONE_RELEASED, size, self.name)
+        resolved = self.resolve(size, weights)
         seed = resolved.seed if isinstance(resolved, RandomInit) else 0
         with seeded(seed):
             network = torch.nn.Sequential(

@@ -61,7 +61,10 @@ def run_chain(chain: Chain[ParamsT, SummaryT], params: ParamsT, executor: Execut
         config = node.stage.config_type.model_validate(node.configure(params, results))
         plan = executor.plan(node, store, config)
         reporter = executor.reporter(node, plan)
-        outputs = executor.run_units(node, store, config, plan, reporter) if plan.units else []
+        outputs: list[BaseModel | BaseException] = []
+        if plan.units:
+            with reporter.running():
+                outputs = executor.run_units(node, store, config, plan, reporter)
         raise_failed_units(node, outputs)
         result = node.stage.finish(store, config, plan, outputs)
         line = node.stage.summary_line(result)
@@ -109,22 +112,27 @@ def raise_failed_units(node: Node, outputs: list[BaseModel | BaseException]) -> 
 
 
 def print_line(level: Level, message: str) -> None:
-    print(message if level == "info" else f"warning: {message}", file=sys.stderr, flush=True)
+    print(f"warning: {message}" if level == "warning" else message, file=sys.stderr, flush=True)
 
 
 class LocalExecutor:
-    """Plans and units run here, in order; lines go to `emit` (default: stderr)."""
+    """Plans and units run here, in order; lines go to `emit` (default: stderr), every
+    count to `on_count` (a progress bar)."""
 
     run_label = "local"
 
-    def __init__(self, emit: Callable[[Level, str], None] = print_line) -> None:
-        self.emit = emit
+    def __init__(
+        self,
+        emit: Callable[[Level, str], None] = print_line,
+        on_count: Callable[[str, int, int, str], None] | None = None,
+    ) -> None:
+        self.emit, self.on_count = emit, on_count
 
     def plan(self, node: Node, store: str, config: BaseModel) -> Plan:
         return node.stage.plan(store, config)
 
     def reporter(self, node: Node, plan: Plan) -> Reporter:
-        return Reporter(node.name, plan.items, plan.noun, self.emit)
+        return Reporter(node.name, plan.items, plan.noun, self.emit, on_count=self.on_count)
 
     def run_units(
         self, node: Node, store: str, config: BaseModel, plan: Plan, reporter: Reporter
@@ -142,7 +150,8 @@ def run_local(
     chain: Chain[ParamsT, SummaryT],
     params: ParamsT | dict[str, Any],
     emit: Callable[[Level, str], None] = print_line,
+    on_count: Callable[[str, int, int, str], None] | None = None,
 ) -> SummaryT:
-    """The chain in this process, without Prefect."""
+    """The chain in this process, without Prefect: lines to `emit`, counts to `on_count`."""
     validated = chain.params.model_validate(params)
-    return run_chain(chain, validated, LocalExecutor(emit))
+    return run_chain(chain, validated, LocalExecutor(emit, on_count))

@@ -23,13 +23,15 @@ rows make the stage run again; a copied store keeps its stamps, and they hold th
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import torch
@@ -45,7 +47,8 @@ ConfigT = TypeVar("ConfigT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=BaseModel)
 STAMPS_FOLDER = "stages"
 STAMP = "stage.json"  # the stamp beside files a stage writes outside the tables
-Level = Literal["info", "warning"]
+# "progress": a count line (done, rate, time left), which a progress bar may show instead.
+Level = Literal["info", "warning", "progress"]
 
 
 class Unit(BaseModel):
@@ -87,9 +90,12 @@ def _plain(value: Any) -> Any:
 class Reporter:
     """Progress of one node: counts the items its units finish and says, at most every
     `every_s` seconds and at the end, how many are done, the rate and the time left
-    (`extract: 57/200 videos, 3.1 videos/s, about 46 s left`). Notes and warnings go
-    out at once. `emit(level, message)` writes a line; `on_fraction(f)` is told the
-    fraction done after every line (a progress artifact).
+    (`extract: 57/200 videos, 3.1 videos/s, about 46 s left`), as "progress" lines;
+    while `running`, also every `every_s` seconds when no item finished meanwhile (a
+    first item that takes long, a model being built), so a log is never silent for
+    long. Notes and warnings go out at once. `emit(level, message)` writes a line;
+    `on_count(node, done, total, noun)` is told every count (a progress bar);
+    `on_fraction(f)` the fraction done after every count line (a progress artifact).
 
     Copies in other processes (a Dask worker) count for themselves only, so they keep
     quiet about counts; the runner adds their units' items when a unit finishes
@@ -104,23 +110,51 @@ class Reporter:
         emit: Callable[[Level, str], None],
         on_fraction: Callable[[float], None] | None = None,
         every_s: float = 5.0,
+        on_count: Callable[[str, int, int, str], None] | None = None,
     ) -> None:
         self.node, self.total, self.noun = node, total, noun
         self.emit, self.on_fraction, self.every_s = emit, on_fraction, every_s
+        self.on_count = on_count
         self.done = 0
         self.counted: set[str] = set()
         self.started = self.last_line = time.monotonic()
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        del state["_lock"]
+        del state["_lock"], state["_stopped"]
+        state["on_count"] = None  # a display of this process, not of a worker's
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Reporter]:
+        """While the block runs, a count line at least every `every_s` seconds."""
+        if self.on_count is not None:
+            self.on_count(self.node, self.done, self.total, self.noun)
+        # The thread runs in a copy of this context, so a Prefect run logger still
+        # finds its run.
+        context = contextvars.copy_context()
+        beat = threading.Thread(target=context.run, args=(self._beat,), daemon=True)
+        beat.start()
+        try:
+            yield self
+        finally:
+            self._stopped.set()
+            beat.join()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self.every_s / 5):
+            with self._lock:
+                if time.monotonic() - self.last_line >= self.every_s and self.done < self.total:
+                    self.last_line = time.monotonic()
+                    self._line("")
 
     def advance(self, item: str, detail: str = "") -> None:
         """One item is finished (`detail`: what to say of it when a line is due)."""
@@ -129,6 +163,8 @@ class Reporter:
                 return
             self.counted.add(item)
             self.done += 1
+            if self.on_count is not None and os.getpid() == self._pid:
+                self.on_count(self.node, self.done, self.total, self.noun)
             now = time.monotonic()
             due = now - self.last_line >= self.every_s or self.done >= self.total
             if due and os.getpid() == self._pid:
@@ -147,24 +183,31 @@ class Reporter:
         self.emit("warning", f"{self.node}: {message}")
 
     def _line(self, detail: str) -> None:
-        if self.total <= 1:  # a rate and a time left say nothing of one item
-            self.emit("info", f"{self.node}: {detail or f'{self.done}/{self.total} {self.noun}'}")
-            return
         elapsed = max(time.monotonic() - self.started, 1e-9)
+        if self.total <= 1 or not self.done:  # no rate yet, or none worth giving
+            counts = f"{self.done}/{self.total} {self.noun}"
+            so_far = f", {duration_text(elapsed)} so far" if self.done < self.total else ""
+            self.emit("progress", f"{self.node}: {detail or counts + so_far}")
+            return
         rate = self.done / elapsed
         speed = (
             f"{rate:.1f} {self.noun}/s"
             if rate >= 1
-            else f"{1 / rate:.1f} s per {self.noun.rstrip('s')}"
+            else f"{1 / rate:.1f} s per {singular(self.noun)}"
         )
         left = (self.total - self.done) / rate if rate > 0 else 0.0
         tail = f", about {duration_text(left)} left" if self.done < self.total else ""
         extra = f"; {detail}" if detail else ""
         self.emit(
-            "info", f"{self.node}: {self.done}/{self.total} {self.noun}, {speed}{tail}{extra}"
+            "progress", f"{self.node}: {self.done}/{self.total} {self.noun}, {speed}{tail}{extra}"
         )
         if self.on_fraction is not None:
             self.on_fraction(self.done / max(self.total, 1))
+
+
+def singular(noun: str) -> str:
+    """videos -> video, batches -> batch."""
+    return noun[:-2] if noun.endswith("ches") else noun.removesuffix("s")
 
 
 def duration_text(seconds: float) -> str:

@@ -32,6 +32,7 @@ from ..extract import (
     ExtractSummary,
     Shard,
     ShardResult,
+    counted,
     extract_shard,
     plan_extraction,
     record_plan,
@@ -39,6 +40,7 @@ from ..extract import (
 )
 from ..infer import load_run
 from ..parse import ParseConfig, ParseResult, parse_inputs, parse_stored
+from ..reports.plots import MODALITIES
 from .stage import STAMP, Plan, Reporter, Stage, Unit, digest, read_stamp, stamped_plan, write_stamp
 from .train_stages import (
     EvaluateStage,
@@ -83,7 +85,8 @@ class ExtractStage(Stage[ExtractInput, ExtractSummary]):
         units = [
             Unit(
                 key=f"{shard.key.removeprefix(f'{self.name}-')}-{code}",
-                label=f"shard {number}/{len(planned.shards)} ({len(shard.videos)} videos)",
+                label=f"shard {number}/{len(planned.shards)} "
+                f"({counted(len(shard.videos), 'video')})",
                 item=shard.model_dump(mode="json"),
             )
             for number, shard in enumerate(planned.shards, 1)
@@ -118,10 +121,7 @@ class ExtractStage(Stage[ExtractInput, ExtractSummary]):
         return summarize(planned, shards, config.config)
 
     def summary_line(self, result: ExtractSummary) -> str:
-        return (
-            f"{result.videos_found} videos: {result.videos_skipped} already stored, "
-            f"{result.videos_extracted} extracted, {len(result.failures)} failed"
-        )
+        return result.line()
 
     def device(self, config: ExtractInput) -> str | None:
         return config.config.device
@@ -193,7 +193,7 @@ class ParseStage(Stage[ParseInput, ParseResult]):
         return result
 
     def summary_line(self, result: ParseResult) -> str:
-        counts = ", ".join(f"{n} {modality}" for modality, n in result.events.items())
+        counts = ", ".join(f"{result.events.get(m, 0)} {m}" for m in MODALITIES)
         parsed = len(result.videos) - len(result.failed)
         return f"{parsed} of {len(result.videos)} files parsed; events: {counts}; {result.out}"
 

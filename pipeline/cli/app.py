@@ -15,6 +15,7 @@ output they share in output.py.
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 
 import typer
@@ -55,6 +56,25 @@ for name, command in (
 app.add_typer(store.store_app, name="store")
 app.add_typer(synth.synth_app, name="synth")
 app.add_typer(labels.labels_app, name="pseudo-labels")
+
+
+def _paragraphs(text: str) -> str:
+    """A docstring's paragraphs, each on one line: Typer keeps the line breaks of all
+    but the first, which shows a source line's end as a break in `--help`."""
+    return "\n\n".join(" ".join(part.split()) for part in inspect.cleandoc(text).split("\n\n"))
+
+
+for info in [
+    *app.registered_commands,
+    *(
+        command
+        for group in app.registered_groups
+        for command in group.typer_instance.registered_commands
+    ),
+]:
+    doc = info.help or (info.callback.__doc__ if info.callback else None)
+    if doc:
+        info.help = _paragraphs(doc)
 
 
 def _version(value: bool) -> None:

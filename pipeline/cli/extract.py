@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +18,7 @@ from .options import (
     parse_weights,
     renamed,
 )
-from .output import EXIT_SOME_FAILED, console, err_console, user_errors
+from .output import EXIT_SOME_FAILED, ProgressDisplay, console, user_errors
 
 
 @user_errors
@@ -72,9 +72,8 @@ def extract(
     preset: OldPreset = None,
 ) -> None:
     """Decode videos at 8 FPS and store CLIP, R(2+1)D and CLAP features of missing windows."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from ..extract import ExtractConfig, extract_videos
+    from ..chain.stage import Reporter
+    from ..extract import ExtractConfig, counted, extract_videos
     from ..sources.config_files import load_config
 
     names = [name.strip() for name in extractors.split(",") if name.strip()] if extractors else None
@@ -89,42 +88,35 @@ def extract(
         retry_failed=retry_failed or None,
     )
     extract_config = load_config(ExtractConfig, config, overrides)
-    columns = (
-        TextColumn("extracting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-    )
-    with Progress(*columns, console=err_console, disable=not err_console.is_terminal) as progress:
-        task = progress.add_task("extract", total=None, rate="")
-        started = time.perf_counter()
+    with ProgressDisplay() as progress, contextlib.ExitStack() as running:
+        reporter = Reporter("extract", 0, "videos", progress.emit, on_count=progress.count)
+
+        def on_plan(plan: Any) -> None:
+            # Counts are of the videos to decode; stored ones are said at the end.
+            reporter.total = sum(len(shard.videos) for shard in plan.shards)
+            reporter.total += len(plan.failures) + len(plan.failed_before)
+            if reporter.total:
+                running.enter_context(reporter.running())
 
         def on_progress(update: Any) -> None:
-            rate = update.done / max(time.perf_counter() - started, 1e-9)
-            progress.update(
-                task, completed=update.done, total=update.total, rate=f"{rate:.2f} videos/s"
-            )
+            if update.status == "skipped":
+                return
             # Each file's problem is printed once, here, as it happens.
             if update.status == "failed":
-                progress.console.print(
-                    f"[red]failed[/] {update.path}: {update.reason}",
-                    highlight=False,
-                )
+                reporter.warn(f"failed {update.path}: {update.reason}")
             elif update.warning:
-                progress.console.print(
-                    f"[yellow]warning[/] {update.path}: {update.warning}",
-                    highlight=False,
-                )
+                reporter.warn(f"{update.path}: {update.warning}")
+            reporter.advance(update.path)
 
-        summary = extract_videos(paths, store, extract_config, on_progress=on_progress)
+        summary = extract_videos(
+            paths, store, extract_config, on_progress=on_progress, on_plan=on_plan
+        )
     warned = f", {len(summary.warnings)} with warnings" if summary.warnings else ""
-    console.print(
-        f"{summary.videos_found} videos: {summary.videos_extracted} extracted{warned}, "
-        f"{summary.videos_skipped} already stored, {len(summary.failures)} failed "
-        f"({summary.seconds:.1f} s, {summary.videos_per_second:.2f} videos/s)"
-    )
+    rate = f", {summary.videos_per_second:.2f} videos/s" if summary.videos_extracted else ""
+    console.print(f"{summary.line()}{warned} ({summary.seconds:.1f} s{rate})", highlight=False)
     for table, rows in summary.windows_written.items():
-        console.print(f"  {table}: {rows} windows written")
+        if rows:
+            console.print(f"  {table}: {counted(rows, 'window')} written", highlight=False)
     if summary.failures:
         console.print(
             f"the failed files are listed above and in {store}/failures/extract/ (its "

@@ -23,10 +23,10 @@ from .options import (
 )
 from .output import (
     EXIT_SOME_FAILED,
+    ProgressDisplay,
     console,
     err_console,
     metrics_table,
-    print_progress,
     user_errors,
 )
 
@@ -182,7 +182,8 @@ def run_flow(
     )
     chain = load_config(ChainConfig, config, overrides)
     if runner == ChainRunnerChoice.local:
-        summary = run_local(EXTRACT_AND_TRAIN, chain, print_progress)
+        with ProgressDisplay() as progress:
+            summary = run_local(EXTRACT_AND_TRAIN, chain, progress.emit, progress.count)
     else:
         from ...flows.runner import run_extract_and_train
 

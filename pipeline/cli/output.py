@@ -1,5 +1,6 @@
 """What every command shares on its way out: the consoles, the exit codes, stage errors
-and warnings as one plain line, the metrics table and the local runner's progress lines."""
+and warnings as one plain line, the metrics table and progress (a bar on a terminal, lines
+in a log)."""
 
 from __future__ import annotations
 
@@ -106,7 +107,55 @@ def metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
     return table
 
 
-def print_progress(level: str, message: str) -> None:
-    """A progress line of the local runner, on standard error."""
-    style = "yellow" if level == "warning" else None
-    err_console.print(message, style=style, highlight=False)
+class ProgressDisplay:
+    """Progress on standard error, whatever it is: on a terminal, a bar per node with
+    its counts, rate and time left, and the other lines printed above the bars; in a
+    log or a pipe, every line, count lines included (a node's `Reporter` writes one at
+    least every few seconds). Give `emit` and `count` to a runner or a `Reporter`."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskID,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[noun]}"),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
+            if err_console.is_terminal
+            else None
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def emit(self, level: str, message: str) -> None:
+        if self.bar is not None and level == "progress":
+            return  # the bar shows the counts
+        console = self.bar.console if self.bar is not None else err_console
+        console.print(message, style="yellow" if level == "warning" else None, highlight=False)
+
+    def count(self, node: str, done: int, total: int, noun: str) -> None:
+        if self.bar is None:
+            return
+        if node not in self.tasks:
+            self.tasks[node] = self.bar.add_task(node, total=total, noun=noun)
+        self.bar.update(self.tasks[node], completed=done, total=total)

@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from .options import Device, JsonOutput, RetryFailed, parse_weights
-from .output import EXIT_SOME_FAILED, console, err_console, print_progress, user_errors
+from .output import EXIT_SOME_FAILED, ProgressDisplay, console, err_console, user_errors
 
 
 @user_errors
@@ -62,7 +62,8 @@ def parse(
             "extract": {"retry_failed": True} if retry_failed else {},
         },
     )
-    summary = run_local(PARSE_FOLDER, params, print_progress)
+    with ProgressDisplay() as progress:
+        summary = run_local(PARSE_FOLDER, params, progress.emit, progress.count)
     result = summary.parse
     if as_json:
         typer.echo(result.model_dump_json())
@@ -81,11 +82,14 @@ def parse(
                 str(video.events),
                 video.reason,
             )
-        console.print(table)
+        # Outside a terminal (a file, a pipe) rows are never wrapped: each stays one line.
+        width = None if console.is_terminal else console.measure(table).maximum
+        console.print(table, width=width)
         counts = ", ".join(f"{n} {modality}" for modality, n in result.events.items())
         console.print(
             f"{len(result.videos) - len(result.failed)} of {len(result.videos)} files parsed; "
-            f"events: {counts}; {result.out}/events.csv, videos.csv, timelines/",
+            f"events: {counts}; {result.out}/events.csv, videos.csv, timelines/; to watch "
+            f"them: open {result.out}/index.html in a browser",
             highlight=False,
         )
     # As `avvp extract` words them: a file parsed only in part (cut short), for one.

@@ -2,7 +2,17 @@
 
 Written into `<store>/runs/<id>/report/`:
 
-- the eleven AVVP metrics of each split asked for (`evaluate_run`, which caches them);
+- at the top of the page, what made each feature table the run was trained on (its
+  stored provenance in plain words), as a warning when the features come from random
+  (untrained) networks or are synthetic, so that the scores say nothing about CLIP, CLAP
+  or R(2+1)D;
+- the eleven AVVP metrics of each split asked for (`evaluate_run`, which caches them),
+  and beside them those of the weak-label baseline and of the untrained network
+  (`evaluate.reference_metrics`);
+- `curves.png`: training loss and validation metrics per epoch from `history.json`, the
+  kept epoch marked (none for a run without history.json);
+- `per_class.png` and a table: the pooled segment F-score of every class, audio and
+  visual, on the figure split;
 - `timeline_<n>_<video>.png`: predicted against true events of a few videos of the
   figure split (test by default), as in Fig. 3 of the MM-CSE paper, and the events
   drawn in `timelines.json`;
@@ -18,8 +28,9 @@ an MM-CSE ablation without them) those figures are skipped, with a note on the p
 in `ReportResult.notes`.
 
 Here: what the report gathers (metrics, timelines, the figures of MM-CSE's internals)
-and where it writes it; the page itself is written by `page.py`, and what MM-CSE holds
-is read out by `internals.py`.
+and where it writes it; the page itself is written by `page.py`, what MM-CSE holds is
+read out by `internals.py`, and provenance, baselines, per-class scores and history are
+gathered by `context.py`.
 """
 
 from __future__ import annotations
@@ -42,15 +53,27 @@ from ...model.metrics import binarize_predictions
 from ...model.mmcse import MMCSE
 from ...storage import RunDir
 from ..dataset import SplitTensors, load_split
-from ..evaluate import EvaluateConfig, RunEvaluation, evaluate_run
+from ..evaluate import EvaluateConfig, RunEvaluation, evaluate_run, reference_metrics
 from ..infer import LoadedRun, load_run, predict
+from .context import (
+    TRAINED,
+    ClassScore,
+    EpochRow,
+    curve_metrics,
+    feature_origins,
+    per_class_scores,
+    provenance_warning,
+    read_history,
+)
 from .internals import co_occurrence_and_class_features, embed_tsne
-from .page import ReportFigure, report_html
+from .page import ReportFigure, RunContext, report_html
 from .plots import (
     TRACKS,
     TimelineEvent,
+    plot_class_scores,
     plot_cooccurrence,
     plot_timeline,
+    plot_training_curves,
     plot_tsne,
 )
 
@@ -58,9 +81,12 @@ REPORT_FOLDER = "report"
 HTML_NAME = "report.html"
 TIMELINES_NAME = "timelines.json"
 CO_OCCURRENCE_NAME = "co_occurrence_av"
+CURVES_NAME = "curves.png"
+PER_CLASS_NAME = "per_class.png"
 # Names of figure files from earlier reports that this one may not rewrite (fewer
-# timeline videos, a model without SECM): removed so the folder shows this report only.
-_OWN_PREFIXES = ("timeline_", "tsne_", CO_OCCURRENCE_NAME)
+# timeline videos, a model without SECM or without history): removed so the folder
+# shows this report only.
+_OWN_PREFIXES = ("timeline_", "tsne_", CO_OCCURRENCE_NAME, CURVES_NAME, PER_CLASS_NAME)
 MIN_TSNE_POINTS = 5  # t-SNE needs a perplexity below the number of points
 
 
@@ -93,6 +119,17 @@ class ReportResult(BaseModel):
     files: list[str]  # every file written, relative to the run folder
     metrics: dict[str, dict[str, float]]  # split -> the eleven metrics
     notes: list[str] = Field(default_factory=list)
+    # What the page shows besides, for readers without it (the Prefect artifacts).
+    provenance: list[str] = Field(default_factory=list)  # a sentence per feature table
+    provenance_warning: str = ""  # what the scores cannot say, given the features
+    baselines: dict[str, dict[str, dict[str, float]]] = Field(
+        default_factory=dict, description="split -> trained run / weak labels / untrained"
+    )
+    per_class_split: str = ""
+    per_class: list[ClassScore] = Field(default_factory=list)
+    history: list[EpochRow] = Field(default_factory=list)
+    best_epoch: int | None = None
+    captions: dict[str, str] = Field(default_factory=dict)  # figure file -> caption
 
 
 def write_report(run_url: str, config: ReportConfig | None = None) -> ReportResult:
@@ -111,8 +148,10 @@ def write_report(run_url: str, config: ReportConfig | None = None) -> ReportResu
         except (ValueError, FileNotFoundError) as error:
             notes.append(f"no metrics for the {split} split: {error}")
 
+    origins = feature_origins(loaded.root, loaded.config.data)
     figures: list[ReportFigure] = []
     data_files: dict[str, bytes] = {}
+    per_class: list[ClassScore] = []
     try:
         split = load_split(
             loaded.root, loaded.config.data, config.figure_split, loaded.device, with_dense=True
@@ -120,8 +159,20 @@ def write_report(run_url: str, config: ReportConfig | None = None) -> ReportResu
     except (ValueError, FileNotFoundError) as error:
         split = None
         notes.append(f"no figures: the {config.figure_split} split could not be read: {error}")
-    if split is not None:
-        with tempfile.TemporaryDirectory(prefix="avvp-report-") as scratch:
+    baselines = baseline_rows(loaded, evaluations, split, config)
+    summary = run.read_json("metrics.json") if run.exists("metrics.json") else {}
+    history = read_history(run)
+    with tempfile.TemporaryDirectory(prefix="avvp-report-") as scratch:
+        if history:
+            figures.append(curves_figure(history, summary, Path(scratch)))
+        else:
+            notes.append(
+                "training curves skipped: the run folder holds no history.json (a "
+                "checkpoint imported, not trained here)"
+            )
+        if split is not None:
+            per_class = per_class_scores(loaded, split, config.batch_size)
+            figures.append(per_class_figure(per_class, config.figure_split, Path(scratch)))
             timelines, timeline_data = timeline_figures(loaded, split, config, Path(scratch))
             figures += timelines
             data_files[TIMELINES_NAME] = timeline_data
@@ -132,7 +183,9 @@ def write_report(run_url: str, config: ReportConfig | None = None) -> ReportResu
             data_files.update(class_data)
             notes += class_notes
 
-    page = report_html(loaded, evaluations, figures, notes, config.figure_split)
+    warning = provenance_warning(origins)
+    context = RunContext(origins, warning, baselines, per_class, config.figure_split)
+    page = report_html(loaded, evaluations, figures, notes, config.figure_split, context)
     written: list[str] = []
     for name, data in [*((f.name, f.png) for f in figures), *data_files.items()]:
         folder.write_bytes(name, data)
@@ -149,7 +202,94 @@ def write_report(run_url: str, config: ReportConfig | None = None) -> ReportResu
         files=[f"{REPORT_FOLDER}/{name}" for name in written],
         metrics={name: evaluation.metrics for name, evaluation in evaluations.items()},
         notes=notes,
+        provenance=[origin.text for origin in origins],
+        provenance_warning=warning,
+        baselines=baselines,
+        per_class_split=config.figure_split if per_class else "",
+        per_class=per_class,
+        history=history,
+        best_epoch=summary.get("best_epoch"),
+        captions={figure.name: figure.caption for figure in figures},
     )
+
+
+# ---- baselines, training curves, per-class scores --------------------------------------
+
+
+def baseline_rows(
+    loaded: LoadedRun,
+    evaluations: dict[str, RunEvaluation],
+    figure_split: SplitTensors | None,
+    config: ReportConfig,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """For each evaluated split: the trained run's metrics, then the weak-label baseline's
+    and the untrained network's on the same windows (the figure split is read once)."""
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    for name, evaluation in evaluations.items():
+        if name == config.figure_split and figure_split is not None:
+            tensors = figure_split
+        else:
+            tensors = load_split(
+                loaded.root, loaded.config.data, name, loaded.device, with_dense=True
+            )
+        references = reference_metrics(tensors, loaded.config, config.batch_size)
+        rows[name] = {TRAINED: evaluation.metrics, **references}
+    return rows
+
+
+def curves_figure(history: list[EpochRow], summary: dict[str, Any], scratch: Path) -> ReportFigure:
+    """Training loss and validation metrics per epoch, the kept epoch marked."""
+    selection = str(summary.get("selection_metric", "Seg-type"))
+    best = summary.get("best_epoch")
+    path = plot_training_curves(
+        scratch / CURVES_NAME,
+        [row.epoch for row in history],
+        [row.loss for row in history],
+        curve_metrics(history, selection),
+        title="Training loss and validation metrics per epoch",
+        best_epoch=best,
+    )
+    kept = (
+        f" Dashed line: epoch {best}, the one kept (highest validation {selection}); the "
+        "checkpoint and every score of this report are that epoch's."
+        if best is not None
+        else ""
+    )
+    caption = (
+        f"Top: the training loss of each of the {len(history)} epochs (mean over the "
+        "epoch's batches, against the pseudo-labels). Bottom: the validation split's "
+        "metrics after each epoch (percent, the run's evaluation protocol), as recorded "
+        f"in history.json.{kept}"
+    )
+    return ReportFigure(CURVES_NAME, path.read_bytes(), caption, section="training")
+
+
+def per_class_figure(scores: list[ClassScore], split: str, scratch: Path) -> ReportFigure:
+    """The per-class table's F-scores as bars, audio and visual."""
+    values = np.array(
+        [
+            [np.nan if s.audio_f is None else s.audio_f for s in scores],
+            [np.nan if s.visual_f is None else s.visual_f for s in scores],
+        ]
+    )
+    path = plot_class_scores(
+        scratch / PER_CLASS_NAME,
+        values,
+        [score.class_name for score in scores],
+        series=TRACKS,
+        title=f"Segment F-score per class ({split} split)",
+        xlabel="segment F-score (%)",
+    )
+    caption = (
+        f"The run's segment-level F-score of each class on every window of the {split} "
+        "split, audio and visual: true positive, false positive and missed 1-s segments "
+        "of the class summed over all windows, then F = 2TP / (2TP + FP + FN). Predictions "
+        "by the run's protocol (threshold 0.5 and its video-level filter). n/a: the class "
+        "has neither a true nor a predicted segment in that modality. Unlike the official "
+        "metrics (a mean over videos of per-video F-scores), the counts are pooled over "
+        "the split: one number per class, however its segments spread over the videos."
+    )
+    return ReportFigure(PER_CLASS_NAME, path.read_bytes(), caption, section="per-class")
 
 
 # ---- timelines -------------------------------------------------------------------------

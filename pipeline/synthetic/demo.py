@@ -24,10 +24,7 @@ from typing import Literal
 
 import fsspec
 import numpy as np
-import torch
 
-from ...model.factory import create_model
-from ...model.metrics import segment_and_event_f1
 from ...storage import LabelStore, Provenance
 from .. import catalog
 from ..chain import (
@@ -37,8 +34,7 @@ from ..chain import (
     run_local,
 )
 from ..dataset import DataConfig, load_split, resolve_device
-from ..evaluate import score_split
-from ..infer import predict
+from ..evaluate import UNTRAINED, WEAK_LABELS, reference_metrics
 from ..sources.dense_events import planted_dense_labels
 from ..sources.llp import LLPAnnotations, youtube_id
 from ..train_config import ModelSize, TrainConfig
@@ -64,12 +60,6 @@ class DemoResult:
     metrics: dict[str, dict[str, float]]  # predictor name -> the eleven metrics
     runs: dict[str, str]  # model name -> run folder
     summaries: dict[str, ExtractAndTrainSummary]  # model name -> its chain's summary
-
-
-def weak_label_broadcast(weak: np.ndarray, num_segments: int) -> np.ndarray:
-    """Predict every weak class in every segment of both modalities: (N, 2, T, K)."""
-    n, k = weak.shape
-    return np.broadcast_to(weak[:, None, None, :], (n, 2, num_segments, k)).astype(np.uint8)
 
 
 def demo_train_config(
@@ -182,23 +172,18 @@ def run_demo(
         say(f"running the extract-and-train chain for {name} ({epochs} epochs)")
         summaries[name] = runner(demo_chain(root, folder, train_config, device))
 
-    weak = LabelStore(root).weak().read()
-    test = weak.splits == "test"
-    dense_table = LabelStore(root).segments(catalog.dense_table(data.annotations))
-    dense = dense_table.read_videos(weak.video_ids[test])
-    truth = np.stack([dense.audio, dense.visual], axis=1)
-    pred = weak_label_broadcast(weak.labels[test], truth.shape[2])
-    metrics = {"weak labels": segment_and_event_f1(pred, truth)}
-    target = resolve_device(device)
-    test_split = load_split(root, data, "test", target, with_dense=True)
-    for name, preset in DEMO_MODELS.items():
-        train_config = demo_train_config(preset, epochs, device, size, data)
-        torch.manual_seed(train_config.seed)
-        untrained = create_model(train_config.model_config_resolved()).to(target)
-        outputs = predict(untrained, test_split.audio, test_split.visual, test_split.visual_st)
-        metrics[f"{name} init"] = score_split(outputs, test_split, train_config.filter_resolved())
+    test_split = load_split(root, data, "test", resolve_device(device), with_dense=True)
+    references = {
+        name: reference_metrics(test_split, demo_train_config(preset, epochs, device, size, data))
+        for name, preset in DEMO_MODELS.items()
+    }
+    # The weak labels are the same predictor for every model: shown once, first.
+    metrics = {"weak labels": next(iter(references.values()))[WEAK_LABELS]}
+    for name in DEMO_MODELS:
+        metrics[f"{name} init"] = references[name][UNTRAINED]
         metrics[name] = summaries[name].evaluate.splits["test"].metrics
 
+    weak = LabelStore(root).weak().read()
     counts = {split: int((weak.splits == split).sum()) for split in ("train", "val", "test")}
     return DemoResult(
         root=root,
