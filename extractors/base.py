@@ -45,6 +45,7 @@ InputKind = Literal["frames", "audio"]
 
 
 _HASH_CHUNK_BYTES = 16 * 1024 * 1024
+RANDOM_IDENTITY_PREFIX = "random-init-seed-"
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -64,7 +65,12 @@ class RandomInit:
 
     @property
     def identity(self) -> str:
-        return f"random-init-seed-{self.seed}"
+        return f"{RANDOM_IDENTITY_PREFIX}{self.seed}"
+
+    @staticmethod
+    def names(identity: str) -> bool:
+        """Whether a stored weights identity is that of random weights (any seed)."""
+        return identity.startswith(RANDOM_IDENTITY_PREFIX)
 
 
 @dataclass(frozen=True)

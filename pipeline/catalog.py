@@ -93,7 +93,9 @@ class FeatureSet:
     def weights_title(self, identity: str) -> str:
         """A stored table's weights identity in plain words: a known file's title, random
         initialisation, or an unknown file."""
-        if identity.startswith("random-init-seed-"):
+        from ..extractors.base import RandomInit
+
+        if RandomInit.names(identity):
             return f"random weights ({identity}), not a trained network"
         for source in self.weights():
             if source.sha256 and identity.startswith(source.sha256):

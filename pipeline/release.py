@@ -70,6 +70,7 @@ from .sources.npy_files import (
 
 RELEASE_VERSION = "1"
 VALOR_SOURCE = "valor"
+IMPORT_SOURCE = "import"  # the source of features imported without a layout
 LABEL_SHAPE = (SEGMENTS_PER_WINDOW, NUM_CLASSES)
 STAGED_PREFIX = "staged-"
 # A part of a few tens of MB: large enough for fast Parquet reads, small enough that an
@@ -157,7 +158,7 @@ class ImportFeaturesConfig(BaseModel):
     def provenance(self, dtype: str) -> Provenance:
         layout = catalog.release_layout(self.layout)[1] if self.layout else None
         return Provenance(
-            source=layout.source if layout else "import",
+            source=layout.source if layout else IMPORT_SOURCE,
             version=RELEASE_VERSION,
             dtype=dtype,
             shape=self.shape,

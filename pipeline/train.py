@@ -44,6 +44,7 @@ from .train_config import OptimConfig, TrainConfig
 SELECTION_METRIC = "Seg-type"
 # Batches of the first epoch timed for the run's estimate (after one warm-up batch).
 ESTIMATE_BATCHES = 3
+HISTORY_FILE = "history.json"  # the run's epochs (EpochReport rows)
 # A validation pass is forward only: about a third of a training step per window.
 _FORWARD_SHARE = 1 / 3
 
@@ -277,7 +278,7 @@ def train(
     )
     run.write_json("inputs.json", inputs)
     run.write_bytes("checkpoint.pt", checkpoint)
-    run.write_json("history.json", [report.__dict__ for report in history])
+    run.write_json(HISTORY_FILE, [report.__dict__ for report in history])
     # Written last: its presence marks a finished run.
     run.write_json(
         "metrics.json",

@@ -23,16 +23,14 @@ from ...storage import FeatureStore, Provenance, RunDir
 from .. import catalog
 from ..dataset import DataConfig, SplitTensors
 from ..infer import LoadedRun, predict_loaded
+from ..release import IMPORT_SOURCE
+from ..train import HISTORY_FILE
 
 TRAINED = "trained run"
-HISTORY_NAME = "history.json"
 # The metrics the training curves draw besides the run's selection metric.
 CURVE_METRICS: tuple[str, ...] = ("Avg", "Seg-a", "Seg-v")
 STREAMS: tuple[str, ...] = ("audio", "visual", "visual_st")
-# Every random weights identity is `RandomInit(seed).identity`: this prefix and the seed.
-_RANDOM_PREFIX = RandomInit(0).identity.removesuffix("0")
 _SYNTHETIC_PREFIX = "synthetic-"  # the sources avvp's synthetic feature generator records
-_IMPORT_SOURCE = "import"  # what `avvp import-features` records without a layout
 Origin = Literal["extracted", "imported", "synthetic", "other", "unknown"]
 
 
@@ -82,7 +80,7 @@ def describe_table(stream: str, table: str, provenance: Provenance | None) -> Fe
         )
     rows = f"{provenance.dtype} rows of {' x '.join(map(str, provenance.shape or ()))}"
     source, weights = provenance.source, provenance.weights
-    random = weights.startswith(_RANDOM_PREFIX)
+    random = RandomInit.names(weights)
     # Extraction stores the extractors' size under the key "preset" (see embedding.py).
     size = str(provenance.extras.get("preset", ""))
     if size in get_args(Size):
@@ -98,7 +96,7 @@ def describe_table(stream: str, table: str, provenance: Provenance | None) -> Fe
         return FeatureOrigin(stream, table, "extracted", text, source, size, random)
     # Read at each call: a feature set added to the catalog brings its layouts.
     released = {
-        _IMPORT_SOURCE,
+        IMPORT_SOURCE,
         *(layout.source for _, layout in catalog.release_layouts().values()),
     }
     if source in released:
@@ -209,9 +207,9 @@ class EpochRow(BaseModel):
 
 def read_history(run: RunDir) -> list[EpochRow]:
     """The run's epochs, or none when it holds no history.json (an imported checkpoint)."""
-    if not run.exists(HISTORY_NAME):
+    if not run.exists(HISTORY_FILE):
         return []
-    return [EpochRow.model_validate(row) for row in run.read_json(HISTORY_NAME)]
+    return [EpochRow.model_validate(row) for row in run.read_json(HISTORY_FILE)]
 
 
 def curve_metrics(history: list[EpochRow], selection_metric: str) -> dict[str, list[float]]:
