@@ -4,15 +4,25 @@
    batched through each extractor, parts of many rows in the feature store) against a
    one-video-at-a-time loop in the official repositories' style (decode one video,
    embed one window at a time per extractor, `np.save` one file per video). Both use
-   the same extractors, built once; each path first runs on a warm-up clip of its own;
-   their features are checked equal (up to the store's float16) before the ratio is
-   printed.
-2. Decoding alone at 8 FPS: our streaming decoder (decord, frames resized to 224 x 224
-   with the extractors' own resize) against the anchors' route: the ffmpeg program
-   writing 8-FPS JPEG files, then PIL reading and resizing them. Needs the `bench` extra
-   (imageio-ffmpeg ships the ffmpeg program).
+   the same extractors, built once, in this process with torch's same threads; each
+   path first runs on a warm-up clip of its own; then `--repeats` alternating pairs
+   (which side goes first takes turns), each pair's ratio printed with their median
+   and spread, and the features checked equal (up to the store's float16). On a CPU,
+   paper sizes take a minute a clip: `--size paper --random-weights --n 2 --repeats 3`.
+2. Decoding alone at 8 FPS, from the file path to (N, 224, 224, 3) uint8 frames (the
+   size CLIP takes, R(2+1)D's 112 resized from it): our streaming decoder
+   (`open_video(..., frame_size=(224, 224))`: PyAV skipping the frames no output needs,
+   scaling in swscale) against the official feature scripts' route, the ffmpeg
+   program writing 8-FPS JPEG files, then PIL reading and resizing them. On the LLP
+   sample clip and on generated 640 x 360 clips (x264 ultrafast at 25 FPS, and x264's
+   default preset, with B-frames, at 30 FPS); per kind, alternating pairs, each pair's
+   ratio, the median and spread, with both sides' frame counts checked equal. Needs the
+   `bench` extra (imageio-ffmpeg ships the ffmpeg program).
 3. Windows per embed call: each extractor's time per window at batch sizes 1 to 16
-   (what `batch_size="auto"` measures while it runs), against its time at one window.
+   (1 and 2 for paper sizes on a CPU), what `batch_size="auto"` measures while it
+   runs, against one window per call: each shape called once first, then `--repeats`
+   rounds of one call per size (ascending, then descending), each round's ratios
+   printed with their median and spread.
 4. Peak memory: the resident set of a fresh `avvp extract VIDEO --size tiny --device
    cpu` process (CLIP, R(2+1)D and CLAP tiny networks, the stage's defaults otherwise)
    on generated videos, two by two: a 10-s clip of 320 x 240 against one of 2048 x 2048
@@ -36,8 +46,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as tvf
 
 from avvp.extractors import FeatureExtractor, RandomInit, create_extractor
 from avvp.pipeline.embedding import table_of_extractor, window_input
@@ -97,20 +105,30 @@ def pipeline(args: argparse.Namespace, folder: Path) -> None:
     extractors = build_extractors(args)
     *paths, warm_up = write_synthetic_clips(folder / "clips", n=args.n + 1, seconds=10)
     config = ExtractConfig(workers=args.workers, batch_size=args.batch_size, device=args.device)
+
+    def loop(out: Path) -> float:
+        return one_video_at_a_time(paths, extractors, out)
+
+    def batched(out: Path) -> float:
+        started = time.perf_counter()
+        summary = extract_videos(paths, out, config, extractors=extractors)
+        if summary.failures or summary.videos_extracted != len(paths):
+            raise SystemExit(f"the batched run did not extract every clip: {summary}")
+        return time.perf_counter() - started
+
     # Both paths run once on a clip of their own first, so neither pays first-call costs
-    # (imports, allocator growth, kernel selection) in the timing.
+    # (imports, allocator growth, kernel selection) in the timing; both then run in this
+    # process with the same extractors and torch's same threads.
     one_video_at_a_time([warm_up], extractors, folder / "warm-up-npy")
     extract_videos(warm_up, folder / "warm-up-store", config, extractors=extractors)
 
-    # Alternate the two, each into fresh outputs, so slow phases of a shared machine hit
-    # both alike; medians are compared.
+    # Alternating pairs, each into fresh outputs, the first of a pair taking turns, so
+    # slow phases of a shared machine and any order effect hit both alike.
     loop_s, batched_s = [], []
     for repeat in range(args.repeats):
-        loop_s.append(one_video_at_a_time(paths, extractors, folder / f"npy-{repeat}"))
-        summary = extract_videos(paths, folder / f"store-{repeat}", config, extractors=extractors)
-        if summary.failures or summary.videos_extracted != len(paths):
-            raise SystemExit(f"the batched run did not extract every clip: {summary}")
-        batched_s.append(summary.seconds)
+        runs = [(loop, loop_s, "npy"), (batched, batched_s, "store")]
+        for run, times, kind in runs if repeat % 2 == 0 else runs[::-1]:
+            times.append(run(folder / f"{kind}-{repeat}"))
 
     store = FeatureStore(folder / "store-0")
     largest = 0.0
@@ -124,18 +142,17 @@ def pipeline(args: argparse.Namespace, folder: Path) -> None:
         difference = np.abs(batch.features.astype(np.float32) - saved[:, 0]).max()
         largest = max(largest, float(difference / np.abs(saved).max()))
 
-    loop_rate = len(paths) / float(np.median(loop_s))
-    batched_rate = len(paths) / float(np.median(batched_s))
     print(
         f"{len(paths)} clips of 10 s, extractors {args.extractors}, size {args.size}, "
         f"device {args.device}, workers {config.decoding_workers()}, batch {args.batch_size}, "
-        f"median of {args.repeats}"
+        f"torch threads {torch.get_num_threads()}, {args.repeats} alternating pairs"
     )
-    print(f"  one video at a time: {loop_rate:8.2f} videos/s (runs: {_seconds(loop_s)})")
-    print(f"  batched pipeline:    {batched_rate:8.2f} videos/s (runs: {_seconds(batched_s)})")
-    print(f"  ratio batched / loop: {batched_rate / loop_rate:.2f}")
-    paired = sorted(loop / batched for loop, batched in zip(loop_s, batched_s, strict=True))
-    print(f"  ratio of each pair, sorted: {', '.join(f'{ratio:.2f}' for ratio in paired)}")
+    print(f"  one video at a time: {len(paths) / np.median(loop_s):8.3f} videos/s (median)")
+    print(f"  batched pipeline:    {len(paths) / np.median(batched_s):8.3f} videos/s (median)")
+    print(f"    loop runs:    {_seconds(loop_s)}")
+    print(f"    batched runs: {_seconds(batched_s)}")
+    paired = zip(loop_s, batched_s, strict=True)
+    _print_ratios("batched / loop", [one / many for one, many in paired])
     print(f"  largest feature difference, relative to the largest value: {largest:.1e}")
 
 
@@ -143,24 +160,27 @@ def _seconds(runs: list[float]) -> str:
     return ", ".join(f"{seconds:.2f} s" for seconds in runs)
 
 
-def decode_ours(path: Path) -> int:
-    """8-FPS frames of every window, resized as the extractors resize; frames made."""
-    count = 0
-    with open_video(path, sample_rates=()) as stream:
-        for window in stream.windows():
-            images = torch.from_numpy(window.frames).permute(0, 3, 1, 2).float().div(255)
-            tvf.resize(
-                images,
-                [IMAGE_SIZE, IMAGE_SIZE],
-                interpolation=InterpolationMode.BILINEAR,
-                antialias=False,
-            )
-            count += len(images)
-    return count
+def _print_ratios(label: str, ratios: list[float], indent: str = "  ") -> None:
+    """Speed ratios of alternating pairs: their median, spread and each of them."""
+    ordered = sorted(ratios)
+    print(
+        f"{indent}ratio {label}: median {np.median(ordered):.2f} "
+        f"(pairs {ordered[0]:.2f} to {ordered[-1]:.2f}: {', '.join(f'{r:.2f}' for r in ordered)})"
+    )
 
 
-def decode_anchors(path: Path, folder: Path, ffmpeg: str) -> int:
-    """ffmpeg writes 8-FPS JPEGs, PIL reads and resizes each; frames made."""
+def decode_ours(path: Path) -> np.ndarray:
+    """Our streaming decoder (`open_video` windows), frames scaled in the decoder to the
+    extractors' input size: the clip's 8-FPS frames (N, 224, 224, 3) uint8."""
+    with open_video(path, sample_rates=(), frame_size=(IMAGE_SIZE, IMAGE_SIZE)) as stream:
+        frames = [window.frames for window in stream.windows()]
+        count = stream.info.frame_count
+    return np.concatenate(frames)[:count]  # a padded last window repeats its last frame
+
+
+def decode_anchors(path: Path, folder: Path, ffmpeg: str) -> np.ndarray:
+    """The official feature scripts' route: the ffmpeg program writes 8-FPS JPEG files,
+    PIL reads each and resizes it to the extractors' input size; (N, 224, 224, 3) uint8."""
     from PIL import Image
 
     frames = folder / path.stem
@@ -180,33 +200,97 @@ def decode_anchors(path: Path, folder: Path, ffmpeg: str) -> int:
         ],
         check=True,
     )
-    count = 0
+    images = []
     for image in sorted(frames.glob("*.jpg")):
         with Image.open(image) as picture:
-            np.asarray(picture.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR))
-        count += 1
-    return count
+            resized = picture.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+            images.append(np.asarray(resized))
+    return np.stack(images)
+
+
+def write_decode_clip(ffmpeg: str, path: Path, rate: int) -> Path:
+    """A 10-s 640 x 360 moving picture at `rate` FPS in H.264 with libx264's default
+    preset (B-frames, as uploads from cameras and editors commonly have), no audio."""
+    subprocess.run(
+        [
+            ffmpeg,
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size=640x360:rate={rate}",
+            "-t",
+            "10",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
+        check=True,
+    )
+    return path
+
+
+def decode_clip_kinds(ffmpeg: str, folder: Path) -> dict[str, list[Path]]:
+    """The clips each decoding comparison runs on, by kind."""
+    folder.mkdir()
+    sample = Path(__file__).resolve().parents[1] / "tests" / "data" / "BjCEufrlXm4.mp4"
+    return {
+        "LLP sample (320 x 240, 29.9 FPS, B-frames)": [sample],
+        "640 x 360, 25 FPS, x264 ultrafast (no B-frames)": [
+            write_test_video(ffmpeg, folder / f"ultrafast-{i}.mp4", "640x360", 10) for i in range(2)
+        ],
+        "640 x 360, 30 FPS, x264 default preset (B-frames)": [
+            write_decode_clip(ffmpeg, folder / f"default-{i}.mp4", 30) for i in range(2)
+        ],
+    }
 
 
 def decode(args: argparse.Namespace, folder: Path) -> None:
     ffmpeg = find_ffmpeg("decoding: skipped, needs imageio-ffmpeg (pip install -e '.[bench]')")
     if ffmpeg is None:
         return
-    paths = write_synthetic_clips(folder / "decode", n=args.n, seconds=10)
-    timings = {}
-    for name, run in (
-        ("ours (streaming windows)", decode_ours),
-        ("ffmpeg JPEGs + PIL", lambda p: decode_anchors(p, folder / "jpegs", ffmpeg)),
-    ):
-        (folder / "jpegs").mkdir(exist_ok=True)
-        started = time.perf_counter()
-        frames = sum(run(path) for path in paths)
-        timings[name] = (time.perf_counter() - started, frames)
-    print(f"decoding {len(paths)} clips of 10 s at 8 FPS, frames resized to {IMAGE_SIZE}:")
-    for name, (seconds, frames) in timings.items():
-        print(f"  {name:26s} {len(paths) / seconds:8.2f} videos/s ({frames} frames)")
-    (ours_s, _), (anchors_s, _) = timings.values()
-    print(f"  ratio ours / anchors: {anchors_s / ours_s:.2f}")
+    kinds = decode_clip_kinds(ffmpeg, folder / "clips")
+    jpegs = folder / "jpegs"
+    print(
+        f"decoding 10-s clips at 8 FPS into {IMAGE_SIZE} x {IMAGE_SIZE} uint8 frames, from the "
+        f"file path, {args.repeats} alternating pairs per kind (ratio: anchors' time / ours):"
+    )
+    for number, (kind, paths) in enumerate(kinds.items()):
+        # Same frames on both sides: their count, and how far apart the pictures are: the
+        # first frames are one source frame (scaling and JPEG differences); later ones differ
+        # in choice too (the anchors' fps filter takes the nearest frame, ours the one shown).
+        (jpegs / f"check-{number}").mkdir(parents=True)
+        pictures = [
+            (decode_ours(p), decode_anchors(p, jpegs / f"check-{number}", ffmpeg)) for p in paths
+        ]
+        if any(len(ours) != len(anchors) for ours, anchors in pictures):
+            counts = [(len(ours), len(anchors)) for ours, anchors in pictures]
+            raise SystemExit(f"{kind}: frame counts differ (ours, anchors): {counts}")
+        apart = np.mean([np.abs(o.astype(np.int16) - a).mean() for o, a in pictures])
+        first = np.mean([np.abs(o[0].astype(np.int16) - a[0]).mean() for o, a in pictures])
+        seconds: dict[str, list[float]] = {"ours": [], "anchors": []}
+        for repeat in range(args.repeats):
+            out = jpegs / f"{number}-{repeat}"
+            out.mkdir()
+            # Alternate which side goes first, so slow phases of a shared machine hit both.
+            for name in ("ours", "anchors")[:: 1 if repeat % 2 == 0 else -1]:
+                started = time.perf_counter()
+                for path in paths:
+                    decode_ours(path) if name == "ours" else decode_anchors(path, out, ffmpeg)
+                seconds[name].append(time.perf_counter() - started)
+        ratios = [a / o for o, a in zip(seconds["ours"], seconds["anchors"], strict=True)]
+        frames = sum(len(ours) for ours, _ in pictures)
+        print(f"  {kind}: {len(paths)} clip(s), {frames} frames each way")
+        for name, runs in seconds.items():
+            print(f"    {name:8s} median {np.median(runs):6.2f} s (runs: {_seconds(runs)})")
+        print(
+            f"    ratio per pair: {', '.join(f'{r:.2f}' for r in ratios)}; median "
+            f"{np.median(ratios):.2f}, spread {min(ratios):.2f}-{max(ratios):.2f}"
+        )
+        print(f"    mean |ours - anchors|: first frames {first:.1f}, all {apart:.1f} levels")
 
 
 def batch_sizes(args: argparse.Namespace, folder: Path) -> None:
@@ -214,24 +298,33 @@ def batch_sizes(args: argparse.Namespace, folder: Path) -> None:
     extractors = build_extractors(args)
     with open_video(clip, sample_rates=sample_rates(extractors)) as stream:
         window = next(iter(stream.windows()))
-    print(f"ms per window by windows per embed call ({args.device}, size {args.size}):")
+    # A paper network on a CPU takes seconds to a minute per window: fewer sizes there.
+    sizes = (1, 2, 4, 8, 16) if args.size == "tiny" or args.device != "cpu" else (1, 2)
+    print(
+        f"ms per window by windows per embed call ({args.device}, size {args.size}, torch "
+        f"threads {torch.get_num_threads()}; median of {args.repeats} alternating rounds):"
+    )
     for extractor in extractors:
         item = extractor.preprocess(window_input(window, extractor.input))
-        per_window = {}
-        for size in (1, 2, 4, 8, 16):
-            batch = torch.stack([item] * size)
-            extractor.embed(batch)  # first call of a shape: kernel choice, allocations
-            calls = max(2, 32 // size)
-            started = time.perf_counter()
-            for _ in range(calls):
-                extractor.embed(batch).cpu()
-            per_window[size] = (time.perf_counter() - started) / (calls * size) * 1000
-        shown = "  ".join(f"{size}: {ms:6.2f}" for size, ms in per_window.items())
-        best = min(per_window, key=per_window.get)
-        print(
-            f"  {extractor.name:14s} {shown}   fastest {best} "
-            f"({per_window[1] / per_window[best]:.2f}x one window)"
-        )
+        batches = {size: torch.stack([item] * size) for size in sizes}
+        for batch in batches.values():
+            extractor.embed(batch).cpu()  # first call of a shape: kernel choice, allocations
+        # One call of each size per round, ascending then descending in turn, so that a
+        # slow phase of a shared machine hits every size alike.
+        rounds: list[dict[int, float]] = []
+        for repeat in range(args.repeats):
+            per_window = {}
+            for size in sizes if repeat % 2 == 0 else sizes[::-1]:
+                started = time.perf_counter()
+                extractor.embed(batches[size]).cpu()
+                per_window[size] = (time.perf_counter() - started) / size * 1000
+            rounds.append(per_window)
+        median = {size: float(np.median([r[size] for r in rounds])) for size in sizes}
+        shown = "  ".join(f"{size}: {ms:7.1f}" for size, ms in median.items())
+        print(f"  {extractor.name:14s} {shown}")
+        for size in sizes[1:]:
+            ratios = [r[1] / r[size] for r in rounds]
+            _print_ratios(f"{size} windows / 1 window per call", ratios, indent="    ")
 
 
 _MEASURE = """

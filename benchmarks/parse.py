@@ -1,27 +1,31 @@
 """Parsing speed: the parse-folder chain on a folder of generated clips against a
 one-video-at-a-time loop, and the latency of one 10-s clip end to end.
 
-Set-up (not timed): `--n` synthetic 10-s clips and a few more, the tiny extractors, and
-a tiny MM-CSE run trained for one epoch on the extra clips (the speed of parsing does
-not depend on how well the run learned).
+Set-up (not timed): `--n` synthetic 10-s clips and a few more, and a tiny MM-CSE run
+trained for one epoch on the extra clips (the speed of parsing does not depend on how
+well the run learned); then each path once on two clips (kernel choice, allocator
+growth, the extractors built into this process's cache, which both paths then read).
 
-1. Batched: the parse-folder chain (`avvp parse`) into a fresh store: extraction of every
-   window (batched extractors, streaming decode), the run on all windows in large
-   batches, events, `events.parquet/csv`, `videos.csv` (timelines off: drawing PNGs is
-   not parsing).
-2. Loop: per video, decode its windows, embed each window with each extractor, run the
-   model on the video's windows, cut its events with the same `video_events`.
-3. Latency: the parse-folder chain on one new 10-s clip, in this warm process (models
-   built).
+1. Batched: the parse-folder chain (`avvp parse`) into a fresh store: the run opened,
+   the extractors looked up, extraction of every window (batched extractors, streaming
+   decode), the run on all windows in large batches, events, `events.parquet/csv`,
+   `videos.csv`, `index.html` (timelines off: drawing PNGs is not parsing).
+2. Loop: the run opened and its extractors looked up as the chain does (inside its
+   timer, like the chain's), then per video: decode its windows, embed each window with
+   each extractor, run the model on the video's windows, cut its events with the same
+   `video_events`.
+3. Latency: the same two paths on one more 10-s clip (a fresh store each time), warm.
 4. Cached re-parse: `avvp parse` run as a user runs it (a new process each time, with
    timelines and the viewer) on the folder, first into a fresh store and output folder,
-   then again on the same ones, where everything is found stored; in alternating pairs,
-   each pair's ratio printed.
+   then again on the same ones, where everything is found stored.
 
-Both paths use the same built extractors and the same run; their event counts are
-checked equal before the ratio is printed.
+Sections 1 and 3 run in alternating pairs (loop first in odd pairs, chain first in even
+ones) so that a busy machine slows both alike; every pair's ratio is printed, then the
+median and the spread. Both paths use the same extractors and the same run; their
+event counts are checked equal in every pair.
 
-    python benchmarks/parse.py [--n 32] [--device cpu|cuda] [--repeats 3] [--only-cached]
+    python benchmarks/parse.py [--n 32] [--device cpu|cuda] [--repeats 3]
+                               [--only-cached | --skip-cached]
 """
 
 from __future__ import annotations
@@ -78,13 +82,14 @@ def train_tiny_run(work: Path, device: str) -> str:
 
 def one_video_at_a_time(paths: list[Path], run_url: str, config: ParseConfig) -> tuple[float, int]:
     """The loop baseline: (seconds, events)."""
+    started = time.perf_counter()
+    # The set-up the chain does inside its own timer: the run and its extractors.
     loaded = load_run(run_url, config.device)
     extractors = build_extractors(parse_extract_config(loaded, config))
     by_name = {extractor.name: extractor for extractor in extractors}
     rates = sorted({e.input.sample_rate for e in extractors} - {None})
     rule = loaded.config.filter_resolved()
     events = 0
-    started = time.perf_counter()
     for path in paths:
         with open_video(path, sample_rates=rates) as stream:
             windows = list(stream.windows())
@@ -117,10 +122,10 @@ def one_video_at_a_time(paths: list[Path], run_url: str, config: ParseConfig) ->
 
 
 def batched(paths: list[Path], run_url: str, config: ParseConfig, work: Path) -> tuple[float, int]:
+    """The parse-folder chain into a fresh store and output folder: (seconds, events)."""
     store, out = work / "parse-store", work / "parse-out"
     for folder in (store, out):
         shutil.rmtree(folder, ignore_errors=True)
-    started = time.perf_counter()
     params = ParseFolderConfig(
         videos=[str(path) for path in paths],
         run=run_url,
@@ -128,10 +133,44 @@ def batched(paths: list[Path], run_url: str, config: ParseConfig, work: Path) ->
         store=str(store),
         config=config.model_dump(),
     )
+    started = time.perf_counter()
     result = run_local(PARSE_FOLDER, params, quiet).parse
     seconds = time.perf_counter() - started
     assert not result.failed, result.failed
     return seconds, sum(result.events.values())
+
+
+def paired(
+    title: str, paths: list[Path], run_url: str, config: ParseConfig, work: Path, pairs: int
+) -> None:
+    """Loop and chain on `paths` in `pairs` alternating pairs; each pair's ratio printed."""
+    loop_s, chain_s = [], []
+    for number in range(pairs):
+        # Odd pairs run the loop first, even ones the chain: drift hits both alike.
+        order = ("loop", "chain") if number % 2 == 0 else ("chain", "loop")
+        counts = {}
+        for side in order:
+            if side == "loop":
+                seconds, counts[side] = one_video_at_a_time(paths, run_url, config)
+                loop_s.append(seconds)
+            else:
+                seconds, counts[side] = batched(paths, run_url, config, work)
+                chain_s.append(seconds)
+        assert counts["loop"] == counts["chain"], counts
+    ratios = [loop / chain for loop, chain in zip(loop_s, chain_s, strict=True)]
+    print(f"{title}: {len(paths)} clip(s) of 10 s, {counts['chain']} events, {pairs} pairs")
+    for number, (loop, chain, ratio) in enumerate(zip(loop_s, chain_s, ratios, strict=True), 1):
+        first = "loop first " if number % 2 else "chain first"
+        print(
+            f"  pair {number} ({first}): loop {loop:6.2f} s, chain {chain:6.2f} s, "
+            f"chain / loop speed {ratio:.2f}x"
+        )
+    print(
+        f"  loop {np.median(loop_s):.2f} s ({len(paths) / np.median(loop_s):.2f} videos/s), "
+        f"chain {np.median(chain_s):.2f} s ({len(paths) / np.median(chain_s):.2f} videos/s) "
+        f"median; chain / loop speed median {np.median(ratios):.2f}x "
+        f"(pairs {min(ratios):.2f}-{max(ratios):.2f})"
+    )
 
 
 def cli_parse(paths: list[Path], run_url: str, out: Path, device: str) -> float:
@@ -168,40 +207,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32, help="clips of 10 s to parse")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
+    parser.add_argument("--repeats", type=int, default=3, help="pairs per section")
+    sections = parser.add_mutually_exclusive_group()
+    sections.add_argument(
         "--only-cached", action="store_true", help="only section 4, the cached re-parse"
+    )
+    sections.add_argument(
+        "--skip-cached", action="store_true", help="sections 1-3 only (minutes fewer)"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         run_url = train_tiny_run(work, args.device)
         *paths, latency_clip = write_synthetic_clips(work / "clips", n=args.n + 1, seconds=10)
-        cached_reparse(paths, run_url, work, args.device, args.repeats)
+        if not args.skip_cached:
+            cached_reparse(paths, run_url, work, args.device, args.repeats)
         if args.only_cached:
             return
         config = ParseConfig(device=args.device, timelines=False)
-        # Both paths once first: model building, allocator growth, kernel choice.
+        # Both paths once first: kernel choice, allocator growth, extractors built.
         batched(paths[:2], run_url, config, work)
         one_video_at_a_time(paths[:2], run_url, config)
-        loop_s, batched_s = [], []
-        for _ in range(args.repeats):
-            seconds, loop_events = one_video_at_a_time(paths, run_url, config)
-            loop_s.append(seconds)
-            seconds, batched_events = batched(paths, run_url, config, work)
-            batched_s.append(seconds)
-        assert loop_events == batched_events, (loop_events, batched_events)
-        latency_s, _ = batched([latency_clip], run_url, config, work)
-        loop_rate = len(paths) / float(np.median(loop_s))
-        batched_rate = len(paths) / float(np.median(batched_s))
-        print(
-            f"parsing {len(paths)} clips of 10 s, tiny networks, device {args.device}, "
-            f"median of {args.repeats} ({batched_events} events)"
-        )
-        print(f"  one video at a time: {loop_rate:8.2f} videos/s")
-        print(f"  parse-folder chain:  {batched_rate:8.2f} videos/s")
-        print(f"  ratio batched / loop: {batched_rate / loop_rate:.2f}")
-        print(f"  latency of one 10-s clip end to end: {latency_s:.2f} s")
+        print(f"tiny networks, device {args.device}, torch threads {torch.get_num_threads()}")
+        paired("parsing a folder", paths, run_url, config, work, args.repeats)
+        latency = "latency of one 10-s clip end to end"
+        paired(latency, [latency_clip], run_url, config, work, args.repeats)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
-"""Read speed of the feature store against one `.npy` file per video.
+"""Read speed of the feature store against one `.npy` file per video, for both row shapes.
 
-Writes N synthetic LLP-shaped rows (default 10,000 x 10 x 768 float16, CLIP) to a
-store in a temporary folder, in several parts, and also as `<video_id>.npy` files (the
-layout of the official releases). Then reads all N in one shuffled order into one
-contiguous array both ways, in the same run, with a warm page cache: the best of a few
-repeats is reported as videos/s, with the ratio store / npy.
+For each row shape (CLIP rows, 10 x 768, and CLAP maps, 64 x 768), writes N synthetic
+one-window videos to a store in a temporary folder, in several parts, and the same rows
+as `<video_id>.npy` files (the layout of the official releases). Both routes then read
+the same N videos in the same shuffled order into one contiguous (N, *shape) array, the
+store opened afresh for every read (its key index included); one read of each warms the
+page cache first. Reads come in alternating pairs (store then npy, npy then store, ...)
+so that load from other processes falls on both sides alike; every pair's ratio
+npy seconds / store seconds is printed (above 1: the store is faster), then the median
+and the spread.
 
-    python benchmarks/store_read.py [--n 10000] [--shape 64x768] [--parts 10]
+    python benchmarks/store_read.py [--n-clip 10000] [--n-clap 2000] [--pairs 5]
 """
 
 from __future__ import annotations
@@ -24,65 +28,86 @@ from avvp.storage.keys import Keys
 from avvp.storage.provenance import Provenance
 
 
-def best_seconds(read: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarray]:
-    result = read()  # warms the page cache and any lazily built state
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = read()
-        timings.append(time.perf_counter() - start)
-    return min(timings), result
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10_000, help="videos (one window each)")
-    parser.add_argument("--shape", default="10x768", help="feature shape per row, e.g. 64x768")
-    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
-    parser.add_argument("--parts", type=int, default=10, help="store parts to spread rows over")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    shape = tuple(int(size) for size in args.shape.lower().split("x"))
-
+def write_both(folder: Path, n: int, shape: tuple[int, ...], dtype: str, parts: int) -> np.ndarray:
+    """N rows as store parts and as .npy files; returns the video ids."""
     rng = np.random.default_rng(0)
-    video_ids = np.array([f"{i:011d}" for i in range(args.n)], dtype=object)
-    provenance = Provenance("synthetic", "1", dtype=args.dtype, shape=shape)
+    video_ids = np.array([f"{i:011d}" for i in range(n)], dtype=object)
+    provenance = Provenance("synthetic", "1", dtype=dtype, shape=shape)
+    table = FeatureStore(folder / "store").table("synthetic")
+    (folder / "npy").mkdir()
+    for part_ids in np.array_split(video_ids, parts):
+        features = rng.standard_normal((len(part_ids), *shape), np.float32).astype(dtype)
+        ones = np.ones(len(part_ids), np.int64)
+        table.write(part_ids, 0 * ones, features, 10 * ones, ones.astype(bool), provenance)
+        for video_id, feature in zip(part_ids, features, strict=True):
+            np.save(folder / "npy" / f"{video_id}.npy", feature)
+    return video_ids
 
-    with tempfile.TemporaryDirectory() as folder:
-        npy_folder = Path(folder) / "npy"
-        npy_folder.mkdir()
-        table = FeatureStore(f"{folder}/store").table("synthetic")
-        for part_ids in np.array_split(video_ids, args.parts):
-            features = rng.standard_normal((len(part_ids), *shape), np.float32)
-            features = features.astype(args.dtype)
-            ones = np.ones(len(part_ids), np.int64)
-            table.write(part_ids, 0 * ones, features, 10 * ones, ones.astype(bool), provenance)
-            for video_id, feature in zip(part_ids, features, strict=True):
-                np.save(npy_folder / f"{video_id}.npy", feature)
 
-        order = rng.permutation(args.n)
-        shuffled = Keys.of(video_ids[order])
-        npy_paths = [npy_folder / f"{video_id}.npy" for video_id in video_ids[order]]
+def seconds(read: Callable[[], np.ndarray]) -> float:
+    start = time.perf_counter()
+    read()
+    return time.perf_counter() - start
+
+
+def compare(label: str, n: int, shape: tuple[int, ...], args: argparse.Namespace) -> float:
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        video_ids = write_both(folder, n, shape, args.dtype, args.parts)
+        order = np.random.default_rng(1).permutation(n)
+        keys = Keys.of(video_ids[order])
+        npy_paths = [folder / "npy" / f"{video_id}.npy" for video_id in video_ids[order]]
 
         def read_npy() -> np.ndarray:
-            out = np.empty((args.n, *shape), args.dtype)
+            out = np.empty((n, *shape), args.dtype)
             for row, path in enumerate(npy_paths):
                 out[row] = np.load(path)
             return out
 
-        def read_fresh_table() -> np.ndarray:
-            return FeatureStore(f"{folder}/store").table("synthetic").read(shuffled)
+        def read_store() -> np.ndarray:
+            return FeatureStore(folder / "store").table("synthetic").read(keys)
 
-        npy_s, from_npy = best_seconds(read_npy, args.repeats)
-        fresh_s, from_store = best_seconds(read_fresh_table, args.repeats)
-        cached_s, _ = best_seconds(lambda: table.read(shuffled), args.repeats)
-        assert np.array_equal(from_npy, from_store), "the two layouts disagree"
+        # The warm-up reads, checked equal: both routes return the same array.
+        assert np.array_equal(read_npy(), read_store()), "the two layouts disagree"
+        ratios, store_s, npy_s = [], [], []
+        print(
+            f"{label}: {n} videos of {'x'.join(map(str, shape))} {args.dtype}, "
+            f"store in {args.parts} parts"
+        )
+        for pair in range(args.pairs):
+            if pair % 2 == 0:
+                store, npy = seconds(read_store), seconds(read_npy)
+            else:
+                npy, store = seconds(read_npy), seconds(read_store)
+            store_s.append(store)
+            npy_s.append(npy)
+            ratios.append(npy / store)
+            print(
+                f"  pair {pair + 1} ({'store, npy' if pair % 2 == 0 else 'npy, store'}): "
+                f"store {n / store:9,.0f} videos/s, npy {n / npy:9,.0f} videos/s, "
+                f"ratio {npy / store:.2f}"
+            )
+    median = float(np.median(ratios))
+    print(
+        f"  store/npy ratio: median {median:.2f} (spread {min(ratios):.2f}-{max(ratios):.2f}); "
+        f"median videos/s store {n / np.median(store_s):,.0f}, npy {n / np.median(npy_s):,.0f}"
+    )
+    return median
 
-    print(f"{args.n} rows of {args.shape} {args.dtype}, store in {args.parts} parts")
-    print(f"npy files            : {args.n / npy_s:12,.0f} videos/s")
-    print(f"store, fresh table   : {args.n / fresh_s:12,.0f} videos/s")
-    print(f"store, cached index  : {args.n / cached_s:12,.0f} videos/s")
-    print(f"ratio store/npy      : {npy_s / fresh_s:.2f} (fresh), {npy_s / cached_s:.2f} (cached)")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-clip", type=int, default=10_000, help="videos of 10 x 768 rows")
+    parser.add_argument("--n-clap", type=int, default=2_000, help="videos of 64 x 768 maps")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    parser.add_argument("--parts", type=int, default=10, help="store parts to spread rows over")
+    parser.add_argument("--pairs", type=int, default=5, help="alternating pairs per shape")
+    args = parser.parse_args()
+    results = {
+        "CLIP rows": compare("CLIP rows", args.n_clip, (10, 768), args),
+        "CLAP maps": compare("CLAP maps", args.n_clap, (64, 768), args),
+    }
+    print("summary (median store/npy): " + ", ".join(f"{k} {v:.2f}x" for k, v in results.items()))
 
 
 if __name__ == "__main__":

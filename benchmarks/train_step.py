@@ -6,9 +6,10 @@ and loss terms on the benchmark batch must agree to --atol, or nothing is timed.
 training step is the trainer's (forward with auxiliaries, mmcse_loss, backward, gradient
 clipping, its fused AdamW step) for both networks; an inference step is the forward
 without auxiliaries under inference_mode. Repeats of the two networks alternate (A B,
-B A, ...) so they share the machine's noise; the median and the best repeat are
-reported as steps/s with the ratio ours / reference. --profile adds the top ops of one
-training step and the ratio bound that ours' matrix products alone set.
+B A, ...) so they share the machine's noise; each repeat of the two is a pair, and the
+ratio reference time / ours of every pair is printed with their median and spread.
+--profile adds the top ops of one training step and the ratio bound that ours' matrix
+products alone set.
 
     python benchmarks/train_step.py [--device cpu|cuda|all] [--batch 64] [--steps 3]
                                     [--repeats 5] [--threads N] [--profile] [--amp]
@@ -187,14 +188,20 @@ def time_alternating(
 
 
 def report(kind: str, seconds: dict[str, list[float]]) -> None:
+    """Steps/s of both (median repeat) and the ratio reference/ours of every alternating
+    pair (repeat i of each), with their median and spread."""
     median = {name: statistics.median(values) for name, values in seconds.items()}
-    best = {name: min(values) for name, values in seconds.items()}
+    pairs = [
+        reference / ours
+        for ours, reference in zip(seconds["ours"], seconds["reference"], strict=True)
+    ]
     print(
         f"  {kind:<9} ours {1 / median['ours']:8.3g} steps/s   reference "
         f"{1 / median['reference']:8.3g} steps/s   ratio ours/reference "
-        f"{median['reference'] / median['ours']:5.2f} (median), "
-        f"{best['reference'] / best['ours']:5.2f} (best)"
+        f"{statistics.median(pairs):5.2f} (median of {len(pairs)} pairs, "
+        f"{min(pairs):.2f}-{max(pairs):.2f})"
     )
+    print(f"  {'':<9} pairs in order: {', '.join(f'{ratio:.2f}' for ratio in pairs)}")
 
 
 MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
@@ -262,7 +269,7 @@ def run_on(device: torch.device, args: argparse.Namespace) -> None:
         name: timed(lambda m=model: inference_step(m, batch)) for name, model in models.items()
     }
     time_alternating(train, 1, 1, device)  # warm-up: allocator, kernels, optimizer state
-    print(f"  median / best of {args.repeats} alternating repeats of {args.steps} steps")
+    print(f"  {args.repeats} alternating pairs of {args.steps} steps each")
     report("training", time_alternating(train, args.steps, args.repeats, device))
     for model in models.values():
         model.eval()

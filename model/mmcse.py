@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MMCSEOptions, ModelConfig
+from .dropout import Dropout, dropout
 from .inputs import FeatureProjection
 from .outputs import ParserOutput
 
@@ -61,7 +62,7 @@ class ClassBranches(nn.Module):
             self.out_weight = nn.Parameter(torch.empty(num_branches, out_dim, out_dim))
             self.out_bias = nn.Parameter(torch.empty(num_branches, out_dim))
             _init_like_linear(self.out_weight, self.out_bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branches, out_dim, in_dim = self.in_weight.shape
@@ -116,7 +117,7 @@ class CAFD(nn.Module):
                 nn.ReLU(),
                 nn.Linear(in_dim, in_dim // 2),
                 nn.ReLU(),
-                nn.Dropout(dropout),
+                Dropout(dropout),
                 nn.Linear(in_dim // 2, 1),
             )
             self.fuse = nn.Linear(2 * class_dim, class_dim)
@@ -206,15 +207,18 @@ class ClassTokenAttention(nn.Module):
             )
         query, key, value = self._heads(query), self._heads(key), self._heads(value)
         weights_map: torch.Tensor | None = None
-        if need_map:
+        # On a CPU in training the attention is written out so its dropout takes the
+        # cheaper mask; elsewhere SDPA's fused kernels are faster.
+        if need_map or (self.training and self.dropout > 0 and x.device.type == "cpu"):
             scale = (c // self.num_heads) ** -0.5
             weights = torch.softmax((query * scale) @ key.transpose(-2, -1), dim=-1)
-            weights = F.dropout(weights, self.dropout, training=self.training)
+            weights = dropout(weights, self.dropout, self.training)
             attended = weights @ value
-            weights_map = weights.mean(dim=1).view(n, t, k, k)
+            if need_map:
+                weights_map = weights.mean(dim=1).view(n, t, k, k)
         else:
-            dropout = self.dropout if self.training else 0.0
-            attended = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
+            dropout_p = self.dropout if self.training else 0.0
+            attended = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p)
         attended = attended.transpose(1, 2).reshape(n, t, k, c)
         return self.out_proj(attended), weights_map
 
@@ -230,9 +234,17 @@ class SECM(nn.Module):
     def forward(
         self, x: torch.Tensor, source: torch.Tensor | None, need_map: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x, source: (N, T, K, C); source None attends within x. Map: (N, T, K, K)."""
-        attended, co_occurrence = self.attn(x, source, need_map)
-        return x + attended, co_occurrence
+        """x, source: (N, T, K, C); source None attends within x. Returns the attention
+        output, Z - X (N, T, K, C), and the map (N, T, K, K): the layer adds X itself."""
+        return self.attn(x, source, need_map)
+
+
+class Relevance(NamedTuple):
+    """LGSF's output as its two factors, relevance (N, T, K, 1) x global_feature
+    (N, 1, K, C): kept apart so a Linear after it runs on T times fewer rows."""
+
+    relevance: torch.Tensor
+    global_feature: torch.Tensor
 
 
 class LGSF(nn.Module):
@@ -245,26 +257,35 @@ class LGSF(nn.Module):
         self.local_proj = nn.Linear(dim, dim)
         self.global_proj = None if cross else nn.Linear(dim, dim)
 
-    def forward(self, z: torch.Tensor, other: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, other: torch.Tensor | None) -> Relevance:
         """z: (N, T, K, C); other: the other modality's layer input for the cross path."""
         if self.global_proj is None:
+            local = F.relu(self.local_proj(z))
             global_side = F.relu(self.local_proj(other if other is not None else z))
         else:
-            global_side = F.relu(self.global_proj(z))
+            # Both Linears read Z: one GEMM over Z instead of two.
+            both = F.linear(
+                z,
+                torch.cat([self.local_proj.weight, self.global_proj.weight]),
+                torch.cat([self.local_proj.bias, self.global_proj.bias]),
+            )
+            local, global_side = F.relu(both).chunk(2, dim=-1)
         global_feature = global_side.mean(dim=1, keepdim=True)
-        local = F.relu(self.local_proj(z))
         # F.cosine_similarity would broadcast the global feature over T before taking its
         # norm; its norm is taken once per class here. Same formula, including the eps.
         cosine = (local * global_feature).sum(dim=-1) / (
             _clamped_norm(local) * _clamped_norm(global_feature)
         )
-        relevance = torch.sigmoid(cosine)
-        return relevance.unsqueeze(-1) * global_feature
+        return Relevance(torch.sigmoid(cosine).unsqueeze(-1), global_feature)
 
 
 class FGSEPath(nn.Module):
     """One path of an FGSE layer: SECM, then LGSF with the layer input as residual, then a
-    Linear. The intra path attends within the modality, the cross path to the other one."""
+    Linear. The intra path attends within the modality, the cross path to the other one.
+
+    The path's output is out_proj(X + U) for U the LGSF output (or SECM's attention
+    output without LGSF, or nothing without either); `update` returns U, so the layer
+    can project X once for all paths (see FGSELayer)."""
 
     def __init__(
         self, dim: int, num_heads: int, dropout: float, cross: bool, options: MMCSEOptions
@@ -275,14 +296,18 @@ class FGSEPath(nn.Module):
         self.lgsf = LGSF(dim, cross) if options.lgsf else None
         self.out_proj = nn.Linear(dim, dim)
 
-    def forward(
+    def update(
         self, x: torch.Tensor, other: torch.Tensor, need_map: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[Relevance | torch.Tensor | None, torch.Tensor | None]:
+        """U as Relevance factors (LGSF), a tensor (SECM only) or None, and SECM's map."""
         source = other if self.cross else None
-        z, co_occurrence = (x, None) if self.secm is None else self.secm(x, source, need_map)
-        if self.lgsf is not None:
-            z = x + self.lgsf(z, source)
-        return self.out_proj(z), co_occurrence
+        attended, co_occurrence = (
+            (None, None) if self.secm is None else self.secm(x, source, need_map)
+        )
+        if self.lgsf is None:
+            return attended, co_occurrence
+        z = x if attended is None else x + attended
+        return self.lgsf(z, source), co_occurrence
 
 
 class FGSELayer(nn.Module):
@@ -302,21 +327,32 @@ class FGSELayer(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+            nn.Linear(dim, ffn_dim), nn.ReLU(), Dropout(dropout), nn.Linear(ffn_dim, dim)
         )
 
     def forward(
         self, x: torch.Tensor, other: torch.Tensor, need_maps: bool
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x, other: (N, T, K, C). Returns the update and the co-occurrence maps by path."""
-        total: torch.Tensor | None = None
+        paths = list(self.paths.items())
+        # sum_p out_proj_p(X + U_p) = X (sum_p W_p)^T + sum_p b_p + sum_p U_p W_p^T: X is
+        # projected once for all paths, and an LGSF U_p = r_p g_p is projected on its
+        # T-times-smaller global factor g_p before r_p scales it.
+        total = F.linear(
+            x,
+            torch.stack([path.out_proj.weight for _, path in paths]).sum(dim=0),
+            torch.stack([path.out_proj.bias for _, path in paths]).sum(dim=0),
+        )
         maps: dict[str, torch.Tensor] = {}
-        for name, path in self.paths.items():
-            out, co_occurrence = path(x, other, need_maps)
-            total = out if total is None else total + out
+        for name, path in paths:
+            update, co_occurrence = path.update(x, other, need_maps)
+            if isinstance(update, Relevance):
+                projected = F.linear(update.global_feature, path.out_proj.weight)
+                total = torch.addcmul(total, update.relevance, projected)
+            elif update is not None:
+                total = total + F.linear(update, path.out_proj.weight)
             if co_occurrence is not None:
                 maps[name] = co_occurrence
-        assert total is not None  # MMCSEOptions keeps at least one path
         return self.ffn(self.norm(total)), maps
 
 

@@ -23,6 +23,7 @@ its windows, so later stages can tell it from a real silent track.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -203,6 +204,22 @@ def _failed(pending: PendingVideo, reason: str, detail: str) -> VideoEnd:
     return VideoEnd(pending.video_id, None, failure)
 
 
+@contextlib.contextmanager
+def threads_beside(workers: int, extractors: Sequence[FeatureExtractor]) -> Iterator[None]:
+    """While extractors on the CPU embed beside `workers` decoding processes, torch's
+    threads are the CPUs those leave (never more than already set), restored after."""
+    previous = torch.get_num_threads()
+    on_cpu = any(extractor.device.type == "cpu" for extractor in extractors)
+    if on_cpu and workers > 0:
+        # On 2 cores with one decoding worker, torch's 2 threads took 1.37x the time of 1
+        # (4 alternating pairs of tiny extraction): a thread sharing a core mostly waits.
+        torch.set_num_threads(max(1, min(previous, (os.cpu_count() or 1) - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def as_is(item: Any) -> Any:
     # The loader's default conversion would rebuild the tuples field by field.
     return item
@@ -213,16 +230,19 @@ class BatchSizer:
     while the time per window keeps falling, then stays at the fastest size seen.
 
     Why measure: on a GPU larger batches are faster per window up to the memory; on a
-    CPU the tiny networks run fastest one window at a time (their activations fall out
-    of cache), while CLAP still gains from batching. The first call of each size may
-    include warm-up costs, so size one is timed twice.
+    CPU it depends on the network and on how busy the cores are (fewer, larger calls
+    mean fewer waits of torch's threads for each other), so no fixed size fits all.
+    Each size is timed twice and its faster call kept: the first call of a new shape
+    pays one-off costs (oneDNN kernel choice, allocator growth), and a slow phase of a
+    shared machine would otherwise end the search early.
     """
 
     LIMIT = 16  # more windows per call add memory and, on a CPU, little speed
+    TIMINGS = 2  # calls timed per size
 
     def __init__(self, setting: int | str) -> None:
         self.fixed = None if setting == "auto" else int(setting)
-        self._trials: list[int] = [1, 1]
+        self._trials: list[int] = [1] * self.TIMINGS
         self._per_window: dict[int, float] = {}
 
     @property
@@ -236,13 +256,13 @@ class BatchSizer:
         if self.fixed is not None or not self._trials or size != self._trials[0]:
             return
         self._trials.pop(0)
-        self._per_window[size] = seconds / size
+        self._per_window[size] = min(seconds / size, self._per_window.get(size, float("inf")))
         if self._trials:
             return
         # A size no faster per window than the best one so far ends the search.
         still_faster = self._per_window[size] <= self._per_window[self._best()]
         if still_faster and size * 2 <= self.LIMIT:
-            self._trials.append(size * 2)
+            self._trials.extend([size * 2] * self.TIMINGS)
 
     def _best(self) -> int:
         return min(self._per_window, key=self._per_window.get)

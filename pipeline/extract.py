@@ -69,6 +69,7 @@ from .embedding import (
     check_extraction_settings,
     table_of_extractor,
     table_writers,
+    threads_beside,
 )
 from .sources.config_files import renamed_key
 from .sources.llp import llp_video_ids
@@ -418,41 +419,45 @@ def extract_shard(
     dataset = ShardWindows(
         shard.videos, {e.name: (e.input, e.transform) for e in built}, WorkMarkers(root, STAGE)
     )
-    loader = DataLoader(
-        dataset,
-        batch_size=None,
-        # A daemonic process (a Dask worker) cannot start the loader's processes.
-        num_workers=0
-        if multiprocessing.current_process().daemon
-        else min(config.decoding_workers(), len(shard.videos)),
-        collate_fn=as_is,
-    )
-    for item in loader:
-        if isinstance(item, WindowItem):
-            for writer in writers:
-                if writer.name in item.inputs:
-                    writer.add(item)
-            continue
-        pending = found[item.video_id]
-        if item.failure is not None:
-            for writer in writers:
-                writer.discard(item.video_id)
-            result.failures.append(item.failure)
-            outcome = VideoOutcome(item.video_id, pending.path, "failed", 0, item.failure.reason)
-        else:
-            for writer in writers:
-                writer.finish(item.video_id)
-            result.extracted.append(item.video_id)
-            finished.append(item.record)
-            if item.warning:
-                result.warnings.append(ExtractWarning(item.video_id, pending.path, item.warning))
-            outcome = VideoOutcome(
-                item.video_id, pending.path, "extracted", item.record.windows, warning=item.warning
-            )
-            flush(config.flush_windows)
-        if on_video is not None:
-            on_video(outcome)
-    flush(0)
+    # A daemonic process (a Dask worker) cannot start the loader's processes.
+    daemon = multiprocessing.current_process().daemon
+    workers = 0 if daemon else min(config.decoding_workers(), len(shard.videos))
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=as_is)
+    with threads_beside(workers, built):
+        for item in loader:
+            if isinstance(item, WindowItem):
+                for writer in writers:
+                    if writer.name in item.inputs:
+                        writer.add(item)
+                continue
+            pending = found[item.video_id]
+            if item.failure is not None:
+                for writer in writers:
+                    writer.discard(item.video_id)
+                result.failures.append(item.failure)
+                outcome = VideoOutcome(
+                    item.video_id, pending.path, "failed", 0, item.failure.reason
+                )
+            else:
+                for writer in writers:
+                    writer.finish(item.video_id)
+                result.extracted.append(item.video_id)
+                finished.append(item.record)
+                if item.warning:
+                    result.warnings.append(
+                        ExtractWarning(item.video_id, pending.path, item.warning)
+                    )
+                outcome = VideoOutcome(
+                    item.video_id,
+                    pending.path,
+                    "extracted",
+                    item.record.windows,
+                    warning=item.warning,
+                )
+                flush(config.flush_windows)
+            if on_video is not None:
+                on_video(outcome)
+        flush(0)
     FailureLog(root).record(
         STAGE, result.failures, resolved=[found[video_id].path for video_id in result.extracted]
     )

@@ -25,6 +25,8 @@ class Part:
     video_ids: pa.Array
     windows: np.ndarray
     row_hashes: np.ndarray  # (rows, ROW_HASH_BYTES) uint8
+    # Plain tensor columns: file offset of each row group's first value (storage.plain).
+    value_starts: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,7 +9,10 @@ On-disk layout (the root is a local path or any fsspec URL)::
 Every part is a plain Parquet file whose rows are keyed by `video_id` (string) and
 `window` (int32). Tensor columns are Arrow `fixed_shape_tensor` extension columns:
 Parquet readers that do not know the extension (pandas, polars, DuckDB) see a
-fixed-size list of the flattened tensor. Other columns are plain scalars.
+fixed-size list of the flattened tensor. Other columns are plain scalars. Float
+tensor columns are written so that keyed reads copy their rows straight from the file
+instead of decoding them (`avvp.storage.plain`; parts without that layout, such as
+those of older avvp versions, are decoded, and `compact` rewrites them in it).
 
 Provenance: the one source of truth is the `avvp.provenance` JSON entry of each part's
 Parquet schema metadata; the table's provenance is that of its first part, and a part
@@ -63,6 +66,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import ArrayLike
 
+from . import plain
 from .atomic import TEMP_PREFIX, atomic_write
 from .errors import BrokenPartError, MissingKeysError, ProvenanceMismatchError, StoreError
 from .key_index import KeyIndex, Part
@@ -83,8 +87,9 @@ KEY_COLUMNS = ("video_id", "window")
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 # `avvp store check --repair` moves unreadable parts here, keeping their relative paths.
 BROKEN_FOLDER = "broken"
-# Row groups are the unit a keyed read decodes. Bulk reads measured as fast with 1 MiB
-# groups as with 32 MiB ones, while a small random batch decodes far less.
+# Row groups are the unit a keyed read decodes, except plain tensor columns (copied row
+# by row, see `avvp.storage.plain`): small groups keep a small random batch's decoding
+# small, and each group's tensor chunk one page.
 ROW_GROUP_BYTES = 2**20
 
 
@@ -192,24 +197,66 @@ class TensorTable:
         if unknown:
             raise StoreError(f"{self.url} has no column(s) {unknown}; it has {schema.names}")
         out = {name: empty_column(schema.field(name).type, len(rows)) for name in columns}
+        tensors = [n for n in columns if isinstance(schema.field(n).type, pa.FixedShapeTensorType)]
         group_of_row = np.searchsorted(index.group_starts, rows, side="right") - 1
-        by_group = np.argsort(group_of_row, kind="stable")
-        groups, firsts = np.unique(group_of_row[by_group], return_index=True)
+        part_of_row = index.group_part[group_of_row]
+        jobs = []
+        for number in np.unique(part_of_row).tolist():
+            positions = np.flatnonzero(part_of_row == number)
+            part = index.parts[number]
+            if all(name in part.value_starts for name in tensors):
+                jobs.append(
+                    lambda n=number, at=positions: self._read_plain(index, n, rows, at, out)
+                )
+                continue
+            # Arrow decodes the rest one row group at a time (memory stays one group).
+            by_group = positions[np.argsort(group_of_row[positions], kind="stable")]
+            groups, firsts = np.unique(group_of_row[by_group], return_index=True)
+            for group, at in zip(groups, np.split(by_group, firsts[1:]), strict=True):
+                jobs.append(lambda g=group, at=at: self._read_group(index, g, rows, at, out))
 
-        def read_group(group: int, request_positions: np.ndarray) -> None:
-            part = index.parts[index.group_part[group]]
-            read = self._parquet(part).read_row_group(
-                int(index.group_in_part[group]), columns=list(columns)
-            )
-            offsets = rows[request_positions] - index.group_starts[group]
-            for name in columns:
-                out[name][request_positions] = column_to_numpy(read[name])[offsets]
-
-        # Arrow decodes without the GIL, so row groups decode in parallel; each job
-        # fills only its own rows of the output.
-        with ThreadPoolExecutor(max_workers=max(1, min(len(groups), os.cpu_count() or 1))) as pool:
-            list(pool.map(read_group, groups, np.split(by_group, firsts[1:])))
+        # Arrow decodes and file reads run without the GIL, so jobs run in parallel;
+        # each fills only its own rows of the output.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+            list(pool.map(lambda job: job(), jobs))
         return out
+
+    def _read_group(
+        self, index: KeyIndex, group: int, rows: np.ndarray, positions: np.ndarray, out: dict
+    ) -> None:
+        part = index.parts[index.group_part[group]]
+        read = self._parquet(part).read_row_group(
+            int(index.group_in_part[group]), columns=list(out)
+        )
+        offsets = rows[positions] - index.group_starts[group]
+        for name in out:
+            out[name][positions] = column_to_numpy(read[name])[offsets]
+
+    def _read_plain(
+        self, index: KeyIndex, number: int, rows: np.ndarray, positions: np.ndarray, out: dict
+    ) -> None:
+        """Rows of one part whose tensor columns are plain (see `avvp.storage.plain`):
+        tensors copied from the file, other columns decoded from the groups they sit in."""
+        part = index.parts[number]
+        in_part = rows[positions] - index.part_starts[number]
+        group_starts = part.row_group_starts
+        group = np.searchsorted(group_starts, in_part, side="right") - 1
+        path = f"{self.path}/{part.name}"
+        scalars = [n for n in out if n not in part.value_starts]
+        for name in out:
+            if name in part.value_starts:
+                size = plain.row_bytes(part.schema.field(name))
+                offsets = part.value_starts[name][group] + (in_part - group_starts[group]) * size
+                plain.read_rows(self.fs, path, offsets, out[name], positions)
+        if scalars:
+            # One Arrow call for all the groups wanted: scalar columns are small.
+            groups, inverse = np.unique(group, return_inverse=True)
+            sizes = np.diff(group_starts)[groups]
+            first_in_read = np.cumsum(sizes) - sizes
+            read = self._parquet(part).read_row_groups(groups.tolist(), columns=scalars)
+            taken = first_in_read[inverse] + in_part - group_starts[group]
+            for name in scalars:
+                out[name][positions] = column_to_numpy(read[name])[taken]
 
     # ---- writing -------------------------------------------------------------------
 
@@ -280,15 +327,24 @@ class TensorTable:
                 f"{self.url}: new rows have columns {table.schema} but the table holds "
                 f"{index.parts[0].schema}; write to another table name or delete the table"
             )
-        part = self.write_part(
-            lambda temporary: pq.write_table(
-                table,
+        written_columns = {name: column_to_numpy(table[name]) for name in arrays}
+
+        def write_to(temporary: str) -> None:
+            plain.write_checked(
+                self.fs,
                 temporary,
-                filesystem=self.fs,
-                row_group_size=_rows_per_group(table.schema),
-                **_write_options(table.schema),
+                table.schema,
+                lambda schema: pq.write_table(
+                    table.replace_schema_metadata(schema.metadata),
+                    temporary,
+                    filesystem=self.fs,
+                    row_group_size=_rows_per_group(schema),
+                    **_write_options(schema),
+                ),
+                plain.expected_from(written_columns),
             )
-        )
+
+        part = self.write_part(write_to)
         return WriteResult(written, count - written - replaced, part, replaced)
 
     def _complete(self, provenance: Provenance, tensors: Mapping[str, ArrayLike]) -> Provenance:
@@ -359,7 +415,7 @@ class TensorTable:
             return 0
         schema = index.parts[0].schema
 
-        def merge(temporary: str) -> None:
+        def merge(temporary: str, schema: pa.Schema) -> None:
             with pq.ParquetWriter(
                 temporary, schema, filesystem=self.fs, **_write_options(schema)
             ) as writer:
@@ -372,7 +428,16 @@ class TensorTable:
                             row_group_size=_rows_per_group(schema),
                         )
 
-        self.write_part(merge, time_ns=_part_time(index.parts[-1].name))
+        self.write_part(
+            lambda temporary: plain.write_checked(
+                self.fs,
+                temporary,
+                schema,
+                lambda marked: merge(temporary, marked),
+                plain.decoded_rows(self.fs, temporary),
+            ),
+            time_ns=_part_time(index.parts[-1].name),
+        )
         for part in index.parts:
             self.fs.rm(f"{self.path}/{part.name}")
         return len(index.parts)
@@ -460,6 +525,7 @@ class TensorTable:
             video_ids=keys["video_id"].combine_chunks(),
             windows=keys["window"].to_numpy(),
             row_hashes=row_hashes,
+            value_starts=plain.value_starts(metadata, schema),
         )
 
 
@@ -498,16 +564,8 @@ def _part_time(name: str) -> int | None:
     return int(stamp) if stamp.isdigit() else None
 
 
-def _row_bytes(schema: pa.Schema) -> int:
-    return sum(
-        int(np.prod(f.type.shape)) * f.type.value_type.bit_width // 8
-        for f in schema
-        if isinstance(f.type, pa.FixedShapeTensorType)
-    )
-
-
 def _rows_per_group(schema: pa.Schema) -> int:
-    return max(1, ROW_GROUP_BYTES // max(1, _row_bytes(schema)))
+    return max(1, ROW_GROUP_BYTES // max(1, sum(plain.row_bytes(field) for field in schema)))
 
 
 def _write_options(schema: pa.Schema) -> dict:
@@ -527,6 +585,7 @@ def _write_options(schema: pa.Schema) -> dict:
     # Embeddings and row hashes barely compress and would pay the codec on every read;
     # keys and 0/1 labels compress well. Statistics only help on the key columns.
     return {
+        "data_page_size": plain.page_bytes(schema, _rows_per_group(schema)),
         "compression": {leaf(f): "none" if is_random(f) else "zstd" for f in schema},
         "use_dictionary": [leaf(f) for f in schema if not is_random(f)],
         "write_statistics": list(KEY_COLUMNS),

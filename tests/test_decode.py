@@ -562,3 +562,80 @@ def test_the_decoders_words_are_the_same_on_every_run(tmp_path: Path) -> None:
     assert "decord: " in details[0]
     assert not re.search(r"\[\d\d:\d\d:\d\d\]|0x[0-9a-f]{6}", details[0])
     assert details[0] == details[1]
+
+
+# Frames at an extractor's input size (`frame_size`) and the decoder's threads. PyAV
+# decodes those, skipping the non-reference frames no output time shows.
+
+
+def test_pyav_skipping_unshown_frames_gives_the_frames_of_a_full_decode(
+    sample_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with av.open(str(sample_clip)) as container:
+        stream = container.streams.video[0]
+        decoded = sorted((f.pts, f.to_ndarray(format="rgb24")) for f in container.decode(stream))
+        time_base = float(stream.time_base)
+    with av.open(str(sample_clip)) as container:
+        container.streams.video[0].codec_context.skip_frame = "NONREF"
+        references = sum(1 for _ in container.decode(video=0))
+    starts = np.array([pts for pts, _ in decoded]) * time_base
+    shown, _ = frame_readers.frame_grid(starts, 8, 1 / 30)
+    monkeypatch.setattr(frame_readers.decord, "VideoReader", _failing_reader)
+
+    skipping = decode_video(sample_clip)
+
+    assert skipping.backend == "pyav"
+    # The LLP clip has B-frames no other frame refers to: there is something to skip.
+    assert references < len(decoded) == 300
+    np.testing.assert_array_equal(skipping.frames, np.stack([decoded[i][1] for i in shown[:80]]))
+
+
+def test_frames_at_a_frame_size_are_the_frames_shown_resized_as_the_extractors_do(
+    sample_clip: Path,
+) -> None:
+    as_they_are = decode_video(sample_clip)
+
+    sized = decode_video(sample_clip, frame_size=(224, 224))
+
+    assert sized.backend == "pyav"
+    assert sized.frames.shape == (80, 224, 224, 3)
+    np.testing.assert_array_equal(sized.frame_times, as_they_are.frame_times)
+    recipe = torch.nn.functional.interpolate(
+        torch.from_numpy(as_they_are.frames).permute(0, 3, 1, 2).float(),
+        size=(224, 224),
+        mode="bilinear",
+        antialias=False,
+    )
+    levels = (torch.from_numpy(sized.frames).permute(0, 3, 1, 2).float() - recipe).abs()
+    # swscale against torch, both bilinear: under a level and a half apart in every frame
+    # (a neighbouring source frame would be about 20 levels away in this clip).
+    assert levels.mean(dim=(1, 2, 3)).max() < 1.5
+
+
+def test_a_frame_size_is_the_upright_frames_size(tmp_path: Path) -> None:
+    frames = marked_frames(16, height=64, width=96)
+    plain = decode_video(encode_clip(tmp_path / "plain.mp4", frames), frame_size=(48, 32))
+    path = encode_clip(tmp_path / "rotated.mp4", frames, rotation=-90)
+
+    rotated = decode_video(path, frame_size=(32, 48))
+
+    assert plain.frames.shape[1:] == (32, 48, 3)
+    assert rotated.frames.shape[1:] == (48, 32, 3)
+    np.testing.assert_allclose(rotated.frames, np.rot90(plain.frames, k=-1, axes=(1, 2)), atol=2)
+
+
+def test_the_decoders_thread_count_changes_no_frame(clips: dict[str, Path], backend: str) -> None:
+    default = decode_video(clips["ten"])
+
+    one_thread = decode_video(clips["ten"], threads=1)
+
+    assert one_thread.backend == backend
+    np.testing.assert_array_equal(one_thread.frames, default.frames)
+
+
+@pytest.mark.parametrize(("frame_size", "threads"), [((0, 224), None), (None, 0)])
+def test_frame_size_and_threads_must_be_positive(
+    clips: dict[str, Path], frame_size: tuple[int, int] | None, threads: int | None
+) -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        open_video(clips["ten"], frame_size=frame_size, threads=threads)

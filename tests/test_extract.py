@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from avvp.extractors import FeatureExtractor, RandomInit, create_extractor, extr
 from avvp.extractors.clip import CLIP_MEAN, CLIP_STD
 from avvp.extractors.r2plus1d import KINETICS_MEAN, KINETICS_STD
 from avvp.pipeline import catalog
-from avvp.pipeline.embedding import BatchSizer, table_of_extractor
+from avvp.pipeline.embedding import BatchSizer, table_of_extractor, threads_beside
 from avvp.pipeline.extract import (
     STAGE,
     ExtractConfig,
@@ -396,11 +397,34 @@ def test_auto_batch_size_doubles_while_faster_per_window_then_keeps_the_fastest(
     sizer = BatchSizer("auto")
     seconds_per_window = {1: 0.010, 2: 0.008, 4: 0.007, 8: 0.009}
     tried = []
-    for _ in range(8):
+    for _ in range(10):
         size = sizer.size
         tried.append(size)
         sizer.record(size, size * seconds_per_window[size])
-    assert tried == [1, 1, 2, 4, 8, 4, 4, 4]  # one is timed twice (warm-up)
+    assert tried == [1, 1, 2, 2, 4, 4, 8, 8, 4, 4]  # each size is timed twice
+
+
+def test_auto_batch_size_keeps_the_faster_of_two_calls_of_a_size() -> None:
+    sizer = BatchSizer("auto")
+    # The first call of each size pays a warm-up: compared by it alone, 2 would lose to 1.
+    for size, seconds in ((1, 0.050), (1, 0.010), (2, 0.100), (2, 0.016), (4, 0.080)):
+        assert sizer.size == size
+        sizer.record(size, seconds)
+    sizer.record(4, 0.080)
+    assert sizer.size == 2
+
+
+def test_torch_threads_leave_the_decoding_workers_their_cpus(tiny) -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        with threads_beside(0, [tiny["clip"]]):
+            assert torch.get_num_threads() == 4  # decoding in this process: left alone
+        with threads_beside(1, [tiny["clip"]]):
+            assert torch.get_num_threads() == max(1, min(4, (os.cpu_count() or 1) - 1))
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_auto_batch_size_never_passes_its_limit() -> None:

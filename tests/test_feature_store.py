@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from avvp.storage import plain
 from avvp.storage import table as table_module
 from avvp.storage.errors import MissingKeysError, ProvenanceMismatchError, StoreError
 from avvp.storage.features import FeatureStore, FeatureTable
@@ -90,6 +92,82 @@ def test_read_returns_shuffled_keys_in_request_order_across_parts(tmp_path, monk
     np.testing.assert_array_equal(
         batch.has_audio, np.concatenate([b["has_audio"] for b in batches])[order]
     )
+
+
+def plain_columns(part: Path) -> list[str]:
+    return json.loads((pq.read_schema(part).metadata or {}).get(plain.PLAIN_KEY, b"[]"))
+
+
+def shuffled(batch: dict, seed: int = 1) -> tuple[Keys, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(len(batch["video_ids"]))
+    return Keys.of(batch["video_ids"], batch["windows"])[order], order
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_features_are_copied_from_plain_pages_equal_to_arrows_decoding(
+    tmp_path, monkeypatch, dtype
+):
+    monkeypatch.setattr(table_module, "ROW_GROUP_BYTES", 4000)  # a few rows per row group
+    table = FeatureStore(tmp_path).table("clip")
+    batch = rows(40, dtype)
+    write(table, batch)
+    (part,) = parquet_files(tmp_path / "features" / "clip", "part-")
+    keys, order = shuffled(batch)
+
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("a plain part's rows were decoded by Arrow")
+
+    monkeypatch.setattr(table_module.TensorTable, "_read_group", no_decoding)
+    got = FeatureStore(tmp_path).table("clip").read_batch(keys)
+
+    assert plain_columns(part) == ["feature"] and pq.ParquetFile(part).num_row_groups >= 3
+    arrow = pq.read_table(part)["feature"].combine_chunks().to_numpy_ndarray()
+    np.testing.assert_array_equal(arrow, batch["features"])
+    assert got.features.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got.features, batch["features"][order])
+    np.testing.assert_array_equal(got.valid_segments, batch["valid_segments"][order])
+    np.testing.assert_array_equal(got.has_audio, batch["has_audio"][order])
+
+
+def test_a_part_whose_pages_do_not_end_with_its_rows_is_written_without_the_plain_name(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(table_module, "ROW_GROUP_BYTES", 4000)
+    # Pages far smaller than a row group: each chunk is several pages, its tail mixed.
+    monkeypatch.setattr(plain, "page_bytes", lambda schema, rows_per_group: 1000)
+    table = FeatureStore(tmp_path).table("clip")
+    batch = rows(40)
+    write(table, batch)
+    (part,) = parquet_files(tmp_path / "features" / "clip", "part-")
+    keys, order = shuffled(batch)
+
+    assert plain_columns(part) == []
+    np.testing.assert_array_equal(table.read(keys), batch["features"][order])
+
+
+def test_parts_without_plain_pages_still_read_and_compaction_makes_them_plain(tmp_path):
+    table = FeatureStore(tmp_path).table("clip")
+    first, second = rows(20, seed=0), rows(20, seed=1)
+    write(table, first)
+    (old,) = parquet_files(tmp_path / "features" / "clip", "part-")
+    # As an avvp before plain pages left it: no plain name, pages compressed.
+    arrow = pq.read_table(old)
+    metadata = {k: v for k, v in arrow.schema.metadata.items() if k != plain.PLAIN_KEY}
+    pq.write_table(arrow.replace_schema_metadata(metadata), old, compression="snappy")
+    write(table, second)
+    both = {name: np.concatenate([first[name], second[name]]) for name in first}
+    keys, order = shuffled(both)
+
+    mixed = FeatureStore(tmp_path).table("clip").read_batch(keys)
+    assert plain_columns(old) == []
+    assert table.compact() == 2
+    (merged,) = parquet_files(tmp_path / "features" / "clip", "part-")
+    compacted = FeatureStore(tmp_path).table("clip").read_batch(keys)
+
+    assert plain_columns(merged) == ["feature"]
+    for got in (mixed, compacted):
+        np.testing.assert_array_equal(got.features, both["features"][order])
+        np.testing.assert_array_equal(got.valid_segments, both["valid_segments"][order])
 
 
 def test_read_videos_returns_every_window_in_request_order(tmp_path):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from avvp.model.config import MMCSEOptions, ModelConfig, get_model_config
+from avvp.model.dropout import dropout
 from avvp.model.losses import MMCSELossConfig, co_occurrence_targets, mmcse_loss
 from avvp.model.mmcse import LGSF, MMCSE, ClassTokenAttention, build_mmcse
 from avvp.model.mmcse_import import mmcse_from_official_state_dict
@@ -341,5 +342,26 @@ def test_lgsf_relevance_equals_torch_cosine_similarity_also_for_zero_features() 
     local = F.relu(lgsf.local_proj(z))
     assert (local.norm(dim=-1) == 0).any() and (local.norm(dim=-1) > 0).any()
     relevance = torch.sigmoid(F.cosine_similarity(local, global_side, dim=-1))
-    expected = relevance.unsqueeze(-1) * global_side
-    torch.testing.assert_close(lgsf(z, None), expected)
+    fused = lgsf(z, None)
+    torch.testing.assert_close(fused.relevance, relevance.unsqueeze(-1))
+    torch.testing.assert_close(fused.global_feature, global_side)
+
+
+def test_cpu_dropout_drops_a_fraction_p_and_keeps_the_mean_in_values_and_gradients() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(400_003, requires_grad=True)  # not a multiple of the 4 masks per word
+    out = dropout(x, 0.1, training=True)
+    out.sum().backward()
+    dropped = (out == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.003  # 0.1 rounded to 1/65536; binomial sd ~5e-4
+    assert abs(out.mean().item() - 1.0) < 0.01
+    kept = out != 0
+    torch.testing.assert_close(x.grad[kept], out[kept].detach())  # scaled like the value
+    assert (x.grad[~kept] == 0).all()
+    assert dropout(x, 0.1, training=False) is x
+    # Fresh masks each call, and torch's generator decides them (seeded runs repeat).
+    assert not torch.equal(dropout(x, 0.5, True), dropout(x, 0.5, True))
+    torch.manual_seed(1)
+    first = dropout(x, 0.5, True)
+    torch.manual_seed(1)
+    torch.testing.assert_close(dropout(x, 0.5, True), first)

@@ -33,6 +33,23 @@ Rules (the feature extractors and the feature store rely on them):
   resolution, and a large source decodes on as few threads as keep about 64 MB of its
   pictures in flight (each frame thread holds some): a 4K or 8K video costs about the
   memory of a 320 x 240 one (benchmarks/extract.py measures it).
+- Frame size asked for (`open_video(..., frame_size=(width, height))`, an extractor's
+  input size such as CLIP's 224 x 224): every upright frame is squashed to exactly that
+  size in the decoder, without crop, instead of the rule above. PyAV decodes these (it
+  skips frames no output shows, see below; decord cannot): swscale scales the YUV planes
+  with its bilinear filter and then converts them to RGB, at a fraction of the cost of
+  converting full frames. On the LLP sample they are within a level (mean) of the
+  extractors' own resize of the full frames (bilinear, antialias off); from larger
+  sources swscale's filter averages what that resize samples, so sharp detail differs
+  more (a test checks the former). The output times and the frames they show are the
+  same as without a size.
+- Decoder threads: `threads` sets the video decoder's threads (decord's and PyAV's); the
+  default is the decoder's own choice, and a large source's memory bound above still caps
+  it. The thread count changes no frame.
+- PyAV decodes in one pass and skips the non-reference frames (most B-frames) that no
+  output time shows: no other frame is predicted from them, so no picture changes (a test
+  checks it); at 8 FPS from a 30-FPS source with B-frames a quarter to a third of the
+  frames are never decoded.
 - decord decodes ahead on a thread of its own after every read, without a bound, until
   the end of the file (dmlc/decord issues 157, 197, 208: a long video ends up decoded
   into memory while the extractors work on one window). Seeking stops it, so each read
@@ -180,24 +197,38 @@ class VideoStream:
         path: str | Path,
         fps: float = FPS,
         sample_rates: Iterable[int] = (CLAP_SAMPLE_RATE,),
+        frame_size: tuple[int, int] | None = None,
+        threads: int | None = None,
     ) -> None:
         path = Path(path)
         rates = sorted({int(rate) for rate in sample_rates})
         if fps <= 0 or any(rate <= 0 for rate in rates):
             raise ValueError(f"fps ({fps}) and sample rates ({rates}) must be positive")
-        source = _probe(path)
-        self._path, self._fps, self._reasons = path, fps, []
+        if min(frame_size or (1,)) <= 0 or (threads is not None and threads < 1):
+            raise ValueError(f"frame size {frame_size} and threads {threads} must be positive")
+        # A quarter turn swaps the sides of a frame size unless it is square.
+        oblong = frame_size is not None and frame_size[0] != frame_size[1]
+        source = _probe(path, always_rotation=oblong)
+        self._path, self._fps, self._threads, self._reasons = path, fps, threads, []
         width, height = decoded_size(source.width, source.height)
+        if frame_size is not None:
+            # Scaled before it is turned upright.
+            turned = round(source.rotation / 90) % 2
+            width, height = frame_size[::-1] if turned else frame_size
         self._scale = None
         if (width, height) != (source.width, source.height):
             threads = decoder_threads(source.width, source.height)
-            self._scale = Scale(width, height, threads)
+            self._scale = Scale(width, height, threads, planes_first=frame_size is not None)
         # decord 0.6 scales a rotated picture wrongly (into the unrotated shape, and with
         # the wrong crop when given the turned one): PyAV scales those, then turns them.
+        # A frame size goes to PyAV too: it skips the frames nothing shows, decord cannot.
         self._readers = [
             reader
             for reader in FRAME_READERS
-            if not (reader is DecordFrames and self._scale and source.rotation % 360)
+            if not (
+                reader is DecordFrames
+                and (frame_size is not None or self._scale and source.rotation % 360)
+            )
         ]
         self._frames = self._first_frame_reader()
         self._audio: AudioReader | None = None
@@ -269,7 +300,7 @@ class VideoStream:
     def _first_frame_reader(self) -> FrameReader:
         for reader in self._readers:
             try:
-                return reader(self._path, self._fps, self._scale)
+                return reader(self._path, self._fps, self._scale, self._threads)
             except BackendError as error:
                 self._reasons.append(f"{reader.name}: {error}")
         raise DecodeError(self._path, "corrupt video data", "; ".join(self._reasons))
@@ -291,7 +322,9 @@ class VideoStream:
                         "; ".join(self._reasons),
                     ) from None
                 try:
-                    self._frames = self._readers[fallback](self._path, self._fps, self._scale)
+                    self._frames = self._readers[fallback](
+                        self._path, self._fps, self._scale, self._threads
+                    )
                 except BackendError as next_error:
                     self._reasons.append(f"{self._readers[fallback].name}: {next_error}")
                     raise DecodeError(
@@ -302,11 +335,19 @@ class VideoStream:
 
 
 def open_video(
-    path: str | Path, fps: float = FPS, sample_rates: Iterable[int] = (CLAP_SAMPLE_RATE,)
+    path: str | Path,
+    fps: float = FPS,
+    sample_rates: Iterable[int] = (CLAP_SAMPLE_RATE,),
+    frame_size: tuple[int, int] | None = None,
+    threads: int | None = None,
 ) -> VideoStream:
     """Open `path` for window-by-window decoding; raises DecodeError naming the file and
-    a plain reason when it is not a readable video."""
-    return VideoStream(path, fps, sample_rates)
+    a plain reason when it is not a readable video.
+
+    frame_size: (width, height) every upright frame is scaled to in the decoder, as an
+    extractor's input size (None: the size rule). threads: the video decoder's threads
+    (None: the decoder's own choice)."""
+    return VideoStream(path, fps, sample_rates, frame_size, threads)
 
 
 @dataclass(frozen=True, eq=False)
@@ -324,11 +365,15 @@ class DecodedVideo:
 
 
 def decode_video(
-    path: str | Path, fps: float = FPS, sample_rates: Iterable[int] = (CLAP_SAMPLE_RATE,)
+    path: str | Path,
+    fps: float = FPS,
+    sample_rates: Iterable[int] = (CLAP_SAMPLE_RATE,),
+    frame_size: tuple[int, int] | None = None,
+    threads: int | None = None,
 ) -> DecodedVideo:
-    """Decode a whole clip through `open_video`, keeping every window (short clips only:
-    stages stream with `VideoStream.windows()` instead)."""
-    with open_video(path, fps, sample_rates) as stream:
+    """Decode a whole clip through `open_video` (same arguments), keeping every window
+    (short clips only: stages stream with `VideoStream.windows()` instead)."""
+    with open_video(path, fps, sample_rates, frame_size, threads) as stream:
         windows = list(stream.windows())
         info, backend = stream.info, stream.backend
     frames = np.concatenate([w.frames for w in windows])[: info.frame_count]
@@ -345,10 +390,10 @@ class _Source(NamedTuple):
     declared_duration: float | None  # the video stream's, else the container's, if any
     width: int
     height: int
-    rotation: float  # display rotation; read from the first frame only when scaling
+    rotation: float  # display rotation; read from the first frame only when it matters
 
 
-def _probe(path: Path) -> _Source:
+def _probe(path: Path, always_rotation: bool = False) -> _Source:
     """Check with PyAV that `path` is a media file with a video stream, and describe it."""
     if not path.is_file():
         raise DecodeError(path, "no such file")
@@ -366,7 +411,7 @@ def _probe(path: Path) -> _Source:
                 declared = container.duration / av.time_base if container.duration else None
             width, height = stream.codec_context.width, stream.codec_context.height
             rotation = 0.0
-            if decoded_size(width, height) != (width, height):
+            if always_rotation or decoded_size(width, height) != (width, height):
                 rotation = _first_frame_rotation(container, stream)
             return _Source(declared, width, height, rotation)
     except av.FFmpegError as error:

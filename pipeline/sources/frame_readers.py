@@ -1,17 +1,19 @@
 """The frame readers behind `avvp.pipeline.sources.decode`: which source frame each
 output frame shows (`frame_grid`), and the two decoders that read them, decord
 (`DecordFrames`, seeking to stop its decoding ahead) and PyAV (`PyAVFrames`, one
-sequential pass), tried in that order (`FRAME_READERS`). The rules are in `decode`'s
-module docstring."""
+sequential pass, which skips what no output frame needs and scales in swscale), tried in
+that order (`FRAME_READERS`). The rules are in `decode`'s module docstring."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from ...contract import WINDOW_SECONDS
 from .decoder_errors import BackendError, first_line
@@ -31,6 +33,8 @@ TIME_TOLERANCE_S = 1e-3
 # decord re-decodes each window from the keyframe before it (`decode`'s docstring): a
 # file whose keyframes are further apart than this goes to PyAV, which decodes in one pass.
 MAX_KEYFRAME_GAP_S = 2 * WINDOW_SECONDS
+# Pixel formats swscale scales plane by plane (SIMD) before its unscaled RGB converter.
+PLANAR_420 = frozenset({"yuv420p", "yuvj420p"})
 
 
 def frame_grid(
@@ -52,7 +56,8 @@ def frame_grid(
 
 class FrameReader:
     """Frames by output index: `shown` maps output frames to source frames. Built with
-    (path, fps, scale): how to scale a large source, or None to keep its frames."""
+    (path, fps, scale, threads): how to scale the source, or None to keep its frames, and
+    the decoder's threads (None: its own choice; `scale.threads` bounds it)."""
 
     name: str
     shown: np.ndarray
@@ -73,12 +78,13 @@ class FrameReader:
 class DecordFrames(FrameReader):
     name = "decord"
 
-    def __init__(self, path: Path, fps: float, scale: Scale | None) -> None:
+    def __init__(self, path: Path, fps: float, scale: Scale | None, threads: int | None) -> None:
         if decord is None:
             raise BackendError("decord is not installed")
-        options = {}
+        options = {} if threads is None else {"num_threads": threads}
         if scale is not None:
-            options = {"width": scale.width, "height": scale.height, "num_threads": scale.threads}
+            options = {"width": scale.width, "height": scale.height}
+            options["num_threads"] = min(scale.threads, threads or scale.threads)
         try:
             self._reader = decord.VideoReader(str(path), **options)
             if len(self._reader) == 0:
@@ -121,16 +127,14 @@ class DecordFrames(FrameReader):
 
 class PyAVFrames(FrameReader):
     """Packet timestamps choose the frames (no decoding); then one sequential decode
-    converts only those, window after window."""
+    converts only those, window after window, and skips the frames nothing needs."""
 
     name = "pyav"
 
-    def __init__(self, path: Path, fps: float, scale: Scale | None) -> None:
-        self._scale: dict[str, int | str] = {}
-        if scale is not None:
-            # swscale's bilinear filter, as decord's scaling (`decode`'s docstring).
-            self._scale = {"width": scale.width, "height": scale.height}
-            self._scale["interpolation"] = "BILINEAR"
+    def __init__(self, path: Path, fps: float, scale: Scale | None, threads: int | None) -> None:
+        self._scale = scale
+        # One swscale context each, reused: a fresh one per frame costs its set-up again.
+        self._scaler, self._converter = VideoReformatter(), VideoReformatter()
         try:
             self._container = av.open(str(path))
             if not self._container.streams.video:
@@ -152,9 +156,11 @@ class PyAVFrames(FrameReader):
             )
             self._container.seek(0)
             stream.thread_type = "AUTO"
-            if scale is not None:
-                stream.codec_context.thread_count = scale.threads
-            self._decoded = self._container.decode(stream)
+            if scale is not None or threads is not None:
+                limit = scale.threads if scale is not None else threads
+                stream.codec_context.thread_count = min(limit, threads or limit)
+            self._needed = frozenset(self._pts[np.unique(self.shown)].tolist())
+            self._decoded = self._frames(stream)
         except av.FFmpegError as error:
             raise BackendError(first_line(error)) from None
         self._kept: dict[int, np.ndarray] = {}
@@ -173,9 +179,7 @@ class PyAVFrames(FrameReader):
                     break
                 self._last_pts = frame.pts
                 if frame.pts in wanted:
-                    self._kept[frame.pts] = upright(
-                        frame.to_ndarray(format="rgb24", **self._scale), frame.rotation
-                    )
+                    self._kept[frame.pts] = upright(self._rgb(frame), frame.rotation)
         except av.FFmpegError as error:
             at = (self._last_pts - int(self._pts[0])) * self._time_base
             raise BackendError(first_line(error), at=max(at, 0.0)) from None
@@ -188,6 +192,35 @@ class PyAVFrames(FrameReader):
 
     def close(self) -> None:
         self._container.close()
+
+    def _frames(self, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+        """Decoded frames in presentation order, without the unneeded non-reference ones:
+        no other frame is predicted from those, so skipping them changes no picture."""
+        codec = stream.codec_context
+        for packet in self._container.demux(stream):
+            # Most frames of a 25-30 FPS source are not shown at 8 FPS; libavcodec drops
+            # the non-reference ones (B-frames) before decoding them.
+            skip = packet.pts is not None and packet.pts not in self._needed
+            codec.skip_frame = "NONREF" if skip else "DEFAULT"
+            yield from codec.decode(packet)
+
+    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """The frame in RGB, at the scale's size when there is one (swscale's bilinear
+        filter, as decord's scaling: `decode`'s docstring); one swscale thread each, as
+        frames this small gain nothing from more."""
+        if self._scale is not None:
+            width, height = self._scale.width, self._scale.height
+            if self._scale.planes_first and frame.format.name in PLANAR_420:
+                # swscale scales 4:2:0 planes with SIMD but writes scaled RGB in plain C:
+                # scaling first, then converting unscaled, is several times faster.
+                frame = self._scaler.reformat(
+                    frame, width, height, interpolation="BILINEAR", threads=1
+                )
+            else:
+                return self._scaler.reformat(
+                    frame, width, height, "rgb24", interpolation="BILINEAR", threads=1
+                ).to_ndarray()
+        return self._converter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
 FRAME_READERS: list[type[FrameReader]] = [DecordFrames, PyAVFrames]

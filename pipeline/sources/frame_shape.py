@@ -39,12 +39,14 @@ def decoded_size(width: int, height: int) -> tuple[int, int]:
 
 
 class Scale(NamedTuple):
-    """How a large source is decoded: the frames' (width, height) before they are turned
-    upright, and the decoder's threads."""
+    """How a scaled source is decoded: the frames' (width, height) before they are turned
+    upright, the decoder's threads, and whether swscale scales the YUV planes first
+    (`planes_first`, for an extractor's input size: faster, see `frame_readers`)."""
 
     width: int
     height: int
     threads: int
+    planes_first: bool = False
 
 
 def decoder_threads(width: int, height: int) -> int:

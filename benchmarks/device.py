@@ -1,0 +1,416 @@
+"""Every GPU figure of the project in one markdown table, each step in its own time budget.
+
+Steps, each in a process of its own (a hang, a crash or an out-of-memory error costs its
+own rows only, and its peak GPU memory is its own):
+  tests    the tests marked `gpu` (pytest -m gpu), pass / fail counts
+  train    MM-CSE at paper size, batch 64, bf16 autocast as the trainer runs on a GPU:
+           training and inference steps/s against the official-math reference with
+           the same weights (benchmarks/train_step.py's helpers), checked equal first
+  extract  paper-size extractors with random weights on generated LLP-like clips
+           (320 x 240 H.264 + AAC, 10 s): videos/s of `extract_videos`, decoding in CPU
+           worker processes beside the GPU; the latency of one clip
+  parse    the parse-folder chain on one 10-s clip, a tiny run trained here, timed warm
+A step that outruns its share of --budget is killed and its rows say "timed out".
+
+    bash benchmarks/device.sh [--dry-run]        (bare machine: venv, install, then this)
+    python benchmarks/device.py [--dry-run] [--only tests,train,extract,parse] [--budget S]
+                                [--batch 64] [--clips 64] [--repeats 3] [--out DIR]
+    python benchmarks/device.py --not-run "REASON"    (the table, every row REASON)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ElementTree
+from concurrent.futures import ThreadPoolExecutor
+from importlib import import_module
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+# Only the standard library at module level: device.sh prints the table with this file
+# and the system's python3 when the install itself failed.
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = ("tests", "train", "extract", "parse")
+# Each step's seconds when the budget allows them all; shares shrink when it does not.
+BUDGETS = {"tests": 60, "train": 90, "extract": 150, "parse": 120}
+# (step, row key, figure); {batch} and {clips} are filled from the arguments.
+ROWS = (
+    ("tests", "tests", "GPU tests (pytest -m gpu)"),
+    ("train", "train", "training step, MM-CSE paper size, batch {batch}, bf16"),
+    ("train", "infer", "inference step, MM-CSE paper size, batch {batch}, bf16"),
+    ("train", "train_memory", "peak GPU memory, training + inference"),
+    ("extract", "extract", "extraction, paper size, random weights, {clips} LLP-like 10-s clips"),
+    ("extract", "extract_latency", "extraction of one 10-s clip, paper size"),
+    ("extract", "extract_memory", "peak GPU memory, extraction"),
+    ("parse", "parse", "parse latency of one 10-s clip (tiny run, warm)"),
+    ("parse", "parse_memory", "peak GPU memory, parse"),
+)
+HELPERS = "build_pair Batch training_step inference_step time_alternating check_same_function"
+DEVICE = "cuda"  # a module constant, so that a CPU smoke run can swap it
+EXTRACTORS = ("clip", "r2plus1d", "clap")
+# What the steps import, checked by --dry-run (module: names).
+NEEDS = {
+    "pytest": "main",
+    "imageio_ffmpeg": "get_ffmpeg_exe",
+    "avvp.extractors": "RandomInit create_extractor",
+    "avvp.pipeline.chain": "EXTRACT_AND_TRAIN PARSE_FOLDER ChainConfig ParseFolderConfig run_local",
+    "avvp.pipeline.dataset": "autocast",
+    "avvp.pipeline.extract": "ExtractConfig extract_videos",
+    "avvp.pipeline.parse": "ParseConfig",
+    "avvp.pipeline.synthetic.clips": "write_synthetic_clips",
+    "avvp.pipeline.train": "create_optimizer",
+    "avvp.pipeline.train_config": "OptimConfig",
+}
+
+
+def load_train_step() -> ModuleType:
+    """benchmarks/train_step.py, loaded by path; fails naming any helper it lacks."""
+    spec = importlib.util.spec_from_file_location("train_step", ROOT / "benchmarks/train_step.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if missing := [name for name in HELPERS.split() if not hasattr(module, name)]:
+        raise SystemExit(f"benchmarks/train_step.py lacks {', '.join(missing)}")
+    return module
+
+
+def gpu_test_files() -> list[str]:
+    """Test files that can hold GPU tests: those naming the gpu mark or CUDA."""
+    pattern = re.compile(r"mark\.gpu|cuda\.is_available")
+    return sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "tests").glob("test_*.py")
+        if pattern.search(path.read_text(encoding="utf-8"))
+    )
+
+
+def write_clips(folder: Path, n: int, seconds: float = 10) -> list[Path]:
+    """LLP-like clips: 320 x 240 at 30 FPS, H.264 with grain, 44.1 kHz AAC; each its own tone
+    (so each file is its own content)."""
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def one(index: int) -> Path:
+        path = folder / f"llp-like-{index:04d}.mp4"
+        video = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"]
+        audio = ["-f", "lavfi", "-i", f"sine=frequency={200 + 10 * index}:sample_rate=44100"]
+        codecs = ["-vf", "noise=alls=12:allf=t", "-c:v", "libx264", "-preset", "veryfast"]
+        codecs += ["-pix_fmt", "yuv420p", "-c:a", "aac", "-t", str(seconds), "-shortest"]
+        command = [ffmpeg, "-loglevel", "error", "-y", *video, *audio, *codecs, str(path)]
+        subprocess.run(command, check=True)
+        return path
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        return list(pool.map(one, range(n)))
+
+
+class Rows(dict[str, list[str]]):
+    """A step's rows, written to its result file as each is set: a step killed or failed
+    part-way keeps the rows it finished."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def __setitem__(self, key: str, cells: list[str]) -> None:
+        super().__setitem__(key, cells)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(self))
+        partial.replace(self.path)  # whole or not there, even if the step is killed
+
+
+def mib(value: int) -> str:
+    return f"{value / 2**20:,.0f} MiB"
+
+
+def measure_tests(args: argparse.Namespace, rows: Rows) -> None:
+    files = gpu_test_files()
+    report = Path(tempfile.mkdtemp(prefix="avvp-device-")) / "gpu-tests.xml"
+    command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", *files]
+    subprocess.run([sys.executable, *command, f"--junitxml={report}"], cwd=ROOT, check=False)
+    counts = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
+    for suite in ElementTree.parse(report).getroot().iter("testsuite"):
+        for name in counts:
+            counts[name] += int(suite.get(name, 0))
+    failed = counts["failures"] + counts["errors"]
+    passed = counts["tests"] - failed - counts["skipped"]
+    verdict = "all pass" if passed and not failed and not counts["skipped"] else "NOT all pass"
+    value = f"{passed} passed, {failed} failed, {counts['skipped']} skipped"
+    rows["tests"] = [value, verdict, "python " + " ".join(command)]
+
+
+def measure_train(args: argparse.Namespace, rows: Rows) -> None:
+    import statistics
+
+    import torch
+
+    from avvp.pipeline.dataset import autocast
+    from avvp.pipeline.train import create_optimizer
+    from avvp.pipeline.train_config import OptimConfig
+
+    helpers, device = load_train_step(), torch.device(DEVICE)
+    ours, reference = helpers.build_pair()
+    models = {"ours": ours.to(device).train(), "reference": reference.to(device).train()}
+    batch = helpers.Batch.random(args.batch, device)
+    # Equality is checked in float32, where the two must agree; timing is under bf16.
+    largest = helpers.check_same_function(models["ours"], models["reference"], batch, args.atol)
+    optimizers = {
+        name: create_optimizer(m.parameters(), OptimConfig()) for name, m in models.items()
+    }
+
+    def bf16(step: Any) -> Any:
+        def run() -> None:
+            with autocast(device, True):
+                step()
+
+        return run
+
+    def row(kind: str) -> list[str]:
+        steps = train if kind == "train" else infer
+        helpers.time_alternating(steps, 1, 1, device)  # kernels, allocator, optimizer state
+        seconds = helpers.time_alternating(steps, args.steps, args.repeats, device)
+        ours_s, reference_s = (statistics.median(seconds[name]) for name in models)
+        anchor = f"reference {1 / reference_s:,.1f} steps/s, ratio ours/reference "
+        anchor += f"{reference_s / ours_s:.2f} (median of {args.repeats})"
+        return [f"{1 / ours_s:,.1f} steps/s", f"{anchor}; equal to {largest:.0e}"]
+
+    train = {
+        name: bf16(lambda m=model, o=optimizers[name]: helpers.training_step(m, o, batch))
+        for name, model in models.items()
+    }
+    infer = {
+        name: bf16(lambda m=model: helpers.inference_step(m, batch))
+        for name, model in models.items()
+    }
+    rows["train"] = row("train")
+    # What one training step of ours adds over what is resident (both networks, states).
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    resident = torch.cuda.memory_allocated()
+    train["ours"]()
+    torch.cuda.synchronize()
+    step_peak = torch.cuda.max_memory_allocated() - resident
+    for model in models.values():
+        model.eval()
+    rows["infer"] = row("infer")
+    peak = max(peak, torch.cuda.max_memory_allocated())
+    rows["train_memory"] = [mib(peak), f"both networks resident; ours' step adds {mib(step_peak)}"]
+
+
+def measure_extract(args: argparse.Namespace, rows: Rows) -> None:
+    import statistics
+
+    import torch
+
+    from avvp.extractors import RandomInit, create_extractor
+    from avvp.pipeline.extract import ExtractConfig, extract_videos
+
+    work = Path(tempfile.mkdtemp(prefix="avvp-device-"))
+    *paths, warm_up, single = write_clips(work / "clips", args.clips + 2)
+    weights = RandomInit()
+    extractors = [
+        create_extractor(n, size="paper", weights=weights, device=DEVICE) for n in EXTRACTORS
+    ]
+    config = ExtractConfig(device=DEVICE, workers=args.workers)
+
+    def run(videos: Path | list[Path], store: str) -> float:
+        summary = extract_videos(videos, work / store, config, extractors=extractors)
+        wanted = len(videos) if isinstance(videos, list) else 1
+        if summary.failures or summary.videos_extracted != wanted:
+            raise SystemExit(f"extraction did not extract every clip: {summary.line()}")
+        return summary.seconds
+
+    run(warm_up, "warm-up")  # first calls: kernels, allocator, the batch size measurement
+    seconds = statistics.median(run(paths, f"store-{repeat}") for repeat in range(args.repeats))
+    rate = len(paths) / seconds
+    anchor = f"{rate * 10:,.0f} s of video per s; {config.decoding_workers()} decoding workers"
+    rows["extract"] = [f"{rate:,.2f} videos/s", f"{anchor}; median of {args.repeats}"]
+    rows["extract_latency"] = [f"{run(single, 'single'):.2f} s", "warm extractors, fresh store"]
+    rows["extract_memory"] = [mib(torch.cuda.max_memory_allocated()), ", ".join(EXTRACTORS)]
+
+
+def measure_parse(args: argparse.Namespace, rows: Rows) -> None:
+    import torch
+
+    from avvp.pipeline import chain as chains
+    from avvp.pipeline.parse import ParseConfig
+    from avvp.pipeline.synthetic.clips import write_synthetic_clips
+
+    def quiet(level: str, message: str) -> None:
+        """The chain's progress lines: not figures."""
+
+    work = Path(tempfile.mkdtemp(prefix="avvp-device-"))
+    write_synthetic_clips(work / "train-clips", n=12, seconds=10, seed=7)
+    on_gpu = {"device": DEVICE}
+    chain = chains.ChainConfig(
+        videos=[str(work / "train-clips" / "videos")],
+        labels=str(work / "train-clips"),
+        store=str(work / "run-store"),
+        extractor_size="tiny",
+        pseudo_labels="dense",
+        epochs=1,
+        config={
+            **{"extract": on_gpu, "train": {**on_gpu, "size": "tiny"}, "evaluate": on_gpu},
+            "splits": ["test"],
+        },
+    )
+    run_url = chains.run_local(chains.EXTRACT_AND_TRAIN, chain, quiet).train.run_url
+    settings = ParseConfig(device=DEVICE, timelines=False).model_dump()
+
+    def parse(path: Path, name: str) -> float:
+        out = work / f"parse-{name}"
+        params = chains.ParseFolderConfig(
+            videos=[str(path)], run=run_url, out=str(out), config=settings
+        )
+        started = time.perf_counter()
+        result = chains.run_local(chains.PARSE_FOLDER, params, quiet).parse
+        if result.failed:
+            raise SystemExit(f"the parse of {path} failed: {result.failed}")
+        return time.perf_counter() - started
+
+    first, second = write_clips(work / "clips", 2)
+    cold = parse(first, "cold")
+    rows["parse"] = [f"{parse(second, 'warm'):.2f} s", f"first call in the process {cold:.2f} s"]
+    rows["parse_memory"] = [mib(torch.cuda.max_memory_allocated()), "tiny networks"]
+
+
+MEASURE = {"tests": measure_tests, "train": measure_train, "extract": measure_extract}
+MEASURE["parse"] = measure_parse
+
+
+def run_step(
+    step: str, timeout: float, args: argparse.Namespace, out: Path
+) -> dict[str, list[str]]:
+    """One step in a process (and session) of its own; its rows, or why it has none."""
+    # Results stay out of `out`: the device tool brings back at most 8 files from there.
+    result = Path(tempfile.mkdtemp(prefix="avvp-device-")) / f"{step}.json"
+    log = out / f"device-{step}.log"
+    command = [sys.executable, __file__, "--step", step, "--result", str(result)]
+    for name in ("batch", "clips", "repeats", "steps", "workers", "atol"):
+        if (value := getattr(args, name)) is not None:
+            command += [f"--{name}", str(value)]
+    with log.open("w") as stream:
+        process = subprocess.Popen(
+            command, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            code, timed_out = process.wait(timeout), False
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the step and its pytest or decoders
+            code, timed_out = process.wait(), True
+    found = json.loads(result.read_text()) if result.is_file() else {}
+    if timed_out:
+        found["*"] = [f"timed out after {timeout:.0f} s", f"see {log.name}"]
+    elif code != 0:
+        lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
+        found["*"] = [f"failed (exit {code}): {lines[-1][:160]}", f"see {log.name}"]
+    return found
+
+
+def table(rows: dict[str, list[str]], args: argparse.Namespace) -> str:
+    """The markdown table; a row without a result of its own takes its step's "*" entry."""
+    lines = ["| figure | value | anchor / ratio | command |", "| --- | --- | --- | --- |"]
+    for step, key, figure in ROWS:
+        cells = rows.get(key) or rows.get(f"{step}:*") or rows.get("*") or ["not selected", ""]
+        cells = [*cells, f"python benchmarks/device.py --only {step}"][:3]
+        label = figure.format(batch=args.batch, clips=args.clips)
+        text = [label, *cells[:2], f"`{cells[2]}`"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in text) + " |")
+    return "\n".join(lines)
+
+
+def dry_run(args: argparse.Namespace) -> None:
+    """Everything a measured run needs, short of CUDA: imports, helpers, configs, a clip."""
+    for module, names in NEEDS.items():
+        if missing := [n for n in names.split() if not hasattr(import_module(module), n)]:
+            raise SystemExit(f"{module} lacks {', '.join(missing)}")
+    from avvp.pipeline.extract import ExtractConfig
+    from avvp.pipeline.parse import ParseConfig
+
+    load_train_step()
+    ExtractConfig(device="cuda", workers=args.workers)
+    ParseConfig(device="cuda", timelines=False)
+    with tempfile.TemporaryDirectory() as folder:
+        write_clips(Path(folder), 1, seconds=1)
+    print(f"dry run: no step measured; GPU test files: {', '.join(gpu_test_files()) or 'none'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="check everything but CUDA")
+    parser.add_argument("--not-run", metavar="REASON", help="print the table, every row REASON")
+    parser.add_argument("--only", default=",".join(STEPS), help=f"steps, of {','.join(STEPS)}")
+    parser.add_argument("--budget", type=float, default=420, help="seconds for all steps")
+    parser.add_argument("--batch", type=int, default=64, help="training and inference batch")
+    parser.add_argument("--clips", type=int, default=64, help="clips per extraction run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (medians)")
+    parser.add_argument("--steps", type=int, default=5, help="training steps per repeat")
+    parser.add_argument("--workers", type=int, help="decoding processes (default: the stage's)")
+    # benchmarks/train_step.py's 1e-4 is a CPU figure; CUDA's float32 kernels sum in
+    # other orders, and a paper-size network's outputs then differ more.
+    parser.add_argument("--atol", type=float, default=1e-3, help="ours vs reference, float32")
+    out = os.environ.get("OUT") or Path(tempfile.gettempdir(), "avvp-device")
+    parser.add_argument("--out", type=Path, default=out, help="table and step logs")
+    parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    only = [step.strip() for step in args.only.split(",") if step.strip()]
+    if unknown := set(only) - set(STEPS):
+        parser.error(f"--only: unknown steps {', '.join(sorted(unknown))}")
+    if min(args.batch, args.clips, args.repeats, args.steps, args.budget) <= 0:
+        parser.error("--batch, --clips, --repeats, --steps and --budget must be positive")
+    if args.step:
+        MEASURE[args.step](args, Rows(args.result))
+        return
+    rows: dict[str, list[str]] = {}
+    if args.not_run:
+        rows["*"] = [args.not_run, ""]
+    elif args.dry_run:
+        dry_run(args)
+        rows.update({f"{step}:*": ["dry run (not measured)", ""] for step in only})
+    else:
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.exit(2, "device.py: torch sees no CUDA device here; --dry-run checks the rest\n")
+        name = torch.cuda.get_device_name()
+        print(
+            f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, {os.cpu_count()} CPUs"
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + args.budget
+        for index, step in enumerate(only):
+            later = sum(BUDGETS[s] for s in only[index + 1 :])
+            left = deadline - time.monotonic()
+            share = min(BUDGETS[step], left * BUDGETS[step] / (BUDGETS[step] + later))
+            if share < 10:
+                rows[f"{step}:*"] = ["not run: the budget was spent", f"--budget {args.budget:g}"]
+                continue
+            started = time.monotonic()
+            found = run_step(step, share, args, args.out)
+            rows.update({f"{step}:*" if key == "*" else key: cells for key, cells in found.items()})
+            print(f"{step}: {time.monotonic() - started:.0f} s of {share:.0f}", flush=True)
+    text = table(rows, args)
+    print(text)
+    if not args.dry_run:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "device-table.md").write_text(text + "\n")
+    if any(cells[0].startswith(("failed", "timed out")) for cells in rows.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

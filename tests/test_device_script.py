@@ -1,0 +1,127 @@
+"""The device script (benchmarks/device.sh, benchmarks/device.py) checked without a GPU:
+its shell syntax, its arguments, and a dry run that imports and resolves everything a
+measured run uses and prints the table it would fill."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from support import REPO
+
+DEVICE_PY = REPO / "benchmarks" / "device.py"
+ROW_NAMES = (
+    "GPU tests (pytest -m gpu)",
+    "training step, MM-CSE paper size, batch 64, bf16",
+    "inference step, MM-CSE paper size, batch 64, bf16",
+    "peak GPU memory, training + inference",
+    "extraction, paper size, random weights, 64 LLP-like 10-s clips",
+    "extraction of one 10-s clip, paper size",
+    "peak GPU memory, extraction",
+    "parse latency of one 10-s clip (tiny run, warm)",
+    "peak GPU memory, parse",
+)
+
+
+def device_py(*args: str, out: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OUT": str(out)}
+    return subprocess.run(
+        [sys.executable, str(DEVICE_PY), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """Figure -> the other cells, of every markdown table row but the header's."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        if line.startswith("| ") and cells[0] not in ("figure", "---"):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_the_shell_script_parses() -> None:
+    result = subprocess.run(
+        ["bash", "-n", str(REPO / "benchmarks" / "device.sh")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_dry_run_prints_every_row_unmeasured(tmp_path: Path) -> None:
+    result = device_py("--dry-run", out=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = table_rows(result.stdout)
+    assert list(rows) == list(ROW_NAMES)
+    for figure, (value, _, command) in rows.items():
+        assert value == "dry run (not measured)", figure
+        assert command.startswith("`python benchmarks/device.py --only "), figure
+    assert "tests/test_valor_model.py" in result.stdout  # found holding GPU tests
+    assert not list(tmp_path.iterdir()), "a dry run writes no files"
+
+
+def test_a_step_without_rows_of_its_own_shows_why_and_others_are_not_selected() -> None:
+    spec = importlib.util.spec_from_file_location("device", DEVICE_PY)
+    assert spec is not None and spec.loader is not None
+    device = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(device)
+    rows = {"train": ["12.0 steps/s", "ratio 1.5"], "train:*": ["timed out after 50 s", "log"]}
+    text = device.table(rows, argparse.Namespace(batch=8, clips=64))
+    values = {figure: cells[:2] for figure, cells in table_rows(text).items()}
+    assert values["training step, MM-CSE paper size, batch 8, bf16"] == [
+        "12.0 steps/s",
+        "ratio 1.5",
+    ]
+    assert values["inference step, MM-CSE paper size, batch 8, bf16"] == [
+        "timed out after 50 s",
+        "log",
+    ]
+    assert values["GPU tests (pytest -m gpu)"] == ["not selected", ""]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--only", "train,render"], "unknown steps render"),
+        (["--clips", "0"], "must be positive"),
+        (["--batch", "many"], "invalid int value"),
+    ],
+)
+def test_bad_arguments_are_refused(tmp_path: Path, args: list[str], message: str) -> None:
+    result = device_py("--dry-run", *args, out=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_help_names_the_options(tmp_path: Path) -> None:
+    result = device_py("--help", out=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for option in ("--dry-run", "--only", "--budget", "--batch", "--clips", "--not-run"):
+        assert option in result.stdout
+
+
+def test_not_run_fills_the_table_with_the_reason(tmp_path: Path) -> None:
+    result = device_py("--not-run", "not run yet: no GPU at hand", out=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = table_rows(result.stdout)
+    assert list(rows) == list(ROW_NAMES)
+    assert {cells[0] for cells in rows.values()} == {"not run yet: no GPU at hand"}
+    assert (tmp_path / "device-table.md").read_text().strip() == result.stdout.strip()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA, a measured run would start")
+def test_a_measured_run_without_cuda_exits_2_saying_why(tmp_path: Path) -> None:
+    result = device_py(out=tmp_path)
+    assert result.returncode == 2
+    assert "no CUDA device" in result.stderr
+    assert "--dry-run" in result.stderr
