@@ -7,7 +7,6 @@ window is scored and parsed by exactly the same code path.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,25 +55,19 @@ class LoadedRun:
     root: str
     run: RunDir
     config: TrainConfig
+    model: torch.nn.Module
     device: torch.device
-
-    @functools.cached_property
-    def model(self) -> torch.nn.Module:
-        """The run's network on its device, built on first use: the parse chain opens
-        the run for its extraction settings long before its parse stage needs one."""
-        data = self.run.read_bytes("checkpoint.pt")
-        model, _ = load_checkpoint(data, self.device, f"{self.run.url}/checkpoint.pt")
-        return model.to(self.device).eval()
 
 
 def load_run(run_url: str, device: str = "auto") -> LoadedRun:
-    """Open a run folder `<store>/runs/<id>` for `device` (its network is read from the
-    checkpoint when `model` is first used)."""
+    """Open a run folder `<store>/runs/<id>` and load its checkpoint onto `device`."""
     root, run = open_run(run_url)
     if not run.exists("checkpoint.pt"):
         raise FileNotFoundError(f"{run.url} holds no checkpoint.pt: is it a finished run?")
     config = TrainConfig.model_validate(run.read_json("config.json")["train"])
-    return LoadedRun(root, run, config, resolve_device(device))
+    target = resolve_device(device)
+    model, _ = load_checkpoint(run.read_bytes("checkpoint.pt"), target, f"{run.url}/checkpoint.pt")
+    return LoadedRun(root, run, config, model.to(target).eval(), target)
 
 
 def predict_windows(
