@@ -235,13 +235,20 @@ class BatchSizer:
     Each size is timed twice and its faster call kept: the first call of a new shape
     pays one-off costs (oneDNN kernel choice, allocator growth), and a slow phase of a
     shared machine would otherwise end the search early.
+
+    On a CPU a window that takes `CPU_SLOW_S` or more alone ends the search at one: what
+    a batch shares is per-call work of under a millisecond, so a larger batch there can
+    only lose (paper-size extraction on 2 cores: a window takes 4-15 s per extractor,
+    and batches of 2 went at 0.96x one window per call, with their trials timed in).
     """
 
     LIMIT = 16  # more windows per call add memory and, on a CPU, little speed
     TIMINGS = 2  # calls timed per size
+    CPU_SLOW_S = 1.0
 
-    def __init__(self, setting: int | str) -> None:
+    def __init__(self, setting: int | str, on_cpu: bool = False) -> None:
         self.fixed = None if setting == "auto" else int(setting)
+        self.on_cpu = on_cpu
         self._trials: list[int] = [1] * self.TIMINGS
         self._per_window: dict[int, float] = {}
 
@@ -254,6 +261,10 @@ class BatchSizer:
     def record(self, size: int, seconds: float) -> None:
         """Time taken by one embed call of `size` windows."""
         if self.fixed is not None or not self._trials or size != self._trials[0]:
+            return
+        if self.on_cpu and size == 1 and seconds >= self.CPU_SLOW_S:
+            self._trials.clear()
+            self._per_window[1] = seconds
             return
         self._trials.pop(0)
         self._per_window[size] = min(seconds / size, self._per_window.get(size, float("inf")))
@@ -276,7 +287,8 @@ _SIZERS: weakref.WeakKeyDictionary[FeatureExtractor, BatchSizer] = weakref.WeakK
 def _batch_sizer(extractor: FeatureExtractor, setting: int | str) -> BatchSizer:
     if setting != "auto":
         return BatchSizer(setting)  # a fixed size has nothing to remember
-    return _SIZERS.setdefault(extractor, BatchSizer(setting))
+    on_cpu = extractor.device.type == "cpu"
+    return _SIZERS.setdefault(extractor, BatchSizer(setting, on_cpu))
 
 
 class TableWriter:

@@ -414,6 +414,21 @@ def test_auto_batch_size_keeps_the_faster_of_two_calls_of_a_size() -> None:
     assert sizer.size == 2
 
 
+def test_auto_batch_size_stays_at_one_when_one_window_is_slow_on_a_cpu() -> None:
+    on_cpu, elsewhere = BatchSizer("auto", on_cpu=True), BatchSizer("auto", on_cpu=False)
+    for sizer in (on_cpu, elsewhere):
+        sizer.record(1, BatchSizer.CPU_SLOW_S)
+    assert on_cpu.size == 1 and elsewhere.size == 1  # the other still times size 1 again
+    for _ in range(4):
+        for sizer in (on_cpu, elsewhere):
+            sizer.record(sizer.size, sizer.size * BatchSizer.CPU_SLOW_S * 0.9)
+    assert on_cpu.size == 1 and elsewhere.size > 1
+    quick = BatchSizer("auto", on_cpu=True)
+    for _ in range(4):
+        quick.record(quick.size, quick.size * 0.01)
+    assert quick.size > 1  # a quick window on a CPU is still searched for
+
+
 def test_torch_threads_leave_the_decoding_workers_their_cpus(tiny) -> None:
     before = torch.get_num_threads()
     try:

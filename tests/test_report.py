@@ -19,13 +19,14 @@ from avvp.extractors.base import RandomInit
 from avvp.model.classes import LLP_CLASSES
 from avvp.model.config import ModelConfig, get_model_config
 from avvp.model.factory import create_model
+from avvp.model.internals import forward_internals
 from avvp.model.metrics import (
     METRIC_KEYS,
     binarize_predictions,
     segment_and_event_f1,
     segment_f1_per_class,
 )
-from avvp.model.mmcse import MMCSE, forward_internals
+from avvp.model.mmcse import MMCSE
 from avvp.pipeline import catalog
 from avvp.pipeline.dataset import load_split
 from avvp.pipeline.evaluate import EvaluateConfig, RunEvaluation, evaluate_run, score_split

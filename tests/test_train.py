@@ -341,6 +341,27 @@ def test_predict_windows_gives_the_outputs_evaluation_scores(store: str) -> None
     assert outputs["global_prob"].shape == (5, 25) and outputs["frame_prob"].dtype == np.float32
 
 
+def test_a_run_loaded_again_from_the_same_bytes_is_not_built_again(store: str) -> None:
+    result = train(store, tiny_config("mmcse-clapclip", epochs=1))
+    other = train(store, tiny_config("mmcse-clapclip", epochs=1, seed=12))
+    first = load_run(result.run_url, "cpu")
+    assert load_run(result.run_url, "cpu") is first
+    run = RunStore(store).run(result.run_id)
+    original = run.read_bytes("checkpoint.pt")
+    run.write_bytes("checkpoint.pt", RunStore(store).run(other.run_id).read_bytes("checkpoint.pt"))
+    try:
+        replaced = load_run(result.run_url, "cpu")
+        assert replaced is not first
+        weights = zip(first.model.parameters(), replaced.model.parameters(), strict=True)
+        assert not all(torch.equal(mine, theirs) for mine, theirs in weights)
+    finally:
+        run.write_bytes("checkpoint.pt", original)
+    again = load_run(result.run_url, "cpu")
+    assert again is not first and again is not replaced  # one run held at a time
+    for mine, theirs in zip(first.model.parameters(), again.model.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+
+
 def test_a_named_size_becomes_architecture_entries_before_the_run_id() -> None:
     tiny = TrainConfig(size="tiny", architecture={"num_layers": 3}).sizes_resolved()
     assert tiny.size is None

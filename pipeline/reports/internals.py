@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...model.mmcse import MMCSE, forward_internals
+from ...model.internals import forward_internals
+from ...model.mmcse import MMCSE
 from ..dataset import SplitTensors
 from .plots import TRACKS
 
