@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .activations import FreshReLU, relu_fresh
 from .config import MMCSEOptions, ModelConfig
 from .dropout import Dropout, dropout
 from .inputs import FeatureProjection
@@ -35,10 +36,6 @@ def _init_like_linear(weight: torch.Tensor, bias: torch.Tensor) -> None:
 
 
 COSINE_EPS = 1e-8  # F.cosine_similarity's default
-
-# A ReLU whose input is a fresh output nobody else reads (a Linear's, a sum's) runs in
-# place: a new 65-MB result per ReLU at paper size costs its allocation and page faults
-# (the FFN block took 1.5x the time with out-of-place ReLUs, inference on 2 threads).
 
 
 def _clamped_norm(x: torch.Tensor) -> torch.Tensor:
@@ -74,11 +71,11 @@ class ClassBranches(nn.Module):
         hidden = F.linear(
             F.relu(x), self.in_weight.reshape(branches * out_dim, in_dim), self.in_bias.flatten()
         )
-        hidden = F.relu(hidden.unflatten(-1, (branches, out_dim)), inplace=True)
+        hidden = relu_fresh(hidden.unflatten(-1, (branches, out_dim)))
         if self.out_weight is None:
             return hidden
         hidden = torch.einsum("...nc,noc->...no", self.dropout(hidden), self.out_weight)
-        return F.relu(hidden + self.out_bias, inplace=True)
+        return relu_fresh(hidden + self.out_bias)
 
 
 class ClassFeatures(NamedTuple):
@@ -120,7 +117,7 @@ class CAFD(nn.Module):
             self.gate = nn.Sequential(
                 nn.ReLU(),
                 nn.Linear(in_dim, in_dim // 2),
-                nn.ReLU(inplace=True),
+                FreshReLU(),
                 Dropout(dropout),
                 nn.Linear(in_dim // 2, 1),
             )
@@ -140,7 +137,7 @@ class CAFD(nn.Module):
             + (1 - alpha) * F.linear(background, background_weight)
             + self.fuse.bias
         )
-        return ClassFeatures(F.relu(fused, inplace=True), branches)
+        return ClassFeatures(relu_fresh(fused), branches)
 
     def orthogonality_loss(self, branches: torch.Tensor) -> torch.Tensor:
         """Mean cosine between event and background features (the official code compares
@@ -170,11 +167,9 @@ class ClassTokenAttention(nn.Module):
     """Multi-head attention among the K class tokens of each segment.
 
     The parameters and their names are nn.MultiheadAttention's (in_proj_weight,
-    in_proj_bias, out_proj), so official weights load unchanged. It is written out
-    because nn.MultiheadAttention works sequence-first and transposes every input and
-    output, 10-20% of an attention step on CPU at these shapes; here tokens stay
-    in their (N, T, K, C) layout, heads are a view of it, and attention without its map
-    goes through scaled_dot_product_attention (fused kernels on GPU).
+    in_proj_bias, out_proj), so official weights load unchanged; nn.MultiheadAttention
+    itself works sequence-first and transposes every input and output (10-20% of an
+    attention step on CPU at these shapes), while here heads are views of (N, T, K, C).
     """
 
     def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
@@ -196,27 +191,33 @@ class ClassTokenAttention(nn.Module):
         return x.view(n * t, k, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(
-        self, x: torch.Tensor, source: torch.Tensor | None, need_map: bool
+        self, x: torch.Tensor, source: torch.Tensor | None, need_map: bool, project: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Queries from x, keys and values from source (x when None), both (N, T, K, C).
-        Returns the attention output (N, T, K, C) and, when asked, the head-averaged
-        weights (N, T, K, K), taken after dropout as nn.MultiheadAttention returns them."""
+        Returns the attention output (N, T, K, C; before out_proj when not `project`) and,
+        when asked, the head-averaged weights (N, T, K, K), taken after dropout as
+        nn.MultiheadAttention returns them."""
         n, t, k, c = x.shape
-        if source is None:
-            query, key, value = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, -1)
-        else:
-            query = F.linear(x, self.in_proj_weight[:c], self.in_proj_bias[:c])
-            key, value = F.linear(source, self.in_proj_weight[c:], self.in_proj_bias[c:]).chunk(
-                2, -1
-            )
-        query, key, value = self._heads(query), self._heads(key), self._heads(value)
-        weights_map: torch.Tensor | None = None
         # Written out on a CPU: with 25 tokens of 16 dims per head, SDPA's CPU kernel took
         # 1.4x the time of these two bmm (inference, 2 threads), and in training the
         # dropout takes the cheaper mask. On a GPU SDPA's fused kernels are faster.
-        if need_map or x.device.type == "cpu":
-            scale = (c // self.num_heads) ** -0.5
-            weights = torch.softmax((query * scale) @ key.transpose(-2, -1), dim=-1)
+        written_out = need_map or x.device.type == "cpu"
+        weight, bias = self.in_proj_weight, self.in_proj_bias
+        if written_out:
+            # The softmax scale goes into the query rows of the projection: a C x C
+            # product instead of a pass over every query.
+            scale = weight.new_ones(3 * c, 1)
+            scale[:c] = (c // self.num_heads) ** -0.5
+            weight, bias = weight * scale, bias * scale[:, 0]
+        if source is None:
+            query, key, value = F.linear(x, weight, bias).chunk(3, -1)
+        else:
+            query = F.linear(x, weight[:c], bias[:c])
+            key, value = F.linear(source, weight[c:], bias[c:]).chunk(2, -1)
+        query, key, value = self._heads(query), self._heads(key), self._heads(value)
+        weights_map: torch.Tensor | None = None
+        if written_out:
+            weights = torch.softmax(query @ key.transpose(-2, -1), dim=-1)
             weights = dropout(weights, self.dropout, self.training)
             attended = weights @ value
             if need_map:
@@ -225,7 +226,7 @@ class ClassTokenAttention(nn.Module):
             dropout_p = self.dropout if self.training else 0.0
             attended = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p)
         attended = attended.transpose(1, 2).reshape(n, t, k, c)
-        return self.out_proj(attended), weights_map
+        return self.out_proj(attended) if project else attended, weights_map
 
 
 class SECM(nn.Module):
@@ -239,8 +240,7 @@ class SECM(nn.Module):
     def forward(
         self, x: torch.Tensor, source: torch.Tensor | None, need_map: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x, source: (N, T, K, C); source None attends within x. Returns the attention
-        output, Z - X (N, T, K, C), and the map (N, T, K, K): the layer adds X itself."""
+        """The attention output Z - X (the layer adds X) and the map (N, T, K, K)."""
         return self.attn(x, source, need_map)
 
 
@@ -265,8 +265,8 @@ class LGSF(nn.Module):
     def forward(self, z: torch.Tensor, other: torch.Tensor | None) -> Relevance:
         """z: (N, T, K, C); other: the other modality's layer input for the cross path."""
         if self.global_proj is None:
-            local = F.relu(self.local_proj(z), inplace=True)
-            global_side = F.relu(self.local_proj(other if other is not None else z), inplace=True)
+            local = relu_fresh(self.local_proj(z))
+            global_side = relu_fresh(self.local_proj(other if other is not None else z))
         else:
             # Both Linears read Z: one GEMM over Z instead of two.
             both = F.linear(
@@ -274,8 +274,12 @@ class LGSF(nn.Module):
                 torch.cat([self.local_proj.weight, self.global_proj.weight]),
                 torch.cat([self.local_proj.bias, self.global_proj.bias]),
             )
-            local, global_side = F.relu(both, inplace=True).chunk(2, dim=-1)
-        global_feature = global_side.mean(dim=1, keepdim=True)
+            local, global_side = relu_fresh(both).chunk(2, dim=-1)
+        return self.relevance(local, global_side.mean(dim=1, keepdim=True))
+
+    @staticmethod
+    def relevance(local: torch.Tensor, global_feature: torch.Tensor) -> Relevance:
+        """sigmoid(cosine(local, global_feature)) with the global feature (N, 1, K, C)."""
         # F.cosine_similarity would broadcast the global feature over T before taking its
         # norm; its norm is taken once per class here. Same formula, including the eps.
         cosine = (local * global_feature).sum(dim=-1) / (
@@ -302,10 +306,13 @@ class FGSEPath(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
 
     def update(
-        self, x: torch.Tensor, other: torch.Tensor, need_map: bool
+        self, x: torch.Tensor, other: torch.Tensor, pairs: int, need_map: bool
     ) -> tuple[Relevance | torch.Tensor | None, torch.Tensor | None]:
-        """U as Relevance factors (LGSF), a tensor (SECM only) or None, and SECM's map."""
+        """U as Relevance factors (LGSF), a tensor (SECM only) or None, and SECM's map;
+        `other` is x rolled by `pairs` along the batch (FGSEEncoder's pairing)."""
         source = other if self.cross else None
+        if self.cross and self.secm is not None and self.lgsf is not None:
+            return self._cross_update(x, other, pairs, need_map)
         attended, co_occurrence = (
             (None, None) if self.secm is None else self.secm(x, source, need_map)
         )
@@ -313,6 +320,24 @@ class FGSEPath(nn.Module):
             return attended, co_occurrence
         z = x if attended is None else x + attended
         return self.lgsf(z, source), co_occurrence
+
+    def _cross_update(
+        self, x: torch.Tensor, other: torch.Tensor, pairs: int, need_map: bool
+    ) -> tuple[Relevance, torch.Tensor | None]:
+        """The cross path's U in two GEMMs, not three: LGSF's L reads Z = X + O(A) (O the
+        attention's out_proj) and the other modality, X rolled; so L X serves both sides
+        (the global one rolled after its mean) and L O is one composed weight on A."""
+        assert self.secm is not None and self.lgsf is not None
+        attention, local_proj = self.secm.attn, self.lgsf.local_proj
+        heads, co_occurrence = attention(x, other, need_map, project=False)
+        projected = F.linear(x, local_proj.weight, local_proj.bias)  # L X + b
+        composed = local_proj.weight @ attention.out_proj.weight
+        local = torch.addmm(projected.flatten(0, -2), heads.flatten(0, -2), composed.t()).view_as(
+            projected
+        )
+        local = relu_fresh(local + local_proj.weight @ attention.out_proj.bias)
+        global_feature = F.relu(projected).mean(dim=1, keepdim=True).roll(pairs, dims=0)
+        return self.lgsf.relevance(local, global_feature), co_occurrence
 
 
 class FGSELayer(nn.Module):
@@ -333,16 +358,18 @@ class FGSELayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
             nn.Linear(dim, ffn_dim),
-            nn.ReLU(inplace=True),
+            FreshReLU(),
             Dropout(dropout),
             nn.Linear(ffn_dim, dim),
         )
 
     def forward(
-        self, x: torch.Tensor, other: torch.Tensor, need_maps: bool
+        self, x: torch.Tensor, pairs: int, need_maps: bool
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """x, other: (N, T, K, C). Returns the update and the co-occurrence maps by path."""
+        """x: (N, T, K, C), each sample's other modality `pairs` rows along (x rolled by
+        `pairs`). Returns the update and the co-occurrence maps by path."""
         paths = list(self.paths.items())
+        other = x.roll(pairs, dims=0)
         # sum_p out_proj_p(X + U_p) = X (sum_p W_p)^T + sum_p b_p + sum_p U_p W_p^T: X is
         # projected once for all paths, and an LGSF U_p = r_p g_p is projected on its
         # T-times-smaller global factor g_p before r_p scales it.
@@ -353,7 +380,7 @@ class FGSELayer(nn.Module):
         )
         maps: dict[str, torch.Tensor] = {}
         for name, path in paths:
-            update, co_occurrence = path.update(x, other, need_maps)
+            update, co_occurrence = path.update(x, other, pairs, need_maps)
             if isinstance(update, Relevance):
                 projected = F.linear(update.global_feature, path.out_proj.weight)
                 total = torch.addcmul(total, update.relevance, projected)
@@ -388,7 +415,7 @@ class FGSEEncoder(nn.Module):
         maps: dict[str, torch.Tensor] = {}
         for index, layer in enumerate(self.layers):
             need_maps = return_maps and index == len(self.layers) - 1
-            streams, maps = layer(streams, streams.roll(batch, dims=0), need_maps)
+            streams, maps = layer(streams, batch, need_maps)
         named_maps: dict[str, torch.Tensor] = {}
         if "intra" in maps:
             named_maps["map_aa"], named_maps["map_vv"] = maps["intra"].chunk(2)
@@ -440,9 +467,9 @@ class ReconstructionDecoders(nn.Module):
     def _decoder(in_dim: int, hidden_dim: int) -> nn.Sequential:
         return nn.Sequential(
             nn.Linear(in_dim, hidden_dim),
-            nn.ReLU(inplace=True),
+            FreshReLU(),
             nn.Linear(hidden_dim, hidden_dim),
-            nn.ReLU(inplace=True),
+            FreshReLU(),
         )
 
     def forward(
