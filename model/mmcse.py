@@ -369,7 +369,7 @@ class FGSELayer(nn.Module):
         """x: (N, T, K, C), each sample's other modality `pairs` rows along (x rolled by
         `pairs`). Returns the update and the co-occurrence maps by path."""
         paths = list(self.paths.items())
-        other = x.roll(pairs, dims=0)
+        other = x.roll(pairs, dims=0) if "cross" in self.paths else x  # a copy: only if read
         # sum_p out_proj_p(X + U_p) = X (sum_p W_p)^T + sum_p b_p + sum_p U_p W_p^T: X is
         # projected once for all paths, and an LGSF U_p = r_p g_p is projected on its
         # T-times-smaller global factor g_p before r_p scales it.
