@@ -8,8 +8,8 @@ clipping, its fused AdamW step) for both networks; an inference step is the forw
 without auxiliaries under inference_mode. Repeats of the two networks alternate (A B,
 B A, ...) so they share the machine's noise; each repeat of the two is a pair, and the
 ratio reference time / ours of every pair is printed with their median and spread.
---profile adds the top ops of one training step and the ratio bound that ours' matrix
-products alone set.
+--profile adds the top ops of one inference and one training step of each, and the
+ratio bound that ours' matrix products alone set.
 
     python benchmarks/train_step.py [--device cpu|cuda|all] [--batch 64] [--steps 3]
                                     [--repeats 5] [--threads N] [--profile] [--amp]
@@ -207,22 +207,19 @@ def report(kind: str, seconds: dict[str, list[float]]) -> None:
 MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
-def profile_training_step(
-    models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], batch: Batch
-) -> None:
-    """Top ops of one training step of each network, then the bound that ours' matrix
+def profile_step(kind: str, steps: dict[str, Callable[[], None]], on_cuda: bool) -> None:
+    """Top ops of one `kind` step of each network, then the bound that ours' matrix
     products alone put on the ratio: what the ratio would be if every other op were free."""
     from torch.profiler import ProfilerActivity, profile
 
-    on_cuda = batch.audio.is_cuda
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_cuda else [])]
     sort_by = "self_cuda_time_total" if on_cuda else "self_cpu_time_total"
     seconds: dict[str, tuple[float, float]] = {}
-    for name, model in models.items():
+    for name, step in steps.items():
         with profile(activities=activities) as profiler:
-            training_step(model, optimizers[name], batch)
+            step()
         events = profiler.key_averages()
-        print(f"  profile of one {name} training step, top ops by self time:")
+        print(f"  profile of one {name} {kind} step, top ops by self time:")
         print(events.table(sort_by=sort_by, row_limit=15))
         self_us = [
             (event.key, event.self_device_time_total if on_cuda else event.self_cpu_time_total)
@@ -233,9 +230,9 @@ def profile_training_step(
         seconds[name] = (total, products)
     (ours_total, ours_products), (reference_total, _) = seconds["ours"], seconds["reference"]
     print(
-        f"  ours: matrix products {ours_products:.2f} s of {ours_total:.2f} s profiled; "
-        f"reference {reference_total:.2f} s. With every other op of ours free, the ratio "
-        f"would be at most {reference_total / ours_products:.2f}"
+        f"  {kind}: ours' matrix products {ours_products:.2f} s of {ours_total:.2f} s "
+        f"profiled; reference {reference_total:.2f} s. With every other op of ours free, "
+        f"the ratio would be at most {reference_total / ours_products:.2f}"
     )
 
 
@@ -276,9 +273,10 @@ def run_on(device: torch.device, args: argparse.Namespace) -> None:
     time_alternating(infer, 1, 1, device)
     report("inference", time_alternating(infer, args.steps, args.repeats, device))
     if args.profile:
+        profile_step("inference", infer, device.type == "cuda")
         for model in models.values():
             model.train()
-        profile_training_step(models, optimizers, batch)
+        profile_step("training", train, device.type == "cuda")
 
 
 def main() -> None:

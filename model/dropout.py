@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,15 +16,59 @@ from torch import nn
 _MASK_LEVELS = 1 << 16
 
 
+def _uses_cheap_mask(x: torch.Tensor, p: float, training: bool) -> bool:
+    return training and 0.0 < p < 1.0 and x.device.type == "cpu"
+
+
+def _dropped(shape: torch.Size, p: float) -> tuple[torch.Tensor, float]:
+    """(a bool mask of the elements to drop, the scale of those kept)."""
+    dropped = round(p * _MASK_LEVELS)
+    numel = math.prod(shape)
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    draws = words.view(torch.int16)[:numel].view(shape)
+    return draws < dropped - _MASK_LEVELS // 2, _MASK_LEVELS / (_MASK_LEVELS - dropped)
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout with the cheaper mask on a CPU; F.dropout itself elsewhere (fused)."""
-    if not training or not 0.0 < p < 1.0 or x.device.type != "cpu":
+    if not _uses_cheap_mask(x, p, training):
         return F.dropout(x, p, training)
-    dropped = round(p * _MASK_LEVELS)
-    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-    keep = words.view(torch.int16)[: x.numel()].view(x.shape) >= dropped - _MASK_LEVELS // 2
+    drop, scale = _dropped(x.shape, p)
     # One float factor: a bool operand would make mul cast element by element.
-    return x * keep.to(x.dtype).mul_(_MASK_LEVELS / (_MASK_LEVELS - dropped))
+    return x * drop.logical_not_().to(x.dtype).mul_(scale)
+
+
+class _ReLUDropoutInPlace(torch.autograd.Function):
+    """ReLU then dropout in place, keeping only the output for backward: the output is
+    positive exactly where the input was and the element was kept, so the input's
+    gradient is the output's where the output is positive, times the scale."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
+        x.relu_().masked_fill_(drop, 0.0).mul_(scale)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        ctx.scale = scale
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (output,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, output, 0.0).mul_(ctx.scale), None, None
+
+
+def relu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """dropout(relu(x)) in place, for a fresh result that nothing else reads and that is
+    not a view (a Linear's output on a 2-D input: on a view autograd would copy the base).
+
+    In training on a CPU the two run as one op that saves one tensor, not three (ReLU
+    output, mask, dropout output: 65 MB each in the parser's feed-forward at paper size),
+    and allocates no float tensor: the feed-forward's forward and backward took 0.76 of
+    the time of separate ReLU and dropout (2 threads, batch 64)."""
+    if not _uses_cheap_mask(x, p, training):
+        return F.dropout(F.relu(x, inplace=True), p, training)
+    drop, scale = _dropped(x.shape, p)
+    return _ReLUDropoutInPlace.apply(x, drop, scale)
 
 
 class Dropout(nn.Dropout):

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activations import FreshReLU, relu_fresh
+from .activations import FeedForward, FreshReLU, relu_fresh
+from .attention import ClassTokenAttention
 from .config import MMCSEOptions, ModelConfig
-from .dropout import Dropout, dropout
+from .dropout import Dropout
 from .inputs import FeatureProjection
 from .outputs import ParserOutput
 
@@ -36,6 +37,8 @@ def _init_like_linear(weight: torch.Tensor, bias: torch.Tensor) -> None:
 
 
 COSINE_EPS = 1e-8  # F.cosine_similarity's default
+PASS_FLOATS = 1 << 20
+PREDICTIONS = ("global_prob", "a_prob", "v_prob", "frame_prob", "frame_logits")
 
 
 def _clamped_norm(x: torch.Tensor) -> torch.Tensor:
@@ -161,72 +164,6 @@ class SharedClassProjection(nn.Module):
     def forward(self, x: torch.Tensor) -> ClassFeatures:
         shared = self.branches(x)
         return ClassFeatures(shared.expand(*shared.shape[:-2], self.num_classes, -1), shared)
-
-
-class ClassTokenAttention(nn.Module):
-    """Multi-head attention among the K class tokens of each segment.
-
-    The parameters and their names are nn.MultiheadAttention's (in_proj_weight,
-    in_proj_bias, out_proj), so official weights load unchanged; nn.MultiheadAttention
-    itself works sequence-first and transposes every input and output (10-20% of an
-    attention step on CPU at these shapes), while here heads are views of (N, T, K, C).
-    """
-
-    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"class_dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.dropout = dropout
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
-        self.out_proj = nn.Linear(dim, dim)
-        # nn.MultiheadAttention's initialisation.
-        nn.init.xavier_uniform_(self.in_proj_weight)
-        nn.init.zeros_(self.out_proj.bias)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, T, K, C) -> (N*T, heads, K, C/heads), a view."""
-        n, t, k, c = x.shape
-        return x.view(n * t, k, self.num_heads, c // self.num_heads).transpose(1, 2)
-
-    def forward(
-        self, x: torch.Tensor, source: torch.Tensor | None, need_map: bool, project: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Queries from x, keys and values from source (x when None), both (N, T, K, C).
-        Returns the attention output (N, T, K, C; before out_proj when not `project`) and,
-        when asked, the head-averaged weights (N, T, K, K), taken after dropout as
-        nn.MultiheadAttention returns them."""
-        n, t, k, c = x.shape
-        # Written out on a CPU: with 25 tokens of 16 dims per head, SDPA's CPU kernel took
-        # 1.4x the time of these two bmm (inference, 2 threads), and in training the
-        # dropout takes the cheaper mask. On a GPU SDPA's fused kernels are faster.
-        written_out = need_map or x.device.type == "cpu"
-        weight, bias = self.in_proj_weight, self.in_proj_bias
-        if written_out:
-            # The softmax scale goes into the query rows of the projection: a C x C
-            # product instead of a pass over every query.
-            scale = weight.new_ones(3 * c, 1)
-            scale[:c] = (c // self.num_heads) ** -0.5
-            weight, bias = weight * scale, bias * scale[:, 0]
-        if source is None:
-            query, key, value = F.linear(x, weight, bias).chunk(3, -1)
-        else:
-            query = F.linear(x, weight[:c], bias[:c])
-            key, value = F.linear(source, weight[c:], bias[c:]).chunk(2, -1)
-        query, key, value = self._heads(query), self._heads(key), self._heads(value)
-        weights_map: torch.Tensor | None = None
-        if written_out:
-            weights = torch.softmax(query @ key.transpose(-2, -1), dim=-1)
-            weights = dropout(weights, self.dropout, self.training)
-            attended = weights @ value
-            if need_map:
-                weights_map = weights.mean(dim=1).view(n, t, k, k)
-        else:
-            dropout_p = self.dropout if self.training else 0.0
-            attended = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p)
-        attended = attended.transpose(1, 2).reshape(n, t, k, c)
-        return self.out_proj(attended) if project else attended, weights_map
 
 
 class SECM(nn.Module):
@@ -356,12 +293,7 @@ class FGSELayer(nn.Module):
             }
         )
         self.norm = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim),
-            FreshReLU(),
-            Dropout(dropout),
-            nn.Linear(ffn_dim, dim),
-        )
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
 
     def forward(
         self, x: torch.Tensor, pairs: int, need_maps: bool
@@ -557,6 +489,25 @@ class MMCSE(nn.Module):
         with_aux: bool = False,
     ) -> ParserOutput:
         """Parse a batch of windows; input shapes as described by `InputSpec`."""
+        windows = self._windows_per_pass()
+        in_passes = audio.device.type == "cpu" and not (with_aux or torch.is_grad_enabled())
+        if in_passes and audio.shape[0] > windows:
+            # Each window is parsed alone (its audio pairs with its own visual stream),
+            # so passes of fewer windows give the same outputs, and on a CPU their layer
+            # tensors stay in cache and are reused from the heap: at paper size one pass
+            # of 64 windows took 1.27x the time of passes of 16 (2 threads).
+            parts = [
+                self.forward(*inputs)
+                for inputs in zip(
+                    audio.split(windows),
+                    visual.split(windows),
+                    visual_st.split(windows),
+                    strict=True,
+                )
+            ]
+            return ParserOutput(
+                *(torch.cat([getattr(part, name) for part in parts]) for name in PREDICTIONS)
+            )
         encoded = self._encode(audio, visual, visual_st, with_aux)
         output = self.head(encoded.streams)
         if not with_aux:
@@ -576,6 +527,13 @@ class MMCSE(nn.Module):
         aux.update(encoded.maps)
         output.aux = aux
         return output
+
+    def _windows_per_pass(self) -> int:
+        """Windows per pass without autograd on a CPU: as many as keep a layer tensor
+        (2 x windows, T, K, class_dim) near 4 MB (16 at paper size)."""
+        inputs = self.config.inputs
+        per_window = 2 * inputs.num_segments * inputs.num_classes * self.config.class_dim
+        return max(1, PASS_FLOATS // per_window)
 
     def _encode(
         self,

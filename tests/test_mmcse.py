@@ -9,10 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from avvp.model.activations import FeedForward, softmax_short_rows
+from avvp.model.attention import ClassTokenAttention
 from avvp.model.config import MMCSEOptions, ModelConfig, get_model_config
-from avvp.model.dropout import dropout
+from avvp.model.dropout import dropout, relu_dropout
 from avvp.model.losses import MMCSELossConfig, co_occurrence_targets, mmcse_loss
-from avvp.model.mmcse import LGSF, MMCSE, ClassTokenAttention, build_mmcse
+from avvp.model.mmcse import LGSF, MMCSE, build_mmcse
 from avvp.model.mmcse_import import mmcse_from_official_state_dict
 
 ATOL = 1e-5
@@ -315,6 +317,39 @@ def test_class_token_attention_equals_torch_multihead_attention_values_and_gradi
     torch.testing.assert_close(ours_grad, theirs_grad, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("cross", [False, True], ids=["self", "cross"])
+def test_class_token_attention_without_autograd_runs_in_blocks_with_the_same_result(
+    cross: bool,
+) -> None:
+    torch.manual_seed(0)
+    attention = ClassTokenAttention(256, 8, dropout=0.1).eval()
+    # 160 segments of 25 tokens of 256: blocks of 109 segments, the second one partial.
+    x = torch.randn(4, 40, 25, 256)
+    source = torch.randn(4, 40, 25, 256) if cross else None
+    whole, whole_map = attention(x, source, need_map=True)
+    with torch.inference_mode():
+        blocked, blocked_map = attention(x, source, need_map=True)
+        unmapped, no_map = attention(x, source, need_map=False)
+    torch.testing.assert_close(blocked, whole)
+    torch.testing.assert_close(blocked_map, whole_map)
+    torch.testing.assert_close(unmapped, whole)
+    assert no_map is None
+
+
+def test_inference_without_autograd_runs_in_passes_of_few_windows_with_the_same_outputs() -> None:
+    torch.manual_seed(0)
+    model = build_mmcse(replace(get_model_config("mmcse-clapclip"), **TINY)).eval()
+    windows = model._windows_per_pass()
+    batch = windows + windows // 2 + 1  # one whole pass and a part
+    shapes = model.config.inputs.feature_shapes()
+    inputs = [torch.randn(batch, *shapes[name]) for name in ("audio", "visual", "visual_st")]
+    whole = model(*inputs)
+    with torch.inference_mode():
+        passes = model(*inputs)
+    for name in PREDICTIONS:
+        torch.testing.assert_close(getattr(passes, name), getattr(whole, name))
+
+
 def test_class_token_attention_drops_weights_only_in_training() -> None:
     torch.manual_seed(0)
     attention = ClassTokenAttention(16, 4, dropout=0.5)
@@ -345,6 +380,62 @@ def test_lgsf_relevance_equals_torch_cosine_similarity_also_for_zero_features() 
     fused = lgsf(z, None)
     torch.testing.assert_close(fused.relevance, relevance.unsqueeze(-1))
     torch.testing.assert_close(fused.global_feature, global_side)
+
+
+def test_relu_dropout_in_place_equals_relu_then_dropout_in_values_and_gradients() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1000, 37)
+    grad = torch.randn(1000, 37)
+    reference_input = x.clone().requires_grad_()
+    torch.manual_seed(3)
+    reference = dropout(F.relu(reference_input), 0.2, training=True)
+    reference.backward(grad)
+    fused_input = x.clone().requires_grad_()
+    fresh = fused_input * 1.0  # a fresh non-leaf result, as a Linear's
+    torch.manual_seed(3)
+    fused = relu_dropout(fresh, 0.2, training=True)
+    fused.backward(grad)
+    assert fused.data_ptr() == fresh.data_ptr()  # in place: no new tensor
+    assert torch.equal(fused, reference)
+    assert torch.equal(fused_input.grad, reference_input.grad)
+    assert (fused == 0).float().mean().item() - (x <= 0).float().mean().item() > 0
+
+
+@pytest.mark.parametrize("offset", [0.0, 120.0, -300.0], ids=["usual", "overflow", "underflow"])
+def test_short_row_softmax_equals_torch_softmax_in_values_and_gradients(offset: float) -> None:
+    torch.manual_seed(0)
+    scores = torch.randn(64, 8, 25, 25) * 4
+    scores[3, 2] += offset  # exp of these rows alone overflows or underflows to 0
+    grad = torch.randn_like(scores)
+    ours_scores, torch_scores = scores.clone().requires_grad_(), scores.clone().requires_grad_()
+    ours, expected = softmax_short_rows(ours_scores), torch.softmax(torch_scores, -1)
+    ours.backward(grad)
+    expected.backward(grad)
+    assert ours.isfinite().all()
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(ours_scores.grad, torch_scores.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_feed_forward_keeps_the_official_keys_and_computes_the_sequential_block() -> None:
+    torch.manual_seed(0)
+    block = FeedForward(8, 1 << 14, dropout=0.1)  # without autograd: blocks of 128 rows
+    assert [name for name, _ in block.named_parameters()] == [
+        "0.weight",
+        "0.bias",
+        "3.weight",
+        "3.bias",
+    ]
+    x = torch.randn(3, 4, 50, 8)  # 600 rows: 4 whole blocks and a part
+    expected = block[3](F.relu(block[0](x)))
+    torch.testing.assert_close(block.eval()(x), expected)
+    with torch.inference_mode():
+        torch.testing.assert_close(block(x), expected)
+    block.train()
+    torch.manual_seed(5)
+    trained = block(x)
+    torch.manual_seed(5)
+    hidden = dropout(F.relu(block[0](x)), 0.1, training=True)
+    torch.testing.assert_close(trained, block[3](hidden))
 
 
 def test_cpu_dropout_drops_a_fraction_p_and_keeps_the_mean_in_values_and_gradients() -> None:
