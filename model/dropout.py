@@ -20,22 +20,23 @@ def _uses_cheap_mask(x: torch.Tensor, p: float, training: bool) -> bool:
     return training and 0.0 < p < 1.0 and x.device.type == "cpu"
 
 
-def _dropped(shape: torch.Size, p: float) -> tuple[torch.Tensor, float]:
-    """(a bool mask of the elements to drop, the scale of those kept)."""
+def _draws(shape: torch.Size, p: float) -> tuple[torch.Tensor, int, float]:
+    """(one int16 draw per element, the level under which an element is dropped, the
+    scale of those kept)."""
     dropped = round(p * _MASK_LEVELS)
     numel = math.prod(shape)
     words = torch.empty((numel + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
     draws = words.view(torch.int16)[:numel].view(shape)
-    return draws < dropped - _MASK_LEVELS // 2, _MASK_LEVELS / (_MASK_LEVELS - dropped)
+    return draws, dropped - _MASK_LEVELS // 2, _MASK_LEVELS / (_MASK_LEVELS - dropped)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout with the cheaper mask on a CPU; F.dropout itself elsewhere (fused)."""
     if not _uses_cheap_mask(x, p, training):
         return F.dropout(x, p, training)
-    drop, scale = _dropped(x.shape, p)
+    draws, level, scale = _draws(x.shape, p)
     # One float factor: a bool operand would make mul cast element by element.
-    return x * drop.logical_not_().to(x.dtype).mul_(scale)
+    return x * (draws >= level).to(x.dtype).mul_(scale)
 
 
 class _ReLUDropoutInPlace(torch.autograd.Function):
@@ -67,8 +68,8 @@ def relu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     the time of separate ReLU and dropout (2 threads, batch 64)."""
     if not _uses_cheap_mask(x, p, training):
         return F.dropout(F.relu(x, inplace=True), p, training)
-    drop, scale = _dropped(x.shape, p)
-    return _ReLUDropoutInPlace.apply(x, drop, scale)
+    draws, level, scale = _draws(x.shape, p)
+    return _ReLUDropoutInPlace.apply(x, draws < level, scale)
 
 
 class Dropout(nn.Dropout):

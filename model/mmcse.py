@@ -38,7 +38,6 @@ def _init_like_linear(weight: torch.Tensor, bias: torch.Tensor) -> None:
 
 COSINE_EPS = 1e-8  # F.cosine_similarity's default
 PASS_FLOATS = 1 << 20
-PREDICTIONS = ("global_prob", "a_prob", "v_prob", "frame_prob", "frame_logits")
 
 
 def _clamped_norm(x: torch.Tensor) -> torch.Tensor:
@@ -489,9 +488,8 @@ class MMCSE(nn.Module):
         with_aux: bool = False,
     ) -> ParserOutput:
         """Parse a batch of windows; input shapes as described by `InputSpec`."""
-        windows = self._windows_per_pass()
         in_passes = audio.device.type == "cpu" and not (with_aux or torch.is_grad_enabled())
-        if in_passes and audio.shape[0] > windows:
+        if in_passes and audio.shape[0] > (windows := self._windows_per_pass()):
             # Each window is parsed alone (its audio pairs with its own visual stream),
             # so passes of fewer windows give the same outputs, and on a CPU their layer
             # tensors stay in cache and are reused from the heap: at paper size one pass
@@ -505,9 +503,7 @@ class MMCSE(nn.Module):
                     strict=True,
                 )
             ]
-            return ParserOutput(
-                *(torch.cat([getattr(part, name) for part in parts]) for name in PREDICTIONS)
-            )
+            return ParserOutput.concatenate(parts)
         encoded = self._encode(audio, visual, visual_st, with_aux)
         output = self.head(encoded.streams)
         if not with_aux:
