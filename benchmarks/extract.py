@@ -23,7 +23,10 @@
    runs, against one window per call: each shape called once first, then `--repeats`
    rounds of one call per size (ascending, then descending), each round's ratios
    printed with their median and spread.
-4. Peak memory: the resident set of a fresh `avvp extract VIDEO --size tiny --device
+4. Layout: R(2+1)D as its extractor runs it (conv3d in channels-last layout on a CPU)
+   against the same network in torch's default layout, one window per call,
+   alternating pairs, with the largest difference of their outputs.
+5. Peak memory: the resident set of a fresh `avvp extract VIDEO --size tiny --device
    cpu` process (CLIP, R(2+1)D and CLAP tiny networks, the stage's defaults otherwise)
    on generated videos, two by two: a 10-s clip of 320 x 240 against one of 2048 x 2048
    (frames over 960 x 480 are scaled in the decoder, and resized one at a time), and a
@@ -32,12 +35,13 @@
 
     python benchmarks/extract.py [--n 32] [--workers N] [--batch-size auto|N] [--repeats 7]
     python benchmarks/extract.py --size paper --device cuda [--random-weights]
-    python benchmarks/extract.py --only pipeline|decode|batch|memory
+    python benchmarks/extract.py --only pipeline|decode|batch|layout|memory
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import subprocess
 import sys
 import tempfile
@@ -327,6 +331,42 @@ def batch_sizes(args: argparse.Namespace, folder: Path) -> None:
             _print_ratios(f"{size} windows / 1 window per call", ratios, indent="    ")
 
 
+def layout(args: argparse.Namespace, folder: Path) -> None:
+    """R(2+1)D as the extractor runs it (channels-last conv3d on a CPU) against the same
+    network in torch's default layout, one window per call, alternating pairs."""
+    (clip,) = write_synthetic_clips(folder / "layout", n=1, seconds=10)
+    weights = RandomInit() if args.random_weights else None
+    extractor = create_extractor("r2plus1d", size=args.size, weights=weights, device=args.device)
+    with open_video(clip) as stream:
+        window = next(iter(stream.windows()))
+    batch = extractor.preprocess(window_input(window, extractor.input))[None]
+    default = copy.deepcopy(extractor.network).to(memory_format=torch.contiguous_format)
+
+    def ours() -> torch.Tensor:
+        return extractor.embed(batch).cpu()
+
+    def anchor() -> torch.Tensor:
+        with torch.no_grad():
+            return default(batch.flatten(0, 1).to(args.device)).cpu()
+
+    difference = (ours().flatten() - anchor().flatten()).abs().max().item()  # first calls
+    seconds: dict[str, list[float]] = {"ours": [], "anchor": []}
+    for repeat in range(args.repeats):
+        for name, run in [("anchor", anchor), ("ours", ours)][:: 1 if repeat % 2 else -1]:
+            started = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - started)
+    print(
+        f"R(2+1)D, size {args.size}, {args.device}, torch threads {torch.get_num_threads()}, "
+        f"one window per call: the extractor's layout "
+        f"{np.median(seconds['ours']) * 1000:.1f} ms, torch's default "
+        f"{np.median(seconds['anchor']) * 1000:.1f} ms (medians); largest difference "
+        f"{difference:.1e}"
+    )
+    paired = zip(seconds["anchor"], seconds["ours"], strict=True)
+    _print_ratios("default layout time / ours", [a / o for a, o in paired])
+
+
 _MEASURE = """
 import resource, sys
 from avvp.pipeline.cli.app import app
@@ -425,9 +465,15 @@ def main() -> None:
         action="store_true",
         help="paper size with random weights (timing without the weight files)",
     )
-    parser.add_argument("--only", choices=["pipeline", "decode", "batch", "memory"])
+    parser.add_argument("--only", choices=["pipeline", "decode", "batch", "layout", "memory"])
     args = parser.parse_args()
-    sections = {"pipeline": pipeline, "decode": decode, "batch": batch_sizes, "memory": memory}
+    sections = {
+        "pipeline": pipeline,
+        "decode": decode,
+        "batch": batch_sizes,
+        "layout": layout,
+        "memory": memory,
+    }
     with tempfile.TemporaryDirectory() as folder:
         for name, section in sections.items():
             if args.only in (None, name):

@@ -30,13 +30,30 @@ def _draws(shape: torch.Size, p: float) -> tuple[torch.Tensor, int, float]:
     return draws, dropped - _MASK_LEVELS // 2, _MASK_LEVELS / (_MASK_LEVELS - dropped)
 
 
+class _DropMasked(torch.autograd.Function):
+    """x times the scale, zero where dropped; backward the same on the gradient. Keeps the
+    bool mask, not a float factor: making and saving that factor (a cast and a scaling
+    of a fresh tensor) made the attention's dropout 1.05x the time forward and backward
+    (its (1280, 8, 25, 25) weights at paper size, 2 threads)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(drop)
+        ctx.scale = scale
+        return x.mul(scale).masked_fill_(drop, 0.0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (drop,) = ctx.saved_tensors
+        return grad.mul(ctx.scale).masked_fill_(drop, 0.0), None, None
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout with the cheaper mask on a CPU; F.dropout itself elsewhere (fused)."""
     if not _uses_cheap_mask(x, p, training):
         return F.dropout(x, p, training)
     draws, level, scale = _draws(x.shape, p)
-    # One float factor: a bool operand would make mul cast element by element.
-    return x * (draws >= level).to(x.dtype).mul_(scale)
+    return _DropMasked.apply(x, draws < level, scale)
 
 
 class _ReLUDropoutInPlace(torch.autograd.Function):

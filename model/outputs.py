@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 
@@ -23,14 +23,3 @@ class ParserOutput:
     frame_prob: torch.Tensor
     frame_logits: torch.Tensor
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    @classmethod
-    def concatenate(cls, parts: list[ParserOutput]) -> ParserOutput:
-        """The predictions of consecutive batches as one batch (without aux)."""
-        return cls(
-            *(
-                torch.cat([getattr(part, item.name) for part in parts])
-                for item in fields(cls)
-                if item.name != "aux"
-            )
-        )

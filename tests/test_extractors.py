@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import pickle
@@ -197,6 +198,19 @@ def test_tiny_size_has_paper_shapes_and_is_deterministic_for_its_seed(
     assert first.dtype == torch.float32 and torch.isfinite(first).all()
     assert torch.equal(first, again)
     assert not torch.allclose(first, other_seed)
+
+
+def test_r2plus1d_in_channels_last_layout_on_cpu_equals_the_default_layout(
+    frames: np.ndarray,
+) -> None:
+    extractor = create_extractor("r2plus1d", size="tiny", device="cpu")
+    stem = extractor.network.stem[0].weight
+    assert stem.is_contiguous(memory_format=torch.channels_last_3d) and not stem.is_contiguous()
+    batch = extractor.preprocess(frames)[None]
+    default = copy.deepcopy(extractor.network).to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        expected = default(batch.flatten(0, 1)).view(1, 10, 512)
+    torch.testing.assert_close(extractor.embed(batch), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_paper_r2plus1d_with_random_weights_gives_10_by_512(frames: np.ndarray) -> None:

@@ -16,6 +16,7 @@ from avvp.model.dropout import dropout, relu_dropout
 from avvp.model.losses import MMCSELossConfig, co_occurrence_targets, mmcse_loss
 from avvp.model.mmcse import LGSF, MMCSE, build_mmcse
 from avvp.model.mmcse_import import mmcse_from_official_state_dict
+from avvp.model.outputs import ParserOutput
 
 ATOL = 1e-5
 PREDICTIONS = ("global_prob", "a_prob", "v_prob", "frame_prob", "frame_logits")
@@ -336,18 +337,39 @@ def test_class_token_attention_without_autograd_runs_in_blocks_with_the_same_res
     assert no_map is None
 
 
-def test_inference_without_autograd_runs_in_passes_of_few_windows_with_the_same_outputs() -> None:
+def test_on_a_cpu_the_encoder_runs_in_passes_of_few_windows_with_the_same_results() -> None:
     torch.manual_seed(0)
     model = build_mmcse(replace(get_model_config("mmcse-clapclip"), **TINY)).eval()
-    windows = model._windows_per_pass()
+    windows = model.encoder.windows_per_pass
     batch = windows + windows // 2 + 1  # one whole pass and a part
     shapes = model.config.inputs.feature_shapes()
     inputs = [torch.randn(batch, *shapes[name]) for name in ("audio", "visual", "visual_st")]
-    whole = model(*inputs)
-    with torch.inference_mode():
-        passes = model(*inputs)
+
+    def parse() -> tuple[ParserOutput, dict[str, torch.Tensor], ParserOutput]:
+        model.zero_grad(set_to_none=True)
+        output = model(*inputs, with_aux=True)
+        losses = [value for name, value in output.aux.items() if name.startswith("loss_")]
+        (output.global_prob.sum() + output.frame_logits.square().mean() + sum(losses)).backward()
+        with torch.inference_mode():
+            inferred = model(*inputs)
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        return output, grads, inferred
+
+    passes, passes_grads, passes_inferred = parse()
+    model.encoder.windows_per_pass = batch
+    whole, whole_grads, whole_inferred = parse()
+    assert passes.aux.keys() == whole.aux.keys() and "map_av" in whole.aux
+    for name in passes.aux:
+        torch.testing.assert_close(passes.aux[name], whole.aux[name])
     for name in PREDICTIONS:
         torch.testing.assert_close(getattr(passes, name), getattr(whole, name))
+        torch.testing.assert_close(getattr(passes_inferred, name), getattr(whole_inferred, name))
+    # A weight's gradient sums the passes' sums: the same terms, another float rounding.
+    assert (
+        passes_grads.keys() == whole_grads.keys() and "encoder.layers.0.norm.weight" in whole_grads
+    )
+    for name, at_once in whole_grads.items():
+        torch.testing.assert_close(passes_grads[name], at_once, rtol=1e-4, atol=1e-6)
 
 
 def test_class_token_attention_drops_weights_only_in_training() -> None:
