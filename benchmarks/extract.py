@@ -54,7 +54,7 @@ import torch
 from avvp.extractors import FeatureExtractor, RandomInit, create_extractor
 from avvp.pipeline.embedding import table_of_extractor, window_input
 from avvp.pipeline.extract import ExtractConfig, extract_videos
-from avvp.pipeline.sources.decode import open_video
+from avvp.pipeline.sources.decode import Window, open_video
 from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.storage import FeatureStore
 
@@ -297,11 +297,17 @@ def decode(args: argparse.Namespace, folder: Path) -> None:
         print(f"    mean |ours - anchors|: first frames {first:.1f}, all {apart:.1f} levels")
 
 
-def batch_sizes(args: argparse.Namespace, folder: Path) -> None:
-    (clip,) = write_synthetic_clips(folder / "batch", n=1, seconds=10)
-    extractors = build_extractors(args)
+def first_window(folder: Path, extractors: list[FeatureExtractor]) -> Window:
+    """The first window of a synthetic 10-s clip written into `folder`, decoded for
+    `extractors`."""
+    (clip,) = write_synthetic_clips(folder, n=1, seconds=10)
     with open_video(clip, sample_rates=sample_rates(extractors)) as stream:
-        window = next(iter(stream.windows()))
+        return next(iter(stream.windows()))
+
+
+def batch_sizes(args: argparse.Namespace, folder: Path) -> None:
+    extractors = build_extractors(args)
+    window = first_window(folder / "batch", extractors)
     # A paper network on a CPU takes seconds to a minute per window: fewer sizes there.
     sizes = (1, 2, 4, 8, 16) if args.size == "tiny" or args.device != "cpu" else (1, 2)
     print(
@@ -334,11 +340,9 @@ def batch_sizes(args: argparse.Namespace, folder: Path) -> None:
 def layout(args: argparse.Namespace, folder: Path) -> None:
     """R(2+1)D as the extractor runs it (channels-last conv3d on a CPU) against the same
     network in torch's default layout, one window per call, alternating pairs."""
-    (clip,) = write_synthetic_clips(folder / "layout", n=1, seconds=10)
     weights = RandomInit() if args.random_weights else None
     extractor = create_extractor("r2plus1d", size=args.size, weights=weights, device=args.device)
-    with open_video(clip) as stream:
-        window = next(iter(stream.windows()))
+    window = first_window(folder / "layout", [extractor])
     batch = extractor.preprocess(window_input(window, extractor.input))[None]
     default = copy.deepcopy(extractor.network).to(memory_format=torch.contiguous_format)
 

@@ -37,7 +37,7 @@ def _init_like_linear(weight: torch.Tensor, bias: torch.Tensor) -> None:
 
 
 COSINE_EPS = 1e-8  # F.cosine_similarity's default
-PASS_FLOATS = 1 << 20
+PASS_FLOATS = 1 << 20  # floats of a layer tensor per encoder pass on a CPU: see FGSEEncoder
 
 
 def _clamped_norm(x: torch.Tensor) -> torch.Tensor:
@@ -357,7 +357,8 @@ class FGSEEncoder(nn.Module):
             for pair in zip(audio.split(windows), visual.split(windows), strict=True)
         ]
         streams = torch.cat([part_streams for part_streams, _ in parts], dim=1)
-        maps = {name: torch.cat([part[1][name] for part in parts]) for name in parts[0][1]}
+        first_maps = parts[0][1]
+        maps = {name: torch.cat([part_maps[name] for _, part_maps in parts]) for name in first_maps}
         return streams, maps
 
     def _encode(
