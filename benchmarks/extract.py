@@ -22,7 +22,9 @@
    (1 and 2 for paper sizes on a CPU), what `batch_size="auto"` measures while it
    runs, against one window per call: each shape called once first, then `--repeats`
    rounds of one call per size (ascending, then descending), each round's ratios
-   printed with their median and spread.
+   printed with their median and spread. Every section runs with freed memory kept for
+   reuse, as the extraction stage runs on a CPU; `--only batch --heap system` shows the
+   same with glibc's defaults, where large batches lose (`keep_freed_memory`).
 4. Layout: R(2+1)D as its extractor runs it (conv3d in channels-last layout on a CPU)
    against the same network in torch's default layout, one window per call,
    alternating pairs, with the largest difference of their outputs.
@@ -31,17 +33,20 @@
    on generated videos, two by two: a 10-s clip of 320 x 240 against one of 2048 x 2048
    (frames over 960 x 480 are scaled in the decoder, and resized one at a time), and a
    320 x 240 video of 2 minutes against one of 20 (decoding streams window by window).
-   Each pair's ratio is printed; by design both stay near 1.
+   Each pair's ratio is printed; by design both stay near 1. A third pair runs the
+   20-minute video with glibc's heap defaults against freed memory kept for reuse.
 
     python benchmarks/extract.py [--n 32] [--workers N] [--batch-size auto|N] [--repeats 7]
     python benchmarks/extract.py --size paper --device cuda [--random-weights]
     python benchmarks/extract.py --only pipeline|decode|batch|layout|memory
+    python benchmarks/extract.py --only batch --heap system
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import subprocess
 import sys
 import tempfile
@@ -52,7 +57,7 @@ import numpy as np
 import torch
 
 from avvp.extractors import FeatureExtractor, RandomInit, create_extractor
-from avvp.pipeline.embedding import table_of_extractor, window_input
+from avvp.pipeline.embedding import keep_freed_memory, table_of_extractor, window_input
 from avvp.pipeline.extract import ExtractConfig, extract_videos
 from avvp.pipeline.sources.decode import Window, open_video
 from avvp.pipeline.synthetic.clips import write_synthetic_clips
@@ -382,10 +387,20 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
-# (label, frame size, seconds): each pair is measured and compared.
+# (label, frame size, seconds, freed memory kept): each pair is measured and compared.
 MEMORY_PAIRS = (
-    (("10-s clip, 320 x 240", "320x240", 10), ("10-s clip, 2048 x 2048", "2048x2048", 10)),
-    (("2 minutes, 320 x 240", "320x240", 120), ("20 minutes, 320 x 240", "320x240", 1200)),
+    (
+        ("10-s clip, 320 x 240", "320x240", 10, True),
+        ("10-s clip, 2048 x 2048", "2048x2048", 10, True),
+    ),
+    (
+        ("2 minutes, 320 x 240", "320x240", 120, True),
+        ("20 minutes, 320 x 240", "320x240", 1200, True),
+    ),
+    (
+        ("20 minutes, glibc's heap", "320x240", 1200, False),
+        ("20 minutes, freed kept", "320x240", 1200, True),
+    ),
 )
 
 
@@ -420,10 +435,14 @@ def write_test_video(ffmpeg: str, path: Path, size: str, seconds: int) -> Path:
     return path
 
 
-def peak_memory(video: Path, store: Path) -> tuple[float, int, float]:
-    """(peak resident MiB, windows stored, seconds) of `avvp extract` in a fresh process."""
+def peak_memory(video: Path, store: Path, kept: bool) -> tuple[float, int, float]:
+    """(peak resident MiB, windows stored, seconds) of `avvp extract` in a fresh process,
+    with freed memory kept for reuse (the stage's default) or not."""
     started = time.perf_counter()
+    settings = store.with_suffix(".json")
+    settings.write_text(json.dumps({"reuse_freed_memory": kept}))
     command = ["extract", str(video), "--store", str(store), "--size", "tiny"]
+    command += ["--config", str(settings)]
     result = subprocess.run(
         [sys.executable, "-c", _MEASURE, *command, "--device", "cpu"],
         check=True,
@@ -442,12 +461,14 @@ def memory(args: argparse.Namespace, folder: Path) -> None:
         "peak resident memory of `avvp extract VIDEO --size tiny --device cpu` "
         "(a fresh process each):"
     )
-    for pair in MEMORY_PAIRS:
+    for number, pair in enumerate(MEMORY_PAIRS):
         peaks = []
-        for label, size, seconds in pair:
+        for side, (label, size, seconds, kept) in enumerate(pair):
             name = f"{size}-{seconds}s"
-            video = write_test_video(ffmpeg, folder / f"{name}.mp4", size, seconds)
-            peak, rows, spent = peak_memory(video, folder / f"store-{name}")
+            video = folder / f"{name}.mp4"
+            if not video.exists():
+                write_test_video(ffmpeg, video, size, seconds)
+            peak, rows, spent = peak_memory(video, folder / f"store-{number}-{side}", kept)
             peaks.append(peak)
             print(f"  {label:24s} {peak:8.0f} MiB ({rows} windows, {spent:.0f} s)")
         print(f"  ratio {pair[1][0]} / {pair[0][0]}: {peaks[1] / peaks[0]:.2f}")
@@ -470,7 +491,20 @@ def main() -> None:
         help="paper size with random weights (timing without the weight files)",
     )
     parser.add_argument("--only", choices=["pipeline", "decode", "batch", "layout", "memory"])
+    parser.add_argument(
+        "--heap",
+        choices=["kept", "system"],
+        default="kept",
+        help="kept: freed memory kept for reuse from the start, as the extraction stage "
+        "does on a CPU (`keep_freed_memory`); system: glibc's defaults, for the batch and "
+        "layout sections (the pipeline section runs the stage, which keeps it)",
+    )
     args = parser.parse_args()
+    if args.heap == "system" and args.only not in ("batch", "layout", "decode"):
+        parser.error("--heap system needs --only batch, layout or decode")
+    if args.heap == "kept":
+        kept = keep_freed_memory()
+        print(f"heap: freed memory {'kept for reuse' if kept else 'as the C library does'}")
     sections = {
         "pipeline": pipeline,
         "decode": decode,

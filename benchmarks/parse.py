@@ -49,7 +49,7 @@ from avvp.pipeline.chain import (
     ParseFolderConfig,
     run_local,
 )
-from avvp.pipeline.embedding import build_extractors, window_input
+from avvp.pipeline.embedding import build_extractors, keep_freed_memory, window_input
 from avvp.pipeline.infer import forget_loaded_runs, load_run, predict
 from avvp.pipeline.parse import ParseConfig, parse_extract_config, video_events
 from avvp.pipeline.sources.decode import open_video
@@ -227,6 +227,10 @@ def main() -> None:
         if args.only_cached:
             return
         config = ParseConfig(device=args.device, timelines=False)
+        # The chain's extraction keeps freed memory for reuse on a CPU, for the rest of
+        # the process: set from the start, so that both paths run with it.
+        kept = keep_freed_memory()
+        print(f"heap: freed memory {'kept for reuse' if kept else 'as the C library does'}")
         # Both paths once first: kernel choice, allocator growth, extractors built.
         batched(paths[:2], run_url, config, work)
         one_video_at_a_time(paths[:2], run_url, config)

@@ -24,8 +24,10 @@ its windows, so later stages can tell it from a real silent track.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
+import platform
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -218,6 +220,33 @@ def threads_beside(workers: int, extractors: Sequence[FeatureExtractor]) -> Iter
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+# glibc's mallopt parameters (malloc.h) and how much freed memory the heap keeps.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+KEPT_FREE_BYTES = 256 << 20
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """On glibc: from this call on, the process takes large allocations from its heap
+    and keeps up to `KEPT_FREE_BYTES` freed there for the next ones. Returns whether the
+    setting took (False on other C libraries, which are left alone).
+
+    Why: by default glibc maps every allocation of 32 MB or more afresh and hands the
+    heap's freed top back to the system, so a batch's large tensors are new pages each
+    call, one page fault per 4 kB on first write (on the project's 2-core VM a fresh
+    65-MB tensor cost about 20 ms): larger batches lost per window. Tiny R(2+1)D, ms per
+    window at 1 / 4 / 16 windows per call: 154 / 167 / 272 by default, 111 / 105 / 175
+    kept (`benchmarks/extract.py --only batch [--heap system]`). The cost: up to that
+    much more resident memory (a 20-minute video's tiny extraction peaked at 1,874 MiB
+    against 1,600 by default, `--only memory`). It lasts for the process's life: glibc
+    cannot report its settings, so there is nothing exact to restore.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)  # the C library this process already runs on
+    return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, KEPT_FREE_BYTES))
 
 
 def as_is(item: Any) -> Any:

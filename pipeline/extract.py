@@ -15,6 +15,7 @@ The stage in three steps, each a function a flow can run as its own task:
 - `record_plan(plan, root)` writes what planning found (files refused before any work,
   files now complete, manifest rows of videos stored before the manifest existed), and
   `summarize(plan, results)` adds the shards up. `extract_videos` runs all four.
+  With extractors on a CPU the process then keeps freed memory (`keep_freed_memory`).
 
 Which videos are skipped, without decoding: those present in every requested table
 with all their windows (the manifest's count, or 0..k without a gap for videos stored
@@ -67,6 +68,7 @@ from .embedding import (
     as_is,
     build_extractors,
     check_extraction_settings,
+    keep_freed_memory,
     table_of_extractor,
     table_writers,
     threads_beside,
@@ -118,6 +120,7 @@ class ExtractConfig(BaseModel):
     dtype: Literal["float16", "float32"] | None = Field(
         None, description="the stored dtype of every table; default: each feature set's"
     )
+    reuse_freed_memory: bool = Field(True, description="False: the C library's heap defaults")
     flush_windows: int = Field(256, ge=1, description="rows a table gathers before a part")
     shard_videos: int = Field(32, ge=1, description="videos per shard, the unit of work")
     labels: str | None = Field(
@@ -423,6 +426,8 @@ def extract_shard(
     daemon = multiprocessing.current_process().daemon
     workers = 0 if daemon else min(config.decoding_workers(), len(shard.videos))
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=as_is)
+    if config.reuse_freed_memory and any(extractor.device.type == "cpu" for extractor in built):
+        keep_freed_memory()
     with threads_beside(workers, built):
         for item in loader:
             if isinstance(item, WindowItem):
