@@ -9,10 +9,12 @@
    (which side goes first takes turns), each pair's ratio printed with their median
    and spread, and the features checked equal (up to the store's float16). On a CPU,
    paper sizes take a minute a clip: `--size paper --random-weights --n 2 --repeats 3`.
-2. Decoding alone at 8 FPS, from the file path to (N, 224, 224, 3) uint8 frames (the
-   size CLIP takes, R(2+1)D's 112 resized from it): our streaming decoder
+2. Decoding alone at 8 FPS, from the file path to 224 x 224 uint8 frames (the size CLIP
+   takes, R(2+1)D's 112 resized from it): our streaming decoder
    (`open_video(..., frame_size=(224, 224))`: PyAV skipping the frames no output needs,
-   scaling in swscale) against the official feature scripts' route, the ffmpeg
+   scaling in swscale, converting to RGB on a thread beside the decoder; its frames come
+   as the extractors take them, one (80, 224, 224, 3) array per window) against the
+   official feature scripts' route (one (N, 224, 224, 3) array), the ffmpeg
    program writing 8-FPS JPEG files, then PIL reading and resizing them. On the LLP
    sample clip and on generated 640 x 360 clips (x264 ultrafast at 25 FPS, and x264's
    default preset, with B-frames, at 30 FPS); per kind, alternating pairs, each pair's
@@ -178,13 +180,17 @@ def _print_ratios(label: str, ratios: list[float], indent: str = "  ") -> None:
     )
 
 
-def decode_ours(path: Path) -> np.ndarray:
+def decode_ours(path: Path) -> tuple[list[np.ndarray], int]:
     """Our streaming decoder (`open_video` windows), frames scaled in the decoder to the
-    extractors' input size: the clip's 8-FPS frames (N, 224, 224, 3) uint8."""
+    extractors' input size: each window's 8-FPS frames (80, 224, 224, 3) uint8, as the
+    extractors take them, and the clip's frame count."""
     with open_video(path, sample_rates=(), frame_size=(IMAGE_SIZE, IMAGE_SIZE)) as stream:
-        frames = [window.frames for window in stream.windows()]
-        count = stream.info.frame_count
-    return np.concatenate(frames)[:count]  # a padded last window repeats its last frame
+        return [window.frames for window in stream.windows()], stream.info.frame_count
+
+
+def joined(windows: list[np.ndarray], count: int) -> np.ndarray:
+    """The clip's frames from its windows (a padded last window repeats its last frame)."""
+    return np.concatenate(windows)[:count]
 
 
 def decode_anchors(path: Path, folder: Path, ffmpeg: str) -> np.ndarray:
@@ -273,7 +279,8 @@ def decode(args: argparse.Namespace, folder: Path) -> None:
         # in choice too (the anchors' fps filter takes the nearest frame, ours the one shown).
         (jpegs / f"check-{number}").mkdir(parents=True)
         pictures = [
-            (decode_ours(p), decode_anchors(p, jpegs / f"check-{number}", ffmpeg)) for p in paths
+            (joined(*decode_ours(p)), decode_anchors(p, jpegs / f"check-{number}", ffmpeg))
+            for p in paths
         ]
         if any(len(ours) != len(anchors) for ours, anchors in pictures):
             counts = [(len(ours), len(anchors)) for ours, anchors in pictures]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from pathlib import Path
 
 import av
@@ -639,3 +640,16 @@ def test_frame_size_and_threads_must_be_positive(
 ) -> None:
     with pytest.raises(ValueError, match="must be positive"):
         open_video(clips["ten"], frame_size=frame_size, threads=threads)
+
+
+def test_closing_a_stream_mid_video_leaves_no_converter_thread_running(
+    clips: dict[str, Path],
+) -> None:
+    # PyAV's frames are converted to RGB on a thread beside the decoder.
+    with open_video(clips["long"], frame_size=(32, 32)) as stream:
+        first = next(stream.windows())
+        converting = [t for t in threading.enumerate() if t.name.startswith("avvp-rgb")]
+
+    assert stream.backend == "pyav" and first.frames.shape == (80, 32, 32, 3)
+    assert converting, "the frames were not converted on a thread of their own"
+    assert not any(thread.is_alive() for thread in converting)

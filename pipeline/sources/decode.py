@@ -44,8 +44,9 @@ Rules (the feature extractors and the feature store rely on them):
   more (a test checks the former). The output times and the frames they show are the
   same as without a size.
 - Decoder threads: `threads` sets the video decoder's threads (decord's and PyAV's); the
-  default is the decoder's own choice, and a large source's memory bound above still caps
-  it. The thread count changes no frame.
+  default is decord's own choice, and for PyAV every CPU but one, as PyAV's frames are
+  converted to RGB on a thread of their own beside the decoder. A large source's memory
+  bound above still caps it. The thread count changes no frame.
 - PyAV decodes in one pass and skips the non-reference frames (most B-frames) that no
   output time shows: no other frame is predicted from them, so no picture changes (a test
   checks it); at 8 FPS from a 30-FPS source with B-frames a quarter to a third of the
