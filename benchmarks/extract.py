@@ -18,8 +18,10 @@
    program writing 8-FPS JPEG files, then PIL reading and resizing them. On the LLP
    sample clip and on generated 640 x 360 clips (x264 ultrafast at 25 FPS, and x264's
    default preset, with B-frames, at 30 FPS); per kind, alternating pairs, each pair's
-   ratio, the median and spread, with both sides' frame counts checked equal. Needs the
-   `bench` extra (imageio-ffmpeg ships the ffmpeg program).
+   ratio, the median and spread, with both sides' frame counts checked equal; after each
+   pair, the decoding inside ours alone (PyAV on one thread, the same frames skipped,
+   none converted), whose time bounds the ratio ours can reach. Needs the `bench` extra
+   (imageio-ffmpeg ships the ffmpeg program).
 3. Windows per embed call: each extractor's time per window at batch sizes 1 to 16
    (1 and 2 for paper sizes on a CPU), what `batch_size="auto"` measures while it
    runs, against one window per call: each shape called once first, then `--repeats`
@@ -58,10 +60,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avvp.contract import FPS
 from avvp.extractors import FeatureExtractor, RandomInit, create_extractor
 from avvp.pipeline.embedding import keep_freed_memory, table_of_extractor, window_input
 from avvp.pipeline.extract import ExtractConfig, extract_videos
 from avvp.pipeline.sources.decode import Window, open_video
+from avvp.pipeline.sources.frame_readers import PyAVFrames
 from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.storage import FeatureStore
 
@@ -188,6 +192,16 @@ def decode_ours(path: Path) -> tuple[list[np.ndarray], int]:
         return [window.frames for window in stream.windows()], stream.info.frame_count
 
 
+def decode_floor(path: Path) -> int:
+    """The libavcodec work inside ours: PyAV on one decoder thread decoding the frames our
+    decoder decodes (it skips the same ones), converting none; the frames decoded."""
+    reader = PyAVFrames(path, FPS, None, threads=1)
+    try:
+        return sum(1 for _ in reader._decoded)
+    finally:
+        reader.close()
+
+
 def joined(windows: list[np.ndarray], count: int) -> np.ndarray:
     """The clip's frames from its windows (a padded last window repeats its last frame)."""
     return np.concatenate(windows)[:count]
@@ -288,6 +302,7 @@ def decode(args: argparse.Namespace, folder: Path) -> None:
         apart = np.mean([np.abs(o.astype(np.int16) - a).mean() for o, a in pictures])
         first = np.mean([np.abs(o[0].astype(np.int16) - a[0]).mean() for o, a in pictures])
         seconds: dict[str, list[float]] = {"ours": [], "anchors": []}
+        floor: list[float] = []
         for repeat in range(args.repeats):
             out = jpegs / f"{number}-{repeat}"
             out.mkdir()
@@ -297,6 +312,9 @@ def decode(args: argparse.Namespace, folder: Path) -> None:
                 for path in paths:
                     decode_ours(path) if name == "ours" else decode_anchors(path, out, ffmpeg)
                 seconds[name].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            decoded = sum(decode_floor(path) for path in paths)
+            floor.append(time.perf_counter() - started)
         ratios = [a / o for o, a in zip(seconds["ours"], seconds["anchors"], strict=True)]
         frames = sum(len(ours) for ours, _ in pictures)
         print(f"  {kind}: {len(paths)} clip(s), {frames} frames each way")
@@ -307,6 +325,12 @@ def decode(args: argparse.Namespace, folder: Path) -> None:
             f"{np.median(ratios):.2f}, spread {min(ratios):.2f}-{max(ratios):.2f}"
         )
         print(f"    mean |ours - anchors|: first frames {first:.1f}, all {apart:.1f} levels")
+        bound = np.median(seconds["anchors"]) / np.median(floor)
+        print(
+            f"    of ours, decoding alone ({decoded} frames on one thread, after each pair): "
+            f"median {np.median(floor):.2f} s; anchors / that {bound:.2f}, the most ours "
+            "could reach on this machine without decoding faster"
+        )
 
 
 def first_window(folder: Path, extractors: list[FeatureExtractor]) -> Window:
