@@ -653,3 +653,21 @@ def test_closing_a_stream_mid_video_leaves_no_converter_thread_running(
     assert stream.backend == "pyav" and first.frames.shape == (80, 32, 32, 3)
     assert converting, "the frames were not converted on a thread of their own"
     assert not any(thread.is_alive() for thread in converting)
+
+
+def test_a_conversion_failing_on_its_thread_is_a_decode_error_saying_where(
+    clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_conversion(self: frame_readers.PyAVFrames, frame: av.VideoFrame) -> np.ndarray:
+        raise av.error.InvalidDataError(-1094995529, "Invalid data found")
+
+    monkeypatch.setattr(frame_readers.PyAVFrames, "_rgb", failing_conversion)
+    with (
+        open_video(clips["long"], frame_size=(32, 32)) as stream,
+        pytest.raises(DecodeError) as caught,
+    ):
+        next(stream.windows())
+
+    assert caught.value.reason == "corrupt video data at 0.0 s"
+    assert caught.value.detail.startswith("pyav: ")
+    assert "Invalid data found" in caught.value.detail

@@ -194,7 +194,11 @@ class PyAVFrames(FrameReader):
                 f"{len(missing)} frames listed in the container did not decode",
                 at=(min(missing) - int(self._pts[0])) * self._time_base,
             )
-        return np.stack([self._kept[stamp].result() for stamp in stamps])
+        try:
+            return np.stack([self._kept[stamp].result() for stamp in stamps])
+        except av.FFmpegError as error:  # raised by the conversion, on its thread
+            at = (stamps[0] - int(self._pts[0])) * self._time_base
+            raise BackendError(first_line(error), at=max(at, 0.0)) from None
 
     def close(self) -> None:
         self._converter_thread.shutdown(cancel_futures=True)
