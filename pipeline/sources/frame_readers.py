@@ -187,18 +187,16 @@ class PyAVFrames(FrameReader):
                 if frame.pts in wanted:
                     self._kept[frame.pts] = self._converter_thread.submit(self._upright, frame)
         except av.FFmpegError as error:
-            at = (self._last_pts - int(self._pts[0])) * self._time_base
-            raise BackendError(first_line(error), at=max(at, 0.0)) from None
+            raise BackendError(first_line(error), at=self._seconds(self._last_pts)) from None
         if missing := wanted - self._kept.keys():
             raise BackendError(
                 f"{len(missing)} frames listed in the container did not decode",
-                at=(min(missing) - int(self._pts[0])) * self._time_base,
+                at=self._seconds(min(missing)),
             )
         try:
             return np.stack([self._kept[stamp].result() for stamp in stamps])
         except av.FFmpegError as error:  # raised by the conversion, on its thread
-            at = (stamps[0] - int(self._pts[0])) * self._time_base
-            raise BackendError(first_line(error), at=max(at, 0.0)) from None
+            raise BackendError(first_line(error), at=self._seconds(stamps[0])) from None
 
     def close(self) -> None:
         self._converter_thread.shutdown(cancel_futures=True)
@@ -214,6 +212,10 @@ class PyAVFrames(FrameReader):
             skip = packet.pts is not None and packet.pts not in self._needed
             codec.skip_frame = "NONREF" if skip else "DEFAULT"
             yield from codec.decode(packet)
+
+    def _seconds(self, pts: int) -> float:
+        """Where a timestamp lies in the video (before its first frame: 0)."""
+        return max((pts - int(self._pts[0])) * self._time_base, 0.0)
 
     def _upright(self, frame: av.VideoFrame) -> np.ndarray:
         return upright(self._rgb(frame), frame.rotation)
