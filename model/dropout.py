@@ -27,7 +27,7 @@ def _kept(shape: torch.Size, p: float) -> tuple[torch.Tensor, float]:
     dropped = round(p * _MASK_LEVELS)
     numel = math.prod(shape)
     # The words come from numpy's SFC64, which draws them in half the time of torch's
-    # CPU generator (mt19937: 4 ms per million, an eighth of the masks' cost in a
+    # CPU generator (mt19937: 4 ms per million, about a third of the masks' cost in a
     # training step); its seed is one draw of torch's generator, so torch.manual_seed
     # still fixes every mask.
     seed = int(torch.empty((), dtype=torch.int64).random_())

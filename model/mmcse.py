@@ -398,7 +398,7 @@ class MMILHead(nn.Module):
         # 64): the head took 4x the time of this bmm (2 threads).
         rows = streams.reshape(-1, classes, dim).transpose(0, 1)
         scores = torch.bmm(rows, self.weight.permute(1, 2, 0))  # (K, 2BT, 3)
-        scores = scores.view(classes, modalities, batch, segments, 3).permute(4, 2, 3, 1, 0)
+        scores = scores.view(classes, modalities, batch, segments, -1).permute(4, 2, 3, 1, 0)
         scores = scores + self.bias[:, None, None, None, :]
         frame_logits, temporal_scores, modality_scores = scores.unbind(0)  # (B, T, 2, K)
         frame_prob = torch.sigmoid(frame_logits)
