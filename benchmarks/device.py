@@ -61,13 +61,12 @@ EXTRACTORS = ("clip", "r2plus1d", "clap")
 # What the steps import, checked by --dry-run (module: names).
 NEEDS = {
     "pytest": "main",
-    "imageio_ffmpeg": "get_ffmpeg_exe",
     "avvp.extractors": "RandomInit create_extractor",
     "avvp.pipeline.chain": "EXTRACT_AND_TRAIN PARSE_FOLDER ChainConfig ParseFolderConfig run_local",
     "avvp.pipeline.dataset": "autocast",
     "avvp.pipeline.extract": "ExtractConfig extract_videos",
     "avvp.pipeline.parse": "ParseConfig",
-    "avvp.pipeline.synthetic.clips": "write_synthetic_clips",
+    "avvp.pipeline.synthetic.clips": "encode_clip write_synthetic_clips",
     "avvp.pipeline.train": "create_optimizer",
     "avvp.pipeline.train_config": "OptimConfig",
 }
@@ -95,22 +94,29 @@ def gpu_test_files() -> list[str]:
 
 
 def write_clips(folder: Path, n: int, seconds: float = 10) -> list[Path]:
-    """LLP-like clips: 320 x 240 at 30 FPS, H.264 with grain, 44.1 kHz AAC; each its own tone
-    (so each file is its own content)."""
-    import imageio_ffmpeg
+    """LLP-like clips: 320 x 240 at 30 FPS, H.264 (x264 veryfast: B-frames, as YouTube's
+    High profile has) of a moving gradient under fresh grain, a 44.1 kHz tone of its own
+    per clip (so each file is its own content). Written with PyAV, which the package
+    needs anyway: the device image has no ffmpeg program."""
+    import numpy as np
 
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    from avvp.pipeline.synthetic.clips import encode_clip
+
     folder.mkdir(parents=True, exist_ok=True)
+    fps, rate = 30, 44_100
+    rows, columns = np.mgrid[0:240, 0:320].astype(np.int16)
 
     def one(index: int) -> Path:
+        rng = np.random.default_rng(index)
+        shifts = (4 * np.arange(round(seconds * fps), dtype=np.int16) + 40 * index)[:, None, None]
+        base = (rows + 2 * columns + shifts) % 256  # moves each frame
+        frames = np.stack([base, 255 - base, (base + 85) % 256], axis=-1)
+        frames += rng.integers(-12, 13, size=frames.shape, dtype=np.int16)
+        times = np.arange(round(seconds * rate)) / rate
+        tone = 0.3 * np.sin(2 * np.pi * (200 + 10 * index) * times)
         path = folder / f"llp-like-{index:04d}.mp4"
-        video = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"]
-        audio = ["-f", "lavfi", "-i", f"sine=frequency={200 + 10 * index}:sample_rate=44100"]
-        codecs = ["-vf", "noise=alls=12:allf=t", "-c:v", "libx264", "-preset", "veryfast"]
-        codecs += ["-pix_fmt", "yuv420p", "-c:a", "aac", "-t", str(seconds), "-shortest"]
-        command = [ffmpeg, "-loglevel", "error", "-y", *video, *audio, *codecs, str(path)]
-        subprocess.run(command, check=True)
-        return path
+        clip = np.clip(frames, 0, 255).astype(np.uint8)
+        return encode_clip(path, clip, fps, audio=tone, audio_rate=rate, preset="veryfast")
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         return list(pool.map(one, range(n)))
@@ -333,12 +339,17 @@ def table(rows: dict[str, list[str]], args: argparse.Namespace) -> str:
 
 
 def dry_run(args: argparse.Namespace) -> None:
-    """Everything a measured run needs, short of CUDA: imports, helpers, configs, a clip."""
+    """Everything a measured run needs, short of CUDA: imports, helpers, configs, the
+    three extractors (tiny: each network's library imported and built), a clip."""
     for module, names in NEEDS.items():
         if missing := [n for n in names.split() if not hasattr(import_module(module), n)]:
             raise SystemExit(f"{module} lacks {', '.join(missing)}")
+    from avvp.extractors import RandomInit, create_extractor
     from avvp.pipeline.extract import ExtractConfig
     from avvp.pipeline.parse import ParseConfig
+
+    for name in EXTRACTORS:
+        create_extractor(name, size="tiny", weights=RandomInit(), device="cpu")
 
     load_train_step()
     ExtractConfig(device="cuda", workers=args.workers)

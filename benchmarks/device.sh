@@ -3,11 +3,16 @@
 #
 #   bash benchmarks/device.sh [--dry-run] [benchmarks/device.py's options]
 #
-# Makes .venv and installs the package with its dev and bench extras when .venv cannot
-# import avvp, then runs benchmarks/device.py with whatever time is left. The table goes
-# to stdout and to ${OUT:-/tmp/avvp-device}/device-table.md, this script's whole output
-# to device-log.txt there, each step's output to device-STEP.log. Every step runs under a
-# timeout, so a slow install or a hung step still ends in the table, its rows saying why.
+# The Python it runs on, when .venv cannot import avvp:
+# - with .whl/device-site.tar.xz (made here by benchmarks/device_packages.sh, carried to
+#   the GPU machine, which reaches no package index): the machine's own python3 and its
+#   torch, the packed packages unpacked (into $TMPDIR) before its own, and this
+#   repository as the package avvp;
+# - else: a new .venv with the package and its dev and bench extras from the index.
+# The table goes to stdout and to ${OUT:-/tmp/avvp-device}/device-table.md, this
+# script's whole output to device-log.txt there, each step's output to device-STEP.log.
+# Every step runs under a timeout, so a slow install or a hung step still ends in the
+# table, its rows saying why.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -23,7 +28,27 @@ left() {
 }
 
 {
-    if ! .venv/bin/python -c "import avvp" 2>/dev/null; then
+    python=.venv/bin/python
+    if "$python" -c "import avvp" 2>/dev/null; then
+        :
+    elif [ -f .whl/device-site.tar.xz ]; then
+        python=${AVVP_DEVICE_PYTHON:-python3}
+        # Unpacked outside the tree (a carried folder must stay small), once per pack.
+        packed=$(sha256sum .whl/device-site.tar.xz | cut -c 1-12)
+        site=${TMPDIR:-/tmp}/avvp-device-site-$packed
+        if [ ! -d "$site" ]; then
+            rm -rf "$site.partial" && mkdir -p "$site.partial" &&
+                "$python" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' \
+                    .whl/device-site.tar.xz "$site.partial" &&
+                mv "$site.partial" "$site"
+        fi
+        # The repository is the package's root (pyproject's package-dir): a link named
+        # avvp to it, outside the tree, makes it importable without an install.
+        source=${TMPDIR:-/tmp}/avvp-device-source
+        mkdir -p "$source" && ln -sfn "$PWD" "$source/avvp"
+        export PYTHONPATH="$source:$site${PYTHONPATH:+:$PYTHONPATH}"
+        echo "$("$python" --version 2>&1) at $(command -v "$python"), packages from $site"
+    else
         echo "installing into .venv (python3 is $(python3 --version 2>&1))"
         # The measured steps need about 3 minutes; the install gets the rest.
         if ! { python3 -m venv .venv &&
@@ -38,6 +63,6 @@ left() {
     fi
     # device.py shares out its budget among the steps; the outer timeout is a backstop.
     budget=$(left 15)
-    timeout -k 5 "$(left 5)" .venv/bin/python benchmarks/device.py \
+    timeout -k 5 "$(left 5)" "$python" benchmarks/device.py \
         --budget "$budget" --out "$out" "$@"
 } 2>&1 | tee "$out/device-log.txt"

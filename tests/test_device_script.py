@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -51,11 +53,56 @@ def table_rows(stdout: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_the_shell_script_parses() -> None:
+@pytest.mark.parametrize("script", ["device.sh", "device_packages.sh"])
+def test_the_shell_scripts_parse(script: str) -> None:
     result = subprocess.run(
-        ["bash", "-n", str(REPO / "benchmarks" / "device.sh")], capture_output=True, text=True
+        ["bash", "-n", str(REPO / "benchmarks" / script)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_without_a_venv_the_script_runs_on_the_packed_packages(tmp_path: Path) -> None:
+    """The GPU machine's way (no package index there): a copy of the repository without
+    .venv, the packages packed into .whl/device-site.tar.xz, the machine's python."""
+    copy = tmp_path / "repo"
+    skip = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".*_cache", ".whl")
+
+    def leave_out(folder: str, names: list[str]) -> set[str]:
+        fixtures = {"data"} if Path(folder) == REPO / "tests" else set()  # 29 MB, unread
+        return skip(folder, names) | fixtures
+
+    shutil.copytree(REPO, copy, ignore=leave_out)
+    (copy / ".whl").mkdir()
+    probe = tmp_path / "avvp_device_probe.py"
+    probe.write_text("PACKED = True\n")
+    with tarfile.open(copy / ".whl" / "device-site.tar.xz", "w:xz") as pack:
+        pack.add(probe, arcname=probe.name)
+    # The machine's python, as a wrapper that notes the path each run gets.
+    python = tmp_path / "python"
+    python.write_text(
+        f'#!/bin/sh\necho "$PYTHONPATH" >> {tmp_path}/paths\nexec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    env = {**os.environ, "AVVP_DEVICE_PYTHON": str(python), "TMPDIR": str(tmp_path)}
+    env |= {"OUT": str(tmp_path / "out")}
+    result = subprocess.run(
+        ["bash", str(copy / "benchmarks" / "device.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (site,) = tmp_path.glob("avvp-device-site-*")
+    assert (site / probe.name).read_text() == probe.read_text()
+    assert f"packages from {site}" in result.stdout
+    source = tmp_path / "avvp-device-source"
+    assert (source / "avvp").resolve() == copy.resolve()  # the package is the copy
+    # The path device.py ran with (the last run of the machine's python).
+    ran_with = (tmp_path / "paths").read_text().splitlines()[-1]
+    assert ran_with.split(":")[:2] == [str(source), str(site)]
+    assert list(table_rows(result.stdout)) == list(ROW_NAMES)
+    assert "installing into .venv" not in result.stdout
 
 
 def test_dry_run_prints_every_row_unmeasured(tmp_path: Path) -> None:

@@ -215,13 +215,14 @@ def encode_clip(
     audio_rate: int = AUDIO_RATE,
     frame_times: Sequence[float] | None = None,
     rotation: int = 0,
+    preset: str = "ultrafast",
 ) -> Path:
     """Encode RGB frames (and mono float audio) into an MP4 file at `path`.
 
-    H.264 (libx264) when this FFmpeg build has it, else MPEG-4 part 2; AAC audio, else
-    MP3. frame_times (seconds, ascending) give a variable frame rate, at millisecond
-    precision; rotation writes a display matrix (degrees counter-clockwise, as
-    `av.VideoFrame.rotation` reads it back).
+    H.264 (libx264, at x264's `preset`) when this FFmpeg build has it, else MPEG-4 part
+    2; AAC audio, else MP3. frame_times (seconds, ascending) give a variable frame rate,
+    at millisecond precision; rotation writes a display matrix (degrees
+    counter-clockwise, as `av.VideoFrame.rotation` reads it back).
     """
     path = Path(path)
     height, width = frames.shape[1:3]
@@ -229,7 +230,7 @@ def encode_clip(
         video = container.add_stream(_encoder("libx264", "mpeg4"), rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if video.codec_context.name == "libx264":
-            video.options = {"preset": "ultrafast"}
+            video.options = {"preset": preset}
         time_base = Fraction(1, fps)
         if frame_times is not None:
             time_base = _MILLISECONDS
