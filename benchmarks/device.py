@@ -97,7 +97,8 @@ def write_clips(folder: Path, n: int, seconds: float = 10) -> list[Path]:
     """LLP-like clips: 320 x 240 at 30 FPS, H.264 (x264 veryfast: B-frames, as YouTube's
     High profile has) of a moving gradient under fresh grain, a 44.1 kHz tone of its own
     per clip (so each file is its own content). Written with PyAV, which the package
-    needs anyway: the device image has no ffmpeg program."""
+    needs anyway: the GPU machine's image has no imageio-ffmpeg (whose ffmpeg program
+    alone is a 68-MB wheel, more than a device call carries)."""
     import numpy as np
 
     from avvp.pipeline.synthetic.clips import encode_clip
