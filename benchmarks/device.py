@@ -11,10 +11,14 @@ own rows only, and its peak GPU memory is its own):
            worker processes beside the GPU; the latency of one clip
   parse    the parse-folder chain on one 10-s clip, a tiny run trained here, timed warm
 A step that outruns its share of --budget is killed and its rows say "timed out".
+--smoke runs every step on the CPU at toy sizes (batch 2, one clip, one repeat and step,
+tiny extractors): it checks the measuring code before a GPU session spends its minutes
+on it, and its figures, marked "smoke", measure nothing.
 
     bash benchmarks/device.sh [--dry-run]        (bare machine: venv, install, then this)
-    python benchmarks/device.py [--dry-run] [--only tests,train,extract,parse] [--budget S]
-                                [--batch 64] [--clips 64] [--repeats 3] [--out DIR]
+    python benchmarks/device.py [--dry-run | --smoke] [--only tests,train,extract,parse]
+                                [--budget S] [--batch 64] [--clips 64] [--repeats 3]
+                                [--out DIR]
     python benchmarks/device.py --not-run "REASON"    (the table, every row REASON)
 """
 
@@ -56,7 +60,9 @@ ROWS = (
     ("parse", "parse_memory", "peak GPU memory, parse"),
 )
 HELPERS = "build_pair Batch training_step inference_step time_alternating check_same_function"
-DEVICE = "cuda"  # a module constant, so that a CPU smoke run can swap it
+# Module constants, so that --smoke swaps them in each step's process.
+DEVICE = "cuda"
+EXTRACTOR_SIZE = "paper"
 EXTRACTORS = ("clip", "r2plus1d", "clap")
 # What the steps import, checked by --dry-run (module: names).
 NEEDS = {
@@ -142,6 +148,30 @@ def mib(value: int) -> str:
     return f"{value / 2**20:,.0f} MiB"
 
 
+class GpuMemory:
+    """torch.cuda's allocated-memory counters, read after the queued work ends; zero in a
+    --smoke run on the CPU."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.cuda = torch.cuda if DEVICE == "cuda" else None
+
+    def peak(self) -> int:
+        if self.cuda is None:
+            return 0
+        self.cuda.synchronize()
+        return self.cuda.max_memory_allocated()
+
+    def resident_after_reset(self) -> int:
+        """Restarts the peak; returns what is allocated now."""
+        if self.cuda is None:
+            return 0
+        self.cuda.synchronize()
+        self.cuda.reset_peak_memory_stats()
+        return self.cuda.memory_allocated()
+
+
 def measure_tests(args: argparse.Namespace, rows: Rows) -> None:
     files = gpu_test_files()
     report = Path(tempfile.mkdtemp(prefix="avvp-device-")) / "gpu-tests.xml"
@@ -203,24 +233,20 @@ def measure_train(args: argparse.Namespace, rows: Rows) -> None:
     }
     rows["train"] = row("train")
     # What one training step of ours adds over what is resident (both networks, states).
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    resident = torch.cuda.memory_allocated()
+    memory = GpuMemory()
+    peak = memory.peak()
+    resident = memory.resident_after_reset()
     train["ours"]()
-    torch.cuda.synchronize()
-    step_peak = torch.cuda.max_memory_allocated() - resident
+    step_peak = memory.peak() - resident
     for model in models.values():
         model.eval()
     rows["infer"] = row("infer")
-    peak = max(peak, torch.cuda.max_memory_allocated())
+    peak = max(peak, memory.peak())
     rows["train_memory"] = [mib(peak), f"both networks resident; ours' step adds {mib(step_peak)}"]
 
 
 def measure_extract(args: argparse.Namespace, rows: Rows) -> None:
     import statistics
-
-    import torch
 
     from avvp.extractors import RandomInit, create_extractor
     from avvp.pipeline.extract import ExtractConfig, extract_videos
@@ -229,7 +255,7 @@ def measure_extract(args: argparse.Namespace, rows: Rows) -> None:
     *paths, warm_up, single = write_clips(work / "clips", args.clips + 2)
     weights = RandomInit()
     extractors = [
-        create_extractor(n, size="paper", weights=weights, device=DEVICE) for n in EXTRACTORS
+        create_extractor(n, size=EXTRACTOR_SIZE, weights=weights, device=DEVICE) for n in EXTRACTORS
     ]
     config = ExtractConfig(device=DEVICE, workers=args.workers)
 
@@ -246,11 +272,10 @@ def measure_extract(args: argparse.Namespace, rows: Rows) -> None:
     anchor = f"{rate * 10:,.0f} s of video per s; {config.decoding_workers()} decoding workers"
     rows["extract"] = [f"{rate:,.2f} videos/s", f"{anchor}; median of {args.repeats}"]
     rows["extract_latency"] = [f"{run(single, 'single'):.2f} s", "warm extractors, fresh store"]
-    rows["extract_memory"] = [mib(torch.cuda.max_memory_allocated()), ", ".join(EXTRACTORS)]
+    rows["extract_memory"] = [mib(GpuMemory().peak()), ", ".join(EXTRACTORS)]
 
 
 def measure_parse(args: argparse.Namespace, rows: Rows) -> None:
-    import torch
 
     from avvp.pipeline import chain as chains
     from avvp.pipeline.parse import ParseConfig
@@ -291,7 +316,7 @@ def measure_parse(args: argparse.Namespace, rows: Rows) -> None:
     first, second = write_clips(work / "clips", 2)
     cold = parse(first, "cold")
     rows["parse"] = [f"{parse(second, 'warm'):.2f} s", f"first call in the process {cold:.2f} s"]
-    rows["parse_memory"] = [mib(torch.cuda.max_memory_allocated()), "tiny networks"]
+    rows["parse_memory"] = [mib(GpuMemory().peak()), "tiny networks"]
 
 
 MEASURE = {"tests": measure_tests, "train": measure_train, "extract": measure_extract}
@@ -306,6 +331,7 @@ def run_step(
     result = Path(tempfile.mkdtemp(prefix="avvp-device-")) / f"{step}.json"
     log = out / f"device-{step}.log"
     command = [sys.executable, __file__, "--step", step, "--result", str(result)]
+    command += ["--smoke"] if args.smoke else []
     for name in ("batch", "clips", "repeats", "steps", "workers", "atol"):
         if (value := getattr(args, name)) is not None:
             command += [f"--{name}", str(value)]
@@ -334,7 +360,8 @@ def table(rows: dict[str, list[str]], args: argparse.Namespace) -> str:
         cells = rows.get(key) or rows.get(f"{step}:*") or rows.get("*") or ["not selected", ""]
         cells = [*cells, f"python benchmarks/device.py --only {step}"][:3]
         label = figure.format(batch=args.batch, clips=args.clips)
-        text = [label, *cells[:2], f"`{cells[2]}`"]
+        value = f"smoke: {cells[0]}" if args.smoke and cells[0] else cells[0]
+        text = [label, value, cells[1], f"`{cells[2]}`"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in text) + " |")
     return "\n".join(lines)
 
@@ -363,6 +390,9 @@ def dry_run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="check everything but CUDA")
+    parser.add_argument(
+        "--smoke", action="store_true", help="run the steps on the CPU at toy sizes"
+    )
     parser.add_argument("--not-run", metavar="REASON", help="print the table, every row REASON")
     parser.add_argument("--only", default=",".join(STEPS), help=f"steps, of {','.join(STEPS)}")
     parser.add_argument("--budget", type=float, default=420, help="seconds for all steps")
@@ -384,6 +414,10 @@ def main() -> None:
         parser.error(f"--only: unknown steps {', '.join(sorted(unknown))}")
     if min(args.batch, args.clips, args.repeats, args.steps, args.budget) <= 0:
         parser.error("--batch, --clips, --repeats, --steps and --budget must be positive")
+    if args.smoke:
+        global DEVICE, EXTRACTOR_SIZE
+        DEVICE, EXTRACTOR_SIZE = "cpu", "tiny"
+        args.batch, args.clips, args.repeats, args.steps = 2, 1, 1, 1
     if args.step:
         MEASURE[args.step](args, Rows(args.result))
         return
@@ -396,12 +430,16 @@ def main() -> None:
     else:
         import torch
 
-        if not torch.cuda.is_available():
+        if args.smoke:
+            print(f"smoke run on the CPU, toy sizes, torch {torch.__version__}: nothing measured")
+        elif not torch.cuda.is_available():
             parser.exit(2, "device.py: torch sees no CUDA device here; --dry-run checks the rest\n")
-        name = torch.cuda.get_device_name()
-        print(
-            f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, {os.cpu_count()} CPUs"
-        )
+        else:
+            name = torch.cuda.get_device_name()
+            print(
+                f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+                f"{os.cpu_count()} CPUs"
+            )
         args.out.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + args.budget
         for index, step in enumerate(only):

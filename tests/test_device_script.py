@@ -123,7 +123,7 @@ def test_a_step_without_rows_of_its_own_shows_why_and_others_are_not_selected() 
     device = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(device)
     rows = {"train": ["12.0 steps/s", "ratio 1.5"], "train:*": ["timed out after 50 s", "log"]}
-    text = device.table(rows, argparse.Namespace(batch=8, clips=64))
+    text = device.table(rows, argparse.Namespace(batch=8, clips=64, smoke=False))
     values = {figure: cells[:2] for figure, cells in table_rows(text).items()}
     assert values["training step, MM-CSE paper size, batch 8, bf16"] == [
         "12.0 steps/s",
@@ -134,6 +134,24 @@ def test_a_step_without_rows_of_its_own_shows_why_and_others_are_not_selected() 
         "log",
     ]
     assert values["GPU tests (pytest -m gpu)"] == ["not selected", ""]
+
+
+def test_a_smoke_run_takes_every_step_through_its_measuring_code_on_the_cpu(
+    tmp_path: Path,
+) -> None:
+    """The steps' code runs for real (toy sizes, CPU for CUDA), not only its imports: a
+    GPU session must not be the first place it runs."""
+    result = device_py("--smoke", out=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = table_rows(result.stdout)
+    assert list(rows) == list(ROW_NAMES[:1]) + [
+        name.replace("batch 64", "batch 2").replace("64 LLP", "1 LLP") for name in ROW_NAMES[1:]
+    ]
+    values = [cells[0] for cells in rows.values()]
+    assert all(value.startswith("smoke: ") for value in values), values
+    assert values[1].endswith("steps/s") and values[4].endswith("videos/s"), values
+    assert "equal to" in rows["training step, MM-CSE paper size, batch 2, bf16"][1]
+    assert (tmp_path / "device-table.md").is_file()
 
 
 @pytest.mark.parametrize(
