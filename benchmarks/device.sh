@@ -36,11 +36,15 @@ left() {
         # Unpacked outside the tree (a carried folder must stay small), once per pack.
         packed=$(sha256sum .whl/device-site.tar.xz | cut -c 1-12)
         site=${TMPDIR:-/tmp}/avvp-device-site-$packed
-        if [ ! -d "$site" ]; then
+        if [ ! -d "$site" ] && ! {
             rm -rf "$site.partial" && mkdir -p "$site.partial" &&
                 "$python" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' \
                     .whl/device-site.tar.xz "$site.partial" &&
                 mv "$site.partial" "$site"
+        }; then
+            python3 benchmarks/device.py --out "$out" \
+                --not-run "not run: .whl/device-site.tar.xz did not unpack (device-log.txt)"
+            exit 1
         fi
         # The repository is the package's root (pyproject's package-dir): a link named
         # avvp to it, outside the tree, makes it importable without an install.
