@@ -26,6 +26,12 @@ left() {
     local seconds=$((limit - (SECONDS - started) - ${1:-0}))
     echo $((seconds < 1 ? 1 : seconds))
 }
+# The table with every row saying why nothing ran; device.py needs only the standard
+# library for it.
+not_run() {
+    python3 benchmarks/device.py --out "$out" --not-run "not run: $1 (device-log.txt)"
+    exit 1
+}
 
 {
     python=.venv/bin/python
@@ -42,9 +48,7 @@ left() {
                     .whl/device-site.tar.xz "$site.partial" &&
                 mv "$site.partial" "$site"
         }; then
-            python3 benchmarks/device.py --out "$out" \
-                --not-run "not run: .whl/device-site.tar.xz did not unpack (device-log.txt)"
-            exit 1
+            not_run ".whl/device-site.tar.xz did not unpack"
         fi
         # The repository is the package's root (pyproject's package-dir): a link named
         # avvp to it, outside the tree, makes it importable without an install.
@@ -58,10 +62,7 @@ left() {
         if ! { python3 -m venv .venv &&
             timeout "$(left 200)" .venv/bin/pip install -q --progress-bar off \
                 -e ".[dev,bench]"; }; then
-            # device.py needs only the standard library to print the table.
-            python3 benchmarks/device.py --out "$out" \
-                --not-run "not run: the install failed or timed out (device-log.txt)"
-            exit 1
+            not_run "the install failed or timed out"
         fi
         echo "installed in $((SECONDS - started)) s"
     fi
