@@ -8,8 +8,12 @@ own rows only, and its peak GPU memory is its own):
            the same weights (benchmarks/train_step.py's helpers), checked equal first
   extract  paper-size extractors with random weights on generated LLP-like clips
            (320 x 240 H.264 + AAC, 10 s): videos/s of `extract_videos`, decoding in CPU
-           worker processes beside the GPU; the latency of one clip
-  parse    the parse-folder chain on one 10-s clip, a tiny run trained here, timed warm
+           worker processes beside the GPU, against the stage's loader alone (decoding
+           and preprocessing the same clips, no network: the most extraction can reach
+           with those workers), then with one worker per CPU but one; the latency of
+           one clip
+  parse    the parse-folder chain on a 10-s clip, a tiny run trained here: the median
+           of 5 warm calls
 A step that outruns its share of --budget is killed and its rows say "timed out".
 --smoke runs every step on the CPU at toy sizes (batch 2, one clip, one repeat and step,
 tiny extractors): it checks the measuring code before a GPU session spends its minutes
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -46,7 +51,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("tests", "train", "extract", "parse")
 # Each step's seconds when the budget allows them all; shares shrink when it does not.
-BUDGETS = {"tests": 60, "train": 90, "extract": 150, "parse": 120}
+BUDGETS = {"tests": 45, "train": 75, "extract": 200, "parse": 100}
 # (step, row key, figure); {batch} and {clips} are filled from the arguments.
 ROWS = (
     ("tests", "tests", "GPU tests (pytest -m gpu)"),
@@ -54,9 +59,11 @@ ROWS = (
     ("train", "infer", "inference step, MM-CSE paper size, batch {batch}, bf16"),
     ("train", "train_memory", "peak GPU memory, training + inference"),
     ("extract", "extract", "extraction, paper size, random weights, {clips} LLP-like 10-s clips"),
+    ("extract", "decode", "the extraction's loader alone (decode, preprocess), same clips"),
+    ("extract", "extract_wide", "extraction as above, one decoding worker per CPU but one"),
     ("extract", "extract_latency", "extraction of one 10-s clip, paper size"),
     ("extract", "extract_memory", "peak GPU memory, extraction"),
-    ("parse", "parse", "parse latency of one 10-s clip (tiny run, warm)"),
+    ("parse", "parse", "parse latency of one 10-s clip (tiny run, warm, median of 5)"),
     ("parse", "parse_memory", "peak GPU memory, parse"),
 )
 HELPERS = "build_pair Batch training_step inference_step time_alternating check_same_function"
@@ -70,11 +77,13 @@ NEEDS = {
     "avvp.extractors": "RandomInit create_extractor",
     "avvp.pipeline.chain": "EXTRACT_AND_TRAIN PARSE_FOLDER ChainConfig ParseFolderConfig run_local",
     "avvp.pipeline.dataset": "autocast",
-    "avvp.pipeline.extract": "ExtractConfig extract_videos",
+    "avvp.pipeline.embedding": "ShardWindows VideoEnd as_is",
+    "avvp.pipeline.extract": "STAGE ExtractConfig extract_videos plan_extraction",
     "avvp.pipeline.parse": "ParseConfig",
     "avvp.pipeline.synthetic.clips": "encode_clip write_synthetic_clips",
     "avvp.pipeline.train": "create_optimizer",
     "avvp.pipeline.train_config": "OptimConfig",
+    "avvp.storage.failures": "WorkMarkers",
 }
 
 
@@ -245,6 +254,28 @@ def measure_train(args: argparse.Namespace, rows: Rows) -> None:
     rows["train_memory"] = [mib(peak), f"both networks resident; ours' step adds {mib(step_peak)}"]
 
 
+def loader_alone(paths: list[Path], root: Path, config: Any, extractors: list[Any]) -> float:
+    """Seconds for the extraction stage's own loader (plan, decoding workers, the
+    extractors' transforms) to deliver every window of `paths` with no network behind it:
+    the rate extraction with those workers approaches when the GPU waits on decoding."""
+    from torch.utils.data import DataLoader
+
+    from avvp.pipeline.embedding import ShardWindows, VideoEnd, as_is
+    from avvp.pipeline.extract import STAGE, plan_extraction
+    from avvp.storage.failures import WorkMarkers
+
+    started = time.perf_counter()
+    videos = [v for shard in plan_extraction(paths, root, config).shards for v in shard.videos]
+    specs = {extractor.name: (extractor.input, extractor.transform) for extractor in extractors}
+    dataset = ShardWindows(videos, specs, WorkMarkers(root, STAGE))
+    workers = min(config.decoding_workers(), len(videos))
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=as_is)
+    ends = [item for item in loader if isinstance(item, VideoEnd)]
+    if len(ends) != len(paths) or any(end.failure is not None for end in ends):
+        raise SystemExit(f"the loader did not decode every clip: {len(ends)} of {len(paths)}")
+    return time.perf_counter() - started
+
+
 def measure_extract(args: argparse.Namespace, rows: Rows) -> None:
     import statistics
 
@@ -258,24 +289,41 @@ def measure_extract(args: argparse.Namespace, rows: Rows) -> None:
         create_extractor(n, size=EXTRACTOR_SIZE, weights=weights, device=DEVICE) for n in EXTRACTORS
     ]
     config = ExtractConfig(device=DEVICE, workers=args.workers)
+    wide = config.model_copy(update={"workers": max(1, (os.cpu_count() or 2) - 1)})
+    stores = itertools.count()
 
-    def run(videos: Path | list[Path], store: str) -> float:
-        summary = extract_videos(videos, work / store, config, extractors=extractors)
+    def run(videos: Path | list[Path], settings: ExtractConfig = config) -> float:
+        store = work / f"store-{next(stores)}"
+        summary = extract_videos(videos, store, settings, extractors=extractors)
         wanted = len(videos) if isinstance(videos, list) else 1
         if summary.failures or summary.videos_extracted != wanted:
             raise SystemExit(f"extraction did not extract every clip: {summary.line()}")
         return summary.seconds
 
-    run(warm_up, "warm-up")  # first calls: kernels, allocator, the batch size measurement
-    seconds = statistics.median(run(paths, f"store-{repeat}") for repeat in range(args.repeats))
-    rate = len(paths) / seconds
-    anchor = f"{rate * 10:,.0f} s of video per s; {config.decoding_workers()} decoding workers"
-    rows["extract"] = [f"{rate:,.2f} videos/s", f"{anchor}; median of {args.repeats}"]
-    rows["extract_latency"] = [f"{run(single, 'single'):.2f} s", "warm extractors, fresh store"]
+    def rate(measure: Any) -> float:
+        return len(paths) / statistics.median(measure() for _ in range(args.repeats))
+
+    run(warm_up)  # first calls: kernels, allocator, the batch size measurement
+    extracted = rate(lambda: run(paths))
+    workers = config.decoding_workers()
+    anchor = f"{extracted * 10:,.0f} s of video per s; {workers} decoding workers"
+    rows["extract"] = [f"{extracted:,.2f} videos/s", f"{anchor}; median of {args.repeats}"]
+    decoded = rate(lambda: loader_alone(paths, work / f"store-{next(stores)}", config, extractors))
+    rows["decode"] = [
+        f"{decoded:,.2f} videos/s",
+        f"{workers} workers; extraction ran at {extracted / decoded:.0%} of it",
+    ]
+    wide_rate = rate(lambda: run(paths, wide))
+    rows["extract_wide"] = [
+        f"{wide_rate:,.2f} videos/s",
+        f"{wide.decoding_workers()} workers; {wide_rate / extracted:.2f}x the rate with {workers}",
+    ]
+    rows["extract_latency"] = [f"{run(single):.2f} s", "warm extractors, fresh store"]
     rows["extract_memory"] = [mib(GpuMemory().peak()), ", ".join(EXTRACTORS)]
 
 
 def measure_parse(args: argparse.Namespace, rows: Rows) -> None:
+    import statistics
 
     from avvp.pipeline import chain as chains
     from avvp.pipeline.parse import ParseConfig
@@ -313,9 +361,10 @@ def measure_parse(args: argparse.Namespace, rows: Rows) -> None:
             raise SystemExit(f"the parse of {path} failed: {result.failed}")
         return time.perf_counter() - started
 
-    first, second = write_clips(work / "clips", 2)
+    first, *others = write_clips(work / "clips", 6)
     cold = parse(first, "cold")
-    rows["parse"] = [f"{parse(second, 'warm'):.2f} s", f"first call in the process {cold:.2f} s"]
+    warm = statistics.median(parse(path, f"warm-{i}") for i, path in enumerate(others))
+    rows["parse"] = [f"{warm:.2f} s", f"first call in the process {cold:.2f} s"]
     rows["parse_memory"] = [mib(GpuMemory().peak()), "tiny networks"]
 
 

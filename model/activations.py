@@ -49,7 +49,9 @@ class FeedForward(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first, _, drop, second = self
         rows = x.flatten(0, -2)
-        if torch.is_grad_enabled():
+        # The blocks pay on a CPU's caches alone, and their `out=` products take no part
+        # in autocast (they met bf16 blocks with float32 weights under it, on the GPU).
+        if torch.is_grad_enabled() or not rows.is_cpu or torch.is_autocast_enabled("cpu"):
             hidden = relu_dropout(F.linear(rows, first.weight, first.bias), drop.p, drop.training)
             return F.linear(hidden, second.weight, second.bias).view(*x.shape[:-1], -1)
         # Without autograd, a few thousand rows at a time: each hidden block (8 MB) is

@@ -24,9 +24,11 @@ ROW_NAMES = (
     "inference step, MM-CSE paper size, batch 64, bf16",
     "peak GPU memory, training + inference",
     "extraction, paper size, random weights, 64 LLP-like 10-s clips",
+    "the extraction's loader alone (decode, preprocess), same clips",
+    "extraction as above, one decoding worker per CPU but one",
     "extraction of one 10-s clip, paper size",
     "peak GPU memory, extraction",
-    "parse latency of one 10-s clip (tiny run, warm)",
+    "parse latency of one 10-s clip (tiny run, warm, median of 5)",
     "peak GPU memory, parse",
 )
 
@@ -190,3 +192,19 @@ def test_a_measured_run_without_cuda_exits_2_saying_why(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no CUDA device" in result.stderr
     assert "--dry-run" in result.stderr
+
+
+def test_the_profile_script_writes_each_sections_profile_on_the_cpu(tmp_path: Path) -> None:
+    """benchmarks/device_profile.py, what a GPU session runs to see where time goes, runs
+    through every section (toy sizes, CPU for CUDA) before a GPU session relies on it."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, str(REPO / "benchmarks" / "device_profile.py"), "--cpu"]
+    result = subprocess.run(
+        [*command, "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = {path.name: path.read_text() for path in tmp_path.iterdir()}
+    assert sorted(written) == ["profile-extract.txt", "profile-parse.txt", "profile-train.txt"]
+    assert "extract_videos" in written["profile-extract.txt"]
+    assert "run_local" in written["profile-parse.txt"]
+    assert "kernel launches per step" in written["profile-train.txt"]

@@ -272,18 +272,55 @@ def test_loss_asks_for_with_aux_when_auxiliaries_are_missing(reference: dict) ->
         official_loss(output, reference)
 
 
-def test_training_step_runs_under_bfloat16_autocast() -> None:
+ON_CPU_AND_GPU = pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+            ],
+        ),
+    ],
+)
+
+
+def tiny_inputs(device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (
+        torch.randn(2, 64, 768, device=device),
+        torch.randn(2, 10, 768, device=device),
+        torch.randn(2, 10, 512, device=device),
+    )
+
+
+@ON_CPU_AND_GPU
+def test_training_step_runs_under_bfloat16_autocast(device: str) -> None:
     torch.manual_seed(0)
-    model = build_mmcse(replace(get_model_config("mmcse-clapclip"), **TINY))
-    pseudo = (torch.rand(2, 2, 10, 25) > 0.7).float()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        output = model(
-            torch.randn(2, 64, 768), torch.randn(2, 10, 768), torch.randn(2, 10, 512), True
-        )
+    model = build_mmcse(replace(get_model_config("mmcse-clapclip"), **TINY)).to(device)
+    pseudo = (torch.rand(2, 2, 10, 25, device=device) > 0.7).float()
+    with torch.autocast(device, dtype=torch.bfloat16):
+        output = model(*tiny_inputs(device), True)
         loss = mmcse_loss(output, pseudo.amax(dim=(0, 2)), pseudo[0], pseudo[1])
     loss.total.backward()
     assert torch.isfinite(loss.total)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@ON_CPU_AND_GPU
+def test_inference_under_bfloat16_autocast_is_close_to_float32(device: str) -> None:
+    # Inference (no grad) takes paths of its own (FeedForward's row blocks on a CPU):
+    # they once wrote bf16 products into float32 buffers and failed under autocast.
+    torch.manual_seed(0)
+    model = build_mmcse(replace(get_model_config("mmcse-clapclip"), **TINY)).to(device).eval()
+    inputs = tiny_inputs(device)
+    with torch.no_grad():
+        exact = model(*inputs, False)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            rounded = model(*inputs, False)
+    torch.testing.assert_close(rounded.frame_prob.float(), exact.frame_prob, atol=0.03, rtol=0)
+    torch.testing.assert_close(rounded.global_prob.float(), exact.global_prob, atol=0.03, rtol=0)
 
 
 def test_ablation_options_round_trip_through_the_config_dict() -> None:

@@ -1,0 +1,183 @@
+"""Where the time of device.py's steps goes, for the next change rather than the README.
+
+  extract  cProfile of a warm `extract_videos` on generated LLP-like clips (paper-size
+           extractors, random weights): the main process waits on the decoding workers
+           (DataLoader's `_next_data`), on the GPU (where results come back to the CPU),
+           or on the store
+  parse    cProfile of a warm parse of one 10-s clip (tiny run trained here)
+  train    torch.profiler over three of ours' training steps (paper size, batch 64,
+           bf16 autocast): kernels by GPU time, and the step's CPU time against its GPU
+           time (a step whose CPU time exceeds its kernels' waits on kernel launches)
+
+Each section writes profile-SECTION.txt into --out ($OUT on the device machine) as it
+ends. `--cpu` runs the same code on the CPU at toy sizes, to check it before a GPU
+session spends its minutes.
+
+    python benchmarks/device_profile.py [--only extract,parse,train] [--cpu] [--clips 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib.util
+import io
+import os
+import pstats
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+SECTIONS = ("extract", "parse", "train")
+
+
+def load_device() -> ModuleType:
+    """benchmarks/device.py, by path: its clips, its parse chain, its GPU constants."""
+    spec = importlib.util.spec_from_file_location("device", Path(__file__).with_name("device.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def profiled(call: object, lines: int = 45) -> tuple[float, str]:
+    """Seconds of one call under cProfile, and its top functions by cumulative time."""
+    profile = cProfile.Profile()
+    started = time.perf_counter()
+    profile.runcall(call)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - started
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(lines)
+    return seconds, text.getvalue()
+
+
+def profile_extract(device: ModuleType, args: argparse.Namespace) -> str:
+    from avvp.extractors import RandomInit, create_extractor
+    from avvp.pipeline.extract import ExtractConfig, extract_videos
+
+    work = Path(tempfile.mkdtemp(prefix="avvp-profile-"))
+    warm_up, *paths = device.write_clips(work / "clips", args.clips + 1)
+    extractors = [
+        create_extractor(name, size=device.EXTRACTOR_SIZE, weights=RandomInit(), device=args.device)
+        for name in device.EXTRACTORS
+    ]
+    config = ExtractConfig(device=args.device)
+    extract_videos(warm_up, work / "warm-up", config, extractors=extractors)
+    seconds, text = profiled(
+        lambda: extract_videos(paths, work / "store", config, extractors=extractors)
+    )
+    head = f"{len(paths)} clips in {seconds:.2f} s ({len(paths) / seconds:.2f} videos/s, "
+    return head + f"{config.decoding_workers()} decoding workers, under cProfile)\n{text}"
+
+
+def profile_parse(device: ModuleType, args: argparse.Namespace) -> str:
+    from avvp.pipeline import chain as chains
+    from avvp.pipeline.parse import ParseConfig
+    from avvp.pipeline.synthetic.clips import write_synthetic_clips
+
+    def quiet(level: str, message: str) -> None:
+        """The chain's progress lines."""
+
+    work = Path(tempfile.mkdtemp(prefix="avvp-profile-"))
+    write_synthetic_clips(work / "train-clips", n=12, seconds=10, seed=7)
+    on_device = {"device": args.device}
+    chain = chains.ChainConfig(
+        videos=[str(work / "train-clips" / "videos")],
+        labels=str(work / "train-clips"),
+        store=str(work / "run-store"),
+        extractor_size="tiny",
+        pseudo_labels="dense",
+        epochs=1,
+        config={
+            **{"extract": on_device, "train": {**on_device, "size": "tiny"}},
+            "evaluate": on_device,
+            "splits": ["test"],
+        },
+    )
+    run_url = chains.run_local(chains.EXTRACT_AND_TRAIN, chain, quiet).train.run_url
+    settings = ParseConfig(device=args.device, timelines=False).model_dump()
+    clips = device.write_clips(work / "clips", 3)
+
+    def parse(index: int) -> None:
+        params = chains.ParseFolderConfig(
+            videos=[str(clips[index])],
+            run=run_url,
+            out=str(work / f"parse-{index}"),
+            config=settings,
+        )
+        if failed := chains.run_local(chains.PARSE_FOLDER, params, quiet).parse.failed:
+            raise SystemExit(f"the parse of {clips[index]} failed: {failed}")
+
+    parse(0)
+    parse(1)
+    seconds, text = profiled(lambda: parse(2))
+    return f"third parse in the process: {seconds:.2f} s under cProfile\n{text}"
+
+
+def profile_train(device: ModuleType, args: argparse.Namespace) -> str:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from avvp.pipeline.dataset import autocast
+    from avvp.pipeline.train import create_optimizer
+    from avvp.pipeline.train_config import OptimConfig
+
+    helpers, target = device.load_train_step(), torch.device(args.device)
+    model = helpers.build_pair()[0].to(target).train()
+    optimizer = create_optimizer(model.parameters(), OptimConfig())
+    batch = helpers.Batch.random(args.batch, target)
+
+    def step() -> None:
+        with autocast(target, True):
+            helpers.training_step(model, optimizer, batch)
+
+    for _ in range(3):
+        step()
+    on_cuda = target.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    started = time.perf_counter()
+    with profile(activities=activities) as trace:
+        for _ in range(3):
+            step()
+        if on_cuda:
+            torch.cuda.synchronize()
+    wall = (time.perf_counter() - started) / 3
+    events = trace.key_averages()
+    sort = "self_cuda_time_total" if on_cuda else "self_cpu_time_total"
+    kernels = sum(e.self_device_time_total for e in events) / 3 / 1e6 if on_cuda else 0.0
+    launches = sum(e.count for e in events if e.key.startswith("cuda") and "Launch" in e.key) / 3
+    head = f"step wall {wall * 1e3:.1f} ms (profiled), GPU kernel time {kernels * 1e3:.1f} ms, "
+    head += f"{launches:.0f} kernel launches per step\n"
+    return head + events.table(sort_by=sort, row_limit=30)
+
+
+PROFILE = {"extract": profile_extract, "parse": profile_parse, "train": profile_train}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"of {','.join(SECTIONS)}")
+    parser.add_argument("--cpu", action="store_true", help="on the CPU at toy sizes")
+    parser.add_argument("--clips", type=int, default=16, help="clips in the profiled extraction")
+    parser.add_argument("--batch", type=int, default=64, help="training batch")
+    out = os.environ.get("OUT") or Path(tempfile.gettempdir(), "avvp-device")
+    parser.add_argument("--out", type=Path, default=out, help="where profile-*.txt go")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device = load_device()
+    args.device = "cpu" if args.cpu else "cuda"
+    if args.cpu:
+        device.EXTRACTOR_SIZE, args.clips, args.batch = "tiny", 2, 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    for section in [s.strip() for s in args.only.split(",") if s.strip()]:
+        started = time.perf_counter()
+        text = PROFILE[section](device, args)
+        (args.out / f"profile-{section}.txt").write_text(text)
+        print(
+            f"{section}: {time.perf_counter() - started:.0f} s; {text.splitlines()[0]}", flush=True
+        )
+
+
+if __name__ == "__main__":
+    main()
