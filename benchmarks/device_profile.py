@@ -117,6 +117,7 @@ def profile_parse(device: ModuleType, args: argparse.Namespace) -> str:
 
 def profile_train(device: ModuleType, args: argparse.Namespace) -> str:
     import torch
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     from avvp.pipeline.dataset import autocast
@@ -145,9 +146,13 @@ def profile_train(device: ModuleType, args: argparse.Namespace) -> str:
     wall = (time.perf_counter() - started) / 3
     events = trace.key_averages()
     sort = "self_cuda_time_total" if on_cuda else "self_cpu_time_total"
-    kernels = sum(e.self_device_time_total for e in events) / 3 / 1e6 if on_cuda else 0.0
+    # Kernels only: an op's row also carries its kernels' device time.
+    kernel_events = [e for e in events if e.device_type == DeviceType.CUDA]
+    kernels = sum(e.self_device_time_total for e in kernel_events) / 3 / 1e6
+    host = sum(e.self_cpu_time_total for e in events) / 3 / 1e6
     launches = sum(e.count for e in events if e.key.startswith("cuda") and "Launch" in e.key) / 3
-    head = f"step wall {wall * 1e3:.1f} ms (profiled), GPU kernel time {kernels * 1e3:.1f} ms, "
+    head = f"step wall {wall * 1e3:.1f} ms (profiled), CPU time {host * 1e3:.1f} ms, "
+    head += f"GPU kernel time {kernels * 1e3:.1f} ms, "
     head += f"{launches:.0f} kernel launches per step\n"
     return head + events.table(sort_by=sort, row_limit=30)
 
