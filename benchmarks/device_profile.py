@@ -1,7 +1,8 @@
 """Where the time of device.py's steps goes, for the next change rather than the README.
 
   extract  cProfile of a warm `extract_videos` on generated LLP-like clips (paper-size
-           extractors, random weights): the main process waits on the decoding workers
+           extractors, random weights, 16 windows per embedding call: the largest size
+           the stage's "auto" tries): the main process waits on the decoding workers
            (DataLoader's `_next_data`), on the GPU (where results come back to the CPU),
            or on the store
   parse    cProfile of a warm parse of one 10-s clip (tiny run trained here)
@@ -54,6 +55,7 @@ def profiled(call: object, lines: int = 45) -> tuple[float, str]:
 
 def profile_extract(device: ModuleType, args: argparse.Namespace) -> str:
     from avvp.extractors import RandomInit, create_extractor
+    from avvp.pipeline.embedding import BatchSizer
     from avvp.pipeline.extract import ExtractConfig, extract_videos
 
     work = Path(tempfile.mkdtemp(prefix="avvp-profile-"))
@@ -62,13 +64,16 @@ def profile_extract(device: ModuleType, args: argparse.Namespace) -> str:
         create_extractor(name, size=device.EXTRACTOR_SIZE, weights=RandomInit(), device=args.device)
         for name in device.EXTRACTORS
     ]
-    config = ExtractConfig(device=args.device)
+    # At the largest batch "auto" tries: a profile of its search (1, 2, 4... windows per
+    # call) would show the search, not the steady state.
+    config = ExtractConfig(device=args.device, batch_size=BatchSizer.LIMIT)
     extract_videos(warm_up, work / "warm-up", config, extractors=extractors)
     seconds, text = profiled(
         lambda: extract_videos(paths, work / "store", config, extractors=extractors)
     )
     head = f"{len(paths)} clips in {seconds:.2f} s ({len(paths) / seconds:.2f} videos/s, "
-    return head + f"{config.decoding_workers()} decoding workers, under cProfile)\n{text}"
+    head += f"{config.decoding_workers()} decoding workers, {BatchSizer.LIMIT} windows per call, "
+    return head + f"under cProfile)\n{text}"
 
 
 def profile_parse(device: ModuleType, args: argparse.Namespace) -> str:
@@ -164,7 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"of {','.join(SECTIONS)}")
     parser.add_argument("--cpu", action="store_true", help="on the CPU at toy sizes")
-    parser.add_argument("--clips", type=int, default=16, help="clips in the profiled extraction")
+    parser.add_argument("--clips", type=int, default=32, help="clips in the profiled extraction")
     parser.add_argument("--batch", type=int, default=64, help="training batch")
     out = os.environ.get("OUT") or Path(tempfile.gettempdir(), "avvp-device")
     parser.add_argument("--out", type=Path, default=out, help="where profile-*.txt go")
