@@ -322,19 +322,18 @@ def measure_extract(args: argparse.Namespace, rows: Rows) -> None:
     rows["extract_memory"] = [mib(GpuMemory().peak()), ", ".join(EXTRACTORS)]
 
 
-def measure_parse(args: argparse.Namespace, rows: Rows) -> None:
-    import statistics
+def quiet(level: str, message: str) -> None:
+    """The chain's progress lines: not figures."""
 
+
+def tiny_run(work: Path, device: str) -> str:
+    """The URL of a tiny run trained on `device` by the extract-and-train chain, on 12
+    generated 10-s clips in `work`."""
     from avvp.pipeline import chain as chains
-    from avvp.pipeline.parse import ParseConfig
     from avvp.pipeline.synthetic.clips import write_synthetic_clips
 
-    def quiet(level: str, message: str) -> None:
-        """The chain's progress lines: not figures."""
-
-    work = Path(tempfile.mkdtemp(prefix="avvp-device-"))
     write_synthetic_clips(work / "train-clips", n=12, seconds=10, seed=7)
-    on_gpu = {"device": DEVICE}
+    on_device = {"device": device}
     chain = chains.ChainConfig(
         videos=[str(work / "train-clips" / "videos")],
         labels=str(work / "train-clips"),
@@ -343,22 +342,36 @@ def measure_parse(args: argparse.Namespace, rows: Rows) -> None:
         pseudo_labels="dense",
         epochs=1,
         config={
-            **{"extract": on_gpu, "train": {**on_gpu, "size": "tiny"}, "evaluate": on_gpu},
+            **{"extract": on_device, "train": {**on_device, "size": "tiny"}},
+            "evaluate": on_device,
             "splits": ["test"],
         },
     )
-    run_url = chains.run_local(chains.EXTRACT_AND_TRAIN, chain, quiet).train.run_url
-    settings = ParseConfig(device=DEVICE, timelines=False).model_dump()
+    return chains.run_local(chains.EXTRACT_AND_TRAIN, chain, quiet).train.run_url
+
+
+def parse_clip(run_url: str, path: Path, out: Path, device: str) -> None:
+    """The parse-folder chain on one clip, as a user runs it; stops on a failed parse."""
+    from avvp.pipeline import chain as chains
+    from avvp.pipeline.parse import ParseConfig
+
+    settings = ParseConfig(device=device, timelines=False).model_dump()
+    params = chains.ParseFolderConfig(
+        videos=[str(path)], run=run_url, out=str(out), config=settings
+    )
+    if failed := chains.run_local(chains.PARSE_FOLDER, params, quiet).parse.failed:
+        raise SystemExit(f"the parse of {path} failed: {failed}")
+
+
+def measure_parse(args: argparse.Namespace, rows: Rows) -> None:
+    import statistics
+
+    work = Path(tempfile.mkdtemp(prefix="avvp-device-"))
+    run_url = tiny_run(work, DEVICE)
 
     def parse(path: Path, name: str) -> float:
-        out = work / f"parse-{name}"
-        params = chains.ParseFolderConfig(
-            videos=[str(path)], run=run_url, out=str(out), config=settings
-        )
         started = time.perf_counter()
-        result = chains.run_local(chains.PARSE_FOLDER, params, quiet).parse
-        if result.failed:
-            raise SystemExit(f"the parse of {path} failed: {result.failed}")
+        parse_clip(run_url, path, work / f"parse-{name}", DEVICE)
         return time.perf_counter() - started
 
     first, *others = write_clips(work / "clips", 6)

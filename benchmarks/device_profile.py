@@ -77,46 +77,14 @@ def profile_extract(device: ModuleType, args: argparse.Namespace) -> str:
 
 
 def profile_parse(device: ModuleType, args: argparse.Namespace) -> str:
-    from avvp.pipeline import chain as chains
-    from avvp.pipeline.parse import ParseConfig
-    from avvp.pipeline.synthetic.clips import write_synthetic_clips
-
-    def quiet(level: str, message: str) -> None:
-        """The chain's progress lines."""
-
     work = Path(tempfile.mkdtemp(prefix="avvp-profile-"))
-    write_synthetic_clips(work / "train-clips", n=12, seconds=10, seed=7)
-    on_device = {"device": args.device}
-    chain = chains.ChainConfig(
-        videos=[str(work / "train-clips" / "videos")],
-        labels=str(work / "train-clips"),
-        store=str(work / "run-store"),
-        extractor_size="tiny",
-        pseudo_labels="dense",
-        epochs=1,
-        config={
-            **{"extract": on_device, "train": {**on_device, "size": "tiny"}},
-            "evaluate": on_device,
-            "splits": ["test"],
-        },
-    )
-    run_url = chains.run_local(chains.EXTRACT_AND_TRAIN, chain, quiet).train.run_url
-    settings = ParseConfig(device=args.device, timelines=False).model_dump()
+    run_url = device.tiny_run(work, args.device)
     clips = device.write_clips(work / "clips", 3)
-
-    def parse(index: int) -> None:
-        params = chains.ParseFolderConfig(
-            videos=[str(clips[index])],
-            run=run_url,
-            out=str(work / f"parse-{index}"),
-            config=settings,
-        )
-        if failed := chains.run_local(chains.PARSE_FOLDER, params, quiet).parse.failed:
-            raise SystemExit(f"the parse of {clips[index]} failed: {failed}")
-
-    parse(0)
-    parse(1)
-    seconds, text = profiled(lambda: parse(2))
+    for index in (0, 1):
+        device.parse_clip(run_url, clips[index], work / f"parse-{index}", args.device)
+    seconds, text = profiled(
+        lambda: device.parse_clip(run_url, clips[2], work / "parse-2", args.device)
+    )
     return f"third parse in the process: {seconds:.2f} s under cProfile\n{text}"
 
 
