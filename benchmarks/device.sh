@@ -2,6 +2,7 @@
 # Every GPU figure in one table, from a bare machine, within DEVICE_LIMIT_S (480 s).
 #
 #   bash benchmarks/device.sh [--dry-run] [benchmarks/device.py's options]
+#   bash benchmarks/device.sh --profile [benchmarks/device_profile.py's options]
 #
 # The Python it runs on, when .venv cannot import avvp:
 # - with .whl/device-site.tar.xz (made here by benchmarks/device_packages.sh, carried to
@@ -66,8 +67,14 @@ not_run() {
         fi
         echo "installed in $((SECONDS - started)) s"
     fi
-    # device.py shares out its budget among the steps; the outer timeout is a backstop.
-    budget=$(left 15)
-    timeout -k 5 "$(left 5)" "$python" benchmarks/device.py \
-        --budget "$budget" --out "$out" "$@"
+    if [ "${1:-}" = "--profile" ]; then
+        # Where the time goes rather than the figures (device_profile.py's options follow).
+        shift
+        timeout -k 5 "$(left 5)" "$python" benchmarks/device_profile.py --out "$out" "$@"
+    else
+        # device.py shares out its budget among the steps; the outer timeout is a backstop.
+        budget=$(left 15)
+        timeout -k 5 "$(left 5)" "$python" benchmarks/device.py \
+            --budget "$budget" --out "$out" "$@"
+    fi
 } 2>&1 | tee "$out/device-log.txt"

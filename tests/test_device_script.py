@@ -63,9 +63,10 @@ def test_the_shell_scripts_parse(script: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_without_a_venv_the_script_runs_on_the_packed_packages(tmp_path: Path) -> None:
+def packed_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """The GPU machine's way (no package index there): a copy of the repository without
-    .venv, the packages packed into .whl/device-site.tar.xz, the machine's python."""
+    .venv, a probe module packed into .whl/device-site.tar.xz, and the machine's python
+    as a wrapper that notes the PYTHONPATH of each run in tmp_path/paths."""
     copy = tmp_path / "repo"
     skip = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".*_cache", ".whl")
 
@@ -79,14 +80,17 @@ def test_without_a_venv_the_script_runs_on_the_packed_packages(tmp_path: Path) -
     probe.write_text("PACKED = True\n")
     with tarfile.open(copy / ".whl" / "device-site.tar.xz", "w:xz") as pack:
         pack.add(probe, arcname=probe.name)
-    # The machine's python, as a wrapper that notes the path each run gets.
     python = tmp_path / "python"
     python.write_text(
         f'#!/bin/sh\necho "$PYTHONPATH" >> {tmp_path}/paths\nexec {sys.executable} "$@"\n'
     )
     python.chmod(0o755)
     env = {**os.environ, "AVVP_DEVICE_PYTHON": str(python), "TMPDIR": str(tmp_path)}
-    env |= {"OUT": str(tmp_path / "out")}
+    return copy, env | {"OUT": str(tmp_path / "out")}
+
+
+def test_without_a_venv_the_script_runs_on_the_packed_packages(tmp_path: Path) -> None:
+    copy, env = packed_copy(tmp_path)
     result = subprocess.run(
         ["bash", str(copy / "benchmarks" / "device.sh"), "--dry-run"],
         capture_output=True,
@@ -96,7 +100,7 @@ def test_without_a_venv_the_script_runs_on_the_packed_packages(tmp_path: Path) -
     )
     assert result.returncode == 0, result.stdout + result.stderr
     (site,) = tmp_path.glob("avvp-device-site-*")
-    assert (site / probe.name).read_text() == probe.read_text()
+    assert (site / "avvp_device_probe.py").read_text() == "PACKED = True\n"
     assert f"packages from {site}" in result.stdout
     source = tmp_path / "avvp-device-source"
     assert (source / "avvp").resolve() == copy.resolve()  # the package is the copy
@@ -105,6 +109,17 @@ def test_without_a_venv_the_script_runs_on_the_packed_packages(tmp_path: Path) -
     assert ran_with.split(":")[:2] == [str(source), str(site)]
     assert list(table_rows(result.stdout)) == list(ROW_NAMES)
     assert "installing into .venv" not in result.stdout
+
+
+def test_the_script_profiles_instead_when_asked(tmp_path: Path) -> None:
+    copy, env = packed_copy(tmp_path)
+    command = ["bash", str(copy / "benchmarks" / "device.sh"), "--profile", "--cpu"]
+    result = subprocess.run(
+        [*command, "--only", "train"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [path.name for path in (tmp_path / "out").glob("profile-*")] == ["profile-train.txt"]
+    assert "| figure |" not in result.stdout  # device.py's table: not run
 
 
 def test_dry_run_prints_every_row_unmeasured(tmp_path: Path) -> None:
