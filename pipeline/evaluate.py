@@ -154,12 +154,15 @@ def format_metrics_table(metrics: Mapping[str, float]) -> str:
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise PredictionFileError(f"{path} does not exist")
+    # Opened here, not by np.load, which leaves the file open when a cut-short archive
+    # makes it raise.
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single array")
-        with archive:
-            return {key: archive[key] for key in archive.files}
+        with path.open("rb") as handle:
+            archive = np.load(handle, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array")
+            with archive:
+                return {key: archive[key] for key in archive.files}
     except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise PredictionFileError(
             f"{path} is not a readable .npz of plain arrays ({error}); write it with "

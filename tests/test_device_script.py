@@ -41,7 +41,7 @@ def device_py(*args: str, out: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         env=env,
         cwd=REPO,
-        timeout=300,
+        timeout=600,  # above device.py's default --budget of 420 s
     )
 
 

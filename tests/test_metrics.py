@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -334,3 +336,15 @@ def test_per_class_segment_f1_leaves_out_padded_segments() -> None:
         assert np.isnan(scores[1, 1])  # its only segment is padding
     with pytest.raises(ValueError, match="same shape"):
         segment_f1_per_class(pred, truth[:, :, :3])
+
+
+def test_a_cut_short_prediction_file_is_refused_and_closed_at_once(tmp_path: Path) -> None:
+    whole = write_npz(tmp_path / "whole.npz", pred=np.zeros((64, 2, 10, K), np.uint8))
+    cut = tmp_path / "PRED.npz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(PredictionFileError, match=r"PRED\.npz is not a readable \.npz"):
+            evaluate_prediction_file(cut)
+        gc.collect()  # np.load's own open file would warn here
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []

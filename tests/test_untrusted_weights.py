@@ -9,11 +9,13 @@ payload would create never appears. Valid files in every pickle protocol still l
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import pickle
 import shutil
 import tarfile
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,9 +31,15 @@ from typer.testing import CliRunner
 from avvp.extractors import RandomInit, create_extractor
 from avvp.extractors.base import WeightsFileError, is_torchscript, load_tensor_file
 from avvp.extractors.clip import _openai_state_dict
+from avvp.model.config import get_model_config
 from avvp.pipeline import catalog
 from avvp.pipeline.cli.app import app
-from avvp.pipeline.sources.checkpoints import import_checkpoint, load_checkpoint, read_checkpoint
+from avvp.pipeline.sources.checkpoints import (
+    import_checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+    read_feature_file,
+)
 from avvp.pipeline.synthetic.features import SyntheticLLPConfig, write_synthetic_llp
 from avvp.pipeline.train import train
 from avvp.storage import FeatureStore, Provenance
@@ -502,3 +510,18 @@ def test_torchscript_is_recognised_as_torch_does_and_read_only_by_torch_jit(
     for file in (tmp_path / "plain.pt", tmp_path / "nothing.pt"):
         file.write_bytes(b"" if file.stem == "nothing" else pickle.dumps({}, protocol=2))
         assert not is_torchscript(file)
+
+
+def test_a_refused_feature_file_is_closed_at_once(tmp_path: Path) -> None:
+    """np.load leaves a cut-short archive's file open when it raises; the garbage
+    collector's "unclosed file" warning then printed in the middle of a later command."""
+    np.savez(tmp_path / "valid.npz", audio=np.zeros((4, 64, 768), np.float32))
+    whole = (tmp_path / "valid.npz").read_bytes()
+    cut = tmp_path / "cut short.npz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="not a readable .npz archive"):
+            read_feature_file(cut, get_model_config("mmcse-clapclip"))
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []

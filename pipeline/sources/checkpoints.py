@@ -3,9 +3,11 @@ read only by torch's weights-only unpickler (checkpoints are untrusted input).""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,17 +117,26 @@ _FEATURES = (
 )
 
 
-def _open_npz(path: Path) -> Any:
-    """The .npz archive at `path`, or a one-line ValueError saying what it is instead."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile):
-        # np.load's words for these (e.g. "Cannot load file containing pickled data")
-        # describe its own fallbacks, not the file.
-        raise ValueError(f"{path} is not {_FEATURES}: it is not a readable .npz archive") from None
-    if isinstance(archive, np.ndarray):
-        raise ValueError(f"{path} is not {_FEATURES}: it holds a single .npy array")
-    return archive
+@contextlib.contextmanager
+def _open_npz(path: Path) -> Iterator[Any]:
+    """The .npz archive at `path`, or a one-line ValueError saying what it is instead.
+
+    The file is opened here, not by np.load: on a cut-short archive np.load raises with
+    the file it opened still open (closed only by the garbage collector, whose warning
+    then lands in whatever runs next)."""
+    with path.open("rb") as handle:
+        try:
+            archive = np.load(handle, allow_pickle=False)
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile):
+            # np.load's words for these (e.g. "Cannot load file containing pickled data")
+            # describe its own fallbacks, not the file.
+            raise ValueError(
+                f"{path} is not {_FEATURES}: it is not a readable .npz archive"
+            ) from None
+        if isinstance(archive, np.ndarray):
+            raise ValueError(f"{path} is not {_FEATURES}: it holds a single .npy array")
+        with archive:
+            yield archive
 
 
 def _read_array(npz: Any, path: Path, key: str) -> np.ndarray:
