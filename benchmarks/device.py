@@ -77,13 +77,12 @@ NEEDS = {
     "avvp.extractors": "RandomInit create_extractor",
     "avvp.pipeline.chain": "EXTRACT_AND_TRAIN PARSE_FOLDER ChainConfig ParseFolderConfig run_local",
     "avvp.pipeline.dataset": "autocast",
-    "avvp.pipeline.embedding": "ShardWindows VideoEnd as_is",
-    "avvp.pipeline.extract": "STAGE ExtractConfig extract_videos plan_extraction",
+    "avvp.pipeline.embedding": "VideoEnd",
+    "avvp.pipeline.extract": "ExtractConfig extract_videos plan_extraction window_loader",
     "avvp.pipeline.parse": "ParseConfig",
     "avvp.pipeline.synthetic.clips": "encode_clip write_synthetic_clips",
     "avvp.pipeline.train": "create_optimizer",
     "avvp.pipeline.train_config": "OptimConfig",
-    "avvp.storage.failures": "WorkMarkers",
 }
 
 
@@ -258,19 +257,16 @@ def loader_alone(paths: list[Path], root: Path, config: Any, extractors: list[An
     """Seconds for the extraction stage's own loader (plan, decoding workers, the
     extractors' transforms) to deliver every window of `paths` with no network behind it:
     the rate extraction with those workers approaches when the GPU waits on decoding."""
-    from torch.utils.data import DataLoader
-
-    from avvp.pipeline.embedding import ShardWindows, VideoEnd, as_is
-    from avvp.pipeline.extract import STAGE, plan_extraction
-    from avvp.storage.failures import WorkMarkers
+    from avvp.pipeline.embedding import VideoEnd
+    from avvp.pipeline.extract import plan_extraction, window_loader
 
     started = time.perf_counter()
-    videos = [v for shard in plan_extraction(paths, root, config).shards for v in shard.videos]
-    specs = {extractor.name: (extractor.input, extractor.transform) for extractor in extractors}
-    dataset = ShardWindows(videos, specs, WorkMarkers(root, STAGE))
-    workers = min(config.decoding_workers(), len(videos))
-    loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=as_is)
-    ends = [item for item in loader if isinstance(item, VideoEnd)]
+    ends = [
+        item
+        for shard in plan_extraction(paths, root, config).shards
+        for item in window_loader(shard, extractors, root, config)
+        if isinstance(item, VideoEnd)
+    ]
     if len(ends) != len(paths) or any(end.failure is not None for end in ends):
         raise SystemExit(f"the loader did not decode every clip: {len(ends)} of {len(paths)}")
     return time.perf_counter() - started

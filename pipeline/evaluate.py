@@ -43,6 +43,7 @@ from .dataset import (
 )
 from .infer import load_run, predict
 from .sources.llp import AnnotationError, AudioAnnotations, LLPAnnotations
+from .sources.npy_files import open_npz
 from .train_config import TrainConfig
 
 __all__ = [
@@ -154,15 +155,9 @@ def format_metrics_table(metrics: Mapping[str, float]) -> str:
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise PredictionFileError(f"{path} does not exist")
-    # Opened here, not by np.load, which leaves the file open when a cut-short archive
-    # makes it raise.
     try:
-        with path.open("rb") as handle:
-            archive = np.load(handle, allow_pickle=False)
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ValueError("it holds a single array")
-            with archive:
-                return {key: archive[key] for key in archive.files}
+        with open_npz(path) as archive:
+            return {key: archive[key] for key in archive.files}
     except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise PredictionFileError(
             f"{path} is not a readable .npz of plain arrays ({error}); write it with "

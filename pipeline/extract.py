@@ -377,6 +377,22 @@ def record_plan(plan: ExtractionPlan, root: str | os.PathLike[str]) -> None:
         markers.finish(name)
 
 
+def window_loader(
+    shard: Shard,
+    extractors: Sequence[FeatureExtractor],
+    root: str | os.PathLike[str],
+    config: ExtractConfig,
+) -> DataLoader:
+    """The shard's windows, decoded and preprocessed for `extractors` in the configured
+    decoding workers, then each video's end (`ShardWindows`), one item at a time."""
+    specs = {extractor.name: (extractor.input, extractor.transform) for extractor in extractors}
+    dataset = ShardWindows(shard.videos, specs, WorkMarkers(root, STAGE))
+    # A daemonic process (a Dask worker) cannot start the loader's processes.
+    daemon = multiprocessing.current_process().daemon
+    workers = 0 if daemon else min(config.decoding_workers(), len(shard.videos))
+    return DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=as_is)
+
+
 def extract_shard(
     shard: Shard,
     root: str | os.PathLike[str],
@@ -419,16 +435,10 @@ def extract_shard(
         manifest.record(finished)
         finished.clear()
 
-    dataset = ShardWindows(
-        shard.videos, {e.name: (e.input, e.transform) for e in built}, WorkMarkers(root, STAGE)
-    )
-    # A daemonic process (a Dask worker) cannot start the loader's processes.
-    daemon = multiprocessing.current_process().daemon
-    workers = 0 if daemon else min(config.decoding_workers(), len(shard.videos))
-    loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=as_is)
+    loader = window_loader(shard, built, root, config)
     if config.reuse_freed_memory and any(extractor.device.type == "cpu" for extractor in built):
         keep_freed_memory()
-    with threads_beside(workers, built):
+    with threads_beside(loader.num_workers, built):
         for item in loader:
             if isinstance(item, WindowItem):
                 for writer in writers:

@@ -7,7 +7,6 @@ import contextlib
 import io
 import zipfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from ... import __version__
 from ...extractors.base import WeightsFileError, load_tensor_file
 from ...model.config import ModelConfig
 from ...model.factory import create_model, from_official_state_dict
+from .npy_files import open_npz
 
 CHECKPOINT_FORMAT = "avvp-checkpoint/1"
 _CHECKPOINT_FIX = "train the run again, or import or download the file again"
@@ -117,28 +117,6 @@ _FEATURES = (
 )
 
 
-@contextlib.contextmanager
-def _open_npz(path: Path) -> Iterator[Any]:
-    """The .npz archive at `path`, or a one-line ValueError saying what it is instead.
-
-    The file is opened here, not by np.load: on a cut-short archive np.load raises with
-    the file it opened still open (closed only by the garbage collector, whose warning
-    then lands in whatever runs next)."""
-    with path.open("rb") as handle:
-        try:
-            archive = np.load(handle, allow_pickle=False)
-        except (OSError, EOFError, ValueError, zipfile.BadZipFile):
-            # np.load's words for these (e.g. "Cannot load file containing pickled data")
-            # describe its own fallbacks, not the file.
-            raise ValueError(
-                f"{path} is not {_FEATURES}: it is not a readable .npz archive"
-            ) from None
-        if isinstance(archive, np.ndarray):
-            raise ValueError(f"{path} is not {_FEATURES}: it holds a single .npy array")
-        with archive:
-            yield archive
-
-
 def _read_array(npz: Any, path: Path, key: str) -> np.ndarray:
     try:
         return np.asarray(npz[key], dtype=np.float32)
@@ -156,7 +134,11 @@ def read_feature_file(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such feature file")
-    with _open_npz(path) as npz:
+    with contextlib.ExitStack() as stack:
+        try:
+            npz = stack.enter_context(open_npz(path))
+        except ValueError as error:
+            raise ValueError(f"{path} is not {_FEATURES}: {error}") from None
         missing = [key for key in FEATURE_KEYS if key not in npz.files]
         if missing:
             raise ValueError(

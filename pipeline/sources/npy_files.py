@@ -1,4 +1,5 @@
-"""Released `<id>.npy` files, in folders or in zip archives read in place.
+"""Released `<id>.npy` files, in folders or in zip archives read in place; user `.npz`
+archives opened without pickles and closed whatever happens (`open_npz`).
 
 An archive is checked as a whole before anything is read (absolute names, `..`, links
 refuse it); one file is read through its `.npy` header first, so a header that declares
@@ -7,11 +8,12 @@ more data than the file holds is refused before anything is allocated.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import stat
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -24,6 +26,28 @@ class UnsafeArchiveError(ValueError):
 
 class UnusableFile(Exception):
     """Why one released file cannot be imported."""
+
+
+@contextlib.contextmanager
+def open_npz(path: Path) -> Iterator[np.lib.npyio.NpzFile]:
+    """The .npz archive at `path` (no pickled objects), closed on leaving; a ValueError
+    saying what the file is instead ("it is not a readable .npz archive", "it holds a
+    single .npy array") for the caller to put after the file's name.
+
+    The file is opened here, not by np.load: on a cut-short archive np.load raises with
+    the file it opened still open (closed only by the garbage collector, whose warning
+    then lands in whatever runs next)."""
+    with path.open("rb") as handle:
+        try:
+            archive = np.load(handle, allow_pickle=False)
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile):
+            # np.load's words for these (e.g. "Cannot load file containing pickled data")
+            # describe its own fallbacks, not the file.
+            raise ValueError("it is not a readable .npz archive") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single .npy array")
+        with archive:
+            yield archive
 
 
 class NpyEntry(NamedTuple):
