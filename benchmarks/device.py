@@ -10,8 +10,8 @@ own rows only, and its peak GPU memory is its own):
            (320 x 240 H.264 + AAC, 10 s): videos/s of `extract_videos`, decoding in CPU
            worker processes beside the GPU, against the stage's loader alone (decoding
            and preprocessing the same clips, no network: the most extraction can reach
-           with those workers), then with one worker per CPU but one; the latency of
-           one clip
+           with those workers; again with each video decoder on all CPUs instead of
+           its share), then with one worker per CPU but one; the latency of one clip
   parse    the parse-folder chain on a 10-s clip, a tiny run trained here: the median
            of 5 warm calls
 A step that outruns its share of --budget is killed and its rows say "timed out".
@@ -60,6 +60,7 @@ ROWS = (
     ("train", "train_memory", "peak GPU memory, training + inference"),
     ("extract", "extract", "extraction, paper size, random weights, {clips} LLP-like 10-s clips"),
     ("extract", "decode", "the extraction's loader alone (decode, preprocess), same clips"),
+    ("extract", "decode_unshared", "the loader alone, every video decoder on all CPUs"),
     ("extract", "extract_wide", "extraction as above, one decoding worker per CPU but one"),
     ("extract", "extract_latency", "extraction of one 10-s clip, paper size"),
     ("extract", "extract_memory", "peak GPU memory, extraction"),
@@ -308,6 +309,17 @@ def measure_extract(args: argparse.Namespace, rows: Rows) -> None:
     rows["decode"] = [
         f"{decoded:,.2f} videos/s",
         f"{workers} workers; extraction ran at {extracted / decoded:.0%} of it",
+    ]
+    cpus = os.cpu_count() or 1
+    unshared = config.model_copy(update={"decoder_threads": cpus})
+    unshared_rate = rate(
+        lambda: loader_alone(paths, work / f"store-{next(stores)}", unshared, extractors)
+    )
+    rows["decode_unshared"] = [
+        f"{unshared_rate:,.2f} videos/s",
+        f"{cpus} decoder threads each, not "
+        f"{max(1, cpus // workers) if workers else 'its own choice'}; the "
+        f"shared threads' rate is {decoded / unshared_rate:.2f}x this",
     ]
     wide_rate = rate(lambda: run(paths, wide))
     rows["extract_wide"] = [

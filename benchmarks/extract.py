@@ -39,10 +39,18 @@
    320 x 240 video of 2 minutes against one of 20 (decoding streams window by window).
    Each pair's ratio is printed; by design both stay near 1. A third pair runs the
    20-minute video with glibc's heap defaults against freed memory kept for reuse.
+6. Loader: the extraction stage's own loader alone (`window_loader`: decoding and the
+   extractors' transforms, no network) on generated LLP-like clips (320 x 240, 30 FPS,
+   B-frames: device.py's), alternating pairs. First `--workers` decoding processes
+   (default: one per CPU, all of them busy) with each video decoder's threads shared
+   out among them, the stage's default, against every decoder on as many threads as
+   there are CPUs (about each decoder's own choice); then one clip decoded in this
+   process, as the stage now does a shard of one video, against one worker process
+   for it (the process's start included, as in the stage).
 
     python benchmarks/extract.py [--n 32] [--workers N] [--batch-size auto|N] [--repeats 7]
     python benchmarks/extract.py --size paper --device cuda [--random-weights]
-    python benchmarks/extract.py --only pipeline|decode|batch|layout|memory
+    python benchmarks/extract.py --only pipeline|decode|batch|layout|memory|loader
     python benchmarks/extract.py --only batch --heap system
 """
 
@@ -51,6 +59,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -510,6 +519,67 @@ def memory(args: argparse.Namespace, folder: Path) -> None:
         print(f"  ratio {pair[1][0]} / {pair[0][0]}: {peaks[1] / peaks[0]:.2f}")
 
 
+def loader(args: argparse.Namespace, folder: Path) -> None:
+    """The stage's loader alone: decoder threads shared out among the decoding processes
+    against every decoder on all CPUs; one clip in this process against a worker."""
+    from device import write_clips  # benchmarks/device.py: this script's folder is on sys.path
+    from torch.utils.data import DataLoader
+
+    from avvp.pipeline.embedding import VideoEnd
+    from avvp.pipeline.extract import plan_extraction, window_loader
+
+    extractors = build_extractors(args)
+    workers = args.workers or os.cpu_count() or 1
+    clips = write_clips(folder / "clips", max(args.n, 2 * workers) + 1)
+    *paths, single = clips
+    shared = ExtractConfig(
+        extractors=[e.name for e in extractors],
+        device=args.device,
+        workers=workers,
+        shard_videos=len(paths),
+    )
+    unshared = shared.model_copy(update={"decoder_threads": os.cpu_count() or 1})
+    stores = iter(range(10**6))
+
+    def timed(videos: list[Path], config: ExtractConfig, forced_workers: int | None) -> float:
+        """Seconds for every window of `videos` out of the stage's loader; with
+        `forced_workers`, the stage's dataset in that many worker processes instead."""
+        root = folder / f"store-{next(stores)}"
+        started = time.perf_counter()
+        (shard,) = plan_extraction(videos, root, config).shards
+        stage = window_loader(shard, extractors, root, config)
+        if forced_workers is not None:
+            stage = DataLoader(
+                stage.dataset,
+                batch_size=None,
+                num_workers=forced_workers,
+                collate_fn=stage.collate_fn,
+            )
+        ends = [item for item in stage if isinstance(item, VideoEnd)]
+        assert len(ends) == len(videos) and all(end.failure is None for end in ends)
+        return time.perf_counter() - started
+
+    cases = (
+        (paths, "shared out", (shared, None), "all CPUs each", (unshared, None)),
+        ([single], "in this process", (shared, None), "one worker", (shared, 1)),
+    )
+    for videos, ours_name, ours, anchor_name, anchor in cases:
+        timed(videos[:2], *ours)
+        timed(videos[:2], *anchor)
+        seconds: dict[str, list[float]] = {"ours": [], "anchor": []}
+        for repeat in range(args.repeats):
+            for name, case in [("ours", ours), ("anchor", anchor)][:: 1 if repeat % 2 else -1]:
+                seconds[name].append(timed(videos, *case))
+        print(
+            f"the stage's loader alone, {len(videos)} LLP-like 10-s clip(s), "
+            f"{args.extractors} ({args.size}), {os.cpu_count()} CPUs, decoding processes "
+            f"{workers if len(videos) > 1 else '0 / 1'}: {ours_name} "
+            f"{_seconds(seconds['ours'])}; {anchor_name} {_seconds(seconds['anchor'])}"
+        )
+        paired = zip(seconds["anchor"], seconds["ours"], strict=True)
+        _print_ratios(f"{anchor_name} time / {ours_name}", [a / o for a, o in paired])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32, help="synthetic 10-s clips")
@@ -526,7 +596,9 @@ def main() -> None:
         action="store_true",
         help="paper size with random weights (timing without the weight files)",
     )
-    parser.add_argument("--only", choices=["pipeline", "decode", "batch", "layout", "memory"])
+    parser.add_argument(
+        "--only", choices=["pipeline", "decode", "batch", "layout", "memory", "loader"]
+    )
     parser.add_argument(
         "--heap",
         choices=["kept", "system"],
@@ -547,6 +619,7 @@ def main() -> None:
         "batch": batch_sizes,
         "layout": layout,
         "memory": memory,
+        "loader": loader,
     }
     with tempfile.TemporaryDirectory() as folder:
         for name, section in sections.items():

@@ -4,7 +4,8 @@ written per whole video, one part per flush (`TableWriter`). The stage around it
 planning and shards, is `avvp.pipeline.extract`.
 
 How a shard works: DataLoader worker processes (`config.workers`; 0 decodes in this
-process, as Dask's daemonic workers need) each take some of its videos, decode them
+process, as Dask's daemonic workers need and as a shard of one video does, which has
+nothing to overlap a process's start with) each take some of its videos, decode them
 one 10-s window at a time (`open_video`) and run every extractor's `transform` on the
 windows its table lacks, yielding one item per window and a closing item per video
 (its facts, or why it failed). The main process embeds full batches of windows of any
@@ -133,7 +134,9 @@ class ShardWindows(IterableDataset):
 
     Each loader worker takes every n-th video. Holds only the extractors' transforms and
     input specs, so workers receive no network. The process decoding a video marks it in
-    `markers` while it does (module docstring, failed files).
+    `markers` while it does (module docstring, failed files). `decoder_threads`: each
+    video decoder's threads; None shares the CPUs out among the loader's workers (in
+    this process: the decoder's own choice).
     """
 
     def __init__(
@@ -141,8 +144,10 @@ class ShardWindows(IterableDataset):
         videos: Sequence[PendingVideo],
         specs: Mapping[str, tuple[WindowInput, Callable[[Any], torch.Tensor]]],
         markers: WorkMarkers,
+        decoder_threads: int | None = None,
     ) -> None:
         self.videos, self.specs, self.markers = list(videos), dict(specs), markers
+        self.decoder_threads = decoder_threads
         inputs = [spec for spec, _ in self.specs.values()]
         self.fps = next((spec.fps for spec in inputs if spec.fps is not None), FPS)
         self.sample_rates = sorted({spec.sample_rate for spec in inputs} - {None})
@@ -150,16 +155,23 @@ class ShardWindows(IterableDataset):
     def __iter__(self) -> Iterator[WindowItem | VideoEnd]:
         worker = get_worker_info()
         mine = self.videos if worker is None else self.videos[worker.id :: worker.num_workers]
+        threads = self.decoder_threads
+        if threads is None and worker is not None:
+            # Each decoder's own choice is about every CPU (PyAV's: all but one), so n
+            # workers would run n times as many decoding threads as there are CPUs.
+            threads = max(1, (os.cpu_count() or 1) // worker.num_workers)
         for pending in mine:
             marker = self.markers.start(pending.video_id, pending.path, pending.digest)
             try:
-                yield from self._video(pending)
+                yield from self._video(pending, threads)
             finally:  # also when the loader stops early: only a killed process keeps it
                 self.markers.finish(marker)
 
-    def _video(self, pending: PendingVideo) -> Iterator[WindowItem | VideoEnd]:
+    def _video(self, pending: PendingVideo, threads: int | None) -> Iterator[WindowItem | VideoEnd]:
         try:
-            with open_video(pending.path, fps=self.fps, sample_rates=self.sample_rates) as stream:
+            with open_video(
+                pending.path, fps=self.fps, sample_rates=self.sample_rates, threads=threads
+            ) as stream:
                 info = stream.info
                 for window in stream.windows():
                     inputs = {

@@ -117,6 +117,13 @@ class ExtractConfig(BaseModel):
         description="decoding processes; default: min(8, CPUs) beside a GPU, CPUs / 2 - 1 "
         "on a CPU (decoding there competes with the extractors' threads)",
     )
+    decoder_threads: int | None = Field(
+        None,
+        ge=1,
+        description="video decoder threads in each decoding process; default: the CPUs "
+        "shared out among the decoding processes (the decoder's own choice when decoding "
+        "in this process)",
+    )
     dtype: Literal["float16", "float32"] | None = Field(
         None, description="the stored dtype of every table; default: each feature set's"
     )
@@ -386,10 +393,13 @@ def window_loader(
     """The shard's windows, decoded and preprocessed for `extractors` in the configured
     decoding workers, then each video's end (`ShardWindows`), one item at a time."""
     specs = {extractor.name: (extractor.input, extractor.transform) for extractor in extractors}
-    dataset = ShardWindows(shard.videos, specs, WorkMarkers(root, STAGE))
-    # A daemonic process (a Dask worker) cannot start the loader's processes.
-    daemon = multiprocessing.current_process().daemon
-    workers = 0 if daemon else min(config.decoding_workers(), len(shard.videos))
+    dataset = ShardWindows(shard.videos, specs, WorkMarkers(root, STAGE), config.decoder_threads)
+    # A daemonic process (a Dask worker) cannot start the loader's processes, and a lone
+    # video has nothing to overlap its decoding with: a process started for it only adds
+    # its start (the loader of one paper-size 10-s clip took 3.2x as long in a worker on 2
+    # CPUs: `benchmarks/extract.py --only loader`).
+    alone = multiprocessing.current_process().daemon or len(shard.videos) < 2
+    workers = 0 if alone else min(config.decoding_workers(), len(shard.videos))
     return DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=as_is)
 
 

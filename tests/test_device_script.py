@@ -25,6 +25,7 @@ ROW_NAMES = (
     "peak GPU memory, training + inference",
     "extraction, paper size, random weights, 64 LLP-like 10-s clips",
     "the extraction's loader alone (decode, preprocess), same clips",
+    "the loader alone, every video decoder on all CPUs",
     "extraction as above, one decoding worker per CPU but one",
     "extraction of one 10-s clip, paper size",
     "peak GPU memory, extraction",

@@ -21,14 +21,16 @@ from support import SAMPLES
 from avvp.extractors import FeatureExtractor, RandomInit, create_extractor, extractor_class
 from avvp.extractors.clip import CLIP_MEAN, CLIP_STD
 from avvp.extractors.r2plus1d import KINETICS_MEAN, KINETICS_STD
-from avvp.pipeline import catalog
-from avvp.pipeline.embedding import BatchSizer, table_of_extractor, threads_beside
+from avvp.pipeline import catalog, embedding
+from avvp.pipeline.embedding import BatchSizer, VideoEnd, table_of_extractor, threads_beside
 from avvp.pipeline.extract import (
     STAGE,
     ExtractConfig,
     ExtractProgress,
     ExtractSummary,
     extract_videos,
+    plan_extraction,
+    window_loader,
 )
 from avvp.pipeline.sources.decode import decode_video
 from avvp.pipeline.sources.videos import find_videos
@@ -443,6 +445,56 @@ def test_torch_threads_leave_the_decoding_workers_their_cpus(tiny) -> None:
         assert torch.get_num_threads() == 4
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_shard_of_one_video_decodes_in_this_process_and_larger_ones_in_workers(
+    tiny, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    config = ExtractConfig(workers=2)
+    extractors = [tiny["clip"]]
+    (lone,) = plan_extraction(inputs["long"], tmp_path / "one", config).shards
+    (several,) = plan_extraction(inputs["folder"], tmp_path / "several", config).shards
+    assert len(lone.videos) == 1 and len(several.videos) == 4  # the corrupt file too
+    # Nothing would overlap a lone video's decoding: a process for it only adds its start.
+    assert window_loader(lone, extractors, tmp_path / "one", config).num_workers == 0
+    assert window_loader(several, extractors, tmp_path / "several", config).num_workers == 2
+
+
+class _Worker:
+    """What torch's get_worker_info gives inside loader worker `id` of `num_workers`."""
+
+    def __init__(self, id: int, num_workers: int) -> None:
+        self.id, self.num_workers = id, num_workers
+
+
+@pytest.mark.parametrize(
+    ("worker", "setting", "expected"),
+    [
+        (None, None, None),  # in this process: the decoder's own choice
+        (_Worker(0, 2), None, max(1, (os.cpu_count() or 1) // 2)),
+        (_Worker(0, 4 * (os.cpu_count() or 1)), None, 1),
+        (_Worker(1, 2), 3, 3),  # a setting wins
+    ],
+)
+def test_decoding_workers_share_the_cpus_out_among_their_decoders(
+    tiny, inputs: dict[str, Path], tmp_path: Path, monkeypatch, worker, setting, expected
+) -> None:
+    config = ExtractConfig(workers=2, decoder_threads=setting)
+    (shard,) = plan_extraction(inputs["long"], tmp_path, config).shards
+    dataset = window_loader(shard, [tiny["clip"]], tmp_path, config).dataset
+    asked: list[int | None] = []
+    original = embedding.open_video
+
+    def recorded(path, *args, threads=None, **kwargs):
+        asked.append(threads)
+        return original(path, *args, threads=threads, **kwargs)
+
+    monkeypatch.setattr(embedding, "open_video", recorded)
+    monkeypatch.setattr(embedding, "get_worker_info", lambda: worker)
+    mine = shard.videos if worker is None else shard.videos[worker.id :: worker.num_workers]
+    ends = [item for item in dataset if isinstance(item, VideoEnd)]
+    assert len(ends) == len(mine) and all(end.failure is None for end in ends)
+    assert asked == [expected] * len(mine)
 
 
 # Minor page faults of writing six fresh 64-MB tensors (16,384 pages of 4 kB each), after
