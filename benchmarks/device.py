@@ -5,13 +5,17 @@ own rows only, and its peak GPU memory is its own):
   tests    the tests marked `gpu` (pytest -m gpu), pass / fail counts
   train    MM-CSE at paper size, batch 64, bf16 autocast as the trainer runs on a GPU:
            training and inference steps/s against the official-math reference with
-           the same weights (benchmarks/train_step.py's helpers), checked equal first
+           the same weights (benchmarks/train_step.py's helpers), checked equal first;
+           then ours captured as one CUDA graph per step against the same reference
+           (both are bound by kernel launches at batch 64: what capture would give)
   extract  paper-size extractors with random weights on generated LLP-like clips
            (320 x 240 H.264 + AAC, 10 s): videos/s of `extract_videos`, decoding in CPU
            worker processes beside the GPU, against the stage's loader alone (decoding
            and preprocessing the same clips, no network: the most extraction can reach
            with those workers; again with each video decoder on all CPUs instead of
-           its share), then with one worker per CPU but one; the latency of one clip
+           its share), then with one worker per CPU but one; the latency of one clip;
+           the networks alone (embedding calls of 16 windows, the steady state's
+           size): the rate the GPU's work alone allows
   parse    the parse-folder chain on a 10-s clip, a tiny run trained here: the median
            of 5 warm calls
 A step that outruns its share of --budget is killed and its rows say "timed out".
@@ -58,11 +62,14 @@ ROWS = (
     ("train", "train", "training step, MM-CSE paper size, batch {batch}, bf16"),
     ("train", "infer", "inference step, MM-CSE paper size, batch {batch}, bf16"),
     ("train", "train_memory", "peak GPU memory, training + inference"),
+    ("train", "train_graph", "training step as above, ours captured as one CUDA graph"),
+    ("train", "infer_graph", "inference step as above, ours captured as one CUDA graph"),
     ("extract", "extract", "extraction, paper size, random weights, {clips} LLP-like 10-s clips"),
     ("extract", "decode", "the extraction's loader alone (decode, preprocess), same clips"),
     ("extract", "decode_unshared", "the loader alone, every video decoder on all CPUs"),
     ("extract", "extract_wide", "extraction as above, one decoding worker per CPU but one"),
     ("extract", "extract_latency", "extraction of one 10-s clip, paper size"),
+    ("extract", "extract_networks", "the three networks alone, 16 windows per call"),
     ("extract", "extract_memory", "peak GPU memory, extraction"),
     ("parse", "parse", "parse latency of one 10-s clip (tiny run, warm, median of 5)"),
     ("parse", "parse_memory", "peak GPU memory, parse"),
@@ -78,9 +85,10 @@ NEEDS = {
     "avvp.extractors": "RandomInit create_extractor",
     "avvp.pipeline.chain": "EXTRACT_AND_TRAIN PARSE_FOLDER ChainConfig ParseFolderConfig run_local",
     "avvp.pipeline.dataset": "autocast",
-    "avvp.pipeline.embedding": "VideoEnd",
+    "avvp.pipeline.embedding": "BatchSizer VideoEnd window_input",
     "avvp.pipeline.extract": "ExtractConfig extract_videos plan_extraction window_loader",
     "avvp.pipeline.parse": "ParseConfig",
+    "avvp.pipeline.sources.decode": "open_video",
     "avvp.pipeline.synthetic.clips": "encode_clip write_synthetic_clips",
     "avvp.pipeline.train": "create_optimizer",
     "avvp.pipeline.train_config": "OptimConfig",
@@ -252,6 +260,93 @@ def measure_train(args: argparse.Namespace, rows: Rows) -> None:
     rows["infer"] = row("infer")
     peak = max(peak, memory.peak())
     rows["train_memory"] = [mib(peak), f"both networks resident; ours' step adds {mib(step_peak)}"]
+    # Last: a failed capture may leave the CUDA context unusable for what follows.
+    reference_steps = {"train_graph": train["reference"], "infer_graph": infer["reference"]}
+    graphed_rows(helpers, models, batch, reference_steps, args, rows)
+
+
+def graphed_rows(
+    helpers: ModuleType,
+    models: dict[str, Any],
+    batch: Any,
+    reference_steps: dict[str, Any],
+    args: argparse.Namespace,
+    rows: Rows,
+) -> None:
+    """Ours' training and inference steps replayed from CUDA graphs against the
+    reference's eager steps as timed above (`reference_steps`, by row key): a trial for
+    the trainer, which does not capture yet. A capture that fails says why in its row."""
+    import copy
+    import statistics
+
+    import torch
+
+    from avvp.pipeline.train import create_optimizer
+    from avvp.pipeline.train_config import OptimConfig
+
+    if DEVICE != "cuda":
+        for key in reference_steps:
+            rows[key] = ["needs CUDA", "not captured on the CPU"]
+        return
+    device = torch.device(DEVICE)
+    ours = copy.deepcopy(models["ours"])
+    optimizer = create_optimizer(ours.parameters(), OptimConfig())
+    for group in optimizer.param_groups:
+        group["capturable"] = True  # its step count stays on the GPU, as capture needs
+
+    def bf16(step: Any) -> Any:
+        def run() -> None:
+            # A cast cache would hold tensors made outside the graph's memory pool.
+            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+                step()
+
+        return run
+
+    ours_steps = {
+        "train_graph": bf16(lambda: helpers.training_step(ours, optimizer, batch)),
+        "infer_graph": bf16(lambda: helpers.inference_step(ours, batch)),
+    }
+    failed = ""
+    for key, step in ours_steps.items():
+        if failed:
+            rows[key] = [f"not tried: {failed}", ""]
+            continue
+        training = key == "train_graph"
+        for model in (ours, models["reference"]):
+            model.train(training)
+        try:
+            graph = captured(step)
+        except Exception as error:  # a trial: its row says why, the rows before it stand
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            rows[key] = [f"capture failed: {first[:120]}", type(error).__name__]
+            failed = f"{key} failed, and a failed capture can leave CUDA unusable"
+            continue
+        steps = {"ours": graph.replay, "reference": reference_steps[key]}
+        helpers.time_alternating(steps, 1, 1, device)
+        seconds = helpers.time_alternating(steps, args.steps, args.repeats, device)
+        ours_s, reference_s = (statistics.median(seconds[name]) for name in steps)
+        rows[key] = [
+            f"{1 / ours_s:,.1f} steps/s",
+            f"reference {1 / reference_s:,.1f} steps/s, ratio ours/reference "
+            f"{reference_s / ours_s:.2f} (median of {args.repeats})",
+        ]
+
+
+def captured(step: Any) -> Any:
+    """`step` captured as one CUDA graph after three warm-up calls on a side stream (as
+    torch's whole-network capture asks: the allocator and the kernels settle first)."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph
 
 
 def loader_alone(paths: list[Path], root: Path, config: Any, extractors: list[Any]) -> float:
@@ -327,7 +422,44 @@ def measure_extract(args: argparse.Namespace, rows: Rows) -> None:
         f"{wide.decoding_workers()} workers; {wide_rate / extracted:.2f}x the rate with {workers}",
     ]
     rows["extract_latency"] = [f"{run(single):.2f} s", "warm extractors, fresh store"]
+    per_window = networks_alone(single, extractors, args.repeats)
+    rows["extract_networks"] = [
+        f"{1 / sum(per_window.values()):,.2f} videos/s",
+        "ms per window (one per 10-s clip), copy to the GPU included: "
+        + ", ".join(f"{name} {seconds * 1000:.1f}" for name, seconds in per_window.items()),
+    ]
     rows["extract_memory"] = [mib(GpuMemory().peak()), ", ".join(EXTRACTORS)]
+
+
+def networks_alone(path: Path, extractors: list[Any], repeats: int) -> dict[str, float]:
+    """Seconds per window of each extractor's embedding calls of 16 copies of `path`'s
+    first window (`BatchSizer.LIMIT`, the size the GPU settles at), median of `repeats`
+    after a first call: the GPU's share of extraction, with no decoding behind it."""
+    import statistics
+
+    import torch
+
+    from avvp.pipeline.embedding import BatchSizer, window_input
+    from avvp.pipeline.sources.decode import open_video
+
+    rates = sorted({e.input.sample_rate for e in extractors} - {None})
+    with open_video(path, sample_rates=rates) as stream:
+        window = next(iter(stream.windows()))
+    size, per_window = BatchSizer.LIMIT, {}
+    for extractor in extractors:
+        one = extractor.preprocess(window_input(window, extractor.input))
+        batch = one.expand(size, *one.shape).contiguous()
+        seconds = []
+        for _ in range(repeats + 1):
+            if DEVICE == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            extractor.embed(batch)
+            if DEVICE == "cuda":
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - started)
+        per_window[extractor.name] = statistics.median(seconds[1:]) / size
+    return per_window
 
 
 def quiet(level: str, message: str) -> None:
