@@ -396,10 +396,10 @@ def window_loader(
     dataset = ShardWindows(shard.videos, specs, WorkMarkers(root, STAGE), config.decoder_threads)
     # A daemonic process (a Dask worker) cannot start the loader's processes, and a lone
     # video has nothing to overlap its decoding with: a process started for it only adds
-    # its start (the loader of one paper-size 10-s clip took 3.2x as long in a worker on 2
+    # its start (the loader of one paper-size 10-s clip took 3.1x as long in a worker on 2
     # CPUs: `benchmarks/extract.py --only loader`).
-    alone = multiprocessing.current_process().daemon or len(shard.videos) < 2
-    workers = 0 if alone else min(config.decoding_workers(), len(shard.videos))
+    in_process = multiprocessing.current_process().daemon or len(shard.videos) < 2
+    workers = 0 if in_process else min(config.decoding_workers(), len(shard.videos))
     return DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=as_is)
 
 

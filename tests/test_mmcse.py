@@ -14,7 +14,7 @@ from avvp.model.attention import ClassTokenAttention
 from avvp.model.config import MMCSEOptions, ModelConfig, get_model_config
 from avvp.model.dropout import dropout, relu_dropout
 from avvp.model.losses import MMCSELossConfig, co_occurrence_targets, mmcse_loss
-from avvp.model.mmcse import LGSF, MMCSE, build_mmcse
+from avvp.model.mmcse import COSINE_EPS, LGSF, MMCSE, _clamped_norm, build_mmcse
 from avvp.model.mmcse_import import mmcse_from_official_state_dict
 from avvp.model.outputs import ParserOutput
 
@@ -423,12 +423,12 @@ def test_class_token_attention_drops_weights_only_in_training() -> None:
     torch.testing.assert_close(eval_map.sum(-1), torch.ones(2, 3, 5))
 
 
-def test_lgsf_relevance_equals_torch_cosine_similarity_also_for_zero_features() -> None:
+def test_lgsf_relevance_equals_torch_cosine_similarity_in_values_and_gradients() -> None:
     torch.manual_seed(0)
     lgsf = LGSF(8, cross=False)
-    z = torch.randn(2, 4, 3, 8)
+    z = torch.randn(2, 4, 3, 8, requires_grad=True)
     # Only the first channel can be non-zero, so about half the local features are all
-    # zero after the ReLU and the eps clamp decides their cosine.
+    # zero after the ReLU and the eps clamp decides their cosine (and zeroes their grad).
     with torch.no_grad():
         lgsf.local_proj.bias[:] = -100.0
         lgsf.local_proj.bias[0] = 0.0
@@ -439,6 +439,29 @@ def test_lgsf_relevance_equals_torch_cosine_similarity_also_for_zero_features() 
     fused = lgsf(z, None)
     torch.testing.assert_close(fused.relevance, relevance.unsqueeze(-1))
     torch.testing.assert_close(fused.global_feature, global_side)
+    grad = torch.randn_like(relevance)
+    expected = torch.autograd.grad(relevance, [z, *lgsf.parameters()], grad)
+    ours = torch.autograd.grad(fused.relevance.squeeze(-1), [z, *lgsf.parameters()], grad)
+    for mine, torchs in zip(ours, expected, strict=True):
+        torch.testing.assert_close(mine, torchs)
+
+
+def test_clamped_norm_has_torch_s_norm_and_clamp_gradient_also_at_zero_and_below_the_clamp() -> (
+    None
+):
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    x[1] = 0.0  # a zero norm: torch's norm backward masks its 0 / 0
+    x[2] = 1e-10  # a norm under the clamp: clamp_min's backward gives nothing back
+    grad = torch.randn(6, dtype=torch.float64)
+    ours_x, torch_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = _clamped_norm(ours_x)
+    expected = torch.linalg.vector_norm(torch_x, dim=-1).clamp_min(COSINE_EPS)
+    ours.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(ours, expected)
+    torch.testing.assert_close(ours_x.grad, torch_x.grad)
+    assert (ours_x.grad[1:3] == 0).all() and ours_x.grad.isfinite().all()
 
 
 def test_relu_dropout_in_place_equals_relu_then_dropout_in_values_and_gradients() -> None:
