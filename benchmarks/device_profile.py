@@ -21,25 +21,16 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib.util
 import io
 import os
 import pstats
 import tempfile
 import time
+from importlib import import_module
 from pathlib import Path
 from types import ModuleType
 
 SECTIONS = ("extract", "parse", "train")
-
-
-def load_device() -> ModuleType:
-    """benchmarks/device.py, by path: its clips, its parse chain, its GPU constants."""
-    spec = importlib.util.spec_from_file_location("device", Path(__file__).with_name("device.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def profiled(call: object, lines: int = 45) -> tuple[float, str]:
@@ -143,7 +134,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=out, help="where profile-*.txt go")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    device = load_device()
+    device = import_module("device_steps")  # this script's folder is on sys.path
     args.device = "cpu" if args.cpu else "cuda"
     if args.cpu:
         device.EXTRACTOR_SIZE, args.clips, args.batch = "tiny", 2, 2

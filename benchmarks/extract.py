@@ -522,7 +522,7 @@ def memory(args: argparse.Namespace, folder: Path) -> None:
 def loader(args: argparse.Namespace, folder: Path) -> None:
     """The stage's loader alone: decoder threads shared out among the decoding processes
     against every decoder on all CPUs; one clip in this process against a worker."""
-    from device import write_clips  # benchmarks/device.py: this script's folder is on sys.path
+    from device_steps import write_clips  # this script's folder is on sys.path
     from torch.utils.data import DataLoader
 
     from avvp.pipeline.embedding import VideoEnd

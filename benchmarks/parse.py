@@ -41,11 +41,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# benchmarks/device_steps.py (this script's folder is on sys.path): the same tiny run.
+from device_steps import quiet, tiny_run
+
 from avvp.model.metrics import binarize_predictions
 from avvp.pipeline.chain import (
-    EXTRACT_AND_TRAIN,
     PARSE_FOLDER,
-    ChainConfig,
     ParseFolderConfig,
     run_local,
 )
@@ -54,30 +55,6 @@ from avvp.pipeline.infer import forget_loaded_runs, load_run, predict
 from avvp.pipeline.parse import ParseConfig, parse_extract_config, video_events
 from avvp.pipeline.sources.decode import open_video
 from avvp.pipeline.synthetic.clips import write_synthetic_clips
-
-
-def quiet(level: str, message: str) -> None:
-    """Progress lines of the chain runs: not part of the figures."""
-
-
-def train_tiny_run(work: Path, device: str) -> str:
-    clips = work / "train-clips"
-    write_synthetic_clips(clips, n=12, seconds=10, seed=7)
-    chain = ChainConfig(
-        videos=[str(clips / "videos")],
-        labels=str(clips),
-        store=str(work / "run-store"),
-        extractor_size="tiny",
-        pseudo_labels="dense",
-        epochs=1,
-        config={
-            "extract": {"device": device},
-            "train": {"device": device, "size": "tiny"},
-            "evaluate": {"device": device},
-            "splits": ["test"],
-        },
-    )
-    return run_local(EXTRACT_AND_TRAIN, chain, quiet).train.run_url
 
 
 def one_video_at_a_time(paths: list[Path], run_url: str, config: ParseConfig) -> tuple[float, int]:
@@ -220,7 +197,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        run_url = train_tiny_run(work, args.device)
+        run_url = tiny_run(work, args.device)
         *paths, latency_clip = write_synthetic_clips(work / "clips", n=args.n + 1, seconds=10)
         if not args.skip_cached:
             cached_reparse(paths, run_url, work, args.device, args.repeats)

@@ -56,7 +56,7 @@ from . import catalog
 from .sources.decode import DecodeError, Window, open_video
 
 if TYPE_CHECKING:
-    from .extract import ExtractConfig
+    from .extract_config import ExtractConfig
 
 
 def feature_provenance(extractor: FeatureExtractor, dtype: str = "float16") -> Provenance:

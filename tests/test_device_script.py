@@ -138,7 +138,10 @@ def test_dry_run_prints_every_row_unmeasured(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir()), "a dry run writes no files"
 
 
-def test_a_step_without_rows_of_its_own_shows_why_and_others_are_not_selected() -> None:
+def test_a_step_without_rows_of_its_own_shows_why_and_others_are_not_selected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(DEVICE_PY.parent))  # as for a script: device_steps
     spec = importlib.util.spec_from_file_location("device", DEVICE_PY)
     assert spec is not None and spec.loader is not None
     device = importlib.util.module_from_spec(spec)

@@ -35,7 +35,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..evaluate import EvaluateConfig
-from ..extract import DEFAULT_EXTRACTORS, ExtractConfig
+from ..extract_config import DEFAULT_EXTRACTORS, ExtractConfig
 from ..infer import load_run
 from ..parse import ParseConfig, parse_extract_config
 from ..pseudo_labels import GenerateConfig
