@@ -176,7 +176,7 @@ def pipeline(args: argparse.Namespace, folder: Path) -> None:
     print(f"    loop runs:    {_seconds(loop_s)}")
     print(f"    batched runs: {_seconds(batched_s)}")
     paired = zip(loop_s, batched_s, strict=True)
-    _print_ratios("batched / loop", [one / many for one, many in paired])
+    print_ratios("batched / loop", [one / many for one, many in paired])
     print(f"  largest feature difference, relative to the largest value: {largest:.1e}")
 
 
@@ -184,7 +184,7 @@ def _seconds(runs: list[float]) -> str:
     return ", ".join(f"{seconds:.2f} s" for seconds in runs)
 
 
-def _print_ratios(label: str, ratios: list[float], indent: str = "  ") -> None:
+def print_ratios(label: str, ratios: list[float], indent: str = "  ") -> None:
     """Speed ratios of alternating pairs: their median, spread and each of them."""
     ordered = sorted(ratios)
     print(
@@ -379,7 +379,7 @@ def batch_sizes(args: argparse.Namespace, folder: Path) -> None:
         print(f"  {extractor.name:14s} {shown}")
         for size in sizes[1:]:
             ratios = [r[1] / r[size] for r in rounds]
-            _print_ratios(f"{size} windows / 1 window per call", ratios, indent="    ")
+            print_ratios(f"{size} windows / 1 window per call", ratios, indent="    ")
 
 
 def layout(args: argparse.Namespace, folder: Path) -> None:
@@ -413,7 +413,7 @@ def layout(args: argparse.Namespace, folder: Path) -> None:
         f"{difference:.1e}"
     )
     paired = zip(seconds["anchor"], seconds["ours"], strict=True)
-    _print_ratios("default layout time / ours", [a / o for a, o in paired])
+    print_ratios("default layout time / ours", [a / o for a, o in paired])
 
 
 _MEASURE = """
@@ -577,7 +577,7 @@ def loader(args: argparse.Namespace, folder: Path) -> None:
             f"{_seconds(seconds['ours'])}; {anchor_name} {_seconds(seconds['anchor'])}"
         )
         paired = zip(seconds["anchor"], seconds["ours"], strict=True)
-        _print_ratios(f"{anchor_name} time / {ours_name}", [a / o for a, o in paired])
+        print_ratios(f"{anchor_name} time / {ours_name}", [a / o for a, o in paired])
 
 
 def main() -> None:

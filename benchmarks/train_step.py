@@ -35,7 +35,6 @@ from avvp.model.losses import MMCSELoss, mmcse_loss
 from avvp.model.mmcse import MMCSE, build_mmcse
 from avvp.model.mmcse_import import mmcse_from_official_state_dict
 from avvp.model.outputs import ParserOutput
-from avvp.pipeline.dataset import autocast
 from avvp.pipeline.train import create_optimizer
 from avvp.pipeline.train_config import OptimConfig
 
@@ -248,12 +247,14 @@ def run_on(device: torch.device, args: argparse.Namespace) -> None:
     optimizers = {
         name: create_optimizer(model.parameters(), OptimConfig()) for name, model in models.items()
     }
-    amp = args.amp and device.type == "cuda"
-    print(f"  precision: {'bfloat16 autocast (the trainer on GPU)' if amp else 'float32'}")
+    trainer = "the trainer's on GPU" if device.type == "cuda" else "the trainer stays float32"
+    print(f"  precision: {f'bfloat16 autocast ({trainer})' if args.amp else 'float32'}")
 
     def timed(step: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
-            with autocast(device, amp):
+            # torch's autocast, not the trainer's: that one is CUDA's only, and this
+            # also times a CPU with bf16 instructions (the trainer stays float32 there).
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
                 step()
 
         return run
@@ -289,7 +290,7 @@ def main() -> None:
     parser.add_argument("--atol", type=float, default=1e-4, help="equality check tolerance")
     parser.add_argument("--profile", action="store_true", help="profile one training step")
     parser.add_argument(
-        "--amp", action="store_true", help="time both under bfloat16 autocast (CUDA only)"
+        "--amp", action="store_true", help="time both under bfloat16 autocast (CUDA or CPU)"
     )
     args = parser.parse_args()
     if args.threads is not None:

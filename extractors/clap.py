@@ -49,6 +49,7 @@ from torch import nn
 from ..contract import CLAP_SAMPLE_RATE, SEGMENTS_PER_WINDOW
 from .base import (
     FeatureExtractor,
+    Precision,
     RandomInit,
     Size,
     WeightsArg,
@@ -380,6 +381,7 @@ class _ClapExtractor(FeatureExtractor):
         size: Size = "paper",
         weights: WeightsArg = None,
         device: str | torch.device | None = None,
+        precision: Precision = "auto",
         roberta: str | Path | None = None,
     ) -> None:
         resolved = self.resolve(size, weights)
@@ -388,6 +390,7 @@ class _ClapExtractor(FeatureExtractor):
             weights=resolved,
             network=_build_audio_tower(size, resolved),
             device=device,
+            precision=precision,
         )
         self.roberta = roberta
         self._text: tuple[ClapTextTower, Any] | None = None

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..contract import FPS
 from .base import (
     FeatureExtractor,
+    Precision,
     RandomInit,
     Size,
     WeightsArg,
@@ -156,6 +157,7 @@ class ClipExtractor(FeatureExtractor):
         size: Size = "paper",
         weights: WeightsArg = None,
         device: str | torch.device | None = None,
+        precision: Precision = "auto",
     ) -> None:
         resolved = self.resolve(size, weights)
         super().__init__(
@@ -163,6 +165,7 @@ class ClipExtractor(FeatureExtractor):
             weights=resolved,
             network=_build_network(size, resolved),
             device=device,
+            precision=precision,
         )
         import open_clip
 

@@ -20,6 +20,7 @@ from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dSte
 from ..contract import FPS
 from .base import (
     FeatureExtractor,
+    Precision,
     RandomInit,
     Size,
     WeightsArg,
@@ -111,6 +112,7 @@ class R2Plus1DExtractor(FeatureExtractor):
         size: Size = "paper",
         weights: WeightsArg = None,
         device: str | torch.device | None = None,
+        precision: Precision = "auto",
     ) -> None:
         resolved = self.resolve(size, weights)
         self.frame_size = FRAME_SIZE[size]
@@ -119,6 +121,7 @@ class R2Plus1DExtractor(FeatureExtractor):
             weights=resolved,
             network=_build_network(size, resolved),
             device=device,
+            precision=precision,
         )
         # On a CPU, conv3d in channels-last layout (oneDNN's native one) took 0.75x the
         # time per window at paper size and 0.69x at tiny (2 threads; outputs equal to

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .base import FeatureExtractor, Size, WeightsArg
+from .base import FeatureExtractor, Precision, Size, WeightsArg
 
 _CLASSES: dict[str, tuple[str, str]] = {
     "clip": ("avvp.extractors.clip", "ClipExtractor"),
@@ -42,6 +42,7 @@ def create_extractor(
     size: Size = "paper",
     weights: WeightsArg = None,
     device: str | torch.device | None = None,
+    precision: Precision = "auto",
     **options: Any,
 ) -> FeatureExtractor:
     """Build extractor ``name`` ("clip", "r2plus1d", "clap" or "clap-segments").
@@ -52,7 +53,12 @@ def create_extractor(
         library's cache, for "paper"), a path to the weight file, the extractor's
         weights enum member, or ``RandomInit(seed)``.
     device: where ``embed`` runs; the default is CUDA when available, else the CPU.
+    precision: "auto" (bf16 on CUDA and, for the paper size, on a CPU with native bf16;
+        else float32: ``network_dtype``), "float32" or "bfloat16".
     options: extractor-specific; the CLAP ones take ``roberta`` (a local roberta-base
         folder for ``embed_texts`` of the paper size).
     """
+    if precision != "auto":
+        # Only when asked: extractor classes written before `precision` get "auto".
+        options["precision"] = precision
     return extractor_class(name)(size=size, weights=weights, device=device, **options)

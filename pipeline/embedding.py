@@ -41,8 +41,8 @@ from pydantic import BaseModel
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..contract import FPS, WINDOW_SECONDS
-from ..extractors import FeatureExtractor, WindowInput
-from ..extractors.base import weights_identity
+from ..extractors import FeatureExtractor, WindowInput, create_extractor
+from ..extractors.base import Precision, weights_identity
 from ..storage import (
     Failure,
     FeatureStore,
@@ -423,18 +423,29 @@ def build_extractors(config: ExtractConfig) -> list[FeatureExtractor]:
     for name in config.extractors:
         weights = config.weights.get(name)
         stamp = _file_stamp(weights) if weights else None
-        built.append(_cached_extractor(name, config.size, weights, stamp, device))
+        built.append(_cached_extractor(name, config.size, weights, stamp, device, config.precision))
     return built
 
 
 @functools.lru_cache(maxsize=16)
 def _cached_extractor(
-    name: str, size: str, weights: str | None, stamp: tuple[int, int] | None, device: str | None
+    name: str,
+    size: str,
+    weights: str | None,
+    stamp: tuple[int, int] | None,
+    device: str | None,
+    precision: Precision,
 ) -> FeatureExtractor:
     # `stamp` (size, mtime) is only part of the key: a weight file replaced in place
     # gets a fresh extractor.
-    builder = catalog.set_of_extractor(name).extractor_class()
-    return builder(size=size, weights=weights, device=device)
+    # A feature set may name an extractor class outside avvp (`extractor_path`).
+    return create_extractor(
+        catalog.set_of_extractor(name).extractor_path or name,
+        size=size,
+        weights=weights,
+        device=device,
+        precision=precision,
+    )
 
 
 @functools.lru_cache(maxsize=16)

@@ -35,6 +35,11 @@ class ExtractConfig(BaseModel):
         default_factory=dict, description="extractor name -> weight file (default: its cache)"
     )
     device: str = "auto"
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="what the networks compute in; auto: bfloat16 on CUDA and, for the "
+        "paper size, on a CPU with native bf16 (AVX512-BF16 or AMX), float32 otherwise",
+    )
     batch_size: int | Literal["auto"] = Field(
         "auto",
         description="windows per embed call; auto: per extractor, the fastest size up to 16 "

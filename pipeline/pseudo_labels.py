@@ -285,6 +285,9 @@ def _build_extractor(key: str, config: GenerateConfig) -> FeatureExtractor:
         size=config.size,
         weights=config.weights.get(key),
         device=None if config.device == "auto" else config.device,
+        # Only prompts pass through these towers (a few dozen rows): float32 costs
+        # nothing and keeps scores near the labels' thresholds exact.
+        precision="float32",
         **options,
     )
 

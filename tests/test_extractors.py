@@ -24,6 +24,7 @@ from avvp.extractors import (
     create_extractor,
     extractor_class,
 )
+from avvp.extractors import base as extractor_base
 from avvp.extractors.clap import (
     AUDIO,
     fit_to_clip,
@@ -198,6 +199,48 @@ def test_tiny_size_has_paper_shapes_and_is_deterministic_for_its_seed(
     assert first.dtype == torch.float32 and torch.isfinite(first).all()
     assert torch.equal(first, again)
     assert not torch.allclose(first, other_seed)
+
+
+@pytest.mark.parametrize("name", EXTRACTOR_NAMES)
+def test_bfloat16_on_a_cpu_gives_float32_features_within_bf16_rounding(
+    name: str, frames: np.ndarray, audio: np.ndarray
+) -> None:
+    window = _window_for(name, frames, audio)
+    exact = _features(name, window, size="tiny", precision="float32")
+    extractor = create_extractor(name, size="tiny", device="cpu", precision="bfloat16")
+    rounded = extractor.embed(extractor.preprocess(window)[None])[0]
+    assert extractor.dtype == torch.bfloat16 and rounded.dtype == torch.float32
+    weights = [p for p in extractor.network.parameters() if p.ndim > 0]
+    assert {p.dtype for p in weights} == {torch.bfloat16}
+    # Scalars such as the logit scales stay exact.
+    assert {p.dtype for p in extractor.network.parameters() if p.ndim == 0} <= {torch.float32}
+    assert not torch.equal(rounded, exact)
+    assert ((rounded - exact).norm() / exact.norm()).item() < 2e-2
+    assert F.cosine_similarity(rounded, exact, dim=-1).min().item() > 0.999
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "size", "native", "expected"),
+    [
+        ("auto", "cpu", "paper", True, torch.bfloat16),
+        ("auto", "cpu", "paper", False, torch.float32),
+        ("auto", "cpu", "tiny", True, torch.float32),  # the same features on every machine
+        ("auto", "cuda", "tiny", False, torch.bfloat16),
+        ("float32", "cuda", "paper", True, torch.float32),
+        ("bfloat16", "cpu", "tiny", False, torch.bfloat16),
+    ],
+)
+def test_auto_precision_is_bf16_on_cuda_and_for_paper_networks_on_cpus_with_native_bf16(
+    monkeypatch: pytest.MonkeyPatch,
+    precision: str,
+    device: str,
+    size: str,
+    native: bool,
+    expected: torch.dtype,
+) -> None:
+    monkeypatch.setattr(extractor_base, "cpu_has_native_bf16", lambda: native)
+    dtype = extractor_base.network_dtype(precision, torch.device(device), size)  # type: ignore[arg-type]
+    assert dtype == expected
 
 
 def test_r2plus1d_in_channels_last_layout_on_cpu_equals_the_default_layout(

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from avvp.pipeline.embedding import build_extractors
 from avvp.pipeline.extract import ExtractConfig, extract_videos, plan_extraction
@@ -148,3 +149,10 @@ def test_extractors_are_built_once_per_process() -> None:
     assert first[0] is second[0]
     other_size = build_extractors(TINY.model_copy(update={"extractors": ["r2plus1d"]}))
     assert other_size[0] is not first[0]
+
+
+def test_the_extract_settings_precision_reaches_the_extractors() -> None:
+    (rounded,) = build_extractors(TINY.model_copy(update={"precision": "bfloat16"}))
+    (default,) = build_extractors(TINY)
+    assert rounded.dtype == torch.bfloat16
+    assert default.dtype == torch.float32  # auto: tiny networks stay float32 on a CPU
