@@ -13,11 +13,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from avvp.pipeline import catalog
 from avvp.pipeline.cli.app import app
 from avvp.pipeline.cli.output import IGNORED_ANNOTATIONS_NOTE
 from avvp.pipeline.synthetic.clips import write_synthetic_clips
 from avvp.pipeline.synthetic.features import SyntheticLLPConfig, write_synthetic_llp
-from avvp.storage import FailureLog, LabelStore, Provenance
+from avvp.storage import FailureLog, FeatureStore, LabelStore, Provenance
 
 runner = CliRunner()
 METRIC_KEYS = [
@@ -291,6 +292,26 @@ def test_extract_refuses_weights_for_an_extractor_it_does_not_run(tmp_path: Path
     assert code == 2 and "weights name clap, which are not among the extractors" in output
     code, output = invoke("extract", tmp_path, "--weights", "vit=x.pt")
     assert code == 2 and "NAME=PATH" in output
+
+
+def test_extract_precision_reaches_the_networks_and_a_wrong_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    (clip,) = write_synthetic_clips(tmp_path / "clips", n=1)
+    features = {}
+    for precision in ("float32", "bfloat16"):
+        store = tmp_path / precision
+        args = ("extract", clip, "--store", store, "--size", "tiny", "--extractors", "clip")
+        code, output = invoke(*args, "--workers", "0", "--device", "cpu", "--precision", precision)
+        assert code == 0, output
+        video_id = clip.stem
+        table = FeatureStore(store).table(catalog.VISUAL_TABLE)
+        features[precision] = table.read_videos([video_id]).features.astype(np.float32)
+    exact, rounded = features["float32"], features["bfloat16"]
+    assert not np.array_equal(exact, rounded)
+    np.testing.assert_allclose(rounded, exact, atol=0.02)
+    code, output = invoke("extract", tmp_path, "--precision", "half", "--size", "tiny")
+    assert code == 2 and "precision" in output and "bfloat16" in output
 
 
 @pytest.fixture(scope="module")

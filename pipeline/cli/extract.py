@@ -62,6 +62,14 @@ def extract(
         ),
     ] = None,
     device: DeviceOverride = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            metavar="P",
+            help="auto (bfloat16 on CUDA and, at the paper size, on a CPU with bf16 "
+            "instructions; float32 otherwise), float32 or bfloat16 \\[default: auto].",
+        ),
+    ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
@@ -88,6 +96,7 @@ def extract(
         weights=parse_weights(weights) if weights else None,
         labels=str(labels) if labels else None,
         device=device,
+        precision=precision,
         batch_size=batch_size,
         workers=workers,
         retry_failed=retry_failed or None,
