@@ -331,26 +331,39 @@ def measure_extract(args: argparse.Namespace, rows: Rows) -> None:
     def rate(measure: Any) -> float:
         return len(paths) / statistics.median(measure() for _ in range(args.repeats))
 
+    def loaded(settings: ExtractConfig) -> float:
+        """Videos/s of the stage's loader alone with `settings`."""
+
+        def once() -> float:
+            return loader_alone(paths, work / f"store-{next(stores)}", settings, extractors)
+
+        return rate(once)
+
     run(warm_up)  # first calls: kernels, allocator, the batch size measurement
     extracted = rate(lambda: run(paths))
     workers = config.decoding_workers()
     anchor = f"{extracted * 10:,.0f} s of video per s; {workers} decoding workers"
     rows["extract"] = [f"{extracted:,.2f} videos/s", f"{anchor}; median of {args.repeats}"]
-    decoded = rate(lambda: loader_alone(paths, work / f"store-{next(stores)}", config, extractors))
+    decoded = loaded(config)
     rows["decode"] = [
         f"{decoded:,.2f} videos/s",
         f"{workers} workers; extraction ran at {extracted / decoded:.0%} of it",
     ]
     cpus = os.cpu_count() or 1
     unshared = config.model_copy(update={"decoder_threads": cpus})
-    unshared_rate = rate(
-        lambda: loader_alone(paths, work / f"store-{next(stores)}", unshared, extractors)
-    )
+    unshared_rate = loaded(unshared)
     rows["decode_unshared"] = [
         f"{unshared_rate:,.2f} videos/s",
         f"{cpus} decoder threads each, not "
         f"{max(1, cpus // workers) if workers else 'its own choice'}; the "
         f"shared threads' rate is {decoded / unshared_rate:.2f}x this",
+    ]
+    small_rate = loaded(config.model_copy(update={"shard_videos": 8}))
+    shards = -(-len(paths) // config.shard_videos)
+    rows["decode_small_shards"] = [
+        f"{small_rate:,.2f} videos/s",
+        f"shards of 8 videos ({-(-len(paths) // 8)}), each starting its decoding workers, "
+        f"not of {config.shard_videos} ({shards}); {small_rate / decoded:.2f}x that rate",
     ]
     wide_rate = rate(lambda: run(paths, wide))
     rows["extract_wide"] = [
@@ -364,38 +377,83 @@ def measure_extract(args: argparse.Namespace, rows: Rows) -> None:
         "ms per window (one per 10-s clip), copy to the GPU included: "
         + ", ".join(f"{name} {seconds * 1000:.1f}" for name, seconds in per_window.items()),
     ]
+    clip = next(e for e in extractors if e.name == "clip")
+    cast, difference = clip_with_bf16_weights(single, clip, args.repeats)
+    rows["extract_clip_cast"] = [
+        f"{cast * 1000:,.1f} ms per window",
+        f"{per_window['clip'] / cast:.2f}x the speed of CLIP as it runs above "
+        f"({per_window['clip'] * 1000:.1f} ms); features within {difference:.1e} relative",
+    ]
     rows["extract_memory"] = [mib(GpuMemory().peak()), ", ".join(EXTRACTORS)]
 
 
-def networks_alone(path: Path, extractors: list[Any], repeats: int) -> dict[str, float]:
-    """Seconds per window of each extractor's embedding calls of 16 copies of `path`'s
-    first window (`BatchSizer.LIMIT`, the size the GPU settles at), median of `repeats`
-    after a first call: the GPU's share of extraction, with no decoding behind it."""
-    import statistics
-
-    import torch
-
+def steady_batches(path: Path, extractors: list[Any]) -> dict[str, Any]:
+    """Each extractor's input batch of 16 copies of `path`'s first window
+    (`BatchSizer.LIMIT`, the size the GPU settles at), by extractor name."""
     from avvp.pipeline.embedding import BatchSizer, window_input
     from avvp.pipeline.sources.decode import open_video
 
     rates = sorted({e.input.sample_rate for e in extractors} - {None})
     with open_video(path, sample_rates=rates) as stream:
         window = next(iter(stream.windows()))
-    size, per_window = BatchSizer.LIMIT, {}
+    batches = {}
     for extractor in extractors:
         one = extractor.preprocess(window_input(window, extractor.input))
-        batch = one.expand(size, *one.shape).contiguous()
-        seconds = []
-        for _ in range(repeats + 1):
-            if DEVICE == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            extractor.embed(batch)
-            if DEVICE == "cuda":
-                torch.cuda.synchronize()
-            seconds.append(time.perf_counter() - started)
-        per_window[extractor.name] = statistics.median(seconds[1:]) / size
-    return per_window
+        batches[extractor.name] = one.expand(BatchSizer.LIMIT, *one.shape).contiguous()
+    return batches
+
+
+def seconds_per_window(call: Any, windows: int, repeats: int) -> float:
+    """Median seconds of `call()` over `repeats` after a first call, per window."""
+    import statistics
+
+    import torch
+
+    seconds = []
+    for _ in range(repeats + 1):
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        call()
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds[1:]) / windows
+
+
+def networks_alone(path: Path, extractors: list[Any], repeats: int) -> dict[str, float]:
+    """Seconds per window of each extractor's embedding calls of 16 windows, median of
+    `repeats` after a first call: the GPU's share of extraction, no decoding behind it."""
+    batches = steady_batches(path, extractors)
+    return {
+        e.name: seconds_per_window(
+            lambda e=e: e.embed(batches[e.name]), len(batches[e.name]), repeats
+        )
+        for e in extractors
+    }
+
+
+def clip_with_bf16_weights(path: Path, clip: Any, repeats: int) -> tuple[float, float]:
+    """A trial: seconds per window of CLIP's image tower with its weights cast to bf16
+    and no autocast (torch then takes nn.MultiheadAttention's fused path, as the
+    extractors do on a CPU), 16 windows per call, and the largest relative difference of
+    its features from the extractor's own (autocast on CUDA)."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    batch = steady_batches(path, [clip])[clip.name]
+    frames = batch.flatten(0, 1).to(DEVICE, torch.bfloat16)
+    network = copy.deepcopy(clip.network).to(torch.bfloat16)
+
+    def embed() -> torch.Tensor:
+        with torch.no_grad():
+            return F.normalize(network.encode_image(frames).float(), dim=-1)
+
+    own = clip.embed(batch).flatten(0, 1)
+    difference = ((embed() - own).norm(dim=-1) / own.norm(dim=-1)).max().item()
+    return seconds_per_window(embed, len(batch), repeats), difference
 
 
 def quiet(level: str, message: str) -> None:
