@@ -521,7 +521,8 @@ def memory(args: argparse.Namespace, folder: Path) -> None:
 
 def loader(args: argparse.Namespace, folder: Path) -> None:
     """The stage's loader alone: decoder threads shared out among the decoding processes
-    against every decoder on all CPUs; one clip in this process against a worker."""
+    against every decoder on all CPUs; one clip in this process against a worker; the
+    clips as one shard against shards of 8 videos (each shard starts its workers)."""
     from device_steps import write_clips  # this script's folder is on sys.path
     from torch.utils.data import DataLoader
 
@@ -542,26 +543,30 @@ def loader(args: argparse.Namespace, folder: Path) -> None:
     stores = iter(range(10**6))
 
     def timed(videos: list[Path], config: ExtractConfig, forced_workers: int | None) -> float:
-        """Seconds for every window of `videos` out of the stage's loader; with
-        `forced_workers`, the stage's dataset in that many worker processes instead."""
+        """Seconds for every window of `videos` out of the stage's loader, shard after
+        shard; with `forced_workers`, the stage's dataset in that many worker processes."""
         root = folder / f"store-{next(stores)}"
         started = time.perf_counter()
-        (shard,) = plan_extraction(videos, root, config).shards
-        stage = window_loader(shard, extractors, root, config)
-        if forced_workers is not None:
-            stage = DataLoader(
-                stage.dataset,
-                batch_size=None,
-                num_workers=forced_workers,
-                collate_fn=stage.collate_fn,
-            )
-        ends = [item for item in stage if isinstance(item, VideoEnd)]
+        ends = []
+        for shard in plan_extraction(videos, root, config).shards:
+            stage = window_loader(shard, extractors, root, config)
+            if forced_workers is not None:
+                stage = DataLoader(
+                    stage.dataset,
+                    batch_size=None,
+                    num_workers=forced_workers,
+                    collate_fn=stage.collate_fn,
+                )
+            ends += [item for item in stage if isinstance(item, VideoEnd)]
         assert len(ends) == len(videos) and all(end.failure is None for end in ends)
         return time.perf_counter() - started
 
+    # Each shard starts its own decoding processes: shards of 8 against one shard.
+    small_shards = shared.model_copy(update={"shard_videos": 8})
     cases = (
         (paths, "shared out", (shared, None), "all CPUs each", (unshared, None)),
         ([single], "in this process", (shared, None), "one worker", (shared, 1)),
+        (paths, "one shard", (shared, None), "shards of 8 videos", (small_shards, None)),
     )
     for videos, ours_name, ours, anchor_name, anchor in cases:
         timed(videos[:2], *ours)
