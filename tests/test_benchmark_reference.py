@@ -1,9 +1,13 @@
-"""The training-step benchmark compares the same function: its official-layout reference
-network reproduces the official outputs, and ours with the same weights equals it."""
+"""The benchmarks compare the same function: the training-step benchmark's official-layout
+reference network reproduces the official outputs, and ours with the same weights equals
+it; the precision benchmark runs one network in both precisions from the same weights."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -146,3 +150,19 @@ def test_benchmark_refuses_to_time_networks_whose_outputs_differ(train_step: Mod
     batch = train_step.Batch.random(2, torch.device("cpu"), seed=1)
     with pytest.raises(ValueError, match="differ by more than 1e-05: global_prob"):
         train_step.check_same_function(ours, reference, batch, atol=ATOL)
+
+
+def test_the_precision_benchmark_compares_float32_and_bfloat16_features(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "precision.py"), "--size", "tiny"]
+        + ["--extractors", "clap", "--repeats", "2", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("  clap:"))
+    assert "relative from float32's" in line and "auto picks float32" in line
+    assert "ratio float32 time / bfloat16" in result.stdout
