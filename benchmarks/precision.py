@@ -1,6 +1,6 @@
 """Each extractor's network in float32 against bfloat16, on this machine, one window a call.
 
-What `precision="auto"` picks (`avvp.extractors.base.network_dtype`) rests on this: per
+What `precision="auto"` picks (`avvp.extractors.precision.network_dtype`) rests on this: per
 network, the speed of bf16 against float32 in alternating pairs (the ratio of every pair,
 their median and spread) and how far bf16's features are from float32's (relative error
 of the whole window's features, lowest cosine of a row). Both extractors of a pair are
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from avvp.extractors import FeatureExtractor, RandomInit, create_extractor
-from avvp.extractors.base import cpu_has_native_bf16, network_dtype
+from avvp.extractors.precision import cpu_has_native_bf16, network_dtype
 from avvp.pipeline.embedding import window_input
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -37,12 +37,13 @@ import numpy as np
 import torch
 from torch import _weights_only_unpickler
 
+from .precision import Precision, network_dtype, to_bf16_but_scalars
+
 logger = logging.getLogger(__name__)
 
 Size = Literal["paper", "tiny"]
 SIZES: tuple[Size, ...] = ("paper", "tiny")
 InputKind = Literal["frames", "audio"]
-Precision = Literal["auto", "float32", "bfloat16"]
 
 
 _HASH_CHUNK_BYTES = 16 * 1024 * 1024
@@ -205,36 +206,6 @@ def seeded(seed: int) -> Iterator[None]:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX): there
-    bf16 products run 2-3x float32's; elsewhere torch emulates them, about 9x slower."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
-def _to_bf16_but_scalars(network: torch.nn.Module) -> torch.nn.Module:
-    # Scalars (CLIP's and CLAP's logit scales) stay float32, exact: a 0-dim tensor does
-    # not promote the bf16 tensors it meets, so the products stay bf16.
-    for tensor in (*network.parameters(), *network.buffers()):
-        if tensor.is_floating_point() and tensor.ndim > 0:
-            tensor.data = tensor.data.to(torch.bfloat16)
-    return network
-
-
-def network_dtype(precision: Precision, device: torch.device, size: Size) -> torch.dtype:
-    """The dtype an extractor's network computes in.
-
-    "auto": bfloat16 on CUDA (under autocast) and, for the paper networks, on a CPU
-    with native bf16 (measured on 2 Zen 4 cores: CLIP 1.97x, R(2+1)D 1.95x, CLAP 1.61x
-    float32's speed, features within 1.1% relative: `benchmarks/precision.py`); float32
-    otherwise. The tiny networks stay float32 on every CPU so that tests and demos
-    give the same features on every machine.
-    """
-    if precision != "auto":
-        return torch.bfloat16 if precision == "bfloat16" else torch.float32
-    on_bf16_cpu = device.type == "cpu" and size == "paper" and cpu_has_native_bf16()
-    return torch.bfloat16 if device.type == "cuda" or on_bf16_cpu else torch.float32
 
 
 class WeightsFileError(ValueError):
@@ -555,7 +526,7 @@ class FeatureExtractor(ABC):
         # of its weight per batch row (6x slower than float32), while with bf16 weights
         # torch takes its fused attention path.
         self._cast_input = self.device.type == "cpu" and self.dtype == torch.bfloat16
-        self.network = _to_bf16_but_scalars(network) if self._cast_input else network
+        self.network = to_bf16_but_scalars(network) if self._cast_input else network
 
     @classmethod
     def resolve(cls, size: Size, weights: WeightsArg = None) -> Path | RandomInit:

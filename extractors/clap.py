@@ -49,7 +49,6 @@ from torch import nn
 from ..contract import CLAP_SAMPLE_RATE, SEGMENTS_PER_WINDOW
 from .base import (
     FeatureExtractor,
-    Precision,
     RandomInit,
     Size,
     WeightsArg,
@@ -62,6 +61,7 @@ from .base import (
     rounded_linspace,
     seeded,
 )
+from .precision import Precision
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from ..contract import FPS
 from .base import (
     FeatureExtractor,
-    Precision,
     RandomInit,
     Size,
     WeightsArg,
@@ -33,6 +32,7 @@ from .base import (
     seeded,
 )
 from .frames import FrameSampler
+from .precision import Precision
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -20,7 +20,6 @@ from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dSte
 from ..contract import FPS
 from .base import (
     FeatureExtractor,
-    Precision,
     RandomInit,
     Size,
     WeightsArg,
@@ -31,6 +30,7 @@ from .base import (
     seeded,
 )
 from .frames import FrameSampler
+from .precision import Precision
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from .base import FeatureExtractor, Precision, Size, WeightsArg
+from .base import FeatureExtractor, Size, WeightsArg
+from .precision import Precision
 
 _CLASSES: dict[str, tuple[str, str]] = {
     "clip": ("avvp.extractors.clip", "ClipExtractor"),

@@ -42,7 +42,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..contract import FPS, WINDOW_SECONDS
 from ..extractors import FeatureExtractor, WindowInput, create_extractor
-from ..extractors.base import Precision, weights_identity
+from ..extractors.base import weights_identity
+from ..extractors.precision import Precision
 from ..storage import (
     Failure,
     FeatureStore,

@@ -24,7 +24,7 @@ from avvp.extractors import (
     create_extractor,
     extractor_class,
 )
-from avvp.extractors import base as extractor_base
+from avvp.extractors import precision as extractor_precision
 from avvp.extractors.clap import (
     AUDIO,
     fit_to_clip,
@@ -238,8 +238,8 @@ def test_auto_precision_is_bf16_on_cuda_and_for_paper_networks_on_cpus_with_nati
     native: bool,
     expected: torch.dtype,
 ) -> None:
-    monkeypatch.setattr(extractor_base, "cpu_has_native_bf16", lambda: native)
-    dtype = extractor_base.network_dtype(precision, torch.device(device), size)  # type: ignore[arg-type]
+    monkeypatch.setattr(extractor_precision, "cpu_has_native_bf16", lambda: native)
+    dtype = extractor_precision.network_dtype(precision, torch.device(device), size)  # type: ignore[arg-type]
     assert dtype == expected
 
 
