@@ -570,9 +570,10 @@ class FeatureExtractor(ABC):
                 f"from preprocess, got {tuple(batch.shape)}"
             )
         # no_grad rather than inference_mode: callers may still modify the result in place.
-        batch = batch.to(self.device, non_blocking=True)
+        dtype = torch.bfloat16 if self._cast_input else batch.dtype
+        batch = batch.to(self.device, dtype, non_blocking=True)  # one copy, if any
         with torch.no_grad(), self._autocast():
-            features = self._forward(batch.to(torch.bfloat16) if self._cast_input else batch)
+            features = self._forward(batch)
         return features.float()
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:

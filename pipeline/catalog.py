@@ -75,14 +75,20 @@ class FeatureSet:
     dtype: str = "float16"  # what extraction stores unless ExtractConfig.dtype says otherwise
     extractor_path: str | None = None  # `module:Class` of an extractor outside avvp
 
-    def extractor_class(self) -> type[FeatureExtractor]:
+    @property
+    def extractor_ref(self) -> str:
+        """What `create_extractor` and `extractor_class` take for its extractor: an
+        avvp name, or `module:Class` (`extractor_path`)."""
         if self.extractor is None:
             raise ValueError(f"feature set {self.table} has no extractor: import a release")
+        return self.extractor_path or self.extractor
+
+    def extractor_class(self) -> type[FeatureExtractor]:
         # Imported here: the catalog is read by the command line's option parsing, which
         # must not wait for torch.
         from ..extractors import extractor_class
 
-        return extractor_class(self.extractor_path or self.extractor)
+        return extractor_class(self.extractor_ref)
 
     def weights(self) -> tuple[WeightsSource, ...]:
         """The weights entries of the extractor (none for a set only imported)."""

@@ -439,9 +439,8 @@ def _cached_extractor(
 ) -> FeatureExtractor:
     # `stamp` (size, mtime) is only part of the key: a weight file replaced in place
     # gets a fresh extractor.
-    # A feature set may name an extractor class outside avvp (`extractor_path`).
     return create_extractor(
-        catalog.set_of_extractor(name).extractor_path or name,
+        catalog.set_of_extractor(name).extractor_ref,
         size=size,
         weights=weights,
         device=device,
