@@ -522,11 +522,13 @@ def memory(args: argparse.Namespace, folder: Path) -> None:
 def loader(args: argparse.Namespace, folder: Path) -> None:
     """The stage's loader alone: decoder threads shared out among the decoding processes
     against every decoder on all CPUs; one clip in this process against a worker; the
-    clips as one shard against shards of 8 videos (each shard starts its workers)."""
+    clips as one shard against shards of 8 videos; shards of 8 with the decoding workers
+    kept from shard to shard against each shard starting its own."""
     from device_steps import write_clips  # this script's folder is on sys.path
     from torch.utils.data import DataLoader
 
-    from avvp.pipeline.embedding import VideoEnd
+    from avvp.pipeline.decoding_workers import close_decoding_workers
+    from avvp.pipeline.embedding import VideoEnd, as_is
     from avvp.pipeline.extract import plan_extraction, window_loader
 
     extractors = build_extractors(args)
@@ -542,31 +544,42 @@ def loader(args: argparse.Namespace, folder: Path) -> None:
     unshared = shared.model_copy(update={"decoder_threads": os.cpu_count() or 1})
     stores = iter(range(10**6))
 
-    def timed(videos: list[Path], config: ExtractConfig, forced_workers: int | None) -> float:
+    def timed(videos: list[Path], config: ExtractConfig, forced_workers: int | str | None) -> float:
         """Seconds for every window of `videos` out of the stage's loader, shard after
-        shard; with `forced_workers`, the stage's dataset in that many worker processes."""
+        shard; with `forced_workers`, the stage's dataset in that many worker processes;
+        with "fresh", the decoding workers kept from an earlier shard closed first (each
+        shard starts its own, as the stage did before it kept them)."""
         root = folder / f"store-{next(stores)}"
         started = time.perf_counter()
         ends = []
         for shard in plan_extraction(videos, root, config).shards:
             stage = window_loader(shard, extractors, root, config)
-            if forced_workers is not None:
-                stage = DataLoader(
-                    stage.dataset,
-                    batch_size=None,
-                    num_workers=forced_workers,
-                    collate_fn=stage.collate_fn,
+            if forced_workers == "fresh":
+                close_decoding_workers()
+            elif forced_workers is not None:
+                loader = DataLoader(
+                    stage.dataset, batch_size=None, num_workers=forced_workers, collate_fn=as_is
                 )
-            ends += [item for item in stage if isinstance(item, VideoEnd)]
+                ends += [item for item in loader if isinstance(item, VideoEnd)]
+                continue
+            with stage as items:
+                ends += [item for item in items if isinstance(item, VideoEnd)]
+        close_decoding_workers()  # each timing starts with none kept
         assert len(ends) == len(videos) and all(end.failure is None for end in ends)
         return time.perf_counter() - started
 
-    # Each shard starts its own decoding processes: shards of 8 against one shard.
     small_shards = shared.model_copy(update={"shard_videos": 8})
     cases = (
         (paths, "shared out", (shared, None), "all CPUs each", (unshared, None)),
         ([single], "in this process", (shared, None), "one worker", (shared, 1)),
         (paths, "one shard", (shared, None), "shards of 8 videos", (small_shards, None)),
+        (
+            paths,
+            "shards of 8, workers kept",
+            (small_shards, None),
+            "shards of 8, each starting its workers",
+            (small_shards, "fresh"),
+        ),
     )
     for videos, ours_name, ours, anchor_name, anchor in cases:
         timed(videos[:2], *ours)

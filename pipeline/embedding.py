@@ -3,9 +3,10 @@ workers (`ShardWindows`), embedded in batches of a measured size (`BatchSizer`),
 written per whole video, one part per flush (`TableWriter`). The stage around it,
 planning and shards, is `avvp.pipeline.extract`.
 
-How a shard works: DataLoader worker processes (`config.workers`; 0 decodes in this
-process, as Dask's daemonic workers need and as a shard of one video does, which has
-nothing to overlap a process's start with) each take some of its videos, decode them
+How a shard works: DataLoader worker processes (`config.workers`, kept from one shard
+to the next: `avvp.pipeline.decoding_workers`; 0 decodes in this process, as Dask's
+daemonic workers need and as a shard of one video does, which has nothing to overlap a
+process's start with) each take some of its videos, decode them
 one 10-s window at a time (`open_video`) and run every extractor's `transform` on the
 windows its table lacks, yielding one item per window and a closing item per video
 (its facts, or why it failed). The main process embeds full batches of windows of any

@@ -54,16 +54,14 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, Field
-from torch.utils.data import DataLoader
 
 from ..extractors import FeatureExtractor
 from ..storage import Failure, FailureLog, FeatureStore, VideoManifest, VideoRecord
 from ..storage.failures import WorkMarker, WorkMarkers
+from .decoding_workers import WindowLoader
 from .embedding import (
     PendingVideo,
-    ShardWindows,
     WindowItem,
-    as_is,
     build_extractors,
     check_extraction_settings,
     keep_freed_memory,
@@ -277,18 +275,19 @@ def window_loader(
     extractors: Sequence[FeatureExtractor],
     root: str | os.PathLike[str],
     config: ExtractConfig,
-) -> DataLoader:
+) -> WindowLoader:
     """The shard's windows, decoded and preprocessed for `extractors` in the configured
-    decoding workers, then each video's end (`ShardWindows`), one item at a time."""
+    decoding workers (kept from shard to shard: `avvp.pipeline.decoding_workers`), then
+    each video's end (`ShardWindows`); `with window_loader(...) as items:`."""
     specs = {extractor.name: (extractor.input, extractor.transform) for extractor in extractors}
-    dataset = ShardWindows(shard.videos, specs, WorkMarkers(root, STAGE), config.decoder_threads)
     # A daemonic process (a Dask worker) cannot start the loader's processes, and a lone
     # video has nothing to overlap its decoding with: a process started for it only adds
     # its start (the loader of one paper-size 10-s clip took 3.1x as long in a worker on 2
     # CPUs: `benchmarks/extract.py --only loader`).
     in_process = multiprocessing.current_process().daemon or len(shard.videos) < 2
     workers = 0 if in_process else min(config.decoding_workers(), len(shard.videos))
-    return DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=as_is)
+    markers = WorkMarkers(root, STAGE)
+    return WindowLoader(shard.videos, specs, markers, workers, config.decoder_threads)
 
 
 def extract_shard(
@@ -336,8 +335,8 @@ def extract_shard(
     loader = window_loader(shard, built, root, config)
     if config.reuse_freed_memory and any(extractor.device.type == "cpu" for extractor in built):
         keep_freed_memory()
-    with threads_beside(loader.num_workers, built):
-        for item in loader:
+    with threads_beside(loader.num_workers, built), loader as items:
+        for item in items:
             if isinstance(item, WindowItem):
                 for writer in writers:
                     if writer.name in item.inputs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,3 +41,13 @@ def clips_demo(tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("demo")
     return root, run_demo(str(root), device="cpu", run_chain=run_extract_and_train)
+
+
+@pytest.fixture(autouse=True)
+def _no_kept_decoding_workers():
+    """Each test starts without decoding workers kept by an earlier one: forked before a
+    test's monkeypatches, they would not see them (`avvp.pipeline.decoding_workers`)."""
+    yield
+    kept = sys.modules.get("avvp.pipeline.decoding_workers")
+    if kept is not None:
+        kept.close_decoding_workers()
