@@ -46,14 +46,19 @@ class FeedForward(nn.Sequential):
             nn.Linear(dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_dim, dim)
         )
 
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The hidden layer, ReLU and dropout of the first Linear: (..., hidden_dim)."""
+        first, _, drop, _ = self
+        rows = F.linear(x.flatten(0, -2), first.weight, first.bias)
+        return relu_dropout(rows, drop.p, drop.training).view(*x.shape[:-1], -1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first, _, drop, second = self
         rows = x.flatten(0, -2)
         # The blocks pay on a CPU's caches alone, and their `out=` products take no part
         # in autocast (they met bf16 blocks with float32 weights under it, on the GPU).
         if torch.is_grad_enabled() or not rows.is_cpu or torch.is_autocast_enabled("cpu"):
-            hidden = relu_dropout(F.linear(rows, first.weight, first.bias), drop.p, drop.training)
-            return F.linear(hidden, second.weight, second.bias).view(*x.shape[:-1], -1)
+            return F.linear(self.hidden(rows), second.weight, second.bias).view(*x.shape[:-1], -1)
         # Without autograd, a few thousand rows at a time: each hidden block (8 MB) is
         # reused from the heap and read back from cache, where one 65-MB hidden tensor
         # (paper size, batch 64) is fresh memory every call. 0.69x the time (inference,

@@ -38,7 +38,7 @@ def forward_internals(
     equal that forward's; the training-only decoders and losses are not run."""
     encoded = model._encode(audio, visual, visual_st, with_maps=True)
     return MMCSEInternals(
-        model.head(encoded.streams),
+        model.head.pool(encoded.scores),
         encoded.audio_classes.tokens,
         encoded.visual_classes.tokens,
         encoded.maps,

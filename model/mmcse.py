@@ -15,6 +15,7 @@ batch, so a training step has no Python loop over classes, heads or modalities.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -307,10 +308,11 @@ class FGSELayer(nn.Module):
         self.ffn = FeedForward(dim, ffn_dim, dropout)
 
     def forward(
-        self, x: torch.Tensor, pairs: int, need_maps: bool
+        self, x: torch.Tensor, pairs: int, need_maps: bool, hidden: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x: (N, T, K, C), each sample's other modality `pairs` rows along (x rolled by
-        `pairs`). Returns the update and the co-occurrence maps by path."""
+        `pairs`). Returns the update (with `hidden`, the feed-forward's hidden layer
+        (N, T, K, ffn_dim) instead) and the co-occurrence maps by path."""
         paths = list(self.paths.items())
         other = x.roll(pairs, dims=0) if "cross" in self.paths else x  # a copy: only if read
         # sum_p out_proj_p(X + U_p) = X (sum_p W_p)^T + sum_p b_p + sum_p U_p W_p^T: X is
@@ -331,7 +333,8 @@ class FGSELayer(nn.Module):
                 total = total + F.linear(update, path.out_proj.weight)
             if co_occurrence is not None:
                 maps[name] = co_occurrence
-        return self.ffn(self.norm(total)), maps
+        normed = self.norm(total)
+        return (self.ffn.hidden(normed) if hidden else self.ffn(normed)), maps
 
 
 class FGSEEncoder(nn.Module):
@@ -357,24 +360,40 @@ class FGSEEncoder(nn.Module):
         per_window = 2 * config.inputs.num_segments * config.inputs.num_classes * config.class_dim
         self.windows_per_pass = max(1, PASS_FLOATS // per_window)
 
+    @property
+    def last_projection(self) -> nn.Linear:
+        """The Linear that makes the output streams from the last feed-forward's hidden
+        layer (no residual after it: the streams are this Linear of that layer)."""
+        return self.layers[-1].ffn[-1]
+
     def forward(
-        self, audio: torch.Tensor, visual: torch.Tensor, return_maps: bool
+        self,
+        audio: torch.Tensor,
+        visual: torch.Tensor,
+        return_maps: bool,
+        readout: Callable[[torch.Tensor], torch.Tensor],
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """audio, visual: (B, T, K, C) -> (2, B, T, K, C) and the last layer's maps."""
+        """audio, visual: (B, T, K, C) -> `readout` of the last layer's feed-forward
+        hidden layer (2, b, T, K, ffn_dim), batch first (the streams are that layer's
+        `last_projection`), joined over the passes; and the last layer's maps."""
         windows = self.windows_per_pass if audio.device.type == "cpu" else audio.shape[0]
         if audio.shape[0] <= windows:
-            return self._encode(audio, visual, return_maps)
+            return self._encode(audio, visual, return_maps, readout)
         parts = [
-            self._encode(*pair, return_maps)
+            self._encode(*pair, return_maps, readout)
             for pair in zip(audio.split(windows), visual.split(windows), strict=True)
         ]
-        streams = torch.cat([part_streams for part_streams, _ in parts], dim=1)
+        read = torch.cat([part_read for part_read, _ in parts])
         first_maps = parts[0][1]
         maps = {name: torch.cat([part_maps[name] for _, part_maps in parts]) for name in first_maps}
-        return streams, maps
+        return read, maps
 
     def _encode(
-        self, audio: torch.Tensor, visual: torch.Tensor, return_maps: bool
+        self,
+        audio: torch.Tensor,
+        visual: torch.Tensor,
+        return_maps: bool,
+        readout: Callable[[torch.Tensor], torch.Tensor],
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = audio.shape[0]
         # Both modalities run as one batch of 2B; rolling by B pairs each sample with its
@@ -382,19 +401,26 @@ class FGSEEncoder(nn.Module):
         streams = torch.cat([audio, visual])
         maps: dict[str, torch.Tensor] = {}
         for index, layer in enumerate(self.layers):
-            need_maps = return_maps and index == len(self.layers) - 1
-            streams, maps = layer(streams, batch, need_maps)
+            last = index == len(self.layers) - 1
+            streams, maps = layer(streams, batch, return_maps and last, hidden=last)
         named_maps: dict[str, torch.Tensor] = {}
         if "intra" in maps:
             named_maps["map_aa"], named_maps["map_vv"] = maps["intra"].chunk(2)
         if "cross" in maps:
             named_maps["map_av"], named_maps["map_va"] = maps["cross"].chunk(2)
-        return streams.unflatten(0, (2, batch)), named_maps
+        return readout(streams.unflatten(0, (2, batch))), named_maps
 
 
 class MMILHead(nn.Module):
     """Attentive MMIL pooling with per-class heads: three banks of K Linear(C -> 1)
-    (segment logit, temporal attention, modality attention) as one (3, K, C) weight."""
+    (segment logit, temporal attention, modality attention) as one (3, K, C) weight.
+
+    The heads read the streams through `scores`, with their weights composed with the
+    Linear that makes the streams (`readout`): the last FGSE layer's feed-forward ends
+    in Linear(ffn_dim -> C) with no residual, so the K x 3 heads read its hidden layer
+    directly, and the 2BT x K x C streams are never made. That saves the largest
+    product of the last layer (forward and backward), with the same outputs up to float
+    rounding."""
 
     def __init__(self, class_dim: int, num_classes: int) -> None:
         super().__init__()
@@ -402,17 +428,27 @@ class MMILHead(nn.Module):
         self.bias = nn.Parameter(torch.empty(3, num_classes))
         _init_like_linear(self.weight, self.bias)
 
-    def forward(self, streams: torch.Tensor) -> ParserOutput:
-        """streams: (2, B, T, K, C), modality order [audio, visual]."""
-        modalities, batch, segments, classes, dim = streams.shape
-        # Class k's rows are a strided (2BT, C) slice of the streams that bmm reads in
-        # place; einsum copied the streams class-major first (16 MB at paper size, batch
-        # 64): the head took 4x the time of this bmm (2 threads).
-        rows = streams.reshape(-1, classes, dim).transpose(0, 1)
-        scores = torch.bmm(rows, self.weight.permute(1, 2, 0))  # (K, 2BT, 3)
-        scores = scores.view(classes, modalities, batch, segments, -1).permute(4, 2, 3, 1, 0)
-        scores = scores + self.bias[:, None, None, None, :]
-        frame_logits, temporal_scores, modality_scores = scores.unbind(0)  # (B, T, 2, K)
+    def readout(self, before: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+        """The heads applied after `before`, as one map: weight (K, D, 3), bias (K, 3)."""
+        weight = torch.einsum("jkc,cd->kdj", self.weight, before.weight)
+        return weight, self.bias.t() + torch.einsum("jkc,c->kj", self.weight, before.bias)
+
+    @staticmethod
+    def scores(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """hidden (2, B, T, K, D), modality order [audio, visual], read by `readout`'s
+        weight and bias -> scores (B, T, 2, K, 3)."""
+        modalities, batch, segments, classes, dim = hidden.shape
+        # Class k's rows are a strided (2BT, D) slice that bmm reads in place; einsum
+        # copied the streams class-major first (16 MB at paper size, batch 64): the head
+        # took 4x the time of this bmm (2 threads).
+        rows = hidden.reshape(-1, classes, dim).transpose(0, 1)
+        scores = torch.bmm(rows, weight).view(classes, modalities, batch, segments, -1)
+        return scores.permute(2, 3, 1, 0, 4) + bias
+
+    @staticmethod
+    def pool(scores: torch.Tensor) -> ParserOutput:
+        """The outputs from `scores` (B, T, 2, K, 3)."""
+        frame_logits, temporal_scores, modality_scores = scores.unbind(-1)  # (B, T, 2, K)
         frame_prob = torch.sigmoid(frame_logits)
         temporal_prob = torch.softmax(temporal_scores, dim=1) * frame_prob
         return ParserOutput(
@@ -460,14 +496,14 @@ class ReconstructionDecoders(nn.Module):
 
 
 class _Encoded(NamedTuple):
-    """What MMCSE's steps before the head give: the projected features (B, T, C), the
-    class features, the FGSE streams (2, B, T, K, C) and the last layer's maps."""
+    """What MMCSE's steps before the pooling give: the projected features (B, T, C), the
+    class features, the heads' scores (B, T, 2, K, 3) and the last layer's maps."""
 
     audio_feature: torch.Tensor
     visual_feature: torch.Tensor
     audio_classes: ClassFeatures
     visual_classes: ClassFeatures
-    streams: torch.Tensor
+    scores: torch.Tensor
     maps: dict[str, torch.Tensor]
 
 
@@ -532,7 +568,7 @@ class MMCSE(nn.Module):
     ) -> ParserOutput:
         """Parse a batch of windows; input shapes as described by `InputSpec`."""
         encoded = self._encode(audio, visual, visual_st, with_aux)
-        output = self.head(encoded.streams)
+        output = self.head.pool(encoded.scores)
         if not with_aux:
             return output
         audio_feature, visual_feature = encoded.audio_feature, encoded.visual_feature
@@ -563,8 +599,14 @@ class MMCSE(nn.Module):
         audio_feature, visual_feature = self.features(audio, visual, visual_st)
         audio_classes = self.audio_classes(audio_feature)
         visual_classes = self.visual_classes(visual_feature)
-        streams, maps = self.encoder(audio_classes.tokens, visual_classes.tokens, with_maps)
-        return _Encoded(audio_feature, visual_feature, audio_classes, visual_classes, streams, maps)
+        weight, bias = self.head.readout(self.encoder.last_projection)
+        scores, maps = self.encoder(
+            audio_classes.tokens,
+            visual_classes.tokens,
+            with_maps,
+            lambda hidden: self.head.scores(hidden, weight, bias),
+        )
+        return _Encoded(audio_feature, visual_feature, audio_classes, visual_classes, scores, maps)
 
 
 def build_mmcse(config: ModelConfig) -> MMCSE:

@@ -401,12 +401,15 @@ def test_on_a_cpu_the_encoder_runs_in_passes_of_few_windows_with_the_same_result
     for name in PREDICTIONS:
         torch.testing.assert_close(getattr(passes, name), getattr(whole, name))
         torch.testing.assert_close(getattr(passes_inferred, name), getattr(whole_inferred, name))
-    # A weight's gradient sums the passes' sums: the same terms, another float rounding.
+    # A weight's gradient sums the passes' sums: the same terms, another float rounding,
+    # whose error scales with the terms summed (the gradient's scale), not with an
+    # element that they nearly cancel to.
     assert (
         passes_grads.keys() == whole_grads.keys() and "encoder.layers.0.norm.weight" in whole_grads
     )
     for name, at_once in whole_grads.items():
-        torch.testing.assert_close(passes_grads[name], at_once, rtol=1e-4, atol=1e-6)
+        scale = max(1.0, at_once.abs().max().item())
+        torch.testing.assert_close(passes_grads[name], at_once, rtol=1e-4, atol=1e-6 * scale)
 
 
 def test_class_token_attention_drops_weights_only_in_training() -> None:
