@@ -66,6 +66,15 @@ def _clamped_norm(x: torch.Tensor) -> torch.Tensor:
     return _ClampedNorm.apply(x)
 
 
+def cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """F.cosine_similarity over the last dim, for a `y` that broadcasts over `x`: the
+    same formula, eps included, with each norm taken on its own tensor. torch expands
+    `y` to `x`'s shape and divides both by their norms first: for the audio
+    orthogonality loss, the background feature copied over the 25 classes and two
+    divisions of (B, T, 25, C) tensors, forward and backward."""
+    return (x * y).sum(dim=-1) / (_clamped_norm(x) * _clamped_norm(y))
+
+
 class ClassBranches(nn.Module):
     """n independent branch MLPs on one segment feature, evaluated as one batched op.
 
@@ -167,8 +176,8 @@ class CAFD(nn.Module):
         the mean event feature for the visual modality and each event for the audio)."""
         events, background = branches[..., : self.num_classes, :], branches[..., -1, :]
         if self.mean_event_orthogonality:
-            return F.cosine_similarity(events.mean(dim=-2), background, dim=-1).mean()
-        return F.cosine_similarity(events, background.unsqueeze(-2), dim=-1).mean()
+            return cosine(events.mean(dim=-2), background).mean()
+        return cosine(events, background.unsqueeze(-2)).mean()
 
 
 class SharedClassProjection(nn.Module):
@@ -228,13 +237,9 @@ class LGSF(nn.Module):
 
     @staticmethod
     def relevance(local: torch.Tensor, global_feature: torch.Tensor) -> Relevance:
-        """sigmoid(cosine(local, global_feature)) with the global feature (N, 1, K, C)."""
-        # F.cosine_similarity would broadcast the global feature over T before taking its
-        # norm; its norm is taken once per class here. Same formula, including the eps.
-        cosine = (local * global_feature).sum(dim=-1) / (
-            _clamped_norm(local) * _clamped_norm(global_feature)
-        )
-        return Relevance(torch.sigmoid(cosine).unsqueeze(-1), global_feature)
+        """sigmoid(cosine(local, global_feature)) with the global feature (N, 1, K, C),
+        whose norm `cosine` takes once per class, not for each of the T segments."""
+        return Relevance(torch.sigmoid(cosine(local, global_feature)).unsqueeze(-1), global_feature)
 
 
 class FGSEPath(nn.Module):

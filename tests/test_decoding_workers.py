@@ -39,8 +39,19 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return write_synthetic_clips(folder, n=6, seconds=10)
 
 
+# Child processes that were there before the test (another module's, say): not workers.
+_OTHER_CHILDREN: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _other_children() -> None:
+    _OTHER_CHILDREN.clear()
+    _OTHER_CHILDREN.update(process.pid for process in multiprocessing.active_children())
+
+
 def _workers() -> set[int]:
-    return {process.pid for process in multiprocessing.active_children()}
+    """The decoding workers alive: child processes the test started."""
+    return {process.pid for process in multiprocessing.active_children()} - _OTHER_CHILDREN
 
 
 def _config(clip: FeatureExtractor) -> ExtractConfig:
