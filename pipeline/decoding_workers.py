@@ -10,6 +10,7 @@ with persistent workers, whose dataset takes each shard's job (its videos and wh
 their work markers go) from a queue that gets one copy per worker before the shard's
 pass; each worker keeps its every-n-th video of it, as `ShardWindows` does.
 
+They are kept for the shards of one run, and stopped at its end (`close_decoding_workers`).
 The shard stays the unit of work: one pass is one shard, and the workers are handed back
 only after a pass that ran to its end. A pass that stopped early or raised (a consumer's
 error, a worker that died) closes them, so no worker is left mid-video or holding a stale
@@ -62,7 +63,18 @@ _kept_lock = threading.Lock()
 
 
 def close_decoding_workers() -> None:
-    """Stop the kept decoding workers, if any (the next shard starts fresh ones)."""
+    """Stop the kept decoding workers, unless a shard is using them (then it keeps them).
+    Extraction calls this at the end of a run (`extract_videos`, the chain's extract
+    node), so no idle worker outlives the run that started it (a notebook's kernel, a
+    long-lived process); the next run starts fresh ones."""
+    if _kept_lock.acquire(blocking=False):
+        try:
+            _close()
+        finally:
+            _kept_lock.release()
+
+
+def _close() -> None:
     global _kept
     kept, _kept = _kept, None
     if kept is None:
@@ -123,7 +135,7 @@ class WindowLoader:
     def _release(self) -> None:
         self._holds_kept = False
         if not self._drained:
-            close_decoding_workers()
+            _close()
         _kept_lock.release()
 
     def _drain(self, items: Iterator[WindowItem | VideoEnd]) -> Iterator[WindowItem | VideoEnd]:
@@ -142,7 +154,7 @@ class WindowLoader:
     def _kept_for(self, key: tuple[int, int | None, bytes]) -> _Kept:
         global _kept
         if _kept is not None and _kept.key != key:
-            close_decoding_workers()
+            _close()
         if _kept is None:
             context = multiprocessing.get_context()
             jobs = context.Queue()

@@ -58,7 +58,7 @@ from pydantic import BaseModel, Field
 from ..extractors import FeatureExtractor
 from ..storage import Failure, FailureLog, FeatureStore, VideoManifest, VideoRecord
 from ..storage.failures import WorkMarker, WorkMarkers
-from .decoding_workers import WindowLoader
+from .decoding_workers import WindowLoader, close_decoding_workers
 from .embedding import (
     PendingVideo,
     WindowItem,
@@ -455,10 +455,13 @@ def extract_videos(
         report(VideoOutcome(pending.video_id, pending.path, "skipped", 0))
     for failure in [*plan.failures, *plan.failed_before]:
         report(VideoOutcome(failure.video_id, failure.path, "failed", 0, failure.reason))
-    results = [
-        extract_shard(shard, root, config, extractors=built, on_video=report)
-        for shard in plan.shards
-    ]
+    try:
+        results = [
+            extract_shard(shard, root, config, extractors=built, on_video=report)
+            for shard in plan.shards
+        ]
+    finally:
+        close_decoding_workers()  # kept from shard to shard, not beyond the run
     summary = summarize(plan, results, config)
     summary.seconds = time.perf_counter() - started
     return summary

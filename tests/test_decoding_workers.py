@@ -9,13 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import BaseModel
 
 from avvp.extractors import FeatureExtractor, create_extractor
 from avvp.pipeline import decoding_workers
+from avvp.pipeline.chain import STAGES, Chain, ChainSummary, Node, run_local
+from avvp.pipeline.chain.stages import ExtractInput
 from avvp.pipeline.decoding_workers import close_decoding_workers
 from avvp.pipeline.embedding import VideoEnd, WindowItem, table_of_extractor
 from avvp.pipeline.extract import (
     ExtractConfig,
+    ExtractSummary,
     Shard,
     extract_videos,
     plan_extraction,
@@ -66,7 +70,7 @@ def _ends(shard: Shard, clip: FeatureExtractor, root: Path, config: ExtractConfi
     return [end.video_id for end in ends]
 
 
-def test_the_same_workers_decode_every_shard_of_a_run_and_store_what_fresh_ones_do(
+def test_a_run_decodes_its_shards_with_the_same_workers_stops_them_and_stores_the_same(
     clip: FeatureExtractor, clips: list[Path], tmp_path: Path
 ) -> None:
     config = _config(clip)
@@ -79,19 +83,12 @@ def test_the_same_workers_decode_every_shard_of_a_run_and_store_what_fresh_ones_
         on_progress=lambda _: seen.append(_workers()),
     )
     assert summary.shards == 3 and summary.videos_extracted == 6 and not summary.failures
-    kept = _workers()
-    assert len(kept) == 2 and all(pids == kept for pids in seen)
-    # Another run of the same set-up takes them too.
-    more = write_synthetic_clips(tmp_path / "more", n=2, seconds=10, seed=7)
-    extract_videos(more, tmp_path / "more-store", config, extractors=[clip])
-    assert _workers() == kept
-    close_decoding_workers()
-    assert _workers() == set()
+    assert len(seen) == 6 and len(seen[0]) == 2 and all(pids == seen[0] for pids in seen)
+    assert _workers() == set()  # no idle worker outlives its run
 
     # Each shard with workers of its own: the stored features are the same.
     fresh = tmp_path / "fresh"
     for start in range(0, len(clips), 2):
-        close_decoding_workers()
         extract_videos(clips[start : start + 2], fresh, config, extractors=[clip])
     ids = sorted(path.stem for path in clips)
     table = table_of_extractor(clip.name)
@@ -124,7 +121,11 @@ def test_a_worker_killed_mid_shard_fails_that_shard_and_the_next_one_starts_fres
     clip: FeatureExtractor, clips: list[Path], tmp_path: Path
 ) -> None:
     config = _config(clip)
-    first, second, _ = plan_extraction(clips, tmp_path, config).shards
+    first, *_ = plan_extraction(clips, tmp_path, config).shards
+    # Clips of four windows: a worker is mid-video when killed (it runs at most two items
+    # ahead of the consumer), never done with its part already.
+    long_clips = write_synthetic_clips(tmp_path / "long", n=2, seconds=40, seed=3)
+    (second,) = plan_extraction(long_clips, tmp_path, config).shards
     assert len(_ends(first, clip, tmp_path, config)) == 2
     victims = _workers()
     assert len(victims) == 2
@@ -147,6 +148,7 @@ def test_a_shard_running_while_another_holds_the_kept_workers_gets_its_own(
     first, second, _ = plan_extraction(clips, tmp_path, config).shards
     with window_loader(first, [clip], tmp_path, config) as items:
         kept = _workers()
+        close_decoding_workers()  # another run's end: the shard keeps its workers
         others = _ends(second, clip, tmp_path, config)
         ends = [item.video_id for item in items if isinstance(item, VideoEnd)]
     assert ends == [video.video_id for video in first.videos]
@@ -165,3 +167,43 @@ def test_another_set_up_replaces_the_kept_workers(
     after = _workers()
     assert len(before) == len(after) == 2 and not before & after
     assert decoding_workers._kept is not None and decoding_workers._kept.key[1] == 1
+
+
+class _ExtractOnly(BaseModel):
+    videos: list[str]
+    store: str
+
+
+class _ExtractOnlySummary(ChainSummary):
+    extract: ExtractSummary
+
+
+def test_the_chains_extract_node_keeps_its_workers_across_its_units_and_stops_them_after(
+    clips: list[Path], tmp_path: Path
+) -> None:
+    settings = TWO_WORKERS.model_copy(update={"extractors": ["clip"], "size": "tiny"})
+    settings = settings.model_copy(update={"device": "cpu"})
+    chain = Chain(
+        name="extract-only",
+        params=_ExtractOnly,
+        summary=_ExtractOnlySummary,
+        nodes=(
+            Node(
+                "extract",
+                STAGES["extract"],
+                lambda params, _: ExtractInput(videos=params.videos, config=settings),
+            ),
+        ),
+        store=lambda params: params.store,
+        writes=lambda params: (params.store,),
+    )
+    seen: list[set[int]] = []
+    summary = run_local(
+        chain,
+        {"videos": [str(path) for path in clips], "store": str(tmp_path / "store")},
+        emit=lambda *_: None,
+        on_count=lambda *_: seen.append(_workers()),
+    )
+    assert summary.extract.shards == 3 and summary.extract.videos_extracted == 6
+    assert len(seen[-1]) == 2 and all(pids == seen[-1] for pids in seen if pids)
+    assert _workers() == set()

@@ -64,7 +64,10 @@ def run_chain(chain: Chain[ParamsT, SummaryT], params: ParamsT, executor: Execut
         outputs: list[BaseModel | BaseException] = []
         if plan.units:
             with reporter.running():
-                outputs = executor.run_units(node, store, config, plan, reporter)
+                try:
+                    outputs = executor.run_units(node, store, config, plan, reporter)
+                finally:
+                    node.stage.release()
         raise_failed_units(node, outputs)
         result = node.stage.finish(store, config, plan, outputs)
         line = node.stage.summary_line(result)

@@ -248,6 +248,10 @@ class Stage(ABC, Generic[ConfigT, ResultT]):
         """The device the stage computes on (None: no accelerator work)."""
         return None
 
+    def release(self) -> None:
+        """After a node's units, however they ended: let go of what this process kept
+        for them from one unit to the next (extraction's decoding workers)."""
+
     def failures(self, result: ResultT) -> list[Failure]:
         """The inputs that failed, for the chain's summary."""
         return []

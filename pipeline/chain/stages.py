@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...storage import RunDir
 from ...storage.failures import Failure
 from ...storage.location import open_root
+from ..decoding_workers import close_decoding_workers
 from ..embedding import check_extraction_settings
 from ..extract import (
     ExtractConfig,
@@ -125,6 +126,9 @@ class ExtractStage(Stage[ExtractInput, ExtractSummary]):
 
     def device(self, config: ExtractInput) -> str | None:
         return config.config.device
+
+    def release(self) -> None:
+        close_decoding_workers()  # kept from shard to shard (units), not beyond the node
 
     def failures(self, result: ExtractSummary) -> list[Failure]:
         return list(result.failures)
