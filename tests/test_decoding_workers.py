@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from pydantic import BaseModel
 
 from avvp.extractors import FeatureExtractor, create_extractor
 from avvp.pipeline import decoding_workers
-from avvp.pipeline.chain import STAGES, Chain, ChainSummary, Node, run_local
+from avvp.pipeline.chain import STAGES, Chain, ChainError, ChainSummary, Node, run_local, stages
 from avvp.pipeline.chain.stages import ExtractInput
 from avvp.pipeline.decoding_workers import close_decoding_workers
 from avvp.pipeline.embedding import VideoEnd, WindowItem, table_of_extractor
@@ -21,6 +22,7 @@ from avvp.pipeline.extract import (
     ExtractConfig,
     ExtractSummary,
     Shard,
+    extract_shard,
     extract_videos,
     plan_extraction,
     window_loader,
@@ -178,32 +180,51 @@ class _ExtractOnlySummary(ChainSummary):
     extract: ExtractSummary
 
 
+_SETTINGS = TWO_WORKERS.model_copy(update={"extractors": ["clip"], "size": "tiny", "device": "cpu"})
+EXTRACT_ONLY = Chain(
+    name="extract-only",
+    params=_ExtractOnly,
+    summary=_ExtractOnlySummary,
+    nodes=(
+        Node(
+            "extract",
+            STAGES["extract"],
+            lambda params, _: ExtractInput(videos=params.videos, config=_SETTINGS),
+        ),
+    ),
+    store=lambda params: params.store,
+    writes=lambda params: (params.store,),
+)
+
+
+def _params(clips: list[Path], store: Path) -> dict[str, Any]:
+    return {"videos": [str(path) for path in clips], "store": str(store)}
+
+
 def test_the_chains_extract_node_keeps_its_workers_across_its_units_and_stops_them_after(
     clips: list[Path], tmp_path: Path
 ) -> None:
-    settings = TWO_WORKERS.model_copy(update={"extractors": ["clip"], "size": "tiny"})
-    settings = settings.model_copy(update={"device": "cpu"})
-    chain = Chain(
-        name="extract-only",
-        params=_ExtractOnly,
-        summary=_ExtractOnlySummary,
-        nodes=(
-            Node(
-                "extract",
-                STAGES["extract"],
-                lambda params, _: ExtractInput(videos=params.videos, config=settings),
-            ),
-        ),
-        store=lambda params: params.store,
-        writes=lambda params: (params.store,),
-    )
     seen: list[set[int]] = []
     summary = run_local(
-        chain,
-        {"videos": [str(path) for path in clips], "store": str(tmp_path / "store")},
+        EXTRACT_ONLY,
+        _params(clips, tmp_path / "store"),
         emit=lambda *_: None,
         on_count=lambda *_: seen.append(_workers()),
     )
     assert summary.extract.shards == 3 and summary.extract.videos_extracted == 6
     assert len(seen[-1]) == 2 and all(pids == seen[-1] for pids in seen if pids)
+    assert _workers() == set()
+
+
+def test_a_failed_extract_unit_still_stops_the_workers(
+    clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails_after_its_shard(*args: Any, **kwargs: Any) -> Any:
+        extract_shard(*args, **kwargs)  # its workers are kept for the next unit
+        assert len(_workers()) == 2
+        raise OSError("the disk filled up")
+
+    monkeypatch.setattr(stages, "extract_shard", fails_after_its_shard)
+    with pytest.raises(ChainError, match="3 of 3 extract units failed"):
+        run_local(EXTRACT_ONLY, _params(clips, tmp_path / "store"), emit=lambda *_: None)
     assert _workers() == set()
