@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from torch import nn
 from .activations import FeedForward, FreshReLU, relu_fresh
 from .attention import ClassTokenAttention
 from .config import MMCSEOptions, ModelConfig
+from .cosine import cosine
 from .dropout import Dropout
 from .inputs import FeatureProjection
 from .outputs import ParserOutput
@@ -37,42 +38,7 @@ def _init_like_linear(weight: torch.Tensor, bias: torch.Tensor) -> None:
     nn.init.uniform_(bias, -bound, bound)
 
 
-COSINE_EPS = 1e-8  # F.cosine_similarity's default
 PASS_FLOATS = 1 << 20  # floats of a layer tensor per encoder pass on a CPU: see FGSEEncoder
-
-
-class _ClampedNorm(torch.autograd.Function):
-    """L2 norm over the last dim, at least COSINE_EPS, as F.cosine_similarity clamps it.
-    Its backward is one product over x, x times g / norm (zero where the clamp holds, as
-    clamp_min's backward gives): torch's vector_norm backward divides x by the norm and
-    masks the result over all of x first, a third of the LGSF's backward time at paper
-    size (2 threads)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-        ctx.save_for_backward(x, norm)
-        return norm.clamp_min(COSINE_EPS).squeeze(-1)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        x, norm = ctx.saved_tensors
-        factor = (grad.unsqueeze(-1) / norm).masked_fill_(norm < COSINE_EPS, 0.0)
-        return x * factor
-
-
-def _clamped_norm(x: torch.Tensor) -> torch.Tensor:
-    """L2 norm over the last dim, at least COSINE_EPS, as F.cosine_similarity clamps it."""
-    return _ClampedNorm.apply(x)
-
-
-def cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """F.cosine_similarity over the last dim, for a `y` that broadcasts over `x`: the
-    same formula, eps included, with each norm taken on its own tensor. torch expands
-    `y` to `x`'s shape and divides both by their norms first: for the audio
-    orthogonality loss, the background feature copied over the 25 classes and two
-    divisions of (B, T, 25, C) tensors, forward and backward."""
-    return (x * y).sum(dim=-1) / (_clamped_norm(x) * _clamped_norm(y))
 
 
 class ClassBranches(nn.Module):

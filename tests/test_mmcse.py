@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from avvp.model.activations import FeedForward, softmax_short_rows
 from avvp.model.attention import ClassTokenAttention
 from avvp.model.config import MMCSEOptions, ModelConfig, get_model_config
+from avvp.model.cosine import COSINE_EPS, clamped_norm
 from avvp.model.dropout import dropout, relu_dropout
 from avvp.model.losses import MMCSELossConfig, co_occurrence_targets, mmcse_loss
-from avvp.model.mmcse import COSINE_EPS, LGSF, MMCSE, _clamped_norm, build_mmcse
+from avvp.model.mmcse import LGSF, MMCSE, build_mmcse
 from avvp.model.mmcse_import import mmcse_from_official_state_dict
 from avvp.model.outputs import ParserOutput
 
@@ -458,7 +459,7 @@ def test_clamped_norm_has_torch_s_norm_and_clamp_gradient_also_at_zero_and_below
     x[2] = 1e-10  # a norm under the clamp: clamp_min's backward gives nothing back
     grad = torch.randn(6, dtype=torch.float64)
     ours_x, torch_x = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ours = _clamped_norm(ours_x)
+    ours = clamped_norm(ours_x)
     expected = torch.linalg.vector_norm(torch_x, dim=-1).clamp_min(COSINE_EPS)
     ours.backward(grad)
     expected.backward(grad)
