@@ -15,10 +15,12 @@ The shard stays the unit of work: one pass is one shard, and the workers are han
 only after a pass that ran to its end. A pass that stopped early or raised (a consumer's
 error, a worker that died) closes them, so no worker is left mid-video or holding a stale
 job; the next shard starts fresh ones, and a dead worker's unfinished video keeps its
-work marker, as before. Workers are kept for one set-up at a time (worker count,
-decoder threads, the extractors' inputs and transforms, compared pickled); another
-set-up replaces them. Shards running at the same time in one process (a thread pool
-of tasks) take fresh workers while another holds the kept ones.
+work marker, as before. A worker that dies while kept and idle between two shards (the
+system's out-of-memory killer, say) fails nothing: the next shard finds it dead before
+it hands out its job and starts fresh workers. Workers are kept for one set-up at a
+time (worker count, decoder threads, the extractors' inputs and transforms, compared
+pickled); another set-up replaces them. Shards running at the same time in one process
+(a thread pool of tasks) take fresh workers while another holds the kept ones.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data._utils import signal_handling
 
 from ..extractors import WindowInput
 from ..storage.failures import WorkMarkers
@@ -88,6 +91,27 @@ def _close() -> None:
     kept.jobs.close()
 
 
+def _watch_workers(watch: bool) -> bool:
+    """Whether torch's SIGCHLD handler watches the kept workers; returns False, watching
+    nothing, when one has died. torch raises in the main thread, wherever it is, when a
+    worker it watches dies: right for a pass (its shard fails), wrong between passes,
+    where no work is lost and the next shard can start fresh workers. Its iterator's
+    private fields: the DataLoader has no public switch for this."""
+    iterator = None if _kept is None else _kept.loader._iterator
+    if iterator is None:  # no pass yet: the first one starts the workers and watches them
+        return True
+    if iterator._worker_pids_set:
+        signal_handling._remove_worker_pids(id(iterator))
+        iterator._worker_pids_set = False
+    if not watch:
+        return True
+    if not all(worker.is_alive() for worker in iterator._workers):
+        return False
+    signal_handling._set_worker_pids(id(iterator), tuple(w.pid for w in iterator._workers))
+    iterator._worker_pids_set = True
+    return True
+
+
 # Before multiprocessing's own exit handler ends them: they get their stop message.
 atexit.register(close_decoding_workers)
 
@@ -134,7 +158,9 @@ class WindowLoader:
 
     def _release(self) -> None:
         self._holds_kept = False
-        if not self._drained:
+        if self._drained:
+            _watch_workers(False)
+        else:
             _close()
         _kept_lock.release()
 
@@ -153,7 +179,7 @@ class WindowLoader:
 
     def _kept_for(self, key: tuple[int, int | None, bytes]) -> _Kept:
         global _kept
-        if _kept is not None and _kept.key != key:
+        if _kept is not None and (_kept.key != key or not _watch_workers(True)):
             _close()
         if _kept is None:
             context = multiprocessing.get_context()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,21 @@ def test_a_worker_killed_mid_shard_fails_that_shard_and_the_next_one_starts_fres
     assert not _workers() & victims
     assert len(_ends(second, clip, tmp_path, config)) == 2
     assert _workers() and not _workers() & victims
+
+
+def test_a_kept_worker_that_dies_between_shards_is_replaced_by_the_next_shard(
+    clip: FeatureExtractor, clips: list[Path], tmp_path: Path
+) -> None:
+    config = _config(clip)
+    first, second, _ = plan_extraction(clips, tmp_path, config).shards
+    assert len(_ends(first, clip, tmp_path, config)) == 2
+    victims = _workers()
+    os.kill(min(victims), signal.SIGKILL)  # idle, between two shards (an OOM kill, say)
+    os.waitid(os.P_PID, min(victims), os.WEXITED | os.WNOWAIT)  # dead, not yet reaped
+    time.sleep(0.2)  # the main thread handles its SIGCHLD here: nothing may be raised
+    # The next shard notices before it hands out its job, and gets fresh workers.
+    assert _ends(second, clip, tmp_path, config) == [v.video_id for v in second.videos]
+    assert len(_workers()) == 2 and not _workers() & victims
 
 
 def test_a_shard_running_while_another_holds_the_kept_workers_gets_its_own(
