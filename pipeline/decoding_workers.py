@@ -91,20 +91,19 @@ def _close() -> None:
     kept.jobs.close()
 
 
-def _watch_workers(watch: bool) -> bool:
-    """Whether torch's SIGCHLD handler watches the kept workers; returns False, watching
-    nothing, when one has died. torch raises in the main thread, wherever it is, when a
-    worker it watches dies: right for a pass (its shard fails), wrong between passes,
-    where no work is lost and the next shard can start fresh workers. Its iterator's
-    private fields: the DataLoader has no public switch for this."""
-    iterator = None if _kept is None else _kept.loader._iterator
-    if iterator is None:  # no pass yet: the first one starts the workers and watches them
-        return True
-    if iterator._worker_pids_set:
-        signal_handling._remove_worker_pids(id(iterator))
-        iterator._worker_pids_set = False
-    if not watch:
-        return True
+def _stop_watching(iterator: Any) -> None:
+    """Take the kept workers out of torch's SIGCHLD watch once a pass has ended: torch
+    raises in the main thread, wherever it is, when a worker it watches dies, which is
+    right during a pass (its shard fails) but not between passes, where no work is lost
+    and the next shard can start fresh workers. Through the loader iterator's private
+    fields: the DataLoader has no public switch for this."""
+    signal_handling._remove_worker_pids(id(iterator))
+    iterator._worker_pids_set = False
+
+
+def _watch_if_alive(iterator: Any) -> bool:
+    """Watch the kept workers again for the next pass; False, watching none, when one
+    died since the last (the out-of-memory killer, say)."""
     if not all(worker.is_alive() for worker in iterator._workers):
         return False
     signal_handling._set_worker_pids(id(iterator), tuple(w.pid for w in iterator._workers))
@@ -158,8 +157,8 @@ class WindowLoader:
 
     def _release(self) -> None:
         self._holds_kept = False
-        if self._drained:
-            _watch_workers(False)
+        if self._drained and _kept is not None:
+            _stop_watching(_kept.loader._iterator)
         else:
             _close()
         _kept_lock.release()
@@ -179,7 +178,8 @@ class WindowLoader:
 
     def _kept_for(self, key: tuple[int, int | None, bytes]) -> _Kept:
         global _kept
-        if _kept is not None and (_kept.key != key or not _watch_workers(True)):
+        # Kept workers have served a whole pass, so their loader has its iterator.
+        if _kept is not None and (_kept.key != key or not _watch_if_alive(_kept.loader._iterator)):
             _close()
         if _kept is None:
             context = multiprocessing.get_context()
